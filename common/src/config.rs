@@ -1,0 +1,408 @@
+//! Recipes: the TOML file that describes one migration.
+//!
+//! Unknown fields are rejected, every error names the file and the field, and a handful of
+//! environment variables (and the CLI flags that set them) override addresses and secrets,
+//! so one recipe serves several environments. `examples/recipe.toml` documents every field.
+
+use crate::secret::Secret;
+use crate::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// The migration's name: the key of its state and the default consumer group.
+    pub name: String,
+    pub source: ClusterConfig,
+    /// Defaults to the source cluster (an in-cluster migration).
+    #[serde(default)]
+    pub target: Option<ClusterConfig>,
+    pub kafka: KafkaConfig,
+    #[serde(rename = "indices")]
+    pub pairs: Vec<IndexPair>,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    #[serde(default)]
+    pub replay: ReplayConfig,
+    #[serde(default)]
+    pub rollover: RolloverConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// One or more node URLs; the first is used.
+    #[serde(deserialize_with = "one_or_many")]
+    pub url: Vec<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Base64 `id:key` API key, as Elasticsearch returns it in `encoded`.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// PEM file of the CA that signed the cluster's certificate.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Skip certificate verification (development only).
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    /// Where malformed events and rejected documents go; defaults to `<topic>.deadletter`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Consumer group the applied offsets are mirrored to; defaults to `indexferry-<name>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// librdkafka settings passed through as they are (security.protocol, sasl.*, ssl.*).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexPair {
+    /// The concrete source index (not the alias).
+    pub source: String,
+    pub target: String,
+    /// The alias the application reads and writes through; moved at rollover.
+    pub alias: String,
+    /// The target's mappings, inline...
+    #[serde(default)]
+    pub mappings: Option<toml::Table>,
+    /// ...or from a JSON file (relative to the recipe).
+    #[serde(default)]
+    pub mappings_file: Option<PathBuf>,
+    /// The target's production settings, restored at rollover (replicas, refresh).
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
+    #[serde(default)]
+    pub settings_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Documents per search page and per bulk request.
+    pub batch_size: usize,
+    /// Parallel slices of the point-in-time read.
+    pub slices: u32,
+    /// Documents per second over all slices; 0 = unthrottled.
+    pub throttle_docs_per_s: u32,
+    /// How long the point-in-time stays open between pages; also how long a killed worker
+    /// has to come back and resume where it was rather than start its slices over.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig { batch_size: 1000, slices: 2, throttle_docs_per_s: 0, keep_alive: Duration::from_secs(600) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    /// A batch is cut at this many events...
+    pub batch_size: usize,
+    /// ...or this many bytes of events...
+    pub batch_bytes: usize,
+    /// ...or this long after its first event, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub batch_deadline: Duration,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig { batch_size: 2000, batch_bytes: 8 << 20, batch_deadline: Duration::from_millis(50) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloverConfig {
+    /// Rollover refuses to start while more events than this wait to be applied.
+    pub max_lag: u64,
+    /// Wait after blocking writes before reading the topic's end offsets; must be longer
+    /// than the producer's publish timeout so every acknowledged write's event is in.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Give up (and lift the block) if the consumer has not drained by then.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The target's `index.gc_deletes` while the migration runs: delete tombstones must
+    /// outlive any older write still to come from the snapshot or a late event.
+    pub gc_deletes: String,
+}
+
+impl Default for RolloverConfig {
+    fn default() -> Self {
+        RolloverConfig {
+            max_lag: 10_000,
+            grace: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(30),
+            gc_deletes: "24h".into(),
+        }
+    }
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Values that replace what the recipe says: set from CLI flags, else from the
+/// environment (`INDEXFERRY_SOURCE_URL`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub source_url: Option<String>,
+    pub target_url: Option<String>,
+    pub brokers: Option<String>,
+    pub topic: Option<String>,
+}
+
+/// Environment variables read on top of [`Overrides`]; secrets only come from here or the file.
+pub const ENV_SOURCE_PASSWORD: &str = "INDEXFERRY_SOURCE_PASSWORD";
+pub const ENV_TARGET_PASSWORD: &str = "INDEXFERRY_TARGET_PASSWORD";
+pub const ENV_SOURCE_API_KEY: &str = "INDEXFERRY_SOURCE_API_KEY";
+pub const ENV_TARGET_API_KEY: &str = "INDEXFERRY_TARGET_API_KEY";
+
+impl Recipe {
+    /// Reads and validates a recipe file.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Recipe::parse(&text, path, base, overrides)
+    }
+
+    /// Parses recipe text; `origin` names it in errors, `base` resolves relative files.
+    pub fn parse(text: &str, origin: &Path, base: &Path, overrides: &Overrides) -> Result<Recipe> {
+        let err = |message: String| Error::Recipe { path: origin.into(), message };
+        let mut recipe: Recipe = toml::from_str(text).map_err(|e| err(describe_toml_error(&e)))?;
+        recipe.apply(overrides, &|name| std::env::var(name).ok());
+        recipe.resolve_files(base).map_err(err)?;
+        recipe.validate().map_err(err)?;
+        Ok(recipe)
+    }
+
+    /// Parses a recipe stored by `init`: mapping and settings files were read then and are
+    /// not needed again (they may have moved since), so they are not read.
+    pub fn parse_stored(text: &str, origin: &Path, base: &Path, overrides: &Overrides) -> Result<Recipe> {
+        let err = |message: String| Error::Recipe { path: origin.into(), message };
+        let mut recipe: Recipe = toml::from_str(text).map_err(|e| err(describe_toml_error(&e)))?;
+        for p in &mut recipe.pairs {
+            p.mappings_file = None;
+            p.settings_file = None;
+        }
+        recipe.apply(overrides, &|name| std::env::var(name).ok());
+        recipe.resolve_files(base).map_err(err)?;
+        recipe.validate().map_err(err)?;
+        Ok(recipe)
+    }
+
+    fn apply(&mut self, o: &Overrides, env: &dyn Fn(&str) -> Option<String>) {
+        let pick = |flag: &Option<String>, var: &str| flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()));
+        if let Some(url) = pick(&o.source_url, "INDEXFERRY_SOURCE_URL") {
+            self.source.url = vec![url];
+        }
+        if let Some(url) = pick(&o.target_url, "INDEXFERRY_TARGET_URL") {
+            match &mut self.target {
+                Some(t) => t.url = vec![url],
+                None => self.target = Some(ClusterConfig { url: vec![url], ..self.source.clone() }),
+            }
+        }
+        if let Some(b) = pick(&o.brokers, "INDEXFERRY_KAFKA_BROKERS") {
+            self.kafka.brokers = b;
+        }
+        if let Some(t) = pick(&o.topic, "INDEXFERRY_KAFKA_TOPIC") {
+            self.kafka.topic = t;
+        }
+        if let Some(p) = env(ENV_SOURCE_PASSWORD) {
+            self.source.password = Some(Secret::new(p));
+        }
+        if let Some(k) = env(ENV_SOURCE_API_KEY) {
+            self.source.api_key = Some(Secret::new(k));
+        }
+        if let Some(t) = &mut self.target {
+            if let Some(p) = env(ENV_TARGET_PASSWORD) {
+                t.password = Some(Secret::new(p));
+            }
+            if let Some(k) = env(ENV_TARGET_API_KEY) {
+                t.api_key = Some(Secret::new(k));
+            }
+        }
+    }
+
+    fn resolve_files(&mut self, base: &Path) -> std::result::Result<(), String> {
+        for (i, pair) in self.pairs.iter_mut().enumerate() {
+            for (inline, file, what) in [
+                (&mut pair.mappings, &pair.mappings_file, "mappings"),
+                (&mut pair.settings, &pair.settings_file, "settings"),
+            ] {
+                let Some(file) = file else { continue };
+                if inline.is_some() {
+                    return Err(format!("indices[{i}]: give either `{what}` or `{what}_file`, not both"));
+                }
+                let path = base.join(file);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("indices[{i}].{what}_file: cannot read {}: {e}", path.display()))?;
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("indices[{i}].{what}_file: {} is not JSON: {e}", path.display()))?;
+                let table: toml::Table = serde_json::from_value(json)
+                    .map_err(|e| format!("indices[{i}].{what}_file: {} must hold a JSON object: {e}", path.display()))?;
+                *inline = Some(table);
+            }
+        }
+        for c in std::iter::once(&mut self.source).chain(self.target.as_mut()) {
+            if let Some(ca) = &mut c.ca_cert {
+                *ca = base.join(&*ca);
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(format!("name: {:?} must be non-empty and use only letters, digits, '-', '_' and '.'", self.name));
+        }
+        for (field, c) in std::iter::once(("source", &self.source)).chain(self.target.as_ref().map(|t| ("target", t))) {
+            if c.url.is_empty() {
+                return Err(format!("{field}.url: at least one URL is required"));
+            }
+            for u in &c.url {
+                let parsed = url::Url::parse(u).map_err(|e| format!("{field}.url: {u:?} is not a URL: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(format!("{field}.url: {u:?} must be http or https"));
+                }
+            }
+            if c.password.is_some() && c.username.is_none() {
+                return Err(format!("{field}.password: needs {field}.username"));
+            }
+            if c.api_key.is_some() && c.username.is_some() {
+                return Err(format!("{field}: give either username/password or api_key, not both"));
+            }
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err("kafka.brokers: must not be empty".into());
+        }
+        if self.kafka.topic.trim().is_empty() {
+            return Err("kafka.topic: must not be empty".into());
+        }
+        if self.pairs.is_empty() {
+            return Err("indices: at least one [[indices]] entry is required".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.pairs.iter().enumerate() {
+            for (what, v) in [("source", &p.source), ("target", &p.target), ("alias", &p.alias)] {
+                if v.is_empty() || v.starts_with(['_', '-', '+']) || v.chars().any(|c| c.is_ascii_uppercase() || "\\/*?\"<>| ,#:".contains(c)) {
+                    return Err(format!("indices[{i}].{what}: {v:?} is not a valid index or alias name"));
+                }
+            }
+            if p.source == p.target && !self.cross_cluster() {
+                return Err(format!("indices[{i}]: source and target are the same index {:?}", p.source));
+            }
+            if !seen.insert(&p.source) {
+                return Err(format!("indices[{i}].source: {:?} appears twice; one source feeds one target", p.source));
+            }
+        }
+        if self.snapshot.batch_size == 0 || self.snapshot.batch_size > 10_000 {
+            return Err("snapshot.batch_size: must be between 1 and 10000".into());
+        }
+        if self.snapshot.slices == 0 || self.snapshot.slices > 1024 {
+            return Err("snapshot.slices: must be between 1 and 1024".into());
+        }
+        if self.replay.batch_size == 0 {
+            return Err("replay.batch_size: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn target_cluster(&self) -> &ClusterConfig {
+        self.target.as_ref().unwrap_or(&self.source)
+    }
+
+    /// Source and target are different clusters (compared by their first URL).
+    pub fn cross_cluster(&self) -> bool {
+        self.target.as_ref().is_some_and(|t| t.url.first() != self.source.url.first())
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        self.kafka.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.deadletter", self.kafka.topic))
+    }
+
+    pub fn group_id(&self) -> String {
+        self.kafka.group_id.clone().unwrap_or_else(|| format!("indexferry-{}", self.name))
+    }
+
+    pub fn pair_for_source(&self, index: &str) -> Option<&IndexPair> {
+        self.pairs.iter().find(|p| p.source == index)
+    }
+}
+
+impl IndexPair {
+    /// Mappings as JSON for the create-index request.
+    pub fn mappings_json(&self) -> Option<serde_json::Value> {
+        self.mappings.as_ref().and_then(|m| serde_json::to_value(m).ok())
+    }
+
+    /// Production settings as a flat JSON object with `index.` keys: these are restored at
+    /// rollover, while the index is created with loading settings on top.
+    pub fn production_settings(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut flat = serde_json::Map::new();
+        if let Some(s) = &self.settings {
+            if let Ok(v) = serde_json::to_value(s) {
+                flatten("", &v, &mut flat);
+            }
+        }
+        flat.into_iter()
+            .map(|(k, v)| if k.starts_with("index.") { (k, v) } else { (format!("index.{k}"), v) })
+            .collect()
+    }
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut serde_json::Map<String, serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.clone());
+        }
+    }
+}
+
+/// toml's messages carry a line/column snippet; keep them but make sure the field is named.
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().replace('\n', "\n  ")
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

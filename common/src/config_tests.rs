@@ -1,0 +1,105 @@
+use super::*;
+use std::collections::HashMap;
+
+const MINIMAL: &str = r#"
+name = "records-v2"
+[source]
+url = "http://127.0.0.1:9200"
+[kafka]
+brokers = "127.0.0.1:9092"
+topic = "records.changes"
+[[indices]]
+source = "records-v1"
+target = "records-v2"
+alias = "records"
+mappings = { properties = { title = { type = "keyword" } } }
+settings = { number_of_replicas = 0, refresh_interval = "1s" }
+"#;
+
+fn parse(text: &str) -> Result<Recipe> {
+    Recipe::parse(text, Path::new("recipe.toml"), Path::new("."), &Overrides::default())
+}
+
+#[test]
+fn minimal_recipe_has_defaults() {
+    let r = parse(MINIMAL).unwrap();
+    assert_eq!(r.name, "records-v2");
+    assert!(!r.cross_cluster());
+    assert_eq!(r.target_cluster().url, vec!["http://127.0.0.1:9200"]);
+    assert_eq!(r.dead_letter_topic(), "records.changes.deadletter");
+    assert_eq!(r.group_id(), "indexferry-records-v2");
+    assert_eq!(r.snapshot.batch_size, 1000);
+    let s = r.pairs[0].production_settings();
+    assert_eq!(s["index.number_of_replicas"], 0);
+    assert_eq!(s["index.refresh_interval"], "1s");
+    assert_eq!(r.pairs[0].mappings_json().unwrap()["properties"]["title"]["type"], "keyword");
+}
+
+#[test]
+fn unknown_field_is_named_with_the_file() {
+    let text = MINIMAL.replace("[kafka]", "[kafka]\nbrokerz = \"x\"");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.starts_with("recipe.toml:"), "{msg}");
+    assert!(msg.contains("brokerz"), "{msg}");
+}
+
+#[test]
+fn missing_source_cluster_is_named() {
+    let text = MINIMAL.replace("[source]\nurl = \"http://127.0.0.1:9200\"\n", "");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("source"), "{msg}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    for (from, to, field) in [
+        ("http://127.0.0.1:9200", "ftp://x", "source.url"),
+        ("alias = \"records\"", "alias = \"Rec*\"", "indices[0].alias"),
+        ("name = \"records-v2\"", "name = \"a b\"", "name"),
+        ("target = \"records-v2\"", "target = \"records-v1\"", "indices[0]"),
+    ] {
+        let msg = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
+        assert!(msg.contains(field), "{field}: {msg}");
+    }
+    let msg = parse(&format!("{MINIMAL}\n[snapshot]\nslices = 0\n")).unwrap_err().to_string();
+    assert!(msg.contains("snapshot.slices"), "{msg}");
+}
+
+#[test]
+fn overrides_flags_then_environment() {
+    let mut r: Recipe = toml::from_str(MINIMAL).unwrap();
+    let env: HashMap<&str, &str> = [
+        ("INDEXFERRY_KAFKA_BROKERS", "k:1"),
+        ("INDEXFERRY_TARGET_URL", "http://other:9201"),
+        ("INDEXFERRY_SOURCE_PASSWORD", "s3cret"),
+    ]
+    .into();
+    let flags = Overrides { brokers: Some("flag:2".into()), ..Default::default() };
+    r.apply(&flags, &|k| env.get(k).map(|v| v.to_string()));
+    assert_eq!(r.kafka.brokers, "flag:2", "a flag wins over the environment");
+    assert!(r.cross_cluster());
+    assert_eq!(r.target_cluster().url, vec!["http://other:9201"]);
+    assert_eq!(r.source.password.as_ref().unwrap().expose(), "s3cret");
+    assert!(!format!("{r:?}").contains("s3cret"), "secrets never print");
+}
+
+#[test]
+fn mappings_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.json"), r#"{"properties":{"n":{"type":"long"}}}"#).unwrap();
+    let text = MINIMAL.replace("mappings = {", "mappings_file = \"m.json\"\nx = {").replace("\nx = {", "\n#");
+    let r = Recipe::parse(&text, Path::new("r.toml"), dir.path(), &Overrides::default()).unwrap();
+    assert_eq!(r.pairs[0].mappings_json().unwrap()["properties"]["n"]["type"], "long");
+    std::fs::write(dir.path().join("m.json"), "nope").unwrap();
+    let msg = Recipe::parse(&text, Path::new("r.toml"), dir.path(), &Overrides::default()).unwrap_err().to_string();
+    assert!(msg.contains("mappings_file") && msg.contains("not JSON"), "{msg}");
+}
+
+#[test]
+fn the_documented_example_recipe_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/recipe.toml");
+    let r = Recipe::load(&path, &Overrides::default()).unwrap();
+    assert_eq!(r.pairs[0].alias, "records");
+    assert_eq!(r.pairs[0].mappings_json().unwrap()["properties"]["quantity"]["type"], "long");
+    assert_eq!(r.rollover.grace, std::time::Duration::from_millis(500));
+}

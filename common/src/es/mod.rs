@@ -1,0 +1,400 @@
+//! The cluster client layer over the official `elasticsearch` crate.
+//!
+//! Requests go through [`Cluster::request`], which turns non-2xx answers into
+//! [`Error::ClusterStatus`] carrying the Elasticsearch error type, and retries transient
+//! failures (connection errors, 429, 5xx) with jittered backoff when asked to. The same
+//! code speaks to Elasticsearch 8/9 and OpenSearch 2: the differences that matter (how to
+//! open a point-in-time) hang off [`Flavor`].
+
+pub mod bulk;
+
+use crate::config::ClusterConfig;
+use crate::retry::{classify, Backoff, Verdict};
+use crate::{Error, Result};
+use bytes::Bytes;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+pub use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Which server we talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Elasticsearch { major: u32 },
+    OpenSearch { major: u32 },
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Flavor::Elasticsearch { major } => write!(f, "Elasticsearch {major}"),
+            Flavor::OpenSearch { major } => write!(f, "OpenSearch {major}"),
+        }
+    }
+}
+
+impl Flavor {
+    /// Point-in-time plus `search_after` with the `_shard_doc` tiebreaker and slices; other
+    /// servers are read with sliced scroll.
+    pub fn has_pit(self) -> bool {
+        matches!(self, Flavor::Elasticsearch { major } if major >= 8)
+    }
+}
+
+/// A connected cluster: a client plus what we learned about the server.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Elasticsearch,
+    /// "source" or "target": names the cluster in errors and logs.
+    role: &'static str,
+    pub flavor: Flavor,
+    pub version: String,
+    /// The first URL, without credentials, for messages.
+    pub url: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster({} {} at {})", self.role, self.flavor, self.url)
+    }
+}
+
+/// Query string pairs.
+pub type Query<'a> = &'a [(&'a str, &'a str)];
+
+impl Cluster {
+    /// Builds the client and asks the node for its version, retrying for `deadline`.
+    pub async fn connect(cfg: &ClusterConfig, role: &'static str, deadline: Duration) -> Result<Cluster> {
+        let client = build_client(cfg, role)?;
+        let url = cfg.url.first().cloned().unwrap_or_default();
+        let mut cluster = Cluster {
+            client,
+            role,
+            flavor: Flavor::Elasticsearch { major: 0 },
+            version: String::new(),
+            url: redact_url(&url),
+        };
+        let mut backoff = Backoff::standard(Some(deadline));
+        loop {
+            match cluster.detect().await {
+                Ok(()) => return Ok(cluster),
+                Err(e) if is_transient(&e) => match backoff.next_delay() {
+                    Some(d) => {
+                        tracing::warn!(cluster = role, url = %cluster.url, error = %e, "cluster not reachable yet, retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => {
+                        return Err(Error::Cluster {
+                            cluster: role.into(),
+                            message: format!("not reachable at {} after {deadline:?}: {e}", cluster.url),
+                        })
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the server's version without `GET /` (the test distributions answer it 405).
+    async fn detect(&mut self) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Nodes {
+            nodes: std::collections::HashMap<String, Node>,
+        }
+        #[derive(Deserialize)]
+        struct Node {
+            version: String,
+        }
+        let response = self
+            .send(Method::Get, "/_nodes/_local", &[("filter_path", "nodes.*.version")], None, None)
+            .await?;
+        let is_elastic = response.headers().get("x-elastic-product").is_some();
+        let status = response.status_code().as_u16();
+        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        if !(200..300).contains(&status) {
+            return Err(self.status_error(Method::Get, "/_nodes/_local", status, &body));
+        }
+        let nodes: Nodes = serde_json::from_slice(&body).map_err(|e| Error::Cluster {
+            cluster: self.role.into(),
+            message: format!("unexpected answer to GET /_nodes/_local: {e}"),
+        })?;
+        let version = nodes.nodes.into_values().next().map(|n| n.version).unwrap_or_default();
+        let major = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        self.flavor = if is_elastic { Flavor::Elasticsearch { major } } else { Flavor::OpenSearch { major } };
+        self.version = version;
+        Ok(())
+    }
+
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+
+    /// The same connection under another name (source and target of an in-cluster move).
+    pub fn set_role(&mut self, role: &'static str) {
+        self.role = role;
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: Query<'_>,
+        body: Option<Bytes>,
+        content_type: Option<&'static str>,
+    ) -> Result<elasticsearch::http::response::Response> {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        }
+        let query = (!query.is_empty()).then_some(query);
+        self.client
+            .send(method, path, headers, query, body, None)
+            .await
+            .map_err(|e| self.transport_error(e))
+    }
+
+    /// One request, no retry, whatever the status: `(status, body)`.
+    pub async fn request_raw(&self, method: Method, path: &str, query: Query<'_>, body: Option<Bytes>) -> Result<(u16, Bytes)> {
+        let ct = if path.ends_with("_bulk") { "application/x-ndjson" } else { "application/json" };
+        let response = self.send(method, path, query, body, Some(ct)).await?;
+        let status = response.status_code().as_u16();
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        Ok((status, bytes))
+    }
+
+    /// One request, no retry. Non-2xx answers become [`Error::ClusterStatus`].
+    pub async fn request(&self, method: Method, path: &str, query: Query<'_>, body: Option<Bytes>) -> Result<Bytes> {
+        let (status, bytes) = self.request_raw(method, path, query, body).await?;
+        if (200..300).contains(&status) {
+            Ok(bytes)
+        } else {
+            Err(self.status_error(method, path, status, &bytes))
+        }
+    }
+
+    /// [`Cluster::request`], retried with backoff while the failure is transient.
+    pub async fn request_retrying(
+        &self,
+        method: Method,
+        path: &str,
+        query: Query<'_>,
+        body: Option<Bytes>,
+        backoff: &mut Backoff,
+    ) -> Result<Bytes> {
+        loop {
+            match self.request(method, path, query, body.clone()).await {
+                Ok(b) => return Ok(b),
+                Err(e) if is_transient(&e) => match backoff.next_delay() {
+                    Some(d) => {
+                        crate::metrics::retry(self.role, "request");
+                        tracing::warn!(cluster = self.role, %path, error = %e, delay_ms = d.as_millis() as u64, "request failed, retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A JSON request with a typed answer, retried while transient (up to a minute).
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: Query<'_>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T> {
+        let body = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+        let mut backoff = Backoff::standard(Some(Duration::from_secs(60)));
+        let bytes = self.request_retrying(method, path, query, body, &mut backoff).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Cluster {
+            cluster: self.role.into(),
+            message: format!("unexpected answer to {} {path}: {e}", method_name(method)),
+        })
+    }
+
+    /// True when the index (or alias) exists.
+    pub async fn exists(&self, index: &str) -> Result<bool> {
+        match self.request(Method::Head, &format!("/{index}"), &[], None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The concrete indices an alias points at (empty when there is no such alias).
+    pub async fn alias_indices(&self, alias: &str) -> Result<Vec<String>> {
+        match self
+            .json::<std::collections::BTreeMap<String, serde_json::Value>>(Method::Get, &format!("/_alias/{alias}"), &[], None)
+            .await
+        {
+            Ok(m) => Ok(m.into_keys().collect()),
+            Err(e) if e.status() == Some(404) => Ok(vec![]),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Number of documents (after a refresh when `refresh` is set).
+    pub async fn count(&self, index: &str, refresh: bool) -> Result<u64> {
+        if refresh {
+            self.json::<serde_json::Value>(Method::Post, &format!("/{index}/_refresh"), &[], None).await?;
+        }
+        #[derive(Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        Ok(self.json::<Count>(Method::Get, &format!("/{index}/_count"), &[], None).await?.count)
+    }
+
+    /// Updates index settings (a flat object of `index.*` keys).
+    pub async fn put_settings(&self, index: &str, settings: serde_json::Value) -> Result<()> {
+        self.json::<serde_json::Value>(Method::Put, &format!("/{index}/_settings"), &[], Some(&settings)).await?;
+        Ok(())
+    }
+
+    /// Sends an NDJSON `_bulk` body once; judging items and retrying is the caller's.
+    pub async fn bulk(&self, body: Bytes) -> Result<bulk::BulkResponse> {
+        let bytes = self.request(Method::Post, "/_bulk", &[], Some(body)).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Cluster {
+            cluster: self.role.into(),
+            message: format!("unexpected _bulk answer: {e}"),
+        })
+    }
+
+    fn transport_error(&self, e: elasticsearch::Error) -> Error {
+        Error::Cluster { cluster: self.role.into(), message: format!("request to {} failed: {e}", self.url) }
+    }
+
+    pub fn status_error(&self, method: Method, path: &str, status: u16, body: &[u8]) -> Error {
+        let (error_type, reason) = parse_error(body);
+        Error::ClusterStatus {
+            cluster: self.role.into(),
+            method: method_name(method).into(),
+            path: path.into(),
+            status,
+            error_type,
+            reason,
+        }
+    }
+}
+
+/// Connection failures and retryable statuses.
+pub fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Cluster { .. } => true,
+        Error::ClusterStatus { status, error_type, .. } => classify(*status, error_type.as_deref()) == Verdict::Retry,
+        _ => false,
+    }
+}
+
+/// Pulls `error.type` and `error.reason` out of an error body.
+pub fn parse_error(body: &[u8]) -> (Option<String>, String) {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(Envelope { error: Some(serde_json::Value::Object(e)) }) => {
+            let ty = e.get("type").and_then(|t| t.as_str()).map(str::to_owned);
+            let reason = e.get("reason").and_then(|t| t.as_str()).unwrap_or("").to_owned();
+            let mut reason = match &ty {
+                Some(t) if reason.is_empty() => t.clone(),
+                Some(t) => format!("{t}: {reason}"),
+                None => reason,
+            };
+            // "all shards failed" says little: the first root cause says why.
+            if let Some(rc) = e.get("root_cause").and_then(|r| r.get(0)) {
+                let rc_type = rc.get("type").and_then(|t| t.as_str()).unwrap_or("");
+                if !rc_type.is_empty() && Some(rc_type) != ty.as_deref() {
+                    let rc_reason = rc.get("reason").and_then(|t| t.as_str()).unwrap_or("");
+                    reason = format!("{reason} (caused by {rc_type}: {rc_reason})");
+                }
+            }
+            (ty, reason)
+        }
+        Ok(Envelope { error: Some(serde_json::Value::String(s)) }) => (None, s),
+        _ => (None, String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()),
+    }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Put => "PUT",
+        Method::Post => "POST",
+        Method::Delete => "DELETE",
+        Method::Head => "HEAD",
+    }
+}
+
+/// Drops any user:password from a URL before it is printed.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) => {
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                let _ = parsed.set_username("");
+                let _ = parsed.set_password(None);
+            }
+            parsed.to_string().trim_end_matches('/').to_owned()
+        }
+        Err(_) => "<invalid url>".into(),
+    }
+}
+
+fn build_client(cfg: &ClusterConfig, role: &'static str) -> Result<Elasticsearch> {
+    let err = |message: String| Error::Cluster { cluster: role.into(), message };
+    let first = cfg.url.first().ok_or_else(|| err("no URL".into()))?;
+    let url = url::Url::parse(first).map_err(|e| err(format!("invalid URL: {e}")))?;
+    let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(cfg.request_timeout);
+    if let Some(key) = &cfg.api_key {
+        builder = builder.auth(Credentials::EncodedApiKey(key.expose().to_owned()));
+    } else if let Some(user) = &cfg.username {
+        let password = cfg.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+        builder = builder.auth(Credentials::Basic(user.clone(), password));
+    }
+    if cfg.insecure {
+        builder = builder.cert_validation(CertificateValidation::None);
+    } else if let Some(ca) = &cfg.ca_cert {
+        let pem = std::fs::read(ca).map_err(|e| err(format!("cannot read ca_cert {}: {e}", ca.display())))?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| err(format!("ca_cert {} is not a PEM certificate: {e}", ca.display())))?;
+        builder = builder.cert_validation(CertificateValidation::Full(cert));
+    }
+    let transport = builder.build().map_err(|e| err(format!("cannot build client: {e}")))?;
+    Ok(Elasticsearch::new(transport))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_parsed() {
+        let body = br#"{"error":{"root_cause":[],"type":"index_not_found_exception","reason":"no such index [x]"},"status":404}"#;
+        assert_eq!(parse_error(body), (Some("index_not_found_exception".into()), "index_not_found_exception: no such index [x]".into()));
+        assert_eq!(parse_error(b"<html>bad gateway"), (None, "<html>bad gateway".into()));
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(redact_url("https://elastic:hunter2@es.example:9200/"), "https://es.example:9200");
+        assert_eq!(redact_url("http://127.0.0.1:9200"), "http://127.0.0.1:9200");
+    }
+
+    #[test]
+    fn transient_errors() {
+        let status = |status, ty: Option<&str>| Error::ClusterStatus {
+            cluster: "t".into(), method: "GET".into(), path: "/".into(), status,
+            error_type: ty.map(str::to_owned), reason: String::new(),
+        };
+        assert!(is_transient(&status(503, None)));
+        assert!(is_transient(&status(403, Some("cluster_block_exception"))));
+        assert!(!is_transient(&status(400, Some("mapper_parsing_exception"))));
+        assert!(is_transient(&Error::Cluster { cluster: "t".into(), message: "connection refused".into() }));
+    }
+}

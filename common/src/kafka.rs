@@ -1,0 +1,95 @@
+//! Kafka client settings shared by the producer and the consumer.
+//!
+//! The recipe's `[kafka.properties]` pass through to librdkafka untouched (that is how
+//! SASL and TLS are configured); the settings below are the ones correctness rests on and
+//! are applied after them, so a recipe cannot turn them off by accident.
+
+use crate::config::KafkaConfig;
+use crate::{Error, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn base(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// An idempotent producer that waits for all in-sync replicas: an event is acknowledged
+/// only when it cannot be lost, and retries never duplicate or reorder it.
+pub fn producer_config(brokers: &str, properties: &BTreeMap<String, String>, publish_timeout: Duration) -> ClientConfig {
+    let mut c = base(brokers, properties);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", publish_timeout.as_millis().max(10).to_string())
+        .set("compression.type", "lz4");
+    c
+}
+
+/// A consumer whose offsets we own: no auto-commit, no auto offset store; we assign
+/// partitions ourselves and commit only what the target acknowledged.
+pub fn consumer_config(brokers: &str, properties: &BTreeMap<String, String>, group_id: &str) -> ClientConfig {
+    let mut c = base(brokers, properties);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "20")
+        .set("queued.min.messages", "20000");
+    c
+}
+
+pub fn kafka_consumer_config(k: &KafkaConfig, group_id: &str) -> ClientConfig {
+    consumer_config(&k.brokers, &k.properties, group_id)
+}
+
+/// Partition → offset.
+pub type Offsets = BTreeMap<i32, i64>;
+
+/// The topic's partitions and their end offsets (the offset the next event will get).
+pub fn end_offsets(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Offsets> {
+    let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-probe").create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let t = metadata
+        .topics()
+        .first()
+        .ok_or_else(|| Error::Other(format!("kafka topic {topic:?}: no metadata")))?;
+    if let Some(err) = t.error() {
+        return Err(Error::Other(format!("kafka topic {topic:?}: {:?}", rdkafka::types::RDKafkaRespErr::from(err))));
+    }
+    if t.partitions().is_empty() {
+        return Err(Error::Other(format!("kafka topic {topic:?} does not exist or has no partitions")));
+    }
+    let mut out = Offsets::new();
+    for p in t.partitions() {
+        let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+        out.insert(p.id(), high);
+    }
+    Ok(out)
+}
+
+/// Creates a topic if it is missing (already-exists is fine).
+pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base(&k.brokers, &k.properties).create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(Error::Other(format!("cannot create kafka topic {t:?}: {code}"))),
+        }
+    }
+    Ok(())
+}

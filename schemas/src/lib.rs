@@ -1,0 +1,201 @@
+//! The indexferry change event (`indexferry.change.v1`).
+//!
+//! One event is published per write the source cluster acknowledged, keyed by document id.
+//! `json/change-event.v1.schema.json` is the reference for producers in other languages;
+//! [`decode`] enforces the same rules on bytes read from Kafka, so anything it accepts the
+//! schema accepts too (the crate's tests check both on the same examples).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The value of the `schema` field of every version 1 event.
+pub const SCHEMA_V1: &str = "indexferry.change.v1";
+
+/// The JSON Schema of version 1 events.
+pub const JSON_SCHEMA_V1: &str = include_str!("../json/change-event.v1.schema.json");
+
+/// What the write did to the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Index,
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Index => "index",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// A change event as it travels on the topic.
+///
+/// `source` stays raw JSON: it is forwarded byte for byte, so the target stores exactly the
+/// `_source` the source cluster stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEvent {
+    pub schema: String,
+    pub op: Op,
+    pub index: String,
+    pub id: String,
+    pub seq_no: u64,
+    pub primary_term: u64,
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Box<RawValue>>,
+    pub ts: DateTime<Utc>,
+}
+
+impl PartialEq for ChangeEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema == other.schema
+            && self.op == other.op
+            && self.index == other.index
+            && self.id == other.id
+            && self.seq_no == other.seq_no
+            && self.primary_term == other.primary_term
+            && self.version == other.version
+            && self.routing == other.routing
+            && self.source.as_ref().map(|s| s.get()) == other.source.as_ref().map(|s| s.get())
+            && self.ts == other.ts
+    }
+}
+
+impl ChangeEvent {
+    /// The external version the target is written with: `_seq_no + 1`, so that it grows
+    /// with every change to the document, delete-then-recreate included, and is never 0.
+    pub fn external_version(&self) -> u64 {
+        self.seq_no + 1
+    }
+
+    /// Serialises the event; infallible for events built by this crate.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain strings, integers and already-valid raw JSON cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Why bytes read from the topic are not a valid event. The message is the reason recorded
+/// in the dead-letter topic, so it names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event is empty")]
+    Empty,
+    #[error("event is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("event is not a JSON object")]
+    NotObject,
+    #[error("unknown schema {0:?} (expected {SCHEMA_V1:?})")]
+    UnknownSchema(String),
+    #[error("event does not match {SCHEMA_V1}: {0}")]
+    Invalid(String),
+    #[error("field `source` is required when op is \"index\"")]
+    MissingSource,
+    #[error("field `source` must be absent when op is \"delete\"")]
+    UnexpectedSource,
+    #[error("field `source` must be a JSON object")]
+    SourceNotObject,
+    #[error("field `{0}` must not be empty")]
+    EmptyField(&'static str),
+    #[error("field `primary_term` must be at least 1")]
+    PrimaryTermZero,
+    #[error("Kafka key {key:?} does not equal the event id {id:?}")]
+    KeyMismatch { key: String, id: String },
+    #[error("Kafka key is not UTF-8")]
+    KeyNotUtf8,
+}
+
+/// Decodes and validates one message. `key` is the Kafka key; when present it must equal
+/// the event's `id` (per-document ordering rests on it).
+pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<ChangeEvent, DecodeError> {
+    let trimmed = payload.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    // A first cheap look tells "not JSON" and "not an object" apart from schema errors.
+    match trimmed.first() {
+        Some(b'{') => {}
+        _ => {
+            return match serde_json::from_slice::<serde::de::IgnoredAny>(trimmed) {
+                Ok(_) => Err(DecodeError::NotObject),
+                Err(e) => Err(DecodeError::NotJson(e.to_string())),
+            }
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(trimmed);
+    let event: ChangeEvent = match serde_path_to_error::deserialize(&mut de) {
+        Ok(event) => event,
+        Err(e) => {
+            let path = e.path().to_string();
+            return Err(classify_serde_error(trimmed, &path, e.into_inner()));
+        }
+    };
+    de.end().map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    if event.schema != SCHEMA_V1 {
+        return Err(DecodeError::UnknownSchema(event.schema));
+    }
+    if event.index.is_empty() {
+        return Err(DecodeError::EmptyField("index"));
+    }
+    if event.id.is_empty() {
+        return Err(DecodeError::EmptyField("id"));
+    }
+    if event.routing.as_deref() == Some("") {
+        return Err(DecodeError::EmptyField("routing"));
+    }
+    if event.primary_term == 0 {
+        return Err(DecodeError::PrimaryTermZero);
+    }
+    if event.version == 0 {
+        return Err(DecodeError::Invalid("field `version` must be at least 1".into()));
+    }
+    match (event.op, &event.source) {
+        (Op::Index, None) => return Err(DecodeError::MissingSource),
+        (Op::Delete, Some(_)) => return Err(DecodeError::UnexpectedSource),
+        (Op::Index, Some(source)) if !source.get().trim_start().starts_with('{') => {
+            return Err(DecodeError::SourceNotObject)
+        }
+        _ => {}
+    }
+    if let Some(key) = key {
+        let key = std::str::from_utf8(key).map_err(|_| DecodeError::KeyNotUtf8)?;
+        if key != event.id {
+            return Err(DecodeError::KeyMismatch { key: key.to_owned(), id: event.id });
+        }
+    }
+    Ok(event)
+}
+
+/// Tells a wrong `schema` apart from other mismatches, so that an event of a future version
+/// is reported as such rather than as "unknown field".
+fn classify_serde_error(payload: &[u8], path: &str, err: serde_json::Error) -> DecodeError {
+    if err.is_syntax() || err.is_eof() {
+        return DecodeError::NotJson(err.to_string());
+    }
+    #[derive(Deserialize)]
+    struct SchemaOnly {
+        schema: Option<serde_json::Value>,
+    }
+    if let Ok(SchemaOnly { schema: Some(schema) }) = serde_json::from_slice(payload) {
+        match schema.as_str() {
+            Some(SCHEMA_V1) => {}
+            Some(other) => return DecodeError::UnknownSchema(other.to_owned()),
+            None => return DecodeError::Invalid("field `schema` must be a string".into()),
+        }
+    }
+    if path.is_empty() || path == "." {
+        DecodeError::Invalid(err.to_string())
+    } else {
+        DecodeError::Invalid(format!("field `{path}`: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
