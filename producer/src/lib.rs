@@ -1,0 +1,303 @@
+//! The library an application's indexer uses instead of writing to the cluster directly.
+//!
+//! [`Producer::index`] and [`Producer::delete`] write through the alias, then publish the
+//! change event (key = document id) with an idempotent, acks=all producer, and return only
+//! once both are acknowledged. A write refused by a write block — the few hundred
+//! milliseconds of a rollover — is retried for a bounded time, so the application sees
+//! latency, not errors; after the alias moves, the retried write lands in the new index.
+//!
+//! If the event cannot be published, the write is in the index but the migration would miss
+//! it: the call fails with [`WriteError::Publish`] and the application must retry the write.
+
+pub mod docs;
+
+use bytes::Bytes;
+use chrono::Utc;
+use indexferry_common::config::ClusterConfig;
+use indexferry_common::es::bulk::{BulkItem, Outcome};
+use indexferry_common::es::{is_transient, Cluster};
+use indexferry_common::kafka::producer_config;
+use indexferry_common::retry::Backoff;
+use indexferry_schemas::{ChangeEvent, Op, SCHEMA_V1};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub type Result<T, E = WriteError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The cluster refused the write for good (bad document, missing alias...).
+    #[error("write refused: {0}")]
+    Refused(String),
+    /// Still refused after retrying transient failures or a write block for the bounded time.
+    #[error("write not accepted within {waited:?}: {last}")]
+    GaveUp { waited: Duration, last: String },
+    /// The write is in the index but its event is not on the topic: retry the write.
+    #[error("document written but its change event could not be published ({0}); retry the write")]
+    Publish(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// How to reach the cluster and the topic.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub cluster: ClusterConfig,
+    pub brokers: String,
+    pub kafka_properties: BTreeMap<String, String>,
+    pub topic: String,
+    /// Writes go through this alias (or index).
+    pub alias: String,
+    /// How long one event may take to be acknowledged. A rollover waits longer than this
+    /// (its `grace`) after blocking writes, so keep it below the recipe's grace.
+    pub publish_timeout: Duration,
+    /// How long a write refused by a block or a transient failure is retried.
+    pub retry_for: Duration,
+}
+
+impl ProducerConfig {
+    pub fn new(url: &str, brokers: &str, topic: &str, alias: &str) -> Self {
+        ProducerConfig {
+            cluster: ClusterConfig {
+                url: vec![url.to_owned()],
+                username: None,
+                password: None,
+                api_key: None,
+                ca_cert: None,
+                insecure: false,
+                request_timeout: Duration::from_secs(30),
+            },
+            brokers: brokers.to_owned(),
+            kafka_properties: BTreeMap::new(),
+            topic: topic.to_owned(),
+            alias: alias.to_owned(),
+            publish_timeout: Duration::from_millis(400),
+            retry_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Index { id: String, source: String, routing: Option<String> },
+    Delete { id: String, routing: Option<String> },
+}
+
+pub struct Producer {
+    cluster: Cluster,
+    kafka: FutureProducer,
+    cfg: ProducerConfig,
+}
+
+/// What the cluster answers to a single-document write.
+#[derive(Debug, Deserialize)]
+struct WriteResponse {
+    #[serde(rename = "_index")]
+    index: String,
+    #[serde(rename = "_seq_no")]
+    seq_no: u64,
+    #[serde(rename = "_primary_term")]
+    primary_term: u64,
+    #[serde(rename = "_version")]
+    version: u64,
+}
+
+impl Producer {
+    pub async fn connect(cfg: ProducerConfig) -> Result<Producer> {
+        let cluster = Cluster::connect(&cfg.cluster, "source", Duration::from_secs(30))
+            .await
+            .map_err(|e| WriteError::Setup(e.to_string()))?;
+        let kafka: FutureProducer = producer_config(&cfg.brokers, &cfg.kafka_properties, cfg.publish_timeout)
+            .create()
+            .map_err(|e| WriteError::Setup(format!("kafka producer: {e}")))?;
+        Ok(Producer { cluster, kafka, cfg })
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Indexes (creates or replaces) a document; `source` must be a JSON object. The same
+    /// bytes go to the cluster and into the event.
+    pub async fn index(&self, id: &str, source: &str, routing: Option<&str>) -> Result<ChangeEvent> {
+        let raw = RawValue::from_string(source.to_owned()).map_err(|e| WriteError::Refused(format!("source is not JSON: {e}")))?;
+        let path = format!("/{}/_doc/{}", self.cfg.alias, encode(id));
+        let ack = self.write(indexferry_common::es::Method::Put, &path, routing, Some(Bytes::from(source.to_owned()))).await?;
+        let event = self.event(Op::Index, id, routing, Some(raw), ack);
+        self.publish(&event).await?;
+        Ok(event)
+    }
+
+    /// Deletes a document. Deleting a missing document is not an error: it is a write
+    /// with a sequence number like any other, and its event is published.
+    pub async fn delete(&self, id: &str, routing: Option<&str>) -> Result<ChangeEvent> {
+        let path = format!("/{}/_doc/{}", self.cfg.alias, encode(id));
+        let ack = self.write(indexferry_common::es::Method::Delete, &path, routing, None).await?;
+        let event = self.event(Op::Delete, id, routing, None, ack);
+        self.publish(&event).await?;
+        Ok(event)
+    }
+
+    fn event(&self, op: Op, id: &str, routing: Option<&str>, source: Option<Box<RawValue>>, ack: WriteResponse) -> ChangeEvent {
+        ChangeEvent {
+            schema: SCHEMA_V1.to_owned(),
+            op,
+            index: ack.index,
+            id: id.to_owned(),
+            seq_no: ack.seq_no,
+            primary_term: ack.primary_term,
+            version: ack.version,
+            routing: routing.map(str::to_owned),
+            source,
+            ts: Utc::now(),
+        }
+    }
+
+    async fn write(
+        &self,
+        method: indexferry_common::es::Method,
+        path: &str,
+        routing: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<WriteResponse> {
+        let query: Vec<(&str, &str)> = routing.map(|r| ("routing", r)).into_iter().collect();
+        let started = Instant::now();
+        let mut backoff = write_backoff(self.cfg.retry_for);
+        let is_delete = matches!(method, indexferry_common::es::Method::Delete);
+        loop {
+            let err = match self.cluster.request_raw(method, path, &query, body.clone()).await {
+                Ok((200..=299, bytes)) => return parse_ack(&bytes),
+                // A delete of a missing document answers 404 with a full acknowledgement.
+                Ok((404, bytes)) if is_delete && parse_ack(&bytes).is_ok() => return parse_ack(&bytes),
+                Ok((status, bytes)) => self.cluster.status_error(method, path, status, &bytes),
+                Err(e) => e,
+            };
+            if !is_transient(&err) {
+                return Err(WriteError::Refused(err.to_string()));
+            }
+            match backoff.next_delay() {
+                Some(d) => {
+                    tracing::debug!(error = %err, "write not accepted yet, retrying");
+                    tokio::time::sleep(d).await;
+                }
+                None => return Err(WriteError::GaveUp { waited: started.elapsed(), last: err.to_string() }),
+            }
+        }
+    }
+
+    /// Publishes one event and waits for the broker's acknowledgement.
+    pub async fn publish(&self, event: &ChangeEvent) -> Result<()> {
+        let payload = event.to_json();
+        let record = FutureRecord::to(&self.cfg.topic).key(event.id.as_bytes()).payload(&payload);
+        self.kafka
+            .send(record, Timeout::After(self.cfg.publish_timeout))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| WriteError::Publish(e.to_string()))
+    }
+
+    /// Writes a batch through `_bulk` and publishes one event per acknowledged write.
+    /// Returns, in order, each write's event or error. Used for initial loads.
+    pub async fn bulk(&self, writes: &[Write]) -> Result<Vec<Result<ChangeEvent>>> {
+        use std::fmt::Write as _;
+        let mut body = String::with_capacity(writes.len() * 1100);
+        for w in writes {
+            let (op, id, routing) = match w {
+                Write::Index { id, routing, .. } => ("index", id, routing),
+                Write::Delete { id, routing } => ("delete", id, routing),
+            };
+            let _ = write!(body, r#"{{"{op}":{{"_index":{},"_id":{}"#, json_str(&self.cfg.alias), json_str(id));
+            if let Some(r) = routing {
+                let _ = write!(body, r#","routing":{}"#, json_str(r));
+            }
+            body.push_str("}}\n");
+            if let Write::Index { source, .. } = w {
+                body.push_str(source);
+                body.push('\n');
+            }
+        }
+        let mut backoff = write_backoff(self.cfg.retry_for);
+        let response = loop {
+            match self.cluster.bulk(Bytes::from(body.clone())).await {
+                Ok(r) => break r,
+                Err(e) if is_transient(&e) => match backoff.next_delay() {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => return Err(WriteError::GaveUp { waited: self.cfg.retry_for, last: e.to_string() }),
+                },
+                Err(e) => return Err(WriteError::Refused(e.to_string())),
+            }
+        };
+        let mut out = Vec::with_capacity(writes.len());
+        for (w, item) in writes.iter().zip(&response.items) {
+            out.push(self.bulk_event(w, item));
+        }
+        let payloads: Vec<(String, Vec<u8>)> = out.iter().flatten().map(|e| (e.id.clone(), e.to_json())).collect();
+        let mut pending = Vec::with_capacity(payloads.len());
+        for (id, payload) in &payloads {
+            let record = FutureRecord::to(&self.cfg.topic).key(id.as_bytes()).payload(payload);
+            pending.push(self.kafka.send(record, Timeout::After(self.cfg.publish_timeout)));
+        }
+        let delivered = futures::future::join_all(pending).await;
+        let mut delivered = delivered.into_iter();
+        for slot in out.iter_mut() {
+            if slot.is_ok() {
+                if let Some(Err((e, _))) = delivered.next() {
+                    *slot = Err(WriteError::Publish(e.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn bulk_event(&self, w: &Write, item: &BulkItem) -> Result<ChangeEvent> {
+        let r = item.result();
+        match item.outcome() {
+            Outcome::Applied => {}
+            Outcome::Stale | Outcome::Rejected(_) | Outcome::Retry(_) => {
+                let reason = r.error.as_ref().map(|e| e.describe()).unwrap_or_else(|| format!("status {}", r.status));
+                return Err(WriteError::Refused(reason));
+            }
+        }
+        let ack = WriteResponse {
+            index: r.index.clone(),
+            seq_no: r.seq_no.unwrap_or_default(),
+            primary_term: r.primary_term.unwrap_or(1),
+            version: r.version.unwrap_or(1),
+        };
+        Ok(match w {
+            Write::Index { id, source, routing } => {
+                let raw = RawValue::from_string(source.clone()).map_err(|e| WriteError::Refused(e.to_string()))?;
+                self.event(Op::Index, id, routing.as_deref(), Some(raw), ack)
+            }
+            Write::Delete { id, routing } => self.event(Op::Delete, id, routing.as_deref(), None, ack),
+        })
+    }
+
+    /// Waits until every event handed to Kafka is acknowledged (for a clean exit).
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.kafka.flush(Timeout::After(timeout));
+    }
+}
+
+fn write_backoff(retry_for: Duration) -> Backoff {
+    // Short first steps: a rollover's block lasts well under a second.
+    Backoff::new(Duration::from_millis(20), Duration::from_millis(500), Some(retry_for))
+}
+
+fn parse_ack(bytes: &[u8]) -> Result<WriteResponse> {
+    serde_json::from_slice(bytes).map_err(|e| WriteError::Refused(format!("unexpected write answer: {e}")))
+}
+
+fn encode(id: &str) -> String {
+    utf8_percent_encode(id, NON_ALPHANUMERIC).to_string()
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}

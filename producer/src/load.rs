@@ -1,0 +1,425 @@
+//! `indexferry-producer load`: a steady, realistic write load through the producer library
+//! — creates, updates, deletes and delete-then-recreate of the same ids — at a set rate.
+//! It counts every write that failed; a migration is only good if that count stays zero.
+
+use anyhow::Context;
+use clap::Args;
+use governor::{Quota, RateLimiter};
+use indexferry_common::es::Cluster;
+use indexferry_producer::docs::{mappings, DocGen};
+use indexferry_producer::{Producer, ProducerConfig, Write};
+use rand::Rng;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug)]
+pub(crate) struct LoadArgs {
+    /// Cluster URL.
+    #[arg(long, env = "INDEXFERRY_SOURCE_URL", default_value = "http://127.0.0.1:9200")]
+    url: String,
+    /// Alias (or index) written through.
+    #[arg(long, default_value = "records")]
+    alias: String,
+    #[arg(long, env = "INDEXFERRY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, env = "INDEXFERRY_KAFKA_TOPIC", default_value = "records.changes")]
+    topic: String,
+    /// Create this index with the demo mappings, the alias pointing at it and the topic, if
+    /// the alias does not exist yet.
+    #[arg(long)]
+    create_index: Option<String>,
+    /// Primary shards of the created index.
+    #[arg(long, default_value_t = 2)]
+    shards: u32,
+    /// Partitions of the created topic.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Documents created first, in bulk, before the steady load.
+    #[arg(long, default_value_t = 0)]
+    initial: u64,
+    /// Steady writes per second (0 = no steady load, only the initial documents).
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// Stop after this long (e.g. 30s); by default runs until SIGINT/SIGTERM.
+    #[arg(long, value_parser = humantime_duration)]
+    duration: Option<Duration>,
+    /// Stop after this many steady writes.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Writes in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Percentages of create, update, delete and delete-then-recreate.
+    #[arg(long, default_value = "create=30,update=45,delete=15,recreate=10")]
+    mix: String,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Ids are `<prefix><n>`.
+    #[arg(long, default_value = "doc-")]
+    id_prefix: String,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+    /// How long a write refused by a write block is retried.
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    retry_for: Duration,
+    /// Publish timeout per event (keep it under the rollover grace).
+    #[arg(long, default_value = "400ms", value_parser = humantime_duration)]
+    publish_timeout: Duration,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mix {
+    create: u32,
+    update: u32,
+    delete: u32,
+    recreate: u32,
+}
+
+fn parse_mix(s: &str) -> anyhow::Result<Mix> {
+    let mut m = Mix { create: 0, update: 0, delete: 0, recreate: 0 };
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').with_context(|| format!("--mix: {part:?} is not name=percent"))?;
+        let v: u32 = v.trim().parse().with_context(|| format!("--mix: {v:?} is not a number"))?;
+        match k.trim() {
+            "create" => m.create = v,
+            "update" => m.update = v,
+            "delete" => m.delete = v,
+            "recreate" => m.recreate = v,
+            other => anyhow::bail!("--mix: unknown kind {other:?} (create, update, delete, recreate)"),
+        }
+    }
+    anyhow::ensure!(m.create + m.update + m.delete + m.recreate > 0, "--mix: all shares are zero");
+    Ok(m)
+}
+
+/// Live and recently deleted ids, to pick update, delete and recreate targets from.
+#[derive(Default)]
+struct Ids {
+    live: Vec<String>,
+    pos: HashMap<String, usize>,
+    deleted: Vec<String>,
+    next: u64,
+    revision: HashMap<String, u32>,
+}
+
+impl Ids {
+    fn add(&mut self, id: String) {
+        if !self.pos.contains_key(&id) {
+            self.pos.insert(id.clone(), self.live.len());
+            self.live.push(id);
+        }
+    }
+
+    fn take_random(&mut self, rng: &mut impl Rng) -> Option<String> {
+        if self.live.is_empty() {
+            return None;
+        }
+        let i = rng.random_range(0..self.live.len());
+        let id = self.live.swap_remove(i);
+        self.pos.remove(&id);
+        if let Some(moved) = self.live.get(i) {
+            self.pos.insert(moved.clone(), i);
+        }
+        Some(id)
+    }
+
+    fn pick(&self, rng: &mut impl Rng) -> Option<String> {
+        (!self.live.is_empty()).then(|| self.live[rng.random_range(0..self.live.len())].clone())
+    }
+
+    fn bump(&mut self, id: &str) -> u32 {
+        let r = self.revision.entry(id.to_owned()).or_insert(0);
+        *r += 1;
+        *r
+    }
+}
+
+#[derive(Default, Serialize)]
+struct Summary {
+    done: u64,
+    failed: u64,
+    creates: u64,
+    updates: u64,
+    deletes: u64,
+    recreates: u64,
+    initial: u64,
+    seconds: f64,
+    first_errors: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    done: AtomicU64,
+    failed: AtomicU64,
+    creates: AtomicU64,
+    updates: AtomicU64,
+    deletes: AtomicU64,
+    recreates: AtomicU64,
+}
+
+pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let mix = parse_mix(&args.mix)?;
+    let mut cfg = ProducerConfig::new(&args.url, &args.brokers, &args.topic, &args.alias);
+    cfg.retry_for = args.retry_for;
+    cfg.publish_timeout = args.publish_timeout;
+    let producer = Arc::new(Producer::connect(cfg).await?);
+    if let Some(index) = &args.create_index {
+        create_index(producer.cluster(), index, &args).await?;
+    }
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+
+    let started = Instant::now();
+    let ids = Arc::new(Mutex::new(Ids::default()));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let counters = Arc::new(Counters::default());
+    let mut gen = DocGen::new(args.seed);
+    let initial = initial_load(&producer, &mut gen, &ids, &args, &cancel).await?;
+
+    if args.rate > 0 && !cancel.is_cancelled() {
+        let limiter = Arc::new(RateLimiter::direct(Quota::per_second(NonZeroU32::new(args.rate).unwrap_or(NonZeroU32::MIN))));
+        let budget = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));
+        if let Some(d) = args.duration {
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                c.cancel();
+            });
+        }
+        let reporter = {
+            let (c, counters) = (cancel.clone(), counters.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = c.cancelled() => break,
+                        _ = tick.tick() => eprintln!("load: done={} failed={}", counters.done.load(Ordering::Relaxed), counters.failed.load(Ordering::Relaxed)),
+                    }
+                }
+            })
+        };
+        let mut workers = tokio::task::JoinSet::new();
+        for w in 0..args.concurrency.max(1) {
+            let (producer, ids, counters, errors, limiter, budget, cancel) =
+                (producer.clone(), ids.clone(), counters.clone(), errors.clone(), limiter.clone(), budget.clone(), cancel.clone());
+            let mut gen = DocGen::new(args.seed.wrapping_add(1 + w as u64));
+            let prefix = args.id_prefix.clone();
+            workers.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = limiter.until_ready() => {}
+                    }
+                    if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
+                        cancel.cancel();
+                        break;
+                    }
+                    let outcome = one_write(&producer, &mut gen, &ids, mix, &prefix, &counters).await;
+                    match outcome {
+                        Ok(()) => counters.done.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            let mut errs = errors.lock().unwrap_or_else(|p| p.into_inner());
+                            if errs.len() < 10 {
+                                eprintln!("load: write failed: {e}");
+                                errs.push(e.to_string());
+                            }
+                            counters.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            });
+        }
+        while workers.join_next().await.is_some() {}
+        reporter.abort();
+    }
+    producer.flush(Duration::from_secs(10));
+
+    let summary = Summary {
+        done: counters.done.load(Ordering::Relaxed),
+        failed: counters.failed.load(Ordering::Relaxed),
+        creates: counters.creates.load(Ordering::Relaxed),
+        updates: counters.updates.load(Ordering::Relaxed),
+        deletes: counters.deletes.load(Ordering::Relaxed),
+        recreates: counters.recreates.load(Ordering::Relaxed),
+        initial,
+        seconds: started.elapsed().as_secs_f64(),
+        first_errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|p| p.into_inner())),
+    };
+    println!(
+        "load: done={} failed={} creates={} updates={} deletes={} recreates={} initial={} seconds={:.1}",
+        summary.done, summary.failed, summary.creates, summary.updates, summary.deletes, summary.recreates, summary.initial, summary.seconds
+    );
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn one_write(
+    producer: &Producer,
+    gen: &mut DocGen,
+    ids: &Mutex<Ids>,
+    mix: Mix,
+    prefix: &str,
+    counters: &Counters,
+) -> Result<(), indexferry_producer::WriteError> {
+    let total = mix.create + mix.update + mix.delete + mix.recreate;
+    let roll = gen.rng().random_range(0..total);
+    let lock = || ids.lock().unwrap_or_else(|p| p.into_inner());
+    if roll < mix.create {
+        let id = {
+            let mut ids = lock();
+            ids.next += 1;
+            format!("{prefix}n{}", ids.next)
+        };
+        producer.index(&id, &gen.doc(&id, 1), None).await?;
+        lock().add(id);
+        counters.creates.fetch_add(1, Ordering::Relaxed);
+    } else if roll < mix.create + mix.update {
+        let Some(id) = lock().pick(gen.rng()) else { return Ok(()) };
+        let rev = lock().bump(&id);
+        producer.index(&id, &gen.doc(&id, rev + 1), None).await?;
+        counters.updates.fetch_add(1, Ordering::Relaxed);
+    } else if roll < mix.create + mix.update + mix.delete {
+        let Some(id) = ({
+            let mut ids = lock();
+            let rng = gen.rng();
+            ids.take_random(rng)
+        }) else {
+            return Ok(());
+        };
+        let result = producer.delete(&id, None).await;
+        {
+            let mut ids = lock();
+            if result.is_ok() {
+                ids.deleted.push(id);
+                if ids.deleted.len() > 10_000 {
+                    ids.deleted.remove(0);
+                }
+            } else {
+                ids.add(id);
+            }
+        }
+        result?;
+        counters.deletes.fetch_add(1, Ordering::Relaxed);
+    } else {
+        // Delete-then-recreate: the same id comes back, a fresh _version but a higher _seq_no.
+        let id = {
+            let mut ids = lock();
+            if ids.deleted.is_empty() {
+                None
+            } else {
+                let i = gen.rng().random_range(0..ids.deleted.len());
+                Some(ids.deleted.swap_remove(i))
+            }
+        };
+        let Some(id) = id else { return Ok(()) };
+        let rev = lock().bump(&id);
+        producer.index(&id, &gen.doc(&id, rev + 1), None).await?;
+        lock().add(id);
+        counters.recreates.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+async fn initial_load(
+    producer: &Arc<Producer>,
+    gen: &mut DocGen,
+    ids: &Arc<Mutex<Ids>>,
+    args: &LoadArgs,
+    cancel: &CancellationToken,
+) -> anyhow::Result<u64> {
+    if args.initial == 0 {
+        return Ok(0);
+    }
+    const BATCH: u64 = 1000;
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut next = 0u64;
+    let mut last_report = Instant::now();
+    while next < args.initial || !in_flight.is_empty() {
+        while next < args.initial && in_flight.len() < 3 && !cancel.is_cancelled() {
+            let end = (next + BATCH).min(args.initial);
+            let writes: Vec<Write> = (next..end)
+                .map(|i| {
+                    let id = format!("{}{i}", args.id_prefix);
+                    Write::Index { source: gen.doc(&id, 1), id, routing: None }
+                })
+                .collect();
+            next = end;
+            let p = producer.clone();
+            in_flight.spawn(async move { p.bulk(&writes).await });
+        }
+        let Some(done) = in_flight.join_next().await else { break };
+        let results = done.context("bulk task failed")??;
+        let mut ids = ids.lock().unwrap_or_else(|p| p.into_inner());
+        for r in results {
+            let event = r.context("initial load: a write failed")?;
+            ids.add(event.id);
+            written += 1;
+        }
+        ids.next = ids.next.max(next);
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("load: initial {written}/{} ({:.0} docs/s)", args.initial, written as f64 / started.elapsed().as_secs_f64());
+            last_report = Instant::now();
+        }
+        if cancel.is_cancelled() && next >= args.initial {
+            continue;
+        }
+    }
+    eprintln!("load: initial {written} documents in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(written)
+}
+
+async fn create_index(cluster: &Cluster, index: &str, args: &LoadArgs) -> anyhow::Result<()> {
+    use indexferry_common::es::Method;
+    if cluster.exists(&args.alias).await? {
+        return Ok(());
+    }
+    let body = serde_json::json!({
+        "settings": { "index.number_of_shards": args.shards, "index.number_of_replicas": 0 },
+        "mappings": mappings(),
+        "aliases": { &args.alias: { "is_write_index": true } },
+    });
+    cluster
+        .json::<serde_json::Value>(Method::Put, &format!("/{index}"), &[], Some(&body))
+        .await
+        .with_context(|| format!("cannot create index {index}"))?;
+    let kafka = indexferry_common::config::KafkaConfig {
+        brokers: args.brokers.clone(),
+        topic: args.topic.clone(),
+        dead_letter_topic: None,
+        group_id: None,
+        properties: Default::default(),
+    };
+    indexferry_common::kafka::ensure_topic(&kafka, &args.topic, args.partitions).await?;
+    eprintln!("load: created index {index} behind alias {} and topic {}", args.alias, args.topic);
+    Ok(())
+}
+
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("load: stopping");
+        cancel.cancel();
+    });
+}

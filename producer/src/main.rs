@@ -1,0 +1,94 @@
+//! `indexferry-producer`: publish validated events from stdin, or run a realistic load.
+
+mod load;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use indexferry_common::kafka::producer_config;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "indexferry-producer", version, about = "Publish indexferry change events, or generate a realistic write load through the producer library")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read change events as NDJSON on stdin, validate each against indexferry.change.v1 and
+    /// publish the valid ones (key = id). Invalid lines are reported with their line number
+    /// and reason; the exit code is 1 if any line was invalid.
+    Publish {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "INDEXFERRY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic to publish to.
+        #[arg(long, env = "INDEXFERRY_KAFKA_TOPIC")]
+        topic: String,
+        /// Validate only; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write creates, updates and deletes through the producer library at a set rate.
+    Load(load::LoadArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    indexferry_common::logging::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Publish { brokers, topic, dry_run } => publish(&brokers, &topic, dry_run).await,
+        Command::Load(args) => load::run(args).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn publish(brokers: &str, topic: &str, dry_run: bool) -> anyhow::Result<()> {
+    let producer: FutureProducer = producer_config(brokers, &BTreeMap::new(), Duration::from_secs(30))
+        .create()
+        .context("cannot create kafka producer")?;
+    let stdin = std::io::stdin();
+    let (mut published, mut invalid) = (0u64, 0u64);
+    let mut pending = Vec::new();
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("cannot read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match indexferry_schemas::decode(None, line.as_bytes()) {
+            Ok(event) if !dry_run => {
+                let record = FutureRecord::to(topic).key(event.id.as_bytes()).payload(line.trim().as_bytes());
+                pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+                published += 1;
+            }
+            Ok(_) => published += 1,
+            Err(e) => {
+                eprintln!("line {}: invalid event: {e}", n + 1);
+                invalid += 1;
+            }
+        }
+    }
+    for p in pending {
+        match p.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => bail!("publishing failed: {e}"),
+            Err(_) => bail!("publishing was cancelled"),
+        }
+    }
+    producer.flush(Timeout::After(Duration::from_secs(30)))?;
+    let verb = if dry_run { "valid" } else { "published" };
+    println!("publish: {verb}={published} invalid={invalid}");
+    if invalid > 0 {
+        bail!("{invalid} invalid event(s) rejected");
+    }
+    Ok(())
+}
