@@ -1,0 +1,60 @@
+//! `cancel`: stop the workers, lift any write block, drop the target (unless kept or
+//! already serving the alias) and forget the migration.
+
+use crate::context::{connect, stored_recipe, Common};
+use crate::state::{running_pid, State, StateDir};
+use anyhow::Context as _;
+use indexferry_common::es::Method;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::Result<()> {
+    let dir = StateDir::new(&common.state_dir, name);
+    let m = dir.load_migration()?;
+    for role in ["snapshot", "consume"] {
+        stop(&dir, role).await;
+    }
+    let recipe = stored_recipe(&m, &common.overrides)?;
+    let (source, target) = connect(&recipe).await?;
+    let sources: Vec<&str> = m.pairs.iter().map(|p| p.source.as_str()).collect();
+    if m.state != State::RolledOver {
+        source
+            .put_settings(&sources.join(","), json!({ "index.blocks.write": null }))
+            .await
+            .context("cannot lift the write block on the source")?;
+    }
+    for p in &m.pairs {
+        if m.state == State::RolledOver {
+            println!("kept {}: the alias {} points at it", p.target, p.alias);
+        } else if keep_target {
+            println!("kept {} (--keep-target)", p.target);
+        } else {
+            match target.request(Method::Delete, &format!("/{}", p.target), &[], None).await {
+                Ok(_) => println!("deleted {}", p.target),
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot delete {}", p.target)),
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir.path()).with_context(|| format!("cannot remove {}", dir.path().display()))?;
+    println!("cancelled migration {name:?}");
+    Ok(())
+}
+
+/// SIGTERM, up to 30 s to flush and exit, then SIGKILL.
+async fn stop(dir: &StateDir, role: &str) {
+    let Some(pid) = running_pid(dir, role) else { return };
+    println!("stopping the {role} worker (pid {pid})");
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGTERM);
+    let started = Instant::now();
+    while kill(pid, None).is_ok() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = kill(pid, Signal::SIGKILL);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,148 @@
+//! `init`: validate the recipe and both clusters, create each target index tuned for
+//! loading, and record the topic's end offsets as the replay start.
+//!
+//! The offsets are read before the snapshot opens its point-in-time, so every write is
+//! covered by one of the two: a write whose event precedes the recorded offset was
+//! acknowledged before `init`, hence is visible to the snapshot (which refreshes the
+//! source first); every later event is replayed.
+
+use crate::context::{connect, Common};
+use crate::state::{Db, Migration, PairInfo, State, StateDir, MIGRATION_KEY};
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use indexferry_common::es::Method;
+use indexferry_common::config::Recipe;
+use indexferry_common::es::Cluster;
+use indexferry_common::kafka;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
+    let recipe = Recipe::load(recipe_path, &common.overrides)?;
+    let dir = StateDir::new(&common.state_dir, &recipe.name);
+    if dir.exists() {
+        bail!(
+            "migration {:?} already exists in {} (run `indexferry migration cancel {}` first, or rename it in the recipe)",
+            recipe.name,
+            common.state_dir.display(),
+            recipe.name
+        );
+    }
+    let (source, target) = connect(&recipe).await?;
+    tracing::info!(source = %format!("{} {}", source.flavor, source.version), target = %format!("{} {}", target.flavor, target.version), "clusters reachable");
+
+    for (i, pair) in recipe.pairs.iter().enumerate() {
+        check_pair(&source, &target, i, pair).await?;
+    }
+    let start_offsets = tokio::task::spawn_blocking({
+        let (k, topic) = (recipe.kafka.clone(), recipe.kafka.topic.clone());
+        move || kafka::end_offsets(&k, &topic, Duration::from_secs(15))
+    })
+    .await?
+    .with_context(|| format!("kafka at {}", recipe.kafka.brokers))?;
+    kafka::ensure_topic(&recipe.kafka, &recipe.dead_letter_topic(), 1)
+        .await
+        .context("cannot create the dead-letter topic")?;
+
+    let mut pairs = Vec::new();
+    let mut created: Vec<&str> = Vec::new();
+    for pair in &recipe.pairs {
+        let source_docs = source.count(&pair.source, true).await?;
+        let production = pair.production_settings();
+        match create_target(&target, pair, &production, &recipe.rollover.gc_deletes).await {
+            Ok(()) => created.push(&pair.target),
+            Err(e) => {
+                for t in created {
+                    let _ = target.request(Method::Delete, &format!("/{t}"), &[], None).await;
+                }
+                return Err(e);
+            }
+        }
+        pairs.push(PairInfo {
+            source: pair.source.clone(),
+            target: pair.target.clone(),
+            alias: pair.alias.clone(),
+            source_docs,
+            production_settings: production,
+        });
+    }
+
+    let migration = Migration {
+        name: recipe.name.clone(),
+        recipe_text: std::fs::read_to_string(recipe_path)?,
+        recipe_path: std::path::absolute(recipe_path)?.display().to_string(),
+        created_at: Utc::now(),
+        state: State::Initialized,
+        start_offsets,
+        pairs,
+        source_server: format!("{} {}", source.flavor, source.version),
+        target_server: format!("{} {}", target.flavor, target.version),
+        cross_cluster: recipe.cross_cluster(),
+        rollover: None,
+        last_error: None,
+    };
+    let store = dir.open(Db::Meta)?;
+    store.put(MIGRATION_KEY, &migration)?;
+    store.flush()?;
+
+    println!("initialized migration {:?}", migration.name);
+    println!("  source  {} ({})", source.url, migration.source_server);
+    println!("  target  {} ({})", target.url, migration.target_server);
+    for p in &migration.pairs {
+        println!("  {} -> {} (alias {}, {} documents)", p.source, p.target, p.alias, p.source_docs);
+    }
+    let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
+    println!("next: indexferry migration run {}", migration.name);
+    Ok(())
+}
+
+async fn check_pair(source: &Cluster, target: &Cluster, i: usize, pair: &indexferry_common::config::IndexPair) -> anyhow::Result<()> {
+    let aliased = source.alias_indices(&pair.source).await?;
+    if !aliased.is_empty() {
+        bail!("indices[{i}].source: {:?} is an alias (of {}); name the concrete index", pair.source, aliased.join(", "));
+    }
+    if !source.exists(&pair.source).await? {
+        bail!("indices[{i}].source: index {:?} does not exist on the source cluster {}", pair.source, source.url);
+    }
+    let behind = source.alias_indices(&pair.alias).await?;
+    match behind.as_slice() {
+        [one] if *one == pair.source => {}
+        [] => bail!("indices[{i}].alias: alias {:?} does not exist on the source cluster; the application must write through it", pair.alias),
+        [one] => bail!("indices[{i}].alias: alias {:?} points at {one:?}, not at the source index {:?}", pair.alias, pair.source),
+        many => bail!("indices[{i}].alias: alias {:?} points at several indices ({}); it must point at {:?} alone", pair.alias, many.join(", "), pair.source),
+    }
+    if target.exists(&pair.target).await? {
+        bail!(
+            "indices[{i}].target: index {:?} already exists on the target cluster {} (delete it, or pick another name)",
+            pair.target,
+            target.url
+        );
+    }
+    Ok(())
+}
+
+/// Creates the target with the recipe's mappings and settings, tuned for loading: no
+/// replicas, no refresh, delete tombstones kept for `gc_deletes`. Rollover restores the
+/// production values.
+async fn create_target(
+    target: &Cluster,
+    pair: &indexferry_common::config::IndexPair,
+    production: &serde_json::Map<String, Value>,
+    gc_deletes: &str,
+) -> anyhow::Result<()> {
+    let mut settings = production.clone();
+    settings.insert("index.number_of_replicas".into(), json!(0));
+    settings.insert("index.refresh_interval".into(), json!("-1"));
+    settings.insert("index.gc_deletes".into(), json!(gc_deletes));
+    let mut body = json!({ "settings": settings });
+    if let Some(m) = pair.mappings_json() {
+        body["mappings"] = m;
+    }
+    target
+        .json::<Value>(Method::Put, &format!("/{}", pair.target), &[("wait_for_active_shards", "1")], Some(&body))
+        .await
+        .with_context(|| format!("cannot create target index {:?}", pair.target))?;
+    Ok(())
+}

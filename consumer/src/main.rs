@@ -1,0 +1,218 @@
+//! `indexferry`: the operator CLI. Exit codes: 0 success, 1 failure (one-line reason on
+//! stderr), 2 usage error.
+
+use clap::{Args, Parser, Subcommand};
+use indexferry_common::config::Overrides;
+use indexferry_consumer::context::{Common, Ctx};
+use indexferry_consumer::{cancel, init, replay, rollover, shutdown, snapshot, status, verify};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "indexferry", version, about = "Migrate a live Elasticsearch or OpenSearch index while the application keeps writing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Create, run, watch, switch over and check migrations.
+    #[command(subcommand)]
+    Migration(Command),
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// Where migrations keep their state.
+    #[arg(long, global = true, env = "INDEXFERRY_STATE_DIR", default_value = ".indexferry")]
+    state_dir: PathBuf,
+    /// Source cluster URL (overrides the recipe).
+    #[arg(long, global = true, env = "INDEXFERRY_SOURCE_URL")]
+    source_url: Option<String>,
+    /// Target cluster URL (overrides the recipe).
+    #[arg(long, global = true, env = "INDEXFERRY_TARGET_URL")]
+    target_url: Option<String>,
+    /// Kafka bootstrap servers (overrides the recipe).
+    #[arg(long, global = true, env = "INDEXFERRY_KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// Change-event topic (overrides the recipe).
+    #[arg(long, global = true, env = "INDEXFERRY_KAFKA_TOPIC")]
+    topic: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct Metrics {
+    /// Serve Prometheus metrics on this address (`:9464` binds loopback).
+    #[arg(long, env = "INDEXFERRY_METRICS_ADDR", value_parser = parse_metrics_addr)]
+    metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the recipe and both clusters, create the target index, record the replay start.
+    Init {
+        recipe: PathBuf,
+        #[command(flatten)]
+        global: Global,
+    },
+    /// Snapshot and replay together in one process, until rollover or a signal.
+    Run {
+        name: String,
+        #[command(flatten)]
+        global: Global,
+        #[command(flatten)]
+        metrics: Metrics,
+    },
+    /// Copy a point-in-time view of the source into the target (resumable).
+    Snapshot {
+        name: String,
+        #[command(flatten)]
+        global: Global,
+        #[command(flatten)]
+        metrics: Metrics,
+    },
+    /// Replay change events into the target from the recorded offsets, until rollover or a signal.
+    Consume {
+        name: String,
+        #[command(flatten)]
+        global: Global,
+        #[command(flatten)]
+        metrics: Metrics,
+    },
+    /// Show state, progress, ETA and lag per partition.
+    Status {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        global: Global,
+    },
+    /// Block writes, drain the last events and move the alias to the target.
+    Rollover {
+        name: String,
+        #[command(flatten)]
+        global: Global,
+    },
+    /// Compare source and target document by document; exit 1 on any difference.
+    Verify {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        global: Global,
+    },
+    /// Stop the workers, lift any write block, delete the target and the state.
+    Cancel {
+        name: String,
+        /// Keep the target index.
+        #[arg(long)]
+        keep_target: bool,
+        #[command(flatten)]
+        global: Global,
+    },
+}
+
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = if s.starts_with(':') { format!("127.0.0.1{s}") } else { s.to_owned() };
+    s.parse().map_err(|e| format!("{s:?}: {e}"))
+}
+
+impl Global {
+    fn common(&self) -> Common {
+        Common {
+            state_dir: self.state_dir.clone(),
+            overrides: Overrides {
+                source_url: self.source_url.clone(),
+                target_url: self.target_url.clone(),
+                brokers: self.brokers.clone(),
+                topic: self.topic.clone(),
+            },
+        }
+    }
+}
+
+fn main() {
+    indexferry_common::logging::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let Top::Migration(command) = cli.command;
+    match runtime.block_on(execute(command)) {
+        Ok(true) => std::process::exit(0),
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            std::process::exit(1);
+        }
+    }
+}
+
+enum Worker {
+    Run,
+    Snapshot,
+    Consume,
+}
+
+async fn execute(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Init { recipe, global } => init::init(&global.common(), &recipe).await.map(|_| true),
+        Command::Run { name, global, metrics } => work(Worker::Run, &name, &global, &metrics).await,
+        Command::Snapshot { name, global, metrics } => work(Worker::Snapshot, &name, &global, &metrics).await,
+        Command::Consume { name, global, metrics } => work(Worker::Consume, &name, &global, &metrics).await,
+        Command::Status { name, json, global } => {
+            let common = global.common();
+            let s = tokio::task::spawn_blocking(move || status::collect(&common, &name)).await??;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                status::print(&s);
+            }
+            Ok(true)
+        }
+        Command::Rollover { name, global } => rollover::rollover(&global.common(), &name).await.map(|_| true),
+        Command::Verify { name, json, global } => verify::verify(&global.common(), &name, json).await,
+        Command::Cancel { name, keep_target, global } => cancel::cancel(&global.common(), &name, keep_target).await.map(|_| true),
+    }
+}
+
+async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> anyhow::Result<bool> {
+    if let Some(addr) = metrics.metrics_addr {
+        indexferry_common::metrics::serve(addr).map_err(anyhow::Error::msg)?;
+        tracing::info!(%addr, "serving metrics");
+    }
+    let ctx = Arc::new(Ctx::load(&global.common(), name).await?);
+    if ctx.migration.state == indexferry_consumer::state::State::RolledOver {
+        anyhow::bail!("migration {name:?} is already rolled over");
+    }
+    let cancel = CancellationToken::new();
+    shutdown::install(cancel.clone());
+    shutdown::watch_state(ctx.dir.clone(), cancel.clone());
+    indexferry_consumer::set_state_metric(ctx.migration.state);
+    match which {
+        Worker::Snapshot => snapshot::run(ctx, cancel).await?,
+        Worker::Consume => replay::run(ctx, cancel, None).await?,
+        Worker::Run => {
+            let snap = tokio::spawn(snapshot::run(ctx.clone(), cancel.clone()));
+            let consume = tokio::spawn(replay::run(ctx.clone(), cancel.clone(), None));
+            // The snapshot ends first; the consumer runs on until rollover or a signal.
+            let snap_result = snap.await?;
+            if let Err(e) = snap_result {
+                cancel.cancel();
+                let _ = consume.await;
+                return Err(e.context("snapshot failed"));
+            }
+            consume.await??;
+        }
+    }
+    Ok(true)
+}

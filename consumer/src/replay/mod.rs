@@ -1,0 +1,199 @@
+//! The replay consumer: applies change events from the recorded offsets into the targets.
+//!
+//! Offsets are owned here, not by Kafka: partitions are assigned by hand at the
+//! checkpointed positions, a checkpoint advances only after the batch's bulk is
+//! acknowledged and its dead letters are delivered, and only then is it mirrored to the
+//! consumer group so that standard lag tools see it. A crash therefore replays at most
+//! the batches after the last checkpoint, which external versions turn into stale no-ops.
+
+mod batch;
+
+use crate::context::Ctx;
+use crate::deadletter::DeadLetters;
+use crate::state::{Db, PartitionCheckpoint, PidGuard, ReplayCheckpoint, REPLAY_KEY};
+use crate::writer::Writer;
+use anyhow::Context as _;
+use batch::{Batch, Outcome};
+use chrono::Utc;
+use indexferry_common::kafka::{kafka_consumer_config, Offsets};
+use indexferry_common::metrics::{EVENTS, LAG_MESSAGES, LAG_SECONDS};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often lag gauges are refreshed from the broker's high watermarks.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Replays until `cancel`. `applied` (if given) receives the checkpointed positions after
+/// every batch, for an in-process rollover to wait on.
+pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken, applied: Option<watch::Sender<Offsets>>) -> anyhow::Result<()> {
+    let store = ctx.dir.open(Db::Replay)?;
+    let _pid = PidGuard::create(&ctx.dir, "consume")?;
+    let recipe = &ctx.recipe;
+    let topic = recipe.kafka.topic.clone();
+    let mut cp: ReplayCheckpoint = store.get(REPLAY_KEY)?.unwrap_or_default();
+    let positions = cp.positions(&ctx.migration.start_offsets);
+
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        kafka_consumer_config(&recipe.kafka, &recipe.group_id())
+            .create()
+            .context("cannot create the kafka consumer")?,
+    );
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in &positions {
+        tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))?;
+    }
+    consumer.assign(&tpl).context("cannot assign partitions")?;
+    tracing::info!(%topic, positions = ?positions, "replaying");
+
+    let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
+    let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
+    let lag = spawn_lag_reporter(consumer.clone(), topic.clone(), cancel.clone(), ctx.dir.clone());
+    if let Some(tx) = &applied {
+        let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
+    }
+
+    let cfg = &recipe.replay;
+    loop {
+        let messages = match collect(&consumer, cfg.batch_size, cfg.batch_bytes, cfg.batch_deadline, &cancel).await {
+            Some(m) => m,
+            None => break,
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let batch = Batch::decode(&messages, recipe);
+        let outcome = match batch.apply(&writer, &dead_letters, &topic).await {
+            Ok(o) => o,
+            Err(_) => break, // cancelled mid-batch: not checkpointed, replayed next time
+        };
+        record(&mut cp, &outcome, &messages);
+        store.put(REPLAY_KEY, &cp)?;
+        mirror_commit(&consumer, &topic, &cp);
+        if let Some(tx) = &applied {
+            let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
+        }
+    }
+    lag.abort();
+    store.flush()?;
+    mirror_commit(&consumer, &topic, &cp);
+    tracing::info!(applied = cp.applied, stale = cp.stale, dead_lettered = cp.dead_lettered, ignored = cp.ignored, "replay stopped");
+    Ok(())
+}
+
+/// One batch, cut at `max` messages, `max_bytes` bytes or `deadline` after its first
+/// message. `None` once cancelled.
+async fn collect(
+    consumer: &StreamConsumer,
+    max: usize,
+    max_bytes: usize,
+    deadline: Duration,
+    cancel: &CancellationToken,
+) -> Option<Vec<OwnedMessage>> {
+    let first = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        m = consumer.recv() => m,
+        _ = tokio::time::sleep(Duration::from_millis(500)) => return Some(vec![]),
+    };
+    let first = match first {
+        Ok(m) => m.detach(),
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka receive failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Some(vec![]);
+        }
+    };
+    let mut bytes = first.payload().map_or(0, <[u8]>::len);
+    let mut out = vec![first];
+    let until = Instant::now() + deadline;
+    while out.len() < max && bytes < max_bytes {
+        tokio::select! {
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    bytes += m.payload().map_or(0, <[u8]>::len);
+                    out.push(m.detach());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka receive failed");
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(until) => break,
+        }
+    }
+    Some(out)
+}
+
+fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, messages: &[OwnedMessage]) {
+    for m in messages {
+        let entry = cp.partitions.entry(m.partition()).or_insert(PartitionCheckpoint { next_offset: 0, last_event_ms: None });
+        entry.next_offset = entry.next_offset.max(m.offset() + 1);
+        if let Some(ts) = m.timestamp().to_millis() {
+            entry.last_event_ms = Some(entry.last_event_ms.map_or(ts, |t| t.max(ts)));
+        }
+    }
+    cp.applied += outcome.applied;
+    cp.stale += outcome.stale;
+    cp.dead_lettered += outcome.dead_lettered;
+    cp.ignored += outcome.ignored;
+    cp.updated_at = Some(Utc::now());
+    for (op, result, n) in outcome.counts() {
+        metrics::counter!(EVENTS, "op" => op, "result" => result).increment(n);
+    }
+}
+
+/// Mirrors the checkpoint to the consumer group (best effort: RocksDB is the record).
+fn mirror_commit(consumer: &StreamConsumer, topic: &str, cp: &ReplayCheckpoint) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, c) in &cp.partitions {
+        if tpl.add_partition_offset(topic, *p, Offset::Offset(c.next_offset)).is_err() {
+            return;
+        }
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "offset commit to the consumer group failed");
+        }
+    }
+}
+
+fn spawn_lag_reporter(
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    cancel: CancellationToken,
+    dir: crate::state::StateDir,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(LAG_INTERVAL) => {}
+            }
+            let (consumer, topic, dir) = (consumer.clone(), topic.clone(), dir.clone());
+            let lags = tokio::task::spawn_blocking(move || -> Option<Vec<(i32, i64, f64)>> {
+                let cp = dir.read_replay().ok()?;
+                let now = Utc::now().timestamp_millis();
+                let mut out = vec![];
+                for (p, c) in &cp.partitions {
+                    let (_, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5)).ok()?;
+                    let behind = (high - c.next_offset).max(0);
+                    let secs = if behind == 0 { 0.0 } else { c.last_event_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0) };
+                    out.push((*p, behind, secs));
+                }
+                Some(out)
+            })
+            .await;
+            if let Ok(Some(lags)) = lags {
+                for (p, behind, secs) in lags {
+                    metrics::gauge!(LAG_MESSAGES, "partition" => p.to_string()).set(behind as f64);
+                    metrics::gauge!(LAG_SECONDS, "partition" => p.to_string()).set(secs);
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,257 @@
+//! `rollover`: the switch, exactly as DESIGN.md states it.
+//!
+//! 1. Preconditions: every snapshot slice done, consumer lag under `max_lag`.
+//! 2. Restore the target's production settings and wait for its shards to be allocated.
+//! 3. Block writes on the source (the producer library retries, the application waits).
+//! 4. After `grace`, read the topic's end offsets and wait until the consumer has applied
+//!    everything before them.
+//! 5. One `_aliases` request moves the alias to the target as its write index.
+//! 6. Record and print the write pause (block → swap).
+//!
+//! Any failure after the block lifts it again and leaves the migration resumable. The
+//! consumer may run in another process (`run` or `consume`): its checkpoints are read from
+//! its state; with none running, rollover replays in-process.
+
+use crate::context::{Common, Ctx};
+use crate::state::{running_pid, Migration, RolloverRecord, State};
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use indexferry_common::es::Method;
+use indexferry_common::kafka::{end_offsets, Offsets};
+use indexferry_common::metrics::ROLLOVER_PAUSE;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often the drain checks the consumer's checkpoint.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
+/// Where the consumer is.
+enum Consumer {
+    /// Another process: read its checkpoints from the state.
+    External,
+    /// Started here for the rollover.
+    InProcess { positions: watch::Receiver<Offsets>, cancel: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>> },
+}
+
+impl Consumer {
+    async fn positions(&mut self, ctx: &Ctx) -> anyhow::Result<Offsets> {
+        match self {
+            Consumer::External => {
+                let dir = ctx.dir.clone();
+                let cp = tokio::task::spawn_blocking(move || dir.read_replay()).await??;
+                Ok(cp.positions(&ctx.migration.start_offsets))
+            }
+            Consumer::InProcess { positions, task, .. } => {
+                if task.is_finished() {
+                    bail!("the in-process consumer stopped");
+                }
+                Ok(positions.borrow().clone())
+            }
+        }
+    }
+
+    async fn stop(self) {
+        if let Consumer::InProcess { cancel, task, .. } = self {
+            cancel.cancel();
+            let _ = task.await;
+        }
+    }
+}
+
+fn lag(end: &Offsets, at: &Offsets) -> u64 {
+    end.iter().map(|(p, e)| (e - at.get(p).copied().unwrap_or(0)).max(0) as u64).sum()
+}
+
+pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
+    let ctx = Arc::new(Ctx::load(common, name).await?);
+    let m = &ctx.migration;
+    if m.state == State::RolledOver {
+        bail!("migration {name:?} was already rolled over");
+    }
+    check_snapshot(&ctx)?;
+
+    let mut consumer = match running_pid(&ctx.dir, "consume") {
+        Some(pid) => {
+            tracing::info!(pid, "consumer running in another process");
+            Consumer::External
+        }
+        None => {
+            tracing::info!("no consumer running: replaying in this process for the rollover");
+            let (tx, rx) = watch::channel(Offsets::new());
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(crate::replay::run(ctx.clone(), cancel.clone(), Some(tx)));
+            Consumer::InProcess { positions: rx, cancel, task }
+        }
+    };
+    let result = protocol(&ctx, &mut consumer).await;
+    consumer.stop().await;
+    let record = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = ctx.dir.update_migration(|m| {
+                if m.state == State::RollingOver {
+                    m.state = State::Initialized;
+                }
+                m.last_error = Some(format!("rollover: {msg}"));
+            });
+            return Err(e);
+        }
+    };
+
+    metrics::gauge!(ROLLOVER_PAUSE).set(record.write_pause_ms as f64 / 1000.0);
+    let m = ctx.dir.update_migration(|m| {
+        m.state = State::RolledOver;
+        m.rollover = Some(record.clone());
+        m.last_error = None;
+    })?;
+    print_result(&m, &record, &ctx.target.url);
+    Ok(())
+}
+
+fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
+    let slices = ctx.dir.read_snapshot()?;
+    let want = ctx.recipe.snapshot.slices as usize;
+    for (i, p) in ctx.migration.pairs.iter().enumerate() {
+        let done = slices.iter().filter(|((pair, _), cp)| *pair == i && cp.done).count();
+        if done < want {
+            bail!(
+                "snapshot of {} is not complete ({done} of {want} slices done); run `indexferry migration run {}` until it is",
+                p.source,
+                ctx.migration.name
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<RolloverRecord> {
+    let r = &ctx.recipe.rollover;
+    let m = &ctx.migration;
+    let kafka = ctx.recipe.kafka.clone();
+    let fetch_end = || {
+        let k = kafka.clone();
+        async move {
+            tokio::task::spawn_blocking(move || end_offsets(&k, &k.topic, Duration::from_secs(10)))
+                .await?
+                .context("cannot read the topic's end offsets")
+        }
+    };
+
+    // 1. Lag under the threshold (an in-process consumer gets time to catch up).
+    let deadline = Instant::now() + r.drain_timeout;
+    loop {
+        let (end, at) = (fetch_end().await?, consumer.positions(ctx).await?);
+        let behind = lag(&end, &at);
+        if behind <= r.max_lag {
+            break;
+        }
+        if matches!(consumer, Consumer::External) || Instant::now() > deadline {
+            bail!("consumer lag is {behind} events, over rollover.max_lag = {}; let it catch up first", r.max_lag);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 2. Production settings on the targets, shards allocated before the switch.
+    let targets: Vec<&str> = m.pairs.iter().map(|p| p.target.as_str()).collect();
+    for p in &m.pairs {
+        let mut restore = serde_json::Map::new();
+        for key in ["index.number_of_replicas", "index.refresh_interval"] {
+            restore.insert(key.into(), p.production_settings.get(key).cloned().unwrap_or(Value::Null));
+        }
+        ctx.target.put_settings(&p.target, Value::Object(restore)).await?;
+    }
+    let health: Value = ctx
+        .target
+        .json(Method::Get, &format!("/_cluster/health/{}", targets.join(",")), &[("wait_for_status", "green"), ("timeout", "60s")], None)
+        .await?;
+    if health["timed_out"] == json!(true) {
+        bail!(
+            "the target's replicas are not allocated after 60s (health {}, {} unassigned shards); rollover needs them in place",
+            health["status"], health["unassigned_shards"]
+        );
+    }
+    ctx.target
+        .json::<Value>(Method::Post, &format!("/{}/_refresh", targets.join(",")), &[], None)
+        .await?;
+
+    // 3. Block writes on the sources.
+    let sources: Vec<&str> = m.pairs.iter().map(|p| p.source.as_str()).collect();
+    let sources = sources.join(",");
+    ctx.dir.update_migration(|m| m.state = State::RollingOver)?;
+    let blocked_at = Instant::now();
+    ctx.source.put_settings(&sources, json!({ "index.blocks.write": true })).await?;
+    let outcome = async {
+        // 4. Grace, then drain everything published up to now.
+        tokio::time::sleep(r.grace).await;
+        let end = fetch_end().await?;
+        let drain_start = Instant::now();
+        loop {
+            let at = consumer.positions(ctx).await?;
+            if lag(&end, &at) == 0 {
+                break;
+            }
+            if drain_start.elapsed() > r.drain_timeout {
+                bail!("the consumer did not apply the last {} events within {:?}", lag(&end, &at), r.drain_timeout);
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let drain = drain_start.elapsed();
+        // 5. The atomic swap.
+        let mut actions = vec![];
+        for p in &m.pairs {
+            if !m.cross_cluster {
+                actions.push(json!({ "remove": { "index": p.source, "alias": p.alias } }));
+            }
+            actions.push(json!({ "add": { "index": p.target, "alias": p.alias, "is_write_index": true } }));
+        }
+        ctx.target
+            .json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions })))
+            .await
+            .context("alias swap failed")?;
+        Ok::<_, anyhow::Error>((end, drain))
+    }
+    .await;
+    let (end, drain) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            if let Err(lift) = ctx.source.put_settings(&sources, json!({ "index.blocks.write": null })).await {
+                tracing::error!(error = %lift, "could not lift the write block on {sources}: lift it by hand");
+            }
+            return Err(e.context("rollover aborted; the write block was lifted and the migration can be resumed"));
+        }
+    };
+    let pause = blocked_at.elapsed();
+
+    // 6. After the switch: tombstones may expire again.
+    for p in &m.pairs {
+        if let Err(e) = ctx.target.put_settings(&p.target, json!({ "index.gc_deletes": null })).await {
+            tracing::warn!(index = %p.target, error = %e, "could not restore index.gc_deletes");
+        }
+    }
+    Ok(RolloverRecord {
+        at: Utc::now(),
+        write_pause_ms: pause.as_millis() as u64,
+        grace_ms: r.grace.as_millis() as u64,
+        drain_ms: drain.as_millis() as u64,
+        end_offsets: end,
+    })
+}
+
+fn print_result(m: &Migration, r: &RolloverRecord, target_url: &str) {
+    for p in &m.pairs {
+        println!("rolled over: alias {} -> {} (was {})", p.alias, p.target, p.source);
+    }
+    println!("write pause: {} ms (grace {} ms, drain {} ms)", r.write_pause_ms, r.grace_ms, r.drain_ms);
+    if m.cross_cluster {
+        println!(
+            "the alias now lives on the target cluster {target_url}: point the application (and its producer) at that cluster; \
+             the source stays write-blocked so no write goes astray"
+        );
+    } else {
+        println!("the source index stays write-blocked; delete it once you no longer need it");
+    }
+}

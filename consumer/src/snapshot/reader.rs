@@ -1,0 +1,219 @@
+//! Reading a consistent view of a source index page by page.
+//!
+//! Elasticsearch 8+: one point-in-time per index, sliced, sorted by `_shard_doc`, paged
+//! with `search_after`; the last acknowledged page's sort values are the resume position.
+//! Elsewhere (OpenSearch): sliced scroll, which cannot be resumed after a crash, so an
+//! unfinished slice starts over. Both ask for `seq_no_primary_term` on every hit.
+
+use indexferry_common::es::Method;
+use indexferry_common::es::{is_transient, Cluster};
+use indexferry_common::retry::Backoff;
+use indexferry_common::Error;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+pub struct Hit {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "_seq_no", default)]
+    pub seq_no: Option<u64>,
+    #[serde(rename = "_routing", default)]
+    pub routing: Option<String>,
+    #[serde(rename = "_source", default)]
+    pub source: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub sort: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchResponse {
+    #[serde(default)]
+    pit_id: Option<String>,
+    #[serde(rename = "_scroll_id", default)]
+    scroll_id: Option<String>,
+    hits: Hits,
+}
+
+#[derive(Debug, Deserialize)]
+struct Hits {
+    hits: Vec<Hit>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The point-in-time or scroll expired (or the node restarted): start over.
+    #[error("search context lost: {0}")]
+    ContextLost(String),
+    #[error(transparent)]
+    Cluster(#[from] Error),
+}
+
+/// Where a slice reads from.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Pit { pit_id: String, search_after: Option<Value> },
+    Scroll { scroll_id: Option<String> },
+}
+
+pub struct SliceReader {
+    cluster: Cluster,
+    index: String,
+    slice: u32,
+    slices: u32,
+    size: usize,
+    keep_alive: String,
+    with_source: bool,
+    pub mode: Mode,
+    done: bool,
+}
+
+/// Opens a point-in-time on `index`.
+pub async fn open_pit(cluster: &Cluster, index: &str, keep_alive: Duration) -> Result<String, Error> {
+    #[derive(Deserialize)]
+    struct Pit {
+        id: String,
+    }
+    let ka = keep_alive_str(keep_alive);
+    let pit: Pit = cluster
+        .json(Method::Post, &format!("/{index}/_pit"), &[("keep_alive", &ka)], None)
+        .await?;
+    Ok(pit.id)
+}
+
+/// Closes a point-in-time (best effort: it expires anyway).
+pub async fn close_pit(cluster: &Cluster, pit_id: &str) {
+    let body = json!({ "id": pit_id });
+    let _ = cluster.json::<Value>(Method::Delete, "/_pit", &[], Some(&body)).await;
+}
+
+pub fn keep_alive_str(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
+impl SliceReader {
+    pub fn new(cluster: Cluster, index: &str, slice: u32, slices: u32, size: usize, keep_alive: Duration, mode: Mode) -> Self {
+        SliceReader {
+            cluster,
+            index: index.to_owned(),
+            slice,
+            slices,
+            size,
+            keep_alive: keep_alive_str(keep_alive),
+            with_source: true,
+            mode,
+            done: false,
+        }
+    }
+
+    /// Reads ids only (verify's pass over the target).
+    pub fn without_source(mut self) -> Self {
+        self.with_source = false;
+        self
+    }
+
+    /// The next page; empty once the slice is exhausted. Transient failures are retried
+    /// for up to ten minutes (longer than a cluster restart).
+    pub async fn next_page(&mut self) -> Result<Vec<Hit>, ReadError> {
+        if self.done {
+            return Ok(vec![]);
+        }
+        let mut backoff = Backoff::standard(Some(Duration::from_secs(600)));
+        loop {
+            match self.fetch().await {
+                Ok(hits) => return Ok(hits),
+                Err(ReadError::Cluster(e)) if is_context_lost(&e) => return Err(ReadError::ContextLost(e.to_string())),
+                Err(ReadError::Cluster(e)) if is_transient(&e) => match backoff.next_delay() {
+                    Some(d) => {
+                        indexferry_common::metrics::retry(self.cluster.role(), "read");
+                        tracing::warn!(index = %self.index, slice = self.slice, error = %e, "read failed, retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(e.into()),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<Vec<Hit>, ReadError> {
+        let mut body = json!({
+            "size": self.size,
+            "seq_no_primary_term": true,
+            "track_total_hits": false,
+        });
+        if !self.with_source {
+            body["_source"] = json!(false);
+        }
+        if self.slices > 1 {
+            body["slice"] = json!({ "id": self.slice, "max": self.slices });
+        }
+        let bytes = match &self.mode {
+            Mode::Pit { pit_id, search_after } => {
+                body["pit"] = json!({ "id": pit_id, "keep_alive": self.keep_alive });
+                body["sort"] = json!(["_shard_doc"]);
+                if let Some(after) = search_after {
+                    body["search_after"] = after.clone();
+                }
+                self.request("/_search", &[], &body).await?
+            }
+            Mode::Scroll { scroll_id: None } => {
+                body["sort"] = json!(["_doc"]);
+                let path = format!("/{}/_search", self.index);
+                self.request(&path, &[("scroll", self.keep_alive.as_str())], &body).await?
+            }
+            Mode::Scroll { scroll_id: Some(id) } => {
+                let body = json!({ "scroll": self.keep_alive, "scroll_id": id });
+                self.request("/_search/scroll", &[], &body).await?
+            }
+        };
+        let response: SearchResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Cluster {
+            cluster: self.cluster.role().into(),
+            message: format!("unexpected search answer: {e}"),
+        })?;
+        let hits = response.hits.hits;
+        match &mut self.mode {
+            Mode::Pit { pit_id, search_after } => {
+                if let Some(id) = response.pit_id {
+                    *pit_id = id;
+                }
+                if let Some(last) = hits.last() {
+                    *search_after = last.sort.clone();
+                }
+            }
+            Mode::Scroll { scroll_id } => {
+                if response.scroll_id.is_some() {
+                    *scroll_id = response.scroll_id;
+                }
+            }
+        }
+        if hits.is_empty() {
+            self.done = true;
+            if let Mode::Scroll { scroll_id: Some(id) } = &self.mode {
+                let body = json!({ "scroll_id": [id] });
+                let _ = self.cluster.json::<Value>(Method::Delete, "/_search/scroll", &[], Some(&body)).await;
+            }
+        }
+        Ok(hits)
+    }
+
+    async fn request(&self, path: &str, query: &[(&str, &str)], body: &Value) -> Result<bytes::Bytes, ReadError> {
+        let body = bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        Ok(self.cluster.request(Method::Post, path, query, Some(body)).await?)
+    }
+}
+
+/// An expired or unknown point-in-time / scroll.
+fn is_context_lost(e: &Error) -> bool {
+    match e {
+        Error::ClusterStatus { error_type, reason, status, .. } => {
+            error_type.as_deref() == Some("search_context_missing_exception")
+                || reason.contains("search_context_missing_exception")
+                || reason.contains("No search context found")
+                || (*status == 404 && error_type.as_deref() == Some("search_phase_execution_exception"))
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,287 @@
+//! Durable state under `--state-dir/<name>/`, in three RocksDB databases so that each has
+//! exactly one writing process:
+//!
+//! - `meta/`: the migration record (recipe, recorded offsets, state, rollover results),
+//!   written only by the short operator commands (`init`, `rollover`, `cancel`);
+//! - `snapshot/`: one checkpoint per slice, written by the snapshot worker;
+//! - `replay/`: the next offset to apply per partition, written by the consumer after each
+//!   acknowledged bulk.
+//!
+//! Any process may open any of them read-only at the same time (`status`, `rollover`
+//! watching the consumer drain). Values are JSON, keys are plain strings.
+
+pub mod model;
+
+use rocksdb::{Options, WriteBatch, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("no migration named {name:?} in {dir} (run `indexferry migration init` first)")]
+    NotFound { name: String, dir: PathBuf },
+    #[error("state {path}: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error("state {path}: corrupt value under {key:?}: {message}")]
+    Corrupt { path: PathBuf, key: String, message: String },
+}
+
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// Where one migration's state lives.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+    pub name: String,
+}
+
+/// Which of the three databases.
+#[derive(Debug, Clone, Copy)]
+pub enum Db {
+    Meta,
+    Snapshot,
+    Replay,
+}
+
+impl Db {
+    fn dir(self) -> &'static str {
+        match self {
+            Db::Meta => "meta",
+            Db::Snapshot => "snapshot",
+            Db::Replay => "replay",
+        }
+    }
+}
+
+impl StateDir {
+    pub fn new(root: &Path, name: &str) -> Self {
+        StateDir { root: root.to_owned(), name: name.to_owned() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.root.join(&self.name)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path().join(Db::Meta.dir()).join("CURRENT").exists()
+    }
+
+    pub fn db_path(&self, db: Db) -> PathBuf {
+        self.path().join(db.dir())
+    }
+
+    pub fn pid_file(&self, role: &str) -> PathBuf {
+        self.path().join(format!("{role}.pid"))
+    }
+
+    /// Opens a database for writing, creating it if needed. Fails if another process has it.
+    pub fn open(&self, db: Db) -> Result<Store> {
+        let path = self.db_path(db);
+        std::fs::create_dir_all(&path).map_err(|e| StateError::Db { path: path.clone(), message: e.to_string() })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_keep_log_file_num(2);
+        let db = DB::open(&opts, &path).map_err(|e| StateError::Db { path: path.clone(), message: explain_lock(e) })?;
+        Ok(Store { db, path })
+    }
+
+    /// Opens a database read-only (another process may be writing it); `None` if absent.
+    pub fn open_read_only(&self, db: Db) -> Result<Option<Store>> {
+        let path = self.db_path(db);
+        if !path.join("CURRENT").exists() {
+            return Ok(None);
+        }
+        let opts = Options::default();
+        let db = DB::open_for_read_only(&opts, &path, false).map_err(|e| StateError::Db { path: path.clone(), message: e.to_string() })?;
+        Ok(Some(Store { db, path }))
+    }
+
+    /// The migration record, read-only.
+    pub fn load_migration(&self) -> Result<Migration> {
+        let store = self
+            .open_read_only(Db::Meta)?
+            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })?;
+        store
+            .get::<Migration>(MIGRATION_KEY)?
+            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })
+    }
+
+    /// Reads, changes and writes back the migration record.
+    pub fn update_migration(&self, f: impl FnOnce(&mut Migration)) -> Result<Migration> {
+        let store = self.open(Db::Meta)?;
+        let mut m = store
+            .get::<Migration>(MIGRATION_KEY)?
+            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })?;
+        f(&mut m);
+        store.put(MIGRATION_KEY, &m)?;
+        store.flush()?;
+        Ok(m)
+    }
+
+    /// Replay checkpoints as another process left them.
+    pub fn read_replay(&self) -> Result<ReplayCheckpoint> {
+        Ok(match self.open_read_only(Db::Replay)? {
+            Some(s) => s.get(REPLAY_KEY)?.unwrap_or_default(),
+            None => ReplayCheckpoint::default(),
+        })
+    }
+
+    /// Snapshot checkpoints of every slice, keyed `(pair, slice)`.
+    pub fn read_snapshot(&self) -> Result<Vec<((usize, u32), SliceCheckpoint)>> {
+        match self.open_read_only(Db::Snapshot)? {
+            Some(s) => s.slices(),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+fn explain_lock(e: rocksdb::Error) -> String {
+    let s = e.to_string();
+    if s.contains("lock") {
+        format!("{s} (another indexferry process is running this part of the migration)")
+    } else {
+        s
+    }
+}
+
+pub const MIGRATION_KEY: &str = "migration";
+pub const REPLAY_KEY: &str = "replay";
+
+/// One open database.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let raw = self.db.get(key).map_err(|e| self.err(e))?;
+        raw.map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                path: self.path.clone(),
+                key: key.to_owned(),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StateError::Db { path: self.path.clone(), message: e.to_string() })?;
+        self.db.put(key, bytes).map_err(|e| self.err(e))
+    }
+
+    /// Writes several keys atomically.
+    pub fn put_all<T: Serialize>(&self, entries: &[(String, T)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in entries {
+            let bytes = serde_json::to_vec(v).map_err(|e| StateError::Db { path: self.path.clone(), message: e.to_string() })?;
+            batch.put(k, bytes);
+        }
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.db.delete(key).map_err(|e| self.err(e))
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
+    pub fn slices(&self) -> Result<Vec<((usize, u32), SliceCheckpoint)>> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator(SLICE_PREFIX) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let Some(parsed) = parse_slice_key(&key) else { break };
+            let cp = serde_json::from_slice(&v).map_err(|e| StateError::Corrupt { path: self.path.clone(), key: key.clone(), message: e.to_string() })?;
+            out.push((parsed, cp));
+        }
+        Ok(out)
+    }
+
+    fn err(&self, e: rocksdb::Error) -> StateError {
+        StateError::Db { path: self.path.clone(), message: e.to_string() }
+    }
+}
+
+const SLICE_PREFIX: &str = "slice/";
+
+/// `slice/<pair>/<slice>`, zero-padded so that keys sort in slice order.
+pub fn slice_key(pair: usize, slice: u32) -> String {
+    format!("{SLICE_PREFIX}{pair:04}/{slice:05}")
+}
+
+pub fn parse_slice_key(key: &str) -> Option<(usize, u32)> {
+    let rest = key.strip_prefix(SLICE_PREFIX)?;
+    let (p, s) = rest.split_once('/')?;
+    Some((p.parse().ok()?, s.parse().ok()?))
+}
+
+/// Records this process's pid as running `role`; removed when the guard drops.
+pub struct PidGuard(PathBuf);
+
+impl PidGuard {
+    pub fn create(dir: &StateDir, role: &str) -> std::io::Result<PidGuard> {
+        let path = dir.pid_file(role);
+        std::fs::write(&path, std::process::id().to_string())?;
+        Ok(PidGuard(path))
+    }
+}
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The pid recorded for `role`, if that process is still alive.
+pub fn running_pid(dir: &StateDir, role: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.pid_file(role)).ok()?.trim().parse().ok()?;
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    alive.then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn slice_keys_round_trip_and_sort(a in 0usize..9999, b in 0u32..99999, c in 0usize..9999, d in 0u32..99999) {
+            prop_assert_eq!(parse_slice_key(&slice_key(a, b)), Some((a, b)));
+            prop_assert_eq!(slice_key(a, b).cmp(&slice_key(c, d)), (a, b).cmp(&(c, d)));
+        }
+    }
+
+    #[test]
+    fn a_writer_and_a_reader_share_a_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path(), "m");
+        let w = dir.open(Db::Replay).unwrap();
+        let mut cp = ReplayCheckpoint::default();
+        cp.partitions.insert(0, PartitionCheckpoint { next_offset: 7, last_event_ms: Some(5) });
+        w.put(REPLAY_KEY, &cp).unwrap();
+        // Another handle for writing is refused while the first is open...
+        assert!(dir.open(Db::Replay).is_err());
+        // ...but readers see what was written, without a flush.
+        assert_eq!(dir.read_replay().unwrap().partitions[&0].next_offset, 7);
+        cp.partitions.insert(0, PartitionCheckpoint { next_offset: 9, last_event_ms: None });
+        w.put(REPLAY_KEY, &cp).unwrap();
+        assert_eq!(dir.read_replay().unwrap().partitions[&0].next_offset, 9);
+        let s = dir.open(Db::Snapshot).unwrap();
+        s.put(&slice_key(0, 1), &SliceCheckpoint { copied: 3, ..Default::default() }).unwrap();
+        s.put(&slice_key(0, 0), &SliceCheckpoint { done: true, ..Default::default() }).unwrap();
+        s.put("other", &1).unwrap();
+        let slices = s.slices().unwrap();
+        assert_eq!(slices.len(), 2);
+        assert_eq!(slices[0].0, (0, 0));
+        assert!(slices[0].1.done);
+        assert_eq!(slices[1].1.copied, 3);
+    }
+}

@@ -1,0 +1,123 @@
+//! What is stored: the migration record and the checkpoints.
+
+use chrono::{DateTime, Utc};
+use indexferry_common::kafka::Offsets;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Target created, offsets recorded; snapshot and replay may run.
+    Initialized,
+    /// Rollover in progress (writes blocked on the source).
+    RollingOver,
+    /// The alias points at the target: done.
+    RolledOver,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initialized => "initialized",
+            State::RollingOver => "rolling_over",
+            State::RolledOver => "rolled_over",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Migration {
+    pub name: String,
+    /// The recipe as given to `init` (secrets may come from the environment instead).
+    pub recipe_text: String,
+    pub recipe_path: String,
+    pub created_at: DateTime<Utc>,
+    pub state: State,
+    /// The topic's end offsets when `init` ran: where replay starts.
+    pub start_offsets: Offsets,
+    pub pairs: Vec<PairInfo>,
+    pub source_server: String,
+    pub target_server: String,
+    pub cross_cluster: bool,
+    #[serde(default)]
+    pub rollover: Option<RolloverRecord>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairInfo {
+    pub source: String,
+    pub target: String,
+    pub alias: String,
+    /// Source documents when `init` ran (the snapshot's progress denominator).
+    pub source_docs: u64,
+    /// Settings restored on the target at rollover.
+    pub production_settings: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloverRecord {
+    pub at: DateTime<Utc>,
+    /// Block to alias swap, milliseconds.
+    pub write_pause_ms: u64,
+    /// Of which the grace and the drain.
+    pub grace_ms: u64,
+    pub drain_ms: u64,
+    pub end_offsets: Offsets,
+}
+
+/// One slice of one pair's snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SliceCheckpoint {
+    /// Point-in-time (or scroll) the position below belongs to.
+    pub pit_id: Option<String>,
+    /// `sort` values of the last document whose batch the target acknowledged.
+    pub search_after: Option<serde_json::Value>,
+    /// Documents read in the current pass.
+    pub copied: u64,
+    pub applied: u64,
+    pub stale: u64,
+    pub rejected: u64,
+    pub done: bool,
+    /// Times this slice was resumed from a checkpoint, and the documents of the first
+    /// batch after each resume (the most that can have been copied twice).
+    pub resumes: u64,
+    pub recopied: u64,
+    /// Times the slice had to start over (its point-in-time had expired).
+    pub restarts: u64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCheckpoint {
+    /// The next offset to apply: everything before it is in the target.
+    pub next_offset: i64,
+    /// Write time (ms since epoch) of the newest applied event.
+    pub last_event_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplayCheckpoint {
+    pub partitions: BTreeMap<i32, PartitionCheckpoint>,
+    pub applied: u64,
+    pub stale: u64,
+    pub dead_lettered: u64,
+    pub ignored: u64,
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl ReplayCheckpoint {
+    /// Next offsets per partition, falling back to the recorded start.
+    pub fn positions(&self, start: &Offsets) -> Offsets {
+        let mut out = start.clone();
+        for (p, cp) in &self.partitions {
+            out.insert(*p, cp.next_offset);
+        }
+        out
+    }
+}

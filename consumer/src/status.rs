@@ -1,0 +1,213 @@
+//! `status`: where a migration stands, from its state and the topic's end offsets. Reads
+//! only; works while the workers run and when the clusters are down.
+
+use crate::context::{stored_recipe, Common};
+use crate::state::{running_pid, SliceCheckpoint, StateDir};
+use chrono::Utc;
+use indexferry_common::kafka::end_offsets;
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub state: String,
+    pub cross_cluster: bool,
+    pub source: String,
+    pub target: String,
+    pub pairs: Vec<PairStatus>,
+    pub snapshot_worker_pid: Option<i32>,
+    pub consumer_pid: Option<i32>,
+    pub replay: ReplayStatus,
+    pub partitions: Vec<PartitionStatus>,
+    pub kafka_error: Option<String>,
+    pub last_rollover: Option<crate::state::RolloverRecord>,
+    pub last_error: Option<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PairStatus {
+    pub source: String,
+    pub target: String,
+    pub alias: String,
+    pub copied: u64,
+    pub total: u64,
+    pub percent: f64,
+    pub docs_per_s: Option<f64>,
+    pub eta_s: Option<u64>,
+    pub done: bool,
+    pub applied: u64,
+    pub stale: u64,
+    pub dead_lettered: u64,
+    pub resumes: u64,
+    pub recopied: u64,
+    pub restarts: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplayStatus {
+    pub applied: u64,
+    pub stale: u64,
+    pub dead_lettered: u64,
+    pub ignored: u64,
+    pub lag_messages: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    pub position: i64,
+    pub end: Option<i64>,
+    pub lag_messages: Option<i64>,
+    pub lag_seconds: Option<f64>,
+}
+
+pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
+    let dir = StateDir::new(&common.state_dir, name);
+    let m = dir.load_migration()?;
+    let recipe = stored_recipe(&m, &common.overrides)?;
+    let slices = dir.read_snapshot()?;
+    let want = recipe.snapshot.slices as usize;
+    let pairs = m
+        .pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let cps: Vec<&SliceCheckpoint> = slices.iter().filter(|((pair, _), _)| *pair == i).map(|(_, c)| c).collect();
+            let sum = |f: fn(&SliceCheckpoint) -> u64| cps.iter().map(|c| f(c)).sum::<u64>();
+            let copied = sum(|c| c.copied);
+            let done = cps.iter().filter(|c| c.done).count() >= want;
+            let start = cps.iter().filter_map(|c| c.started_at).min();
+            let last = cps.iter().filter_map(|c| c.updated_at).max();
+            let rate = match (start, last) {
+                (Some(s), Some(l)) if l > s => Some(copied as f64 / ((l - s).num_milliseconds() as f64 / 1000.0)),
+                _ => None,
+            };
+            let total = p.source_docs.max(copied);
+            PairStatus {
+                source: p.source.clone(),
+                target: p.target.clone(),
+                alias: p.alias.clone(),
+                copied,
+                total,
+                percent: if done { 100.0 } else if total == 0 { 0.0 } else { (copied as f64 * 100.0 / total as f64).min(100.0) },
+                docs_per_s: rate.map(|r| r.round()),
+                eta_s: if done { Some(0) } else { rate.filter(|r| *r > 0.0).map(|r| (total.saturating_sub(copied) as f64 / r) as u64) },
+                done,
+                applied: sum(|c| c.applied),
+                stale: sum(|c| c.stale),
+                dead_lettered: sum(|c| c.rejected),
+                resumes: sum(|c| c.resumes),
+                recopied: sum(|c| c.recopied),
+                restarts: sum(|c| c.restarts),
+            }
+        })
+        .collect();
+
+    let cp = dir.read_replay()?;
+    let positions = cp.positions(&m.start_offsets);
+    let (ends, kafka_error) = match end_offsets(&recipe.kafka, &recipe.kafka.topic, Duration::from_secs(5)) {
+        Ok(e) => (Some(e), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let now = Utc::now().timestamp_millis();
+    let partitions: Vec<PartitionStatus> = positions
+        .iter()
+        .map(|(p, pos)| {
+            let end = ends.as_ref().and_then(|e| e.get(p).copied());
+            let lag = end.map(|e| (e - pos).max(0));
+            let last = cp.partitions.get(p).and_then(|c| c.last_event_ms);
+            PartitionStatus {
+                partition: *p,
+                position: *pos,
+                end,
+                lag_messages: lag,
+                lag_seconds: lag.map(|l| if l == 0 { 0.0 } else { last.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0) }),
+            }
+        })
+        .collect();
+    let lag_total = ends.as_ref().map(|_| partitions.iter().filter_map(|p| p.lag_messages).sum::<i64>() as u64);
+    let note = m.cross_cluster.then(|| match m.state {
+        crate::state::State::RolledOver => format!(
+            "cross-cluster: the alias is on the target cluster {}; the application must now point at it",
+            recipe.target_cluster().url.first().map(|u| indexferry_common::es::redact_url(u)).unwrap_or_default()
+        ),
+        _ => "cross-cluster: after rollover the application must point at the target cluster".to_owned(),
+    });
+    Ok(Status {
+        name: m.name.clone(),
+        state: m.state.as_str().to_owned(),
+        cross_cluster: m.cross_cluster,
+        source: m.source_server.clone(),
+        target: m.target_server.clone(),
+        pairs,
+        snapshot_worker_pid: running_pid(&dir, "snapshot"),
+        consumer_pid: running_pid(&dir, "consume"),
+        replay: ReplayStatus { applied: cp.applied, stale: cp.stale, dead_lettered: cp.dead_lettered, ignored: cp.ignored, lag_messages: lag_total },
+        partitions,
+        kafka_error,
+        last_rollover: m.rollover.clone(),
+        last_error: m.last_error.clone().or(cp.last_error.clone()),
+        note,
+    })
+}
+
+pub fn print(s: &Status) {
+    println!("migration {}: {}", s.name, s.state);
+    println!("  {} -> {}{}", s.source, s.target, if s.cross_cluster { " (cross-cluster)" } else { "" });
+    let pid = |p: Option<i32>| p.map_or("not running".to_owned(), |p| format!("running (pid {p})"));
+    println!("  snapshot worker: {}   consumer: {}", pid(s.snapshot_worker_pid), pid(s.consumer_pid));
+    println!();
+    println!("  {:<40} {:>21} {:>7} {:>9} {:>8} {:>9} {:>7}", "snapshot", "copied/total", "%", "docs/s", "eta", "stale", "dead");
+    for p in &s.pairs {
+        let eta = match (p.done, p.eta_s) {
+            (true, _) => "done".to_owned(),
+            (false, Some(e)) => format!("{e}s"),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "  {:<40} {:>21} {:>6.1}% {:>9} {:>8} {:>9} {:>7}",
+            format!("{} -> {}", p.source, p.target),
+            format!("{}/{}", p.copied, p.total),
+            p.percent,
+            p.docs_per_s.map_or("-".into(), |r| format!("{r:.0}")),
+            eta,
+            p.stale,
+            p.dead_lettered
+        );
+    }
+    println!();
+    println!(
+        "  replay: applied={} stale={} dead_lettered={} ignored={} lag={}",
+        s.replay.applied,
+        s.replay.stale,
+        s.replay.dead_lettered,
+        s.replay.ignored,
+        s.replay.lag_messages.map_or("?".into(), |l| l.to_string())
+    );
+    println!("  {:>9} {:>12} {:>12} {:>10} {:>10}", "partition", "position", "end", "lag", "lag_s");
+    for p in &s.partitions {
+        let opt = |v: Option<i64>| v.map_or("?".into(), |v| v.to_string());
+        println!(
+            "  {:>9} {:>12} {:>12} {:>10} {:>10}",
+            p.partition,
+            p.position,
+            opt(p.end),
+            opt(p.lag_messages),
+            p.lag_seconds.map_or("?".into(), |v| format!("{v:.1}"))
+        );
+    }
+    if let Some(e) = &s.kafka_error {
+        println!("  kafka: {e}");
+    }
+    if let Some(r) = &s.last_rollover {
+        println!("  last rollover: {} write pause {} ms (grace {} ms, drain {} ms)", r.at.to_rfc3339(), r.write_pause_ms, r.grace_ms, r.drain_ms);
+    }
+    if let Some(e) = &s.last_error {
+        println!("  last error: {e}");
+    }
+    if let Some(n) = &s.note {
+        println!("  note: {n}");
+    }
+}

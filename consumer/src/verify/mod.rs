@@ -1,0 +1,227 @@
+//! `verify`: source and target compared document by document — ids and `_source` — in
+//! two streamed passes with bounded memory:
+//!
+//! 1. every source document, looked up in the target by `_mget`: missing or different;
+//! 2. every target id, looked up in the source: extra (present in the target only).
+//!
+//! `_source` is compared as parsed JSON, so key order and whitespace do not matter. After
+//! rollover, documents the application wrote since the switch are left out (counted in
+//! `written_after_switch`): they exist in the target alone by design.
+
+mod after_switch;
+
+use crate::context::{Common, Ctx};
+use crate::snapshot::reader::{close_pit, open_pit, Hit, Mode, SliceReader};
+use indexferry_common::es::Method;
+use indexferry_common::es::Cluster;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Sample ids kept per kind of difference.
+const SAMPLES: usize = 10;
+const PAGE: usize = 1000;
+
+#[derive(Debug, Default, Serialize)]
+pub struct PairReport {
+    pub source: String,
+    pub target: String,
+    pub source_docs: u64,
+    pub target_docs: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    /// Ids skipped because the application wrote them after the rollover.
+    pub written_after_switch: u64,
+    pub sample_missing: Vec<String>,
+    pub sample_extra: Vec<String>,
+    pub sample_different: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub identical: bool,
+    pub pairs: Vec<PairReport>,
+}
+
+pub async fn verify(common: &Common, name: &str, as_json: bool) -> anyhow::Result<bool> {
+    let ctx = Ctx::load(common, name).await?;
+    let mut report = Report { identical: true, pairs: vec![] };
+    let skip = match &ctx.migration.rollover {
+        Some(r) => {
+            let (k, from) = (ctx.recipe.kafka.clone(), r.end_offsets.clone());
+            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &from)).await??
+        }
+        None => Default::default(),
+    };
+    for p in &ctx.migration.pairs {
+        let mut r = compare(&ctx, &p.source, &p.target, &skip).await?;
+        r.written_after_switch = skip.len() as u64;
+        report.identical &= r.missing == 0 && r.extra == 0 && r.different == 0;
+        report.pairs.push(r);
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for r in &report.pairs {
+            println!(
+                "verify {} -> {}: source={} target={} missing={} extra={} different={}",
+                r.source, r.target, r.source_docs, r.target_docs, r.missing, r.extra, r.different
+            );
+            if r.written_after_switch > 0 {
+                println!("  {} ids written after the switch were left out", r.written_after_switch);
+            }
+            for (what, ids) in [("missing", &r.sample_missing), ("extra", &r.sample_extra), ("different", &r.sample_different)] {
+                if !ids.is_empty() {
+                    println!("  {what}: {}", ids.join(" "));
+                }
+            }
+        }
+        println!("verify: {}", if report.identical { "identical" } else { "DIFFERENT" });
+    }
+    Ok(report.identical)
+}
+
+async fn compare(ctx: &Ctx, source_index: &str, target_index: &str, skip: &HashSet<String>) -> anyhow::Result<PairReport> {
+    let mut r = PairReport { source: source_index.into(), target: target_index.into(), ..Default::default() };
+    for (c, i) in [(&ctx.source, source_index), (&ctx.target, target_index)] {
+        c.json::<Value>(Method::Post, &format!("/{i}/_refresh"), &[], None).await?;
+    }
+    // Pass 1: source documents against the target.
+    let mut reader = open_reader(&ctx.source, source_index, true).await?;
+    loop {
+        let hits = reader.0.next_page().await?;
+        if hits.is_empty() {
+            break;
+        }
+        r.source_docs += hits.len() as u64;
+        let found = mget(&ctx.target, target_index, &hits, true).await?;
+        for (h, other) in hits.iter().zip(found) {
+            if skip.contains(&h.id) {
+                continue;
+            }
+            match other {
+                None => {
+                    r.missing += 1;
+                    sample(&mut r.sample_missing, &h.id);
+                }
+                Some(t) => {
+                    if !same_source(h.source.as_deref(), t.as_deref()) {
+                        r.different += 1;
+                        sample(&mut r.sample_different, &h.id);
+                    }
+                }
+            }
+        }
+    }
+    reader.close(&ctx.source).await;
+    // Pass 2: target ids against the source.
+    let mut reader = open_reader(&ctx.target, target_index, false).await?;
+    loop {
+        let hits = reader.0.next_page().await?;
+        if hits.is_empty() {
+            break;
+        }
+        r.target_docs += hits.len() as u64;
+        let found = mget(&ctx.source, source_index, &hits, false).await?;
+        for (h, other) in hits.iter().zip(found) {
+            if other.is_none() && !skip.contains(&h.id) {
+                r.extra += 1;
+                sample(&mut r.sample_extra, &h.id);
+            }
+        }
+    }
+    reader.close(&ctx.target).await;
+    Ok(r)
+}
+
+struct Reader(SliceReader, Option<String>);
+
+impl Reader {
+    async fn close(self, cluster: &Cluster) {
+        if let Some(pit) = self.1 {
+            close_pit(cluster, &pit).await;
+        }
+    }
+}
+
+async fn open_reader(cluster: &Cluster, index: &str, with_source: bool) -> anyhow::Result<Reader> {
+    let keep_alive = Duration::from_secs(300);
+    let (mode, pit) = if cluster.flavor.has_pit() {
+        let pit = open_pit(cluster, index, keep_alive).await?;
+        (Mode::Pit { pit_id: pit.clone(), search_after: None }, Some(pit))
+    } else {
+        (Mode::Scroll { scroll_id: None }, None)
+    };
+    let reader = SliceReader::new(cluster.clone(), index, 0, 1, PAGE, keep_alive, mode);
+    Ok(Reader(if with_source { reader } else { reader.without_source() }, pit))
+}
+
+#[derive(Deserialize)]
+struct MgetResponse {
+    docs: Vec<MgetDoc>,
+}
+
+#[derive(Deserialize)]
+struct MgetDoc {
+    #[serde(default)]
+    found: bool,
+    #[serde(rename = "_source", default)]
+    source: Option<Box<RawValue>>,
+}
+
+/// Looks the hits up in `index`: for each, `None` when absent, else its `_source` (if asked).
+async fn mget(cluster: &Cluster, index: &str, hits: &[Hit], with_source: bool) -> anyhow::Result<Vec<Option<Option<Box<RawValue>>>>> {
+    let docs: Vec<Value> = hits
+        .iter()
+        .map(|h| match &h.routing {
+            Some(r) => json!({ "_id": h.id, "routing": r }),
+            None => json!({ "_id": h.id }),
+        })
+        .collect();
+    let body = json!({ "docs": docs });
+    let source = if with_source { "true" } else { "false" };
+    let answer: MgetResponse = cluster
+        .json(Method::Post, &format!("/{index}/_mget"), &[("_source", source), ("realtime", "true")], Some(&body))
+        .await?;
+    anyhow::ensure!(answer.docs.len() == hits.len(), "_mget answered {} documents for {}", answer.docs.len(), hits.len());
+    Ok(answer.docs.into_iter().map(|d| d.found.then_some(d.source)).collect())
+}
+
+fn same_source(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.get() == b.get() || {
+                let pa: Result<Value, _> = serde_json::from_str(a.get());
+                let pb: Result<Value, _> = serde_json::from_str(b.get());
+                matches!((pa, pb), (Ok(x), Ok(y)) if x == y)
+            }
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn sample(v: &mut Vec<String>, id: &str) {
+    if v.len() < SAMPLES {
+        v.push(id.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn sources_compare_as_json() {
+        assert!(same_source(Some(&raw(r#"{"a":1,"b":[1,2]}"#)), Some(&raw(r#"{ "b": [1, 2], "a": 1 }"#))));
+        assert!(!same_source(Some(&raw(r#"{"a":1}"#)), Some(&raw(r#"{"a":2}"#))));
+        assert!(!same_source(Some(&raw(r#"{"a":1}"#)), None));
+    }
+}

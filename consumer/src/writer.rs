@@ -1,0 +1,146 @@
+//! Writes batches into the target with external versions, judging each item: applied,
+//! stale (409: the target already holds this version or newer — expected), rejected for
+//! good (dead-lettered by the caller), or transient (retried here with jittered backoff for
+//! as long as it takes, so a write-blocked or overloaded target is ridden out).
+//!
+//! A batch returns only when every item has a final outcome, or with [`Cancelled`] on
+//! shutdown — in which case nothing was checkpointed and the batch is sent again later,
+//! which external versioning makes harmless.
+
+use bytes::Bytes;
+use indexferry_common::es::bulk::{Action, BodyBuilder, Outcome};
+use indexferry_common::es::{is_transient, Cluster};
+use indexferry_common::metrics::BULK_SECONDS;
+use indexferry_common::retry::Backoff;
+use serde_json::value::RawValue;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// One document write (or delete) for the target.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub index: String,
+    pub id: String,
+    /// Source `_seq_no + 1`.
+    pub version: u64,
+    pub routing: Option<String>,
+    pub source: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// Final outcome of each item, in input order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Final {
+    Applied,
+    Stale,
+    Rejected(String),
+}
+
+pub struct Writer {
+    cluster: Cluster,
+    phase: &'static str,
+    cancel: CancellationToken,
+}
+
+impl Writer {
+    pub fn new(cluster: Cluster, phase: &'static str, cancel: CancellationToken) -> Self {
+        Writer { cluster, phase, cancel }
+    }
+
+    pub async fn write(&self, docs: &[Doc]) -> Result<Vec<Final>, Cancelled> {
+        let mut outcomes: Vec<Option<Final>> = vec![None; docs.len()];
+        let mut pending: Vec<usize> = (0..docs.len()).collect();
+        // Items per request; halved when the target says the request is too large.
+        let mut chunk = docs.len().max(1);
+        let mut backoff = Backoff::standard(None);
+        while !pending.is_empty() {
+            let mut retry = Vec::new();
+            let mut need_backoff = false;
+            for part in pending.chunks(chunk) {
+                let mut body = BodyBuilder::with_capacity(part.len() * 1200);
+                for &i in part {
+                    let d = &docs[i];
+                    body.push(&Action {
+                        index: &d.index,
+                        id: &d.id,
+                        version: d.version,
+                        routing: d.routing.as_deref(),
+                        source: d.source.as_deref().map(RawValue::get),
+                    });
+                }
+                match self.send(body.finish()).await {
+                    Ok(items) if items.len() == part.len() => {
+                        for (&i, outcome) in part.iter().zip(items) {
+                            match outcome {
+                                Outcome::Applied => outcomes[i] = Some(Final::Applied),
+                                Outcome::Stale => outcomes[i] = Some(Final::Stale),
+                                Outcome::Rejected(r) => outcomes[i] = Some(Final::Rejected(r)),
+                                Outcome::Retry(reason) => {
+                                    tracing::debug!(phase = self.phase, id = %docs[i].id, %reason, "item will be retried");
+                                    retry.push(i);
+                                    need_backoff = true;
+                                }
+                            }
+                        }
+                    }
+                    Ok(items) => {
+                        tracing::warn!(phase = self.phase, sent = part.len(), got = items.len(), "bulk answer has the wrong number of items; resending");
+                        retry.extend_from_slice(part);
+                        need_backoff = true;
+                    }
+                    Err(SendError::TooLarge) if part.len() == 1 => {
+                        outcomes[part[0]] = Some(Final::Rejected("document too large: the target refused the request (413 request entity too large)".into()));
+                    }
+                    Err(SendError::TooLarge) => {
+                        chunk = (part.len() / 2).max(1);
+                        retry.extend_from_slice(part);
+                    }
+                    Err(SendError::Transient(reason)) => {
+                        tracing::warn!(phase = self.phase, %reason, "bulk request failed; retrying");
+                        retry.extend_from_slice(part);
+                        need_backoff = true;
+                    }
+                    Err(SendError::Final(reason)) => {
+                        for &i in part {
+                            outcomes[i] = Some(Final::Rejected(reason.clone()));
+                        }
+                    }
+                }
+            }
+            pending = retry;
+            if need_backoff {
+                indexferry_common::metrics::retry(self.cluster.role(), self.phase);
+                let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return Err(Cancelled),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Final::Rejected("no outcome".into()))).collect())
+    }
+
+    async fn send(&self, body: Bytes) -> Result<Vec<Outcome>, SendError> {
+        let started = Instant::now();
+        let result = self.cluster.bulk(body).await;
+        metrics::histogram!(BULK_SECONDS, "phase" => self.phase).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => Ok(r.items.iter().map(|i| i.outcome()).collect()),
+            Err(e) if e.status() == Some(413) => Err(SendError::TooLarge),
+            Err(e) if is_transient(&e) => Err(SendError::Transient(e.to_string())),
+            // A whole request refused for good (index missing, bad credentials) is not one
+            // document's fault: keep retrying and let the operator see it in status.
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => Err(SendError::Transient(e.to_string())),
+            Err(e) => Err(SendError::Final(e.to_string())),
+        }
+    }
+}
+
+enum SendError {
+    TooLarge,
+    Transient(String),
+    Final(String),
+}
