@@ -1,0 +1,353 @@
+//! Helpers for the integration tests: addresses of the real servers (environment variables
+//! with loopback defaults), unique names per test, the built binaries, and polling with
+//! deadlines instead of sleeps.
+
+use anyhow::{bail, Context};
+use indexferry_common::es::Method;
+use indexferry_common::config::{ClusterConfig, KafkaConfig};
+use indexferry_common::es::Cluster;
+use rand::Rng;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn es8() -> String {
+    std::env::var("INDEXFERRY_TEST_ES8").unwrap_or_else(|_| "http://127.0.0.1:9200".into())
+}
+pub fn es9() -> String {
+    std::env::var("INDEXFERRY_TEST_ES9").unwrap_or_else(|_| "http://127.0.0.1:9201".into())
+}
+pub fn opensearch() -> String {
+    std::env::var("INDEXFERRY_TEST_OPENSEARCH").unwrap_or_else(|_| "http://127.0.0.1:9202".into())
+}
+pub fn brokers() -> String {
+    std::env::var("INDEXFERRY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A lowercase name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::rng().random::<u32>())
+}
+
+pub fn cluster_config(url: &str) -> ClusterConfig {
+    ClusterConfig {
+        url: vec![url.to_owned()],
+        username: None,
+        password: None,
+        api_key: None,
+        ca_cert: None,
+        insecure: false,
+        request_timeout: Duration::from_secs(30),
+    }
+}
+
+pub async fn cluster(url: &str) -> anyhow::Result<Cluster> {
+    Ok(Cluster::connect(&cluster_config(url), "test", Duration::from_secs(60)).await?)
+}
+
+pub fn kafka(topic: &str) -> KafkaConfig {
+    KafkaConfig { brokers: brokers(), topic: topic.into(), dead_letter_topic: None, group_id: None, properties: Default::default() }
+}
+
+/// Creates `index` with `mappings`, the alias pointing at it as write index, and the topic.
+pub async fn create_source(url: &str, index: &str, alias: &str, topic: &str, partitions: i32, mappings: Value) -> anyhow::Result<Cluster> {
+    let c = cluster(url).await?;
+    let body = json!({
+        "settings": { "index.number_of_shards": 2, "index.number_of_replicas": 0 },
+        "mappings": mappings,
+        "aliases": { alias: { "is_write_index": true } },
+    });
+    c.json::<Value>(Method::Put, &format!("/{index}"), &[], Some(&body)).await?;
+    indexferry_common::kafka::ensure_topic(&kafka(topic), topic, partitions).await?;
+    Ok(c)
+}
+
+/// The directory holding the workspace's binaries (next to the test executable's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace` before the tests", path.display());
+    path
+}
+
+/// `indexferry migration <args> --state-dir <state>`.
+pub fn indexferry(state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("indexferry"));
+    c.arg("migration").args(args).arg("--state-dir").arg(state);
+    c.env("RUST_LOG", "info,rdkafka=warn");
+    c
+}
+
+pub fn run_ok(mut c: Command) -> anyhow::Result<String> {
+    let out = c.output().context("cannot start command")?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}):\nstdout: {}\nstderr: {}",
+            c,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn output(mut c: Command) -> anyhow::Result<Output> {
+    Ok(c.output()?)
+}
+
+/// Starts a long-running command with its output appended to `log`.
+pub fn spawn(mut c: Command, log: &Path) -> anyhow::Result<Child> {
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    c.stdout(Stdio::from(f.try_clone()?)).stderr(Stdio::from(f));
+    Ok(c.spawn()?)
+}
+
+/// Sends SIGTERM and waits for the exit.
+pub fn terminate(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    Ok(child.wait()?)
+}
+
+/// SIGKILL, as a crash would.
+pub fn kill9(child: &mut Child) -> anyhow::Result<()> {
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// `status --json` of a migration.
+pub fn status(state: &Path, name: &str) -> anyhow::Result<Value> {
+    let out = run_ok(indexferry(state, &["status", name, "--json"]))?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `limit`.
+pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check()? {
+            return Ok(v);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Snapshot finished for every pair and the consumer caught up with the topic.
+pub fn caught_up(s: &Value) -> bool {
+    let pairs_done = s["pairs"].as_array().is_some_and(|p| p.iter().all(|p| p["done"] == json!(true)));
+    pairs_done && s["replay"]["lag_messages"] == json!(0)
+}
+
+/// Writes a recipe for one pair and returns its path.
+pub struct RecipeSpec<'a> {
+    pub name: &'a str,
+    pub source_url: &'a str,
+    pub target_url: &'a str,
+    pub topic: &'a str,
+    pub source: &'a str,
+    pub target: &'a str,
+    pub alias: &'a str,
+    pub mappings: Value,
+    pub slices: u32,
+    pub batch_size: usize,
+    pub throttle: u32,
+    pub extra: &'a str,
+}
+
+impl RecipeSpec<'_> {
+    pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let mappings_path = dir.join(format!("{}-mappings.json", self.name));
+        std::fs::write(&mappings_path, serde_json::to_vec_pretty(&self.mappings)?)?;
+        let target = if self.target_url == self.source_url {
+            String::new()
+        } else {
+            format!("[target]\nurl = \"{}\"\n", self.target_url)
+        };
+        let text = format!(
+            r#"name = "{name}"
+[source]
+url = "{source_url}"
+{target}
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+
+[[indices]]
+source = "{source}"
+target = "{target_index}"
+alias = "{alias}"
+mappings_file = "{mappings}"
+settings = {{ number_of_shards = 2, number_of_replicas = 0, refresh_interval = "1s" }}
+
+[snapshot]
+slices = {slices}
+batch_size = {batch}
+throttle_docs_per_s = {throttle}
+
+[rollover]
+grace = "500ms"
+drain_timeout = "30s"
+{extra}
+"#,
+            name = self.name,
+            source_url = self.source_url,
+            brokers = brokers(),
+            topic = self.topic,
+            source = self.source,
+            target_index = self.target,
+            alias = self.alias,
+            mappings = mappings_path.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
+            slices = self.slices,
+            batch = self.batch_size,
+            throttle = self.throttle,
+            extra = self.extra,
+        );
+        let path = dir.join(format!("{}.toml", self.name));
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+}
+
+/// Reads every message of `topic` from the beginning until `expect` are seen or `limit`.
+pub fn read_topic(topic: &str, expect: usize, limit: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader")).create()?;
+    consumer.subscribe(&[topic])?;
+    let start = Instant::now();
+    let mut out = vec![];
+    while start.elapsed() < limit && out.len() < expect {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            out.push((m.key().map(|k| String::from_utf8_lossy(k).into_owned()), m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    // A little longer, to catch anything beyond what was expected.
+    let extra_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < extra_until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push((m.key().map(|k| String::from_utf8_lossy(k).into_owned()), m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// Publishes raw messages (key, payload) to a topic and waits for each acknowledgement.
+pub async fn publish_raw(topic: &str, messages: &[(&str, Vec<u8>)]) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let p: FutureProducer = indexferry_common::kafka::producer_config(&brokers(), &Default::default(), Duration::from_secs(10)).create()?;
+    for (k, v) in messages {
+        p.send(FutureRecord::to(topic).key(*k).payload(v), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Reads `topic` from the beginning until no message came for `idle`.
+pub fn read_topic_until_idle(topic: &str, idle: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader")).create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = vec![];
+    let mut last = Instant::now();
+    let start = Instant::now();
+    while last.elapsed() < idle || (out.is_empty() && start.elapsed() < Duration::from_secs(20)) {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            out.push((m.key().map(|k| String::from_utf8_lossy(k).into_owned()), m.payload().unwrap_or_default().to_vec()));
+            last = Instant::now();
+        }
+    }
+    Ok(out)
+}
+
+/// Every document of a small index: id → `_source` (at most 10,000).
+pub async fn all_docs(url: &str, index: &str) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
+    let c = cluster(url).await?;
+    c.json::<Value>(Method::Post, &format!("/{index}/_refresh"), &[], None).await?;
+    let body = json!({ "size": 10000, "query": { "match_all": {} }, "track_total_hits": true });
+    let r: Value = c.json(Method::Post, &format!("/{index}/_search"), &[], Some(&body)).await?;
+    let total = r["hits"]["total"]["value"].as_u64().unwrap_or(0);
+    anyhow::ensure!(total < 10000, "{index} has {total} documents, too many for all_docs");
+    Ok(r["hits"]["hits"]
+        .as_array()
+        .map(|hits| hits.iter().map(|h| (h["_id"].as_str().unwrap_or_default().to_owned(), h["_source"].clone())).collect())
+        .unwrap_or_default())
+}
+
+pub fn source_mappings() -> Value {
+    json!({ "properties": {
+        "id": { "type": "keyword" }, "title": { "type": "text" }, "body": { "type": "text" },
+        "category": { "type": "keyword" }, "tags": { "type": "keyword" }, "price": { "type": "double" },
+        "quantity": { "type": "integer" }, "rating": { "type": "float" }, "active": { "type": "boolean" },
+        "revision": { "type": "integer" }, "created_at": { "type": "date" },
+        "user": { "properties": { "id": { "type": "keyword" }, "name": { "type": "text" }, "country": { "type": "keyword" } } },
+        "location": { "type": "geo_point" }
+    }})
+}
+
+/// The new mapping: category becomes searchable text with a keyword sub-field, quantity a long.
+pub fn changed_mappings() -> Value {
+    let mut m = source_mappings();
+    m["properties"]["category"] = json!({ "type": "text", "fields": { "raw": { "type": "keyword" } } });
+    m["properties"]["quantity"] = json!({ "type": "long" });
+    m["properties"]["title"] = json!({ "type": "text", "fields": { "exact": { "type": "keyword", "ignore_above": 256 } } });
+    m
+}
+
+pub struct Load {
+    child: Child,
+    report: std::path::PathBuf,
+}
+
+impl Load {
+    /// Starts `indexferry-producer load` with `initial` documents first, then `rate` writes/s.
+    pub fn start(dir: &Path, url: &str, alias: &str, topic: &str, initial: u64, rate: u32) -> anyhow::Result<Load> {
+        let report = dir.join(format!("{}-load.json", unique("load")));
+        let mut c = Command::new(bin("indexferry-producer"));
+        c.args(["load", "--url", url, "--alias", alias, "--topic", topic, "--brokers", &brokers()])
+            .args(["--initial", &initial.to_string(), "--rate", &rate.to_string(), "--concurrency", "4"])
+            .args(["--mix", "create=30,update=40,delete=18,recreate=12"])
+            .arg("--report")
+            .arg(&report);
+        let child = spawn(c, &dir.join("load.log"))?;
+        Ok(Load { child, report })
+    }
+
+    /// Stops the load and returns (done, failed).
+    pub fn stop(mut self) -> anyhow::Result<(u64, u64)> {
+        terminate(&mut self.child)?;
+        let r: Value = serde_json::from_slice(&std::fs::read(&self.report)?)?;
+        Ok((r["done"].as_u64().unwrap_or(0), r["failed"].as_u64().unwrap_or(u64::MAX)))
+    }
+}
+
+pub async fn wait_docs(url: &str, index: &str, n: u64) -> anyhow::Result<()> {
+    let c = cluster(url).await?;
+    let limit = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if c.count(index, true).await? >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(std::time::Instant::now() < limit, "{index} never reached {n} documents");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Snapshot done and replay caught up, per `status --json`.
+pub async fn wait_caught_up(state: &Path, name: &str, limit: Duration) -> anyhow::Result<Value> {
+    wait_for("snapshot done and replay caught up", limit, || {
+        let s = status(state, name)?;
+        Ok(caught_up(&s).then_some(s))
+    })
+    .await
+}
+
