@@ -63,7 +63,8 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
     assert!(exit.success(), "run exits cleanly: {exit}");
 
     let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
     let pair = &report["pairs"][0];
     assert!(pair["source_docs"].as_u64().unwrap_or(0) >= 4000, "{report}");
     assert_eq!(report["identical"], json!(true), "{report}");

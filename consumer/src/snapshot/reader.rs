@@ -142,7 +142,6 @@ impl SliceReader {
         let mut body = json!({
             "size": self.size,
             "seq_no_primary_term": true,
-            "track_total_hits": false,
         });
         if !self.with_source {
             body["_source"] = json!(false);
@@ -153,6 +152,8 @@ impl SliceReader {
         let bytes = match &self.mode {
             Mode::Pit { pit_id, search_after } => {
                 body["pit"] = json!({ "id": pit_id, "keep_alive": self.keep_alive });
+                // Counting hits costs work on every page; scroll refuses to skip it.
+                body["track_total_hits"] = json!(false);
                 body["sort"] = json!(["_shard_doc"]);
                 if let Some(after) = search_after {
                     body["search_after"] = after.clone();
