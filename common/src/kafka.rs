@@ -55,26 +55,45 @@ pub fn kafka_consumer_config(k: &KafkaConfig, group_id: &str) -> ClientConfig {
 /// Partition → offset.
 pub type Offsets = BTreeMap<i32, i64>;
 
-/// The topic's partitions and their end offsets (the offset the next event will get).
+/// Reads a topic's end offsets over one long-lived client: a rollover reads them while
+/// writes are blocked, where a new client's bootstrap would add to the pause.
+pub struct OffsetReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl OffsetReader {
+    pub fn new(k: &KafkaConfig, topic: &str) -> Result<OffsetReader> {
+        let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-probe").create()?;
+        Ok(OffsetReader { consumer, topic: topic.to_owned() })
+    }
+
+    /// The topic's partitions and their end offsets (the offset the next event will get).
+    pub fn end_offsets(&self, timeout: Duration) -> Result<Offsets> {
+        let topic = &self.topic;
+        let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
+        let t = metadata
+            .topics()
+            .first()
+            .ok_or_else(|| Error::Other(format!("kafka topic {topic:?}: no metadata")))?;
+        if let Some(err) = t.error() {
+            return Err(Error::Other(format!("kafka topic {topic:?}: {:?}", rdkafka::types::RDKafkaRespErr::from(err))));
+        }
+        if t.partitions().is_empty() {
+            return Err(Error::Other(format!("kafka topic {topic:?} does not exist or has no partitions")));
+        }
+        let mut out = Offsets::new();
+        for p in t.partitions() {
+            let (_, high) = self.consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            out.insert(p.id(), high);
+        }
+        Ok(out)
+    }
+}
+
+/// The topic's partitions and their end offsets, over a client made for the purpose.
 pub fn end_offsets(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Offsets> {
-    let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-probe").create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let t = metadata
-        .topics()
-        .first()
-        .ok_or_else(|| Error::Other(format!("kafka topic {topic:?}: no metadata")))?;
-    if let Some(err) = t.error() {
-        return Err(Error::Other(format!("kafka topic {topic:?}: {:?}", rdkafka::types::RDKafkaRespErr::from(err))));
-    }
-    if t.partitions().is_empty() {
-        return Err(Error::Other(format!("kafka topic {topic:?} does not exist or has no partitions")));
-    }
-    let mut out = Offsets::new();
-    for p in t.partitions() {
-        let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-        out.insert(p.id(), high);
-    }
-    Ok(out)
+    OffsetReader::new(k, topic)?.end_offsets(timeout)
 }
 
 /// Creates a topic if it is missing (already-exists is fine).

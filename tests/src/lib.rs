@@ -98,11 +98,36 @@ pub fn output(mut c: Command) -> anyhow::Result<Output> {
     Ok(c.output()?)
 }
 
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+pub struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts a long-running command with its output appended to `log`.
-pub fn spawn(mut c: Command, log: &Path) -> anyhow::Result<Child> {
+pub fn spawn(mut c: Command, log: &Path) -> anyhow::Result<Proc> {
     let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     c.stdout(Stdio::from(f.try_clone()?)).stderr(Stdio::from(f));
-    Ok(c.spawn()?)
+    Ok(Proc(c.spawn()?))
 }
 
 /// Sends SIGTERM and waits for the exit.
@@ -305,7 +330,7 @@ pub fn changed_mappings() -> Value {
 }
 
 pub struct Load {
-    child: Child,
+    child: Proc,
     report: std::path::PathBuf,
 }
 

@@ -17,7 +17,7 @@ use crate::state::{running_pid, Migration, RolloverRecord, State};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
 use indexferry_common::es::Method;
-use indexferry_common::kafka::{end_offsets, Offsets};
+use indexferry_common::kafka::{OffsetReader, Offsets};
 use indexferry_common::metrics::ROLLOVER_PAUSE;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -131,11 +131,11 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
 async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<RolloverRecord> {
     let r = &ctx.recipe.rollover;
     let m = &ctx.migration;
-    let kafka = ctx.recipe.kafka.clone();
+    let reader = Arc::new(OffsetReader::new(&ctx.recipe.kafka, &ctx.recipe.kafka.topic)?);
     let fetch_end = || {
-        let k = kafka.clone();
+        let reader = reader.clone();
         async move {
-            tokio::task::spawn_blocking(move || end_offsets(&k, &k.topic, Duration::from_secs(10)))
+            tokio::task::spawn_blocking(move || reader.end_offsets(Duration::from_secs(10)))
                 .await?
                 .context("cannot read the topic's end offsets")
         }
