@@ -218,7 +218,6 @@ throttle_docs_per_s = {throttle}
 
 [rollover]
 grace = "500ms"
-drain_timeout = "30s"
 {extra}
 "#,
             name = self.name,
