@@ -7,7 +7,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Recipe { path: PathBuf, message: String },
     #[error("invalid setting {field}: {message}")]
@@ -15,7 +18,14 @@ pub enum Error {
     #[error("{cluster} cluster: {message}")]
     Cluster { cluster: String, message: String },
     #[error("{cluster} cluster answered {status} to {method} {path}: {reason}")]
-    ClusterStatus { cluster: String, method: String, path: String, status: u16, error_type: Option<String>, reason: String },
+    ClusterStatus {
+        cluster: String,
+        method: String,
+        path: String,
+        status: u16,
+        error_type: Option<String>,
+        reason: String,
+    },
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("{0}")]

@@ -24,19 +24,30 @@ fn base(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
 
 /// An idempotent producer that waits for all in-sync replicas: an event is acknowledged
 /// only when it cannot be lost, and retries never duplicate or reorder it.
-pub fn producer_config(brokers: &str, properties: &BTreeMap<String, String>, publish_timeout: Duration) -> ClientConfig {
+pub fn producer_config(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    publish_timeout: Duration,
+) -> ClientConfig {
     let mut c = base(brokers, properties);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", publish_timeout.as_millis().max(10).to_string())
+        .set(
+            "message.timeout.ms",
+            publish_timeout.as_millis().max(10).to_string(),
+        )
         .set("compression.type", "lz4");
     c
 }
 
 /// A consumer whose offsets we own: no auto-commit, no auto offset store; we assign
 /// partitions ourselves and commit only what the target acknowledged.
-pub fn consumer_config(brokers: &str, properties: &BTreeMap<String, String>, group_id: &str) -> ClientConfig {
+pub fn consumer_config(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    group_id: &str,
+) -> ClientConfig {
     let mut c = base(brokers, properties);
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
@@ -64,8 +75,12 @@ pub struct OffsetReader {
 
 impl OffsetReader {
     pub fn new(k: &KafkaConfig, topic: &str) -> Result<OffsetReader> {
-        let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-probe").create()?;
-        Ok(OffsetReader { consumer, topic: topic.to_owned() })
+        let consumer: BaseConsumer =
+            consumer_config(&k.brokers, &k.properties, "indexferry-probe").create()?;
+        Ok(OffsetReader {
+            consumer,
+            topic: topic.to_owned(),
+        })
     }
 
     /// The topic's partitions and their end offsets (the offset the next event will get).
@@ -77,10 +92,12 @@ impl OffsetReader {
             .first()
             .ok_or_else(|| Error::Other(format!("kafka topic {topic:?}: no metadata")))?;
         if let Some(err) = t.error() {
-            return Err(Error::Other(format!("kafka topic {topic:?}: {:?}", rdkafka::types::RDKafkaRespErr::from(err))));
+            return Err(Error::Other(format!("kafka topic {topic:?}: {:?}", err)));
         }
         if t.partitions().is_empty() {
-            return Err(Error::Other(format!("kafka topic {topic:?} does not exist or has no partitions")));
+            return Err(Error::Other(format!(
+                "kafka topic {topic:?} does not exist or has no partitions"
+            )));
         }
         let mut out = Offsets::new();
         for p in t.partitions() {
@@ -101,13 +118,20 @@ pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Resu
     let admin: AdminClient<DefaultClientContext> = base(&k.brokers, &k.properties).create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = admin
-        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await?;
     for r in results {
         match r {
             Ok(_) => {}
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(Error::Other(format!("cannot create kafka topic {t:?}: {code}"))),
+            Err((t, code)) => {
+                return Err(Error::Other(format!(
+                    "cannot create kafka topic {t:?}: {code}"
+                )))
+            }
         }
     }
     Ok(())

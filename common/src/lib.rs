@@ -1,6 +1,8 @@
 //! Shared ground of the indexferry crates: recipes, the cluster client layer with its retry
 //! classification, Kafka client settings, secrets that never print, and metric names.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod config;
 pub mod error;
 pub mod es;

@@ -31,21 +31,27 @@ pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::R
         } else if keep_target {
             println!("kept {} (--keep-target)", p.target);
         } else {
-            match target.request(Method::Delete, &format!("/{}", p.target), &[], None).await {
+            match target
+                .request(Method::Delete, &format!("/{}", p.target), &[], None)
+                .await
+            {
                 Ok(_) => println!("deleted {}", p.target),
                 Err(e) if e.status() == Some(404) => {}
                 Err(e) => return Err(e).with_context(|| format!("cannot delete {}", p.target)),
             }
         }
     }
-    std::fs::remove_dir_all(dir.path()).with_context(|| format!("cannot remove {}", dir.path().display()))?;
+    std::fs::remove_dir_all(dir.path())
+        .with_context(|| format!("cannot remove {}", dir.path().display()))?;
     println!("cancelled migration {name:?}");
     Ok(())
 }
 
 /// SIGTERM, up to 30 s to flush and exit, then SIGKILL.
 async fn stop(dir: &StateDir, role: &str) {
-    let Some(pid) = running_pid(dir, role) else { return };
+    let Some(pid) = running_pid(dir, role) else {
+        return;
+    };
     println!("stopping the {role} worker (pid {pid})");
     let pid = Pid::from_raw(pid);
     let _ = kill(pid, Signal::SIGTERM);

@@ -70,8 +70,17 @@ const MAX_PAYLOAD: usize = 512 * 1024;
 
 impl DeadLetters {
     pub fn new(recipe: &Recipe, cancel: CancellationToken) -> anyhow::Result<Self> {
-        let producer = producer_config(&recipe.kafka.brokers, &recipe.kafka.properties, Duration::from_secs(30)).create()?;
-        Ok(DeadLetters { producer, topic: recipe.dead_letter_topic(), cancel })
+        let producer = producer_config(
+            &recipe.kafka.brokers,
+            &recipe.kafka.properties,
+            Duration::from_secs(30),
+        )
+        .create()?;
+        Ok(DeadLetters {
+            producer,
+            topic: recipe.dead_letter_topic(),
+            cancel,
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -80,7 +89,10 @@ impl DeadLetters {
 
     /// Publishes all letters and waits until each is acknowledged, retrying for as long as
     /// it takes (the caller checkpoints only afterwards). `Err` only on shutdown.
-    pub async fn send_all(&self, mut letters: Vec<DeadLetter>) -> Result<(), crate::writer::Cancelled> {
+    pub async fn send_all(
+        &self,
+        mut letters: Vec<DeadLetter>,
+    ) -> Result<(), crate::writer::Cancelled> {
         let mut backoff = Backoff::standard(None);
         while !letters.is_empty() {
             let mut failed = Vec::new();
@@ -97,7 +109,10 @@ impl DeadLetters {
                             p.push_str("…(truncated)");
                         }
                     }
-                    (serde_json::to_vec(l).unwrap_or_default(), l.id.clone().or_else(|| l.key.clone()))
+                    (
+                        serde_json::to_vec(l).unwrap_or_default(),
+                        l.id.clone().or_else(|| l.key.clone()),
+                    )
                 })
                 .collect();
             let sends = payloads.iter().map(|(payload, key)| {
@@ -105,7 +120,8 @@ impl DeadLetters {
                 if let Some(k) = key {
                     record = record.key(k);
                 }
-                self.producer.send(record, Timeout::After(Duration::from_secs(30)))
+                self.producer
+                    .send(record, Timeout::After(Duration::from_secs(30)))
             });
             let results = futures::future::join_all(sends).await;
             for (letter, result) in letters.into_iter().zip(results) {

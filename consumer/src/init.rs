@@ -10,9 +10,9 @@ use crate::context::{connect, Common};
 use crate::state::{Db, Migration, PairInfo, State, StateDir, MIGRATION_KEY};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
-use indexferry_common::es::Method;
 use indexferry_common::config::Recipe;
 use indexferry_common::es::Cluster;
+use indexferry_common::es::Method;
 use indexferry_common::kafka;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -54,7 +54,9 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
             Ok(()) => created.push(&pair.target),
             Err(e) => {
                 for t in created {
-                    let _ = target.request(Method::Delete, &format!("/{t}"), &[], None).await;
+                    let _ = target
+                        .request(Method::Delete, &format!("/{t}"), &[], None)
+                        .await;
                 }
                 return Err(e);
             }
@@ -90,21 +92,45 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     println!("  source  {} ({})", source.url, migration.source_server);
     println!("  target  {} ({})", target.url, migration.target_server);
     for p in &migration.pairs {
-        println!("  {} -> {} (alias {}, {} documents)", p.source, p.target, p.alias, p.source_docs);
+        println!(
+            "  {} -> {} (alias {}, {} documents)",
+            p.source, p.target, p.alias, p.source_docs
+        );
     }
-    let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
+    let offsets: Vec<String> = migration
+        .start_offsets
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect();
+    println!(
+        "  replay starts at {} offsets {}",
+        recipe.kafka.topic,
+        offsets.join(" ")
+    );
     println!("next: indexferry migration run {}", migration.name);
     Ok(())
 }
 
-async fn check_pair(source: &Cluster, target: &Cluster, i: usize, pair: &indexferry_common::config::IndexPair) -> anyhow::Result<()> {
+async fn check_pair(
+    source: &Cluster,
+    target: &Cluster,
+    i: usize,
+    pair: &indexferry_common::config::IndexPair,
+) -> anyhow::Result<()> {
     let aliased = source.alias_indices(&pair.source).await?;
     if !aliased.is_empty() {
-        bail!("indices[{i}].source: {:?} is an alias (of {}); name the concrete index", pair.source, aliased.join(", "));
+        bail!(
+            "indices[{i}].source: {:?} is an alias (of {}); name the concrete index",
+            pair.source,
+            aliased.join(", ")
+        );
     }
     if !source.exists(&pair.source).await? {
-        bail!("indices[{i}].source: index {:?} does not exist on the source cluster {}", pair.source, source.url);
+        bail!(
+            "indices[{i}].source: index {:?} does not exist on the source cluster {}",
+            pair.source,
+            source.url
+        );
     }
     let behind = source.alias_indices(&pair.alias).await?;
     match behind.as_slice() {
@@ -141,7 +167,12 @@ async fn create_target(
         body["mappings"] = m;
     }
     target
-        .json::<Value>(Method::Put, &format!("/{}", pair.target), &[("wait_for_active_shards", "1")], Some(&body))
+        .json::<Value>(
+            Method::Put,
+            &format!("/{}", pair.target),
+            &[("wait_for_active_shards", "1")],
+            Some(&body),
+        )
         .await
         .with_context(|| format!("cannot create target index {:?}", pair.target))?;
     Ok(())

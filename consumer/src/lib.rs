@@ -1,6 +1,8 @@
 //! The indexferry migration engine: snapshot, replay, rollover, verify, and the state
 //! they share. `main.rs` is the operator CLI over it.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod cancel;
 pub mod context;
 pub mod deadletter;
@@ -18,6 +20,7 @@ pub mod writer;
 pub fn set_state_metric(current: state::State) {
     use state::State::*;
     for s in [Initialized, RollingOver, RolledOver] {
-        metrics::gauge!(indexferry_common::metrics::STATE, "state" => s.as_str()).set(if s == current { 1.0 } else { 0.0 });
+        metrics::gauge!(indexferry_common::metrics::STATE, "state" => s.as_str())
+            .set(if s == current { 1.0 } else { 0.0 });
     }
 }

@@ -11,7 +11,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "indexferry", version, about = "Migrate a live Elasticsearch or OpenSearch index while the application keeps writing")]
+#[command(
+    name = "indexferry",
+    version,
+    about = "Migrate a live Elasticsearch or OpenSearch index while the application keeps writing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Top,
@@ -27,7 +31,12 @@ enum Top {
 #[derive(Args, Clone)]
 struct Global {
     /// Where migrations keep their state.
-    #[arg(long, global = true, env = "INDEXFERRY_STATE_DIR", default_value = ".indexferry")]
+    #[arg(
+        long,
+        global = true,
+        env = "INDEXFERRY_STATE_DIR",
+        default_value = ".indexferry"
+    )]
     state_dir: PathBuf,
     /// Source cluster URL (overrides the recipe).
     #[arg(long, global = true, env = "INDEXFERRY_SOURCE_URL")]
@@ -118,7 +127,11 @@ enum Command {
 }
 
 fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = if s.starts_with(':') { format!("127.0.0.1{s}") } else { s.to_owned() };
+    let s = if s.starts_with(':') {
+        format!("127.0.0.1{s}")
+    } else {
+        s.to_owned()
+    };
     s.parse().map_err(|e| format!("{s:?}: {e}"))
 }
 
@@ -139,7 +152,10 @@ impl Global {
 fn main() {
     indexferry_common::logging::init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -165,10 +181,24 @@ enum Worker {
 
 async fn execute(command: Command) -> anyhow::Result<bool> {
     match command {
-        Command::Init { recipe, global } => init::init(&global.common(), &recipe).await.map(|_| true),
-        Command::Run { name, global, metrics } => work(Worker::Run, &name, &global, &metrics).await,
-        Command::Snapshot { name, global, metrics } => work(Worker::Snapshot, &name, &global, &metrics).await,
-        Command::Consume { name, global, metrics } => work(Worker::Consume, &name, &global, &metrics).await,
+        Command::Init { recipe, global } => {
+            init::init(&global.common(), &recipe).await.map(|_| true)
+        }
+        Command::Run {
+            name,
+            global,
+            metrics,
+        } => work(Worker::Run, &name, &global, &metrics).await,
+        Command::Snapshot {
+            name,
+            global,
+            metrics,
+        } => work(Worker::Snapshot, &name, &global, &metrics).await,
+        Command::Consume {
+            name,
+            global,
+            metrics,
+        } => work(Worker::Consume, &name, &global, &metrics).await,
         Command::Status { name, json, global } => {
             let common = global.common();
             let s = tokio::task::spawn_blocking(move || status::collect(&common, &name)).await??;
@@ -179,13 +209,28 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        Command::Rollover { name, global } => rollover::rollover(&global.common(), &name).await.map(|_| true),
-        Command::Verify { name, json, global } => verify::verify(&global.common(), &name, json).await,
-        Command::Cancel { name, keep_target, global } => cancel::cancel(&global.common(), &name, keep_target).await.map(|_| true),
+        Command::Rollover { name, global } => rollover::rollover(&global.common(), &name)
+            .await
+            .map(|_| true),
+        Command::Verify { name, json, global } => {
+            verify::verify(&global.common(), &name, json).await
+        }
+        Command::Cancel {
+            name,
+            keep_target,
+            global,
+        } => cancel::cancel(&global.common(), &name, keep_target)
+            .await
+            .map(|_| true),
     }
 }
 
-async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> anyhow::Result<bool> {
+async fn work(
+    which: Worker,
+    name: &str,
+    global: &Global,
+    metrics: &Metrics,
+) -> anyhow::Result<bool> {
     if let Some(addr) = metrics.metrics_addr {
         indexferry_common::metrics::serve(addr).map_err(anyhow::Error::msg)?;
         tracing::info!(%addr, "serving metrics");

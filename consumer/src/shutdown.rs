@@ -6,7 +6,11 @@ use tokio_util::sync::CancellationToken;
 
 pub fn install(cancel: CancellationToken) {
     tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
         let mut signals = 0;
         loop {
             tokio::select! {

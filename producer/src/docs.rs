@@ -12,7 +12,9 @@ const WORDS: &[&str] = &[
     "customer", "parcel", "delivery", "station", "signal", "window", "garden", "mountain",
     "coffee", "paper", "stone", "bridge", "lantern", "harvest", "orbit", "pixel", "vector",
 ];
-const CATEGORIES: &[&str] = &["books", "garden", "tools", "music", "outdoor", "kitchen", "toys", "office"];
+const CATEGORIES: &[&str] = &[
+    "books", "garden", "tools", "music", "outdoor", "kitchen", "toys", "office",
+];
 const COUNTRIES: &[&str] = &["FR", "DE", "NL", "SE", "JP", "BR", "CA", "IN", "KE", "NZ"];
 
 /// Generates documents; the same seed gives the same sequence.
@@ -23,7 +25,9 @@ pub struct DocGen {
 
 impl DocGen {
     pub fn new(seed: u64) -> Self {
-        DocGen { rng: StdRng::seed_from_u64(seed) }
+        DocGen {
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     fn words(&mut self, n: usize) -> String {
@@ -42,7 +46,9 @@ impl DocGen {
         let created = 1_700_000_000i64 + self.rng.random_range(0..60_000_000);
         let body_words = self.rng.random_range(95..125);
         let ntags = self.rng.random_range(1..5);
-        let tags: Vec<&str> = (0..ntags).map(|_| WORDS[self.rng.random_range(0..WORDS.len())]).collect();
+        let tags: Vec<&str> = (0..ntags)
+            .map(|_| WORDS[self.rng.random_range(0..WORDS.len())])
+            .collect();
         json!({
             "id": id,
             "title": self.words(6),

@@ -12,7 +12,11 @@ use std::io::BufRead;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "indexferry-producer", version, about = "Publish indexferry change events, or generate a realistic write load through the producer library")]
+#[command(
+    name = "indexferry-producer",
+    version,
+    about = "Publish indexferry change events, or generate a realistic write load through the producer library"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +29,11 @@ enum Command {
     /// and reason; the exit code is 1 if any line was invalid.
     Publish {
         /// Kafka bootstrap servers.
-        #[arg(long, env = "INDEXFERRY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        #[arg(
+            long,
+            env = "INDEXFERRY_KAFKA_BROKERS",
+            default_value = "127.0.0.1:9092"
+        )]
         brokers: String,
         /// Topic to publish to.
         #[arg(long, env = "INDEXFERRY_KAFKA_TOPIC")]
@@ -35,7 +43,7 @@ enum Command {
         dry_run: bool,
     },
     /// Write creates, updates and deletes through the producer library at a set rate.
-    Load(load::LoadArgs),
+    Load(Box<load::LoadArgs>),
 }
 
 #[tokio::main]
@@ -43,8 +51,12 @@ async fn main() {
     indexferry_common::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Publish { brokers, topic, dry_run } => publish(&brokers, &topic, dry_run).await,
-        Command::Load(args) => load::run(args).await,
+        Command::Publish {
+            brokers,
+            topic,
+            dry_run,
+        } => publish(&brokers, &topic, dry_run).await,
+        Command::Load(args) => load::run(*args).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -53,9 +65,10 @@ async fn main() {
 }
 
 async fn publish(brokers: &str, topic: &str, dry_run: bool) -> anyhow::Result<()> {
-    let producer: FutureProducer = producer_config(brokers, &BTreeMap::new(), Duration::from_secs(30))
-        .create()
-        .context("cannot create kafka producer")?;
+    let producer: FutureProducer =
+        producer_config(brokers, &BTreeMap::new(), Duration::from_secs(30))
+            .create()
+            .context("cannot create kafka producer")?;
     let stdin = std::io::stdin();
     let (mut published, mut invalid) = (0u64, 0u64);
     let mut pending = Vec::new();
@@ -66,7 +79,9 @@ async fn publish(brokers: &str, topic: &str, dry_run: bool) -> anyhow::Result<()
         }
         match indexferry_schemas::decode(None, line.as_bytes()) {
             Ok(event) if !dry_run => {
-                let record = FutureRecord::to(topic).key(event.id.as_bytes()).payload(line.trim().as_bytes());
+                let record = FutureRecord::to(topic)
+                    .key(event.id.as_bytes())
+                    .payload(line.trim().as_bytes());
                 pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
                 published += 1;
             }

@@ -27,7 +27,10 @@ fn delete_event() -> serde_json::Value {
     })
 }
 
-fn with(mut v: serde_json::Value, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> serde_json::Value {
+fn with(
+    mut v: serde_json::Value,
+    f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> serde_json::Value {
     f(v.as_object_mut().expect("object"));
     v
 }
@@ -35,19 +38,84 @@ fn with(mut v: serde_json::Value, f: impl FnOnce(&mut serde_json::Map<String, se
 /// Examples both the JSON Schema and `decode` must reject, with the reason `decode` gives.
 fn invalid_examples() -> Vec<(&'static str, serde_json::Value)> {
     vec![
-        ("unknown schema", with(index_event(), |m| { m.insert("schema".into(), json!("indexferry.change.v2")); })),
-        ("unknown op", with(index_event(), |m| { m.insert("op".into(), json!("upsert")); })),
-        ("missing id", with(index_event(), |m| { m.remove("id"); })),
-        ("empty id", with(index_event(), |m| { m.insert("id".into(), json!("")); })),
-        ("negative seq_no", with(index_event(), |m| { m.insert("seq_no".into(), json!(-1)); })),
-        ("seq_no as string", with(index_event(), |m| { m.insert("seq_no".into(), json!("41")); })),
-        ("primary_term zero", with(index_event(), |m| { m.insert("primary_term".into(), json!(0)); })),
-        ("index without source", with(index_event(), |m| { m.remove("source"); })),
-        ("delete with source", with(delete_event(), |m| { m.insert("source".into(), json!({"a": 1})); })),
-        ("source not an object", with(index_event(), |m| { m.insert("source".into(), json!([1, 2])); })),
-        ("unknown field", with(index_event(), |m| { m.insert("extra".into(), json!(true)); })),
-        ("bad timestamp", with(index_event(), |m| { m.insert("ts".into(), json!("yesterday")); })),
-        ("missing ts", with(delete_event(), |m| { m.remove("ts"); })),
+        (
+            "unknown schema",
+            with(index_event(), |m| {
+                m.insert("schema".into(), json!("indexferry.change.v2"));
+            }),
+        ),
+        (
+            "unknown op",
+            with(index_event(), |m| {
+                m.insert("op".into(), json!("upsert"));
+            }),
+        ),
+        (
+            "missing id",
+            with(index_event(), |m| {
+                m.remove("id");
+            }),
+        ),
+        (
+            "empty id",
+            with(index_event(), |m| {
+                m.insert("id".into(), json!(""));
+            }),
+        ),
+        (
+            "negative seq_no",
+            with(index_event(), |m| {
+                m.insert("seq_no".into(), json!(-1));
+            }),
+        ),
+        (
+            "seq_no as string",
+            with(index_event(), |m| {
+                m.insert("seq_no".into(), json!("41"));
+            }),
+        ),
+        (
+            "primary_term zero",
+            with(index_event(), |m| {
+                m.insert("primary_term".into(), json!(0));
+            }),
+        ),
+        (
+            "index without source",
+            with(index_event(), |m| {
+                m.remove("source");
+            }),
+        ),
+        (
+            "delete with source",
+            with(delete_event(), |m| {
+                m.insert("source".into(), json!({"a": 1}));
+            }),
+        ),
+        (
+            "source not an object",
+            with(index_event(), |m| {
+                m.insert("source".into(), json!([1, 2]));
+            }),
+        ),
+        (
+            "unknown field",
+            with(index_event(), |m| {
+                m.insert("extra".into(), json!(true));
+            }),
+        ),
+        (
+            "bad timestamp",
+            with(index_event(), |m| {
+                m.insert("ts".into(), json!("yesterday"));
+            }),
+        ),
+        (
+            "missing ts",
+            with(delete_event(), |m| {
+                m.remove("ts");
+            }),
+        ),
     ]
 }
 
@@ -61,7 +129,10 @@ fn valid_examples_pass_schema_and_decoder() {
         assert_eq!(event.id, "doc-1");
         // What we serialise is valid against the schema too.
         let back: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
-        assert!(validator.is_valid(&back), "schema rejects re-encoded {back}");
+        assert!(
+            validator.is_valid(&back),
+            "schema rejects re-encoded {back}"
+        );
     }
 }
 
@@ -69,7 +140,10 @@ fn valid_examples_pass_schema_and_decoder() {
 fn invalid_examples_fail_schema_and_decoder() {
     let validator = schema();
     for (what, example) in invalid_examples() {
-        assert!(!validator.is_valid(&example), "schema accepts {what}: {example}");
+        assert!(
+            !validator.is_valid(&example),
+            "schema accepts {what}: {example}"
+        );
         let bytes = serde_json::to_vec(&example).unwrap();
         let err = decode(None, &bytes).expect_err(what);
         assert!(!err.to_string().is_empty(), "{what}");
@@ -79,21 +153,43 @@ fn invalid_examples_fail_schema_and_decoder() {
 #[test]
 fn decoder_reasons_name_the_problem() {
     assert_eq!(decode(None, b""), Err(DecodeError::Empty));
-    assert!(matches!(decode(None, b"{not json"), Err(DecodeError::NotJson(_))));
+    assert!(matches!(
+        decode(None, b"{not json"),
+        Err(DecodeError::NotJson(_))
+    ));
     assert_eq!(decode(None, b"[1,2]"), Err(DecodeError::NotObject));
     assert_eq!(decode(None, b"\"str\""), Err(DecodeError::NotObject));
-    let v2 = serde_json::to_vec(&with(index_event(), |m| { m.insert("schema".into(), json!("x.v9")); m.insert("new".into(), json!(1)); })).unwrap();
-    assert_eq!(decode(None, &v2), Err(DecodeError::UnknownSchema("x.v9".into())));
-    let no_source = serde_json::to_vec(&with(index_event(), |m| { m.remove("source"); })).unwrap();
+    let v2 = serde_json::to_vec(&with(index_event(), |m| {
+        m.insert("schema".into(), json!("x.v9"));
+        m.insert("new".into(), json!(1));
+    }))
+    .unwrap();
+    assert_eq!(
+        decode(None, &v2),
+        Err(DecodeError::UnknownSchema("x.v9".into()))
+    );
+    let no_source = serde_json::to_vec(&with(index_event(), |m| {
+        m.remove("source");
+    }))
+    .unwrap();
     assert_eq!(decode(None, &no_source), Err(DecodeError::MissingSource));
     let ok = serde_json::to_vec(&index_event()).unwrap();
     assert_eq!(
         decode(Some(b"other"), &ok),
-        Err(DecodeError::KeyMismatch { key: "other".into(), id: "doc-1".into() })
+        Err(DecodeError::KeyMismatch {
+            key: "other".into(),
+            id: "doc-1".into()
+        })
     );
-    let msg = decode(None, &serde_json::to_vec(&with(index_event(), |m| { m.insert("seq_no".into(), json!("x")); })).unwrap())
-        .unwrap_err()
-        .to_string();
+    let msg = decode(
+        None,
+        &serde_json::to_vec(&with(index_event(), |m| {
+            m.insert("seq_no".into(), json!("x"));
+        }))
+        .unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("seq_no"), "{msg}");
 }
 
@@ -114,31 +210,37 @@ fn arb_event() -> impl Strategy<Value = ChangeEvent> {
         1u64..1000,
         1u64..u64::MAX / 2,
         prop::option::of("[a-zA-Z0-9]{1,10}"),
-        prop::collection::btree_map("[a-z]{1,8}", prop_oneof![
-            any::<i64>().prop_map(serde_json::Value::from),
-            "[^\u{0}]{0,20}".prop_map(serde_json::Value::from),
-            any::<bool>().prop_map(serde_json::Value::from),
-        ], 0..6),
+        prop::collection::btree_map(
+            "[a-z]{1,8}",
+            prop_oneof![
+                any::<i64>().prop_map(serde_json::Value::from),
+                "[^\u{0}]{0,20}".prop_map(serde_json::Value::from),
+                any::<bool>().prop_map(serde_json::Value::from),
+            ],
+            0..6,
+        ),
         0i64..4_000_000_000_000,
     )
-        .prop_map(|(is_index, index, id, seq_no, primary_term, version, routing, fields, millis)| {
-            let source = is_index.then(|| {
-                let map: serde_json::Map<_, _> = fields.into_iter().collect();
-                RawValue::from_string(serde_json::Value::Object(map).to_string()).unwrap()
-            });
-            ChangeEvent {
-                schema: SCHEMA_V1.into(),
-                op: if is_index { Op::Index } else { Op::Delete },
-                index,
-                id,
-                seq_no,
-                primary_term,
-                version,
-                routing,
-                source,
-                ts: DateTime::from_timestamp_millis(millis).unwrap(),
-            }
-        })
+        .prop_map(
+            |(is_index, index, id, seq_no, primary_term, version, routing, fields, millis)| {
+                let source = is_index.then(|| {
+                    let map: serde_json::Map<_, _> = fields.into_iter().collect();
+                    RawValue::from_string(serde_json::Value::Object(map).to_string()).unwrap()
+                });
+                ChangeEvent {
+                    schema: SCHEMA_V1.into(),
+                    op: if is_index { Op::Index } else { Op::Delete },
+                    index,
+                    id,
+                    seq_no,
+                    primary_term,
+                    version,
+                    routing,
+                    source,
+                    ts: DateTime::from_timestamp_millis(millis).unwrap(),
+                }
+            },
+        )
 }
 
 proptest! {

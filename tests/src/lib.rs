@@ -3,9 +3,9 @@
 //! deadlines instead of sleeps.
 
 use anyhow::{bail, Context};
-use indexferry_common::es::Method;
 use indexferry_common::config::{ClusterConfig, KafkaConfig};
 use indexferry_common::es::Cluster;
+use indexferry_common::es::Method;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -47,18 +47,32 @@ pub async fn cluster(url: &str) -> anyhow::Result<Cluster> {
 }
 
 pub fn kafka(topic: &str) -> KafkaConfig {
-    KafkaConfig { brokers: brokers(), topic: topic.into(), dead_letter_topic: None, group_id: None, properties: Default::default() }
+    KafkaConfig {
+        brokers: brokers(),
+        topic: topic.into(),
+        dead_letter_topic: None,
+        group_id: None,
+        properties: Default::default(),
+    }
 }
 
 /// Creates `index` with `mappings`, the alias pointing at it as write index, and the topic.
-pub async fn create_source(url: &str, index: &str, alias: &str, topic: &str, partitions: i32, mappings: Value) -> anyhow::Result<Cluster> {
+pub async fn create_source(
+    url: &str,
+    index: &str,
+    alias: &str,
+    topic: &str,
+    partitions: i32,
+    mappings: Value,
+) -> anyhow::Result<Cluster> {
     let c = cluster(url).await?;
     let body = json!({
         "settings": { "index.number_of_shards": 2, "index.number_of_replicas": 0 },
         "mappings": mappings,
         "aliases": { alias: { "is_write_index": true } },
     });
-    c.json::<Value>(Method::Put, &format!("/{index}"), &[], Some(&body)).await?;
+    c.json::<Value>(Method::Put, &format!("/{index}"), &[], Some(&body))
+        .await?;
     indexferry_common::kafka::ensure_topic(&kafka(topic), topic, partitions).await?;
     Ok(c)
 }
@@ -66,9 +80,16 @@ pub async fn create_source(url: &str, index: &str, alias: &str, topic: &str, par
 /// The directory holding the workspace's binaries (next to the test executable's `deps/`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace` before the tests", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` before the tests",
+        path.display()
+    );
     path
 }
 
@@ -125,14 +146,20 @@ impl Drop for Proc {
 
 /// Starts a long-running command with its output appended to `log`.
 pub fn spawn(mut c: Command, log: &Path) -> anyhow::Result<Proc> {
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     c.stdout(Stdio::from(f.try_clone()?)).stderr(Stdio::from(f));
     Ok(Proc(c.spawn()?))
 }
 
 /// Sends SIGTERM and waits for the exit.
 pub fn terminate(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     Ok(child.wait()?)
 }
 
@@ -150,7 +177,11 @@ pub fn status(state: &Path, name: &str) -> anyhow::Result<Value> {
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `limit`.
-pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+pub async fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = check()? {
@@ -166,8 +197,13 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() ->
 /// Snapshot finished for every pair and the consumer caught up with the topic: under a
 /// live load a few events are always in flight, so "caught up" is a lag under 500.
 pub fn caught_up(s: &Value) -> bool {
-    let pairs_done = s["pairs"].as_array().is_some_and(|p| p.iter().all(|p| p["done"] == json!(true)));
-    pairs_done && s["replay"]["lag_messages"].as_u64().is_some_and(|l| l < 500)
+    let pairs_done = s["pairs"]
+        .as_array()
+        .is_some_and(|p| p.iter().all(|p| p["done"] == json!(true)));
+    pairs_done
+        && s["replay"]["lag_messages"]
+            .as_u64()
+            .is_some_and(|l| l < 500)
 }
 
 /// Writes a recipe for one pair and returns its path.
@@ -227,7 +263,10 @@ grace = "500ms"
             source = self.source,
             target_index = self.target,
             alias = self.alias,
-            mappings = mappings_path.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
+            mappings = mappings_path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or_default(),
             slices = self.slices,
             batch = self.batch_size,
             throttle = self.throttle,
@@ -240,24 +279,39 @@ grace = "500ms"
 }
 
 /// Reads every message of `topic` from the beginning until `expect` are seen or `limit`.
-pub fn read_topic(topic: &str, expect: usize, limit: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
+pub fn read_topic(
+    topic: &str,
+    expect: usize,
+    limit: Duration,
+) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
-    let consumer: BaseConsumer = indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader")).create()?;
+    let consumer: BaseConsumer = indexferry_common::kafka::consumer_config(
+        &brokers(),
+        &Default::default(),
+        &unique("reader"),
+    )
+    .create()?;
     consumer.subscribe(&[topic])?;
     let start = Instant::now();
     let mut out = vec![];
     while start.elapsed() < limit && out.len() < expect {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m?;
-            out.push((m.key().map(|k| String::from_utf8_lossy(k).into_owned()), m.payload().unwrap_or_default().to_vec()));
+            out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
         }
     }
     // A little longer, to catch anything beyond what was expected.
     let extra_until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < extra_until {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push((m.key().map(|k| String::from_utf8_lossy(k).into_owned()), m.payload().unwrap_or_default().to_vec()));
+            out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
         }
     }
     Ok(out)
@@ -266,20 +320,36 @@ pub fn read_topic(topic: &str, expect: usize, limit: Duration) -> anyhow::Result
 /// Publishes raw messages (key, payload) to a topic and waits for each acknowledgement.
 pub async fn publish_raw(topic: &str, messages: &[(&str, Vec<u8>)]) -> anyhow::Result<()> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let p: FutureProducer = indexferry_common::kafka::producer_config(&brokers(), &Default::default(), Duration::from_secs(10)).create()?;
+    let p: FutureProducer = indexferry_common::kafka::producer_config(
+        &brokers(),
+        &Default::default(),
+        Duration::from_secs(10),
+    )
+    .create()?;
     for (k, v) in messages {
-        p.send(FutureRecord::to(topic).key(*k).payload(v), Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)?;
+        p.send(
+            FutureRecord::to(topic).key(*k).payload(v),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
     }
     Ok(())
 }
 
 /// Reads `topic` from the beginning until no message came for `idle`.
-pub fn read_topic_until_idle(topic: &str, idle: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
+pub fn read_topic_until_idle(
+    topic: &str,
+    idle: Duration,
+) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
-    let consumer: BaseConsumer = indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader")).create()?;
+    let consumer: BaseConsumer = indexferry_common::kafka::consumer_config(
+        &brokers(),
+        &Default::default(),
+        &unique("reader"),
+    )
+    .create()?;
     consumer.subscribe(&[topic])?;
     let mut out = vec![];
     let mut last = Instant::now();
@@ -287,7 +357,10 @@ pub fn read_topic_until_idle(topic: &str, idle: Duration) -> anyhow::Result<Vec<
     while last.elapsed() < idle || (out.is_empty() && start.elapsed() < Duration::from_secs(20)) {
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m?;
-            out.push((m.key().map(|k| String::from_utf8_lossy(k).into_owned()), m.payload().unwrap_or_default().to_vec()));
+            out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
             last = Instant::now();
         }
     }
@@ -295,16 +368,34 @@ pub fn read_topic_until_idle(topic: &str, idle: Duration) -> anyhow::Result<Vec<
 }
 
 /// Every document of a small index: id → `_source` (at most 10,000).
-pub async fn all_docs(url: &str, index: &str) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
+pub async fn all_docs(
+    url: &str,
+    index: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
     let c = cluster(url).await?;
-    c.json::<Value>(Method::Post, &format!("/{index}/_refresh"), &[], None).await?;
+    c.json::<Value>(Method::Post, &format!("/{index}/_refresh"), &[], None)
+        .await?;
     let body = json!({ "size": 10000, "query": { "match_all": {} }, "track_total_hits": true });
-    let r: Value = c.json(Method::Post, &format!("/{index}/_search"), &[], Some(&body)).await?;
+    let r: Value = c
+        .json(Method::Post, &format!("/{index}/_search"), &[], Some(&body))
+        .await?;
     let total = r["hits"]["total"]["value"].as_u64().unwrap_or(0);
-    anyhow::ensure!(total < 10000, "{index} has {total} documents, too many for all_docs");
+    anyhow::ensure!(
+        total < 10000,
+        "{index} has {total} documents, too many for all_docs"
+    );
     Ok(r["hits"]["hits"]
         .as_array()
-        .map(|hits| hits.iter().map(|h| (h["_id"].as_str().unwrap_or_default().to_owned(), h["_source"].clone())).collect())
+        .map(|hits| {
+            hits.iter()
+                .map(|h| {
+                    (
+                        h["_id"].as_str().unwrap_or_default().to_owned(),
+                        h["_source"].clone(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -322,7 +413,8 @@ pub fn source_mappings() -> Value {
 /// The new mapping: category becomes searchable text with a keyword sub-field, quantity a long.
 pub fn changed_mappings() -> Value {
     let mut m = source_mappings();
-    m["properties"]["category"] = json!({ "type": "text", "fields": { "raw": { "type": "keyword" } } });
+    m["properties"]["category"] =
+        json!({ "type": "text", "fields": { "raw": { "type": "keyword" } } });
     m["properties"]["quantity"] = json!({ "type": "long" });
     m["properties"]["title"] = json!({ "type": "text", "fields": { "exact": { "type": "keyword", "ignore_above": 256 } } });
     m
@@ -335,14 +427,38 @@ pub struct Load {
 
 impl Load {
     /// Starts `indexferry-producer load` with `initial` documents first, then `rate` writes/s.
-    pub fn start(dir: &Path, url: &str, alias: &str, topic: &str, initial: u64, rate: u32) -> anyhow::Result<Load> {
+    pub fn start(
+        dir: &Path,
+        url: &str,
+        alias: &str,
+        topic: &str,
+        initial: u64,
+        rate: u32,
+    ) -> anyhow::Result<Load> {
         let report = dir.join(format!("{}-load.json", unique("load")));
         let mut c = Command::new(bin("indexferry-producer"));
-        c.args(["load", "--url", url, "--alias", alias, "--topic", topic, "--brokers", &brokers()])
-            .args(["--initial", &initial.to_string(), "--rate", &rate.to_string(), "--concurrency", "4"])
-            .args(["--mix", "create=30,update=40,delete=18,recreate=12"])
-            .arg("--report")
-            .arg(&report);
+        c.args([
+            "load",
+            "--url",
+            url,
+            "--alias",
+            alias,
+            "--topic",
+            topic,
+            "--brokers",
+            &brokers(),
+        ])
+        .args([
+            "--initial",
+            &initial.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--concurrency",
+            "4",
+        ])
+        .args(["--mix", "create=30,update=40,delete=18,recreate=12"])
+        .arg("--report")
+        .arg(&report);
         let child = spawn(c, &dir.join("load.log"))?;
         Ok(Load { child, report })
     }
@@ -351,7 +467,10 @@ impl Load {
     pub fn stop(mut self) -> anyhow::Result<(u64, u64)> {
         terminate(&mut self.child)?;
         let r: Value = serde_json::from_slice(&std::fs::read(&self.report)?)?;
-        Ok((r["done"].as_u64().unwrap_or(0), r["failed"].as_u64().unwrap_or(u64::MAX)))
+        Ok((
+            r["done"].as_u64().unwrap_or(0),
+            r["failed"].as_u64().unwrap_or(u64::MAX),
+        ))
     }
 }
 
@@ -362,7 +481,10 @@ pub async fn wait_docs(url: &str, index: &str, n: u64) -> anyhow::Result<()> {
         if c.count(index, true).await? >= n {
             return Ok(());
         }
-        anyhow::ensure!(std::time::Instant::now() < limit, "{index} never reached {n} documents");
+        anyhow::ensure!(
+            std::time::Instant::now() < limit,
+            "{index} never reached {n} documents"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -375,4 +497,3 @@ pub async fn wait_caught_up(state: &Path, name: &str, limit: Duration) -> anyhow
     })
     .await
 }
-

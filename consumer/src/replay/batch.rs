@@ -31,7 +31,9 @@ impl Outcome {
 
     /// `(op, result, count)` for the events counter.
     pub(super) fn counts(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
-        (0..3).flat_map(move |o| (0..3).map(move |r| (OPS[o], RESULTS[r], self.by_op[o][r]))).filter(|(_, _, n)| *n > 0)
+        (0..3)
+            .flat_map(move |o| (0..3).map(move |r| (OPS[o], RESULTS[r], self.by_op[o][r])))
+            .filter(|(_, _, n)| *n > 0)
     }
 }
 
@@ -45,7 +47,12 @@ pub(super) struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     pub(super) fn decode(messages: &'a [OwnedMessage], recipe: &Recipe) -> Batch<'a> {
-        let mut b = Batch { docs: Vec::with_capacity(messages.len()), origin: vec![], letters: vec![], outcome: Outcome::default() };
+        let mut b = Batch {
+            docs: Vec::with_capacity(messages.len()),
+            origin: vec![],
+            letters: vec![],
+            outcome: Outcome::default(),
+        };
         for m in messages {
             match decode(m.key(), m.payload().unwrap_or_default()) {
                 Err(e) => {
@@ -74,8 +81,17 @@ impl<'a> Batch<'a> {
     }
 
     /// Writes the batch and delivers its dead letters; `Err` only on shutdown.
-    pub(super) async fn apply(mut self, writer: &Writer, dead_letters: &DeadLetters, topic: &str) -> Result<Outcome, Cancelled> {
-        let finals = if self.docs.is_empty() { vec![] } else { writer.write(&self.docs).await? };
+    pub(super) async fn apply(
+        mut self,
+        writer: &Writer,
+        dead_letters: &DeadLetters,
+        topic: &str,
+    ) -> Result<Outcome, Cancelled> {
+        let finals = if self.docs.is_empty() {
+            vec![]
+        } else {
+            writer.write(&self.docs).await?
+        };
         for ((m, op), f) in self.origin.iter().zip(finals) {
             match f {
                 Final::Applied => self.outcome.count(*op, 0),
@@ -89,7 +105,9 @@ impl<'a> Batch<'a> {
         for l in &mut self.letters {
             l.topic = Some(topic.to_owned());
         }
-        dead_letters.send_all(std::mem::take(&mut self.letters)).await?;
+        dead_letters
+            .send_all(std::mem::take(&mut self.letters))
+            .await?;
         Ok(self.outcome)
     }
 }

@@ -31,7 +31,11 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Replays until `cancel`. `applied` (if given) receives the checkpointed positions after
 /// every batch, for an in-process rollover to wait on.
-pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken, applied: Option<watch::Sender<Offsets>>) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    cancel: CancellationToken,
+    applied: Option<watch::Sender<Offsets>>,
+) -> anyhow::Result<()> {
     let store = ctx.dir.open(Db::Replay)?;
     let _pid = PidGuard::create(&ctx.dir, "consume")?;
     let recipe = &ctx.recipe;
@@ -53,14 +57,27 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken, applied: Option<watch
 
     let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
     let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
-    let lag = spawn_lag_reporter(consumer.clone(), topic.clone(), cancel.clone(), ctx.dir.clone());
+    let lag = spawn_lag_reporter(
+        consumer.clone(),
+        topic.clone(),
+        cancel.clone(),
+        ctx.dir.clone(),
+    );
     if let Some(tx) = &applied {
         let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
     }
 
     let cfg = &recipe.replay;
     loop {
-        let messages = match collect(&consumer, cfg.batch_size, cfg.batch_bytes, cfg.batch_deadline, &cancel).await {
+        let messages = match collect(
+            &consumer,
+            cfg.batch_size,
+            cfg.batch_bytes,
+            cfg.batch_deadline,
+            &cancel,
+        )
+        .await
+        {
             Some(m) => m,
             None => break,
         };
@@ -82,7 +99,13 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken, applied: Option<watch
     lag.abort();
     store.flush()?;
     mirror_commit(&consumer, &topic, &cp);
-    tracing::info!(applied = cp.applied, stale = cp.stale, dead_lettered = cp.dead_lettered, ignored = cp.ignored, "replay stopped");
+    tracing::info!(
+        applied = cp.applied,
+        stale = cp.stale,
+        dead_lettered = cp.dead_lettered,
+        ignored = cp.ignored,
+        "replay stopped"
+    );
     Ok(())
 }
 
@@ -131,7 +154,13 @@ async fn collect(
 
 fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, messages: &[OwnedMessage]) {
     for m in messages {
-        let entry = cp.partitions.entry(m.partition()).or_insert(PartitionCheckpoint { next_offset: 0, last_event_ms: None });
+        let entry = cp
+            .partitions
+            .entry(m.partition())
+            .or_insert(PartitionCheckpoint {
+                next_offset: 0,
+                last_event_ms: None,
+            });
         entry.next_offset = entry.next_offset.max(m.offset() + 1);
         if let Some(ts) = m.timestamp().to_millis() {
             entry.last_event_ms = Some(entry.last_event_ms.map_or(ts, |t| t.max(ts)));
@@ -151,7 +180,10 @@ fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, messages: &[OwnedMessage
 fn mirror_commit(consumer: &StreamConsumer, topic: &str, cp: &ReplayCheckpoint) {
     let mut tpl = TopicPartitionList::new();
     for (p, c) in &cp.partitions {
-        if tpl.add_partition_offset(topic, *p, Offset::Offset(c.next_offset)).is_err() {
+        if tpl
+            .add_partition_offset(topic, *p, Offset::Offset(c.next_offset))
+            .is_err()
+        {
             return;
         }
     }
@@ -180,9 +212,16 @@ fn spawn_lag_reporter(
                 let now = Utc::now().timestamp_millis();
                 let mut out = vec![];
                 for (p, c) in &cp.partitions {
-                    let (_, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5)).ok()?;
+                    let (_, high) = consumer
+                        .fetch_watermarks(&topic, *p, Duration::from_secs(5))
+                        .ok()?;
                     let behind = (high - c.next_offset).max(0);
-                    let secs = if behind == 0 { 0.0 } else { c.last_event_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0) };
+                    let secs = if behind == 0 {
+                        0.0
+                    } else {
+                        c.last_event_ms
+                            .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
+                    };
                     out.push((*p, behind, secs));
                 }
                 Some(out)

@@ -33,7 +33,11 @@ enum Consumer {
     /// Another process: read its checkpoints from the state.
     External,
     /// Started here for the rollover.
-    InProcess { positions: watch::Receiver<Offsets>, cancel: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>> },
+    InProcess {
+        positions: watch::Receiver<Offsets>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
 }
 
 impl Consumer {
@@ -44,7 +48,9 @@ impl Consumer {
                 let cp = tokio::task::spawn_blocking(move || dir.read_replay()).await??;
                 Ok(cp.positions(&ctx.migration.start_offsets))
             }
-            Consumer::InProcess { positions, task, .. } => {
+            Consumer::InProcess {
+                positions, task, ..
+            } => {
                 if task.is_finished() {
                     bail!("the in-process consumer stopped");
                 }
@@ -62,7 +68,9 @@ impl Consumer {
 }
 
 fn lag(end: &Offsets, at: &Offsets) -> u64 {
-    end.iter().map(|(p, e)| (e - at.get(p).copied().unwrap_or(0)).max(0) as u64).sum()
+    end.iter()
+        .map(|(p, e)| (e - at.get(p).copied().unwrap_or(0)).max(0) as u64)
+        .sum()
 }
 
 pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
@@ -83,7 +91,11 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
             let (tx, rx) = watch::channel(Offsets::new());
             let cancel = CancellationToken::new();
             let task = tokio::spawn(crate::replay::run(ctx.clone(), cancel.clone(), Some(tx)));
-            Consumer::InProcess { positions: rx, cancel, task }
+            Consumer::InProcess {
+                positions: rx,
+                cancel,
+                task,
+            }
         }
     };
     let result = protocol(&ctx, &mut consumer).await;
@@ -116,7 +128,10 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
     let slices = ctx.dir.read_snapshot()?;
     let want = ctx.recipe.snapshot.slices as usize;
     for (i, p) in ctx.migration.pairs.iter().enumerate() {
-        let done = slices.iter().filter(|((pair, _), cp)| *pair == i && cp.done).count();
+        let done = slices
+            .iter()
+            .filter(|((pair, _), cp)| *pair == i && cp.done)
+            .count();
         if done < want {
             bail!(
                 "snapshot of {} is not complete ({done} of {want} slices done); run `indexferry migration run {}` until it is",
@@ -131,7 +146,10 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
 async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<RolloverRecord> {
     let r = &ctx.recipe.rollover;
     let m = &ctx.migration;
-    let reader = Arc::new(OffsetReader::new(&ctx.recipe.kafka, &ctx.recipe.kafka.topic)?);
+    let reader = Arc::new(OffsetReader::new(
+        &ctx.recipe.kafka,
+        &ctx.recipe.kafka.topic,
+    )?);
     let fetch_end = || {
         let reader = reader.clone();
         async move {
@@ -160,13 +178,26 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
     for p in &m.pairs {
         let mut restore = serde_json::Map::new();
         for key in ["index.number_of_replicas", "index.refresh_interval"] {
-            restore.insert(key.into(), p.production_settings.get(key).cloned().unwrap_or(Value::Null));
+            restore.insert(
+                key.into(),
+                p.production_settings
+                    .get(key)
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
         }
-        ctx.target.put_settings(&p.target, Value::Object(restore)).await?;
+        ctx.target
+            .put_settings(&p.target, Value::Object(restore))
+            .await?;
     }
     let health: Value = ctx
         .target
-        .json(Method::Get, &format!("/_cluster/health/{}", targets.join(",")), &[("wait_for_status", "green"), ("timeout", "60s")], None)
+        .json(
+            Method::Get,
+            &format!("/_cluster/health/{}", targets.join(",")),
+            &[("wait_for_status", "green"), ("timeout", "60s")],
+            None,
+        )
         .await?;
     if health["timed_out"] == json!(true) {
         bail!(
@@ -175,7 +206,12 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
         );
     }
     ctx.target
-        .json::<Value>(Method::Post, &format!("/{}/_refresh", targets.join(",")), &[], None)
+        .json::<Value>(
+            Method::Post,
+            &format!("/{}/_refresh", targets.join(",")),
+            &[],
+            None,
+        )
         .await?;
 
     // 3. Block writes on the sources.
@@ -183,7 +219,9 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
     let sources = sources.join(",");
     ctx.dir.update_migration(|m| m.state = State::RollingOver)?;
     let blocked_at = Instant::now();
-    ctx.source.put_settings(&sources, json!({ "index.blocks.write": true })).await?;
+    ctx.source
+        .put_settings(&sources, json!({ "index.blocks.write": true }))
+        .await?;
     let outcome = async {
         // 4. Grace, then drain everything published up to now.
         tokio::time::sleep(r.grace).await;
@@ -195,7 +233,11 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
                 break;
             }
             if drain_start.elapsed() > r.drain_timeout {
-                bail!("the consumer did not apply the last {} events within {:?}", lag(&end, &at), r.drain_timeout);
+                bail!(
+                    "the consumer did not apply the last {} events within {:?}",
+                    lag(&end, &at),
+                    r.drain_timeout
+                );
             }
             tokio::time::sleep(DRAIN_POLL).await;
         }
@@ -206,10 +248,17 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
             if !m.cross_cluster {
                 actions.push(json!({ "remove": { "index": p.source, "alias": p.alias } }));
             }
-            actions.push(json!({ "add": { "index": p.target, "alias": p.alias, "is_write_index": true } }));
+            actions.push(
+                json!({ "add": { "index": p.target, "alias": p.alias, "is_write_index": true } }),
+            );
         }
         ctx.target
-            .json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions })))
+            .json::<Value>(
+                Method::Post,
+                "/_aliases",
+                &[],
+                Some(&json!({ "actions": actions })),
+            )
             .await
             .context("alias swap failed")?;
         Ok::<_, anyhow::Error>((end, drain))
@@ -218,17 +267,27 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
     let (end, drain) = match outcome {
         Ok(v) => v,
         Err(e) => {
-            if let Err(lift) = ctx.source.put_settings(&sources, json!({ "index.blocks.write": null })).await {
+            if let Err(lift) = ctx
+                .source
+                .put_settings(&sources, json!({ "index.blocks.write": null }))
+                .await
+            {
                 tracing::error!(error = %lift, "could not lift the write block on {sources}: lift it by hand");
             }
-            return Err(e.context("rollover aborted; the write block was lifted and the migration can be resumed"));
+            return Err(e.context(
+                "rollover aborted; the write block was lifted and the migration can be resumed",
+            ));
         }
     };
     let pause = blocked_at.elapsed();
 
     // 6. After the switch: tombstones may expire again.
     for p in &m.pairs {
-        if let Err(e) = ctx.target.put_settings(&p.target, json!({ "index.gc_deletes": null })).await {
+        if let Err(e) = ctx
+            .target
+            .put_settings(&p.target, json!({ "index.gc_deletes": null }))
+            .await
+        {
             tracing::warn!(index = %p.target, error = %e, "could not restore index.gc_deletes");
         }
     }
@@ -243,9 +302,15 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
 
 fn print_result(m: &Migration, r: &RolloverRecord, target_url: &str) {
     for p in &m.pairs {
-        println!("rolled over: alias {} -> {} (was {})", p.alias, p.target, p.source);
+        println!(
+            "rolled over: alias {} -> {} (was {})",
+            p.alias, p.target, p.source
+        );
     }
-    println!("write pause: {} ms (grace {} ms, drain {} ms)", r.write_pause_ms, r.grace_ms, r.drain_ms);
+    println!(
+        "write pause: {} ms (grace {} ms, drain {} ms)",
+        r.write_pause_ms, r.grace_ms, r.drain_ms
+    );
     if m.cross_cluster {
         println!(
             "the alias now lives on the target cluster {target_url}: point the application (and its producer) at that cluster; \

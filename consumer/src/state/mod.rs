@@ -26,7 +26,11 @@ pub enum StateError {
     #[error("state {path}: {message}")]
     Db { path: PathBuf, message: String },
     #[error("state {path}: corrupt value under {key:?}: {message}")]
-    Corrupt { path: PathBuf, key: String, message: String },
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -58,7 +62,10 @@ impl Db {
 
 impl StateDir {
     pub fn new(root: &Path, name: &str) -> Self {
-        StateDir { root: root.to_owned(), name: name.to_owned() }
+        StateDir {
+            root: root.to_owned(),
+            name: name.to_owned(),
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -80,11 +87,17 @@ impl StateDir {
     /// Opens a database for writing, creating it if needed. Fails if another process has it.
     pub fn open(&self, db: Db) -> Result<Store> {
         let path = self.db_path(db);
-        std::fs::create_dir_all(&path).map_err(|e| StateError::Db { path: path.clone(), message: e.to_string() })?;
+        std::fs::create_dir_all(&path).map_err(|e| StateError::Db {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_keep_log_file_num(2);
-        let db = DB::open(&opts, &path).map_err(|e| StateError::Db { path: path.clone(), message: explain_lock(e) })?;
+        let db = DB::open(&opts, &path).map_err(|e| StateError::Db {
+            path: path.clone(),
+            message: explain_lock(e),
+        })?;
         Ok(Store { db, path })
     }
 
@@ -95,7 +108,10 @@ impl StateDir {
             return Ok(None);
         }
         let opts = Options::default();
-        let db = DB::open_for_read_only(&opts, &path, false).map_err(|e| StateError::Db { path: path.clone(), message: e.to_string() })?;
+        let db = DB::open_for_read_only(&opts, &path, false).map_err(|e| StateError::Db {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         Ok(Some(Store { db, path }))
     }
 
@@ -103,10 +119,16 @@ impl StateDir {
     pub fn load_migration(&self) -> Result<Migration> {
         let store = self
             .open_read_only(Db::Meta)?
-            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })?;
+            .ok_or_else(|| StateError::NotFound {
+                name: self.name.clone(),
+                dir: self.root.clone(),
+            })?;
         store
             .get::<Migration>(MIGRATION_KEY)?
-            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })
+            .ok_or_else(|| StateError::NotFound {
+                name: self.name.clone(),
+                dir: self.root.clone(),
+            })
     }
 
     /// Reads, changes and writes back the migration record.
@@ -114,7 +136,10 @@ impl StateDir {
         let store = self.open(Db::Meta)?;
         let mut m = store
             .get::<Migration>(MIGRATION_KEY)?
-            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })?;
+            .ok_or_else(|| StateError::NotFound {
+                name: self.name.clone(),
+                dir: self.root.clone(),
+            })?;
         f(&mut m);
         store.put(MIGRATION_KEY, &m)?;
         store.flush()?;
@@ -170,7 +195,10 @@ impl Store {
     }
 
     pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StateError::Db { path: self.path.clone(), message: e.to_string() })?;
+        let bytes = serde_json::to_vec(value).map_err(|e| StateError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
         self.db.put(key, bytes).map_err(|e| self.err(e))
     }
 
@@ -178,7 +206,10 @@ impl Store {
     pub fn put_all<T: Serialize>(&self, entries: &[(String, T)]) -> Result<()> {
         let mut batch = WriteBatch::default();
         for (k, v) in entries {
-            let bytes = serde_json::to_vec(v).map_err(|e| StateError::Db { path: self.path.clone(), message: e.to_string() })?;
+            let bytes = serde_json::to_vec(v).map_err(|e| StateError::Db {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
             batch.put(k, bytes);
         }
         self.db.write(batch).map_err(|e| self.err(e))
@@ -197,15 +228,24 @@ impl Store {
         for item in self.db.prefix_iterator(SLICE_PREFIX) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            let Some(parsed) = parse_slice_key(&key) else { break };
-            let cp = serde_json::from_slice(&v).map_err(|e| StateError::Corrupt { path: self.path.clone(), key: key.clone(), message: e.to_string() })?;
+            let Some(parsed) = parse_slice_key(&key) else {
+                break;
+            };
+            let cp = serde_json::from_slice(&v).map_err(|e| StateError::Corrupt {
+                path: self.path.clone(),
+                key: key.clone(),
+                message: e.to_string(),
+            })?;
             out.push((parsed, cp));
         }
         Ok(out)
     }
 
     fn err(&self, e: rocksdb::Error) -> StateError {
-        StateError::Db { path: self.path.clone(), message: e.to_string() }
+        StateError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -241,7 +281,11 @@ impl Drop for PidGuard {
 
 /// The pid recorded for `role`, if that process is still alive.
 pub fn running_pid(dir: &StateDir, role: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.pid_file(role)).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(dir.pid_file(role))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     alive.then_some(pid)
 }
@@ -265,18 +309,44 @@ mod tests {
         let dir = StateDir::new(tmp.path(), "m");
         let w = dir.open(Db::Replay).unwrap();
         let mut cp = ReplayCheckpoint::default();
-        cp.partitions.insert(0, PartitionCheckpoint { next_offset: 7, last_event_ms: Some(5) });
+        cp.partitions.insert(
+            0,
+            PartitionCheckpoint {
+                next_offset: 7,
+                last_event_ms: Some(5),
+            },
+        );
         w.put(REPLAY_KEY, &cp).unwrap();
         // Another handle for writing is refused while the first is open...
         assert!(dir.open(Db::Replay).is_err());
         // ...but readers see what was written, without a flush.
         assert_eq!(dir.read_replay().unwrap().partitions[&0].next_offset, 7);
-        cp.partitions.insert(0, PartitionCheckpoint { next_offset: 9, last_event_ms: None });
+        cp.partitions.insert(
+            0,
+            PartitionCheckpoint {
+                next_offset: 9,
+                last_event_ms: None,
+            },
+        );
         w.put(REPLAY_KEY, &cp).unwrap();
         assert_eq!(dir.read_replay().unwrap().partitions[&0].next_offset, 9);
         let s = dir.open(Db::Snapshot).unwrap();
-        s.put(&slice_key(0, 1), &SliceCheckpoint { copied: 3, ..Default::default() }).unwrap();
-        s.put(&slice_key(0, 0), &SliceCheckpoint { done: true, ..Default::default() }).unwrap();
+        s.put(
+            &slice_key(0, 1),
+            &SliceCheckpoint {
+                copied: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        s.put(
+            &slice_key(0, 0),
+            &SliceCheckpoint {
+                done: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         s.put("other", &1).unwrap();
         let slices = s.slices().unwrap();
         assert_eq!(slices.len(), 2);

@@ -12,8 +12,8 @@ mod after_switch;
 
 use crate::context::{Common, Ctx};
 use crate::snapshot::reader::{close_pit, open_pit, Hit, Mode, SliceReader};
-use indexferry_common::es::Method;
 use indexferry_common::es::Cluster;
+use indexferry_common::es::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -48,11 +48,15 @@ pub struct Report {
 
 pub async fn verify(common: &Common, name: &str, as_json: bool) -> anyhow::Result<bool> {
     let ctx = Ctx::load(common, name).await?;
-    let mut report = Report { identical: true, pairs: vec![] };
+    let mut report = Report {
+        identical: true,
+        pairs: vec![],
+    };
     let skip = match &ctx.migration.rollover {
         Some(r) => {
             let (k, from) = (ctx.recipe.kafka.clone(), r.end_offsets.clone());
-            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &from)).await??
+            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &from))
+                .await??
         }
         None => Default::default(),
     };
@@ -71,23 +75,47 @@ pub async fn verify(common: &Common, name: &str, as_json: bool) -> anyhow::Resul
                 r.source, r.target, r.source_docs, r.target_docs, r.missing, r.extra, r.different
             );
             if r.written_after_switch > 0 {
-                println!("  {} ids written after the switch were left out", r.written_after_switch);
+                println!(
+                    "  {} ids written after the switch were left out",
+                    r.written_after_switch
+                );
             }
-            for (what, ids) in [("missing", &r.sample_missing), ("extra", &r.sample_extra), ("different", &r.sample_different)] {
+            for (what, ids) in [
+                ("missing", &r.sample_missing),
+                ("extra", &r.sample_extra),
+                ("different", &r.sample_different),
+            ] {
                 if !ids.is_empty() {
                     println!("  {what}: {}", ids.join(" "));
                 }
             }
         }
-        println!("verify: {}", if report.identical { "identical" } else { "DIFFERENT" });
+        println!(
+            "verify: {}",
+            if report.identical {
+                "identical"
+            } else {
+                "DIFFERENT"
+            }
+        );
     }
     Ok(report.identical)
 }
 
-async fn compare(ctx: &Ctx, source_index: &str, target_index: &str, skip: &HashSet<String>) -> anyhow::Result<PairReport> {
-    let mut r = PairReport { source: source_index.into(), target: target_index.into(), ..Default::default() };
+async fn compare(
+    ctx: &Ctx,
+    source_index: &str,
+    target_index: &str,
+    skip: &HashSet<String>,
+) -> anyhow::Result<PairReport> {
+    let mut r = PairReport {
+        source: source_index.into(),
+        target: target_index.into(),
+        ..Default::default()
+    };
     for (c, i) in [(&ctx.source, source_index), (&ctx.target, target_index)] {
-        c.json::<Value>(Method::Post, &format!("/{i}/_refresh"), &[], None).await?;
+        c.json::<Value>(Method::Post, &format!("/{i}/_refresh"), &[], None)
+            .await?;
     }
     // Pass 1: source documents against the target.
     let mut reader = open_reader(&ctx.source, source_index, true).await?;
@@ -151,12 +179,25 @@ async fn open_reader(cluster: &Cluster, index: &str, with_source: bool) -> anyho
     let keep_alive = Duration::from_secs(300);
     let (mode, pit) = if cluster.flavor.has_pit() {
         let pit = open_pit(cluster, index, keep_alive).await?;
-        (Mode::Pit { pit_id: pit.clone(), search_after: None }, Some(pit))
+        (
+            Mode::Pit {
+                pit_id: pit.clone(),
+                search_after: None,
+            },
+            Some(pit),
+        )
     } else {
         (Mode::Scroll { scroll_id: None }, None)
     };
     let reader = SliceReader::new(cluster.clone(), index, 0, 1, PAGE, keep_alive, mode);
-    Ok(Reader(if with_source { reader } else { reader.without_source() }, pit))
+    Ok(Reader(
+        if with_source {
+            reader
+        } else {
+            reader.without_source()
+        },
+        pit,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -173,7 +214,12 @@ struct MgetDoc {
 }
 
 /// Looks the hits up in `index`: for each, `None` when absent, else its `_source` (if asked).
-async fn mget(cluster: &Cluster, index: &str, hits: &[Hit], with_source: bool) -> anyhow::Result<Vec<Option<Option<Box<RawValue>>>>> {
+async fn mget(
+    cluster: &Cluster,
+    index: &str,
+    hits: &[Hit],
+    with_source: bool,
+) -> anyhow::Result<Vec<Option<Option<Box<RawValue>>>>> {
     let docs: Vec<Value> = hits
         .iter()
         .map(|h| match &h.routing {
@@ -184,10 +230,24 @@ async fn mget(cluster: &Cluster, index: &str, hits: &[Hit], with_source: bool) -
     let body = json!({ "docs": docs });
     let source = if with_source { "true" } else { "false" };
     let answer: MgetResponse = cluster
-        .json(Method::Post, &format!("/{index}/_mget"), &[("_source", source), ("realtime", "true")], Some(&body))
+        .json(
+            Method::Post,
+            &format!("/{index}/_mget"),
+            &[("_source", source), ("realtime", "true")],
+            Some(&body),
+        )
         .await?;
-    anyhow::ensure!(answer.docs.len() == hits.len(), "_mget answered {} documents for {}", answer.docs.len(), hits.len());
-    Ok(answer.docs.into_iter().map(|d| d.found.then_some(d.source)).collect())
+    anyhow::ensure!(
+        answer.docs.len() == hits.len(),
+        "_mget answered {} documents for {}",
+        answer.docs.len(),
+        hits.len()
+    );
+    Ok(answer
+        .docs
+        .into_iter()
+        .map(|d| d.found.then_some(d.source))
+        .collect())
 }
 
 fn same_source(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
@@ -220,8 +280,14 @@ mod tests {
 
     #[test]
     fn sources_compare_as_json() {
-        assert!(same_source(Some(&raw(r#"{"a":1,"b":[1,2]}"#)), Some(&raw(r#"{ "b": [1, 2], "a": 1 }"#))));
-        assert!(!same_source(Some(&raw(r#"{"a":1}"#)), Some(&raw(r#"{"a":2}"#))));
+        assert!(same_source(
+            Some(&raw(r#"{"a":1,"b":[1,2]}"#)),
+            Some(&raw(r#"{ "b": [1, 2], "a": 1 }"#))
+        ));
+        assert!(!same_source(
+            Some(&raw(r#"{"a":1}"#)),
+            Some(&raw(r#"{"a":2}"#))
+        ));
         assert!(!same_source(Some(&raw(r#"{"a":1}"#)), None));
     }
 }
