@@ -113,6 +113,42 @@ pub fn end_offsets(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Of
     OffsetReader::new(k, topic)?.end_offsets(timeout)
 }
 
+/// Waits until every partition of `topic` has a leader, as seen by `client`: a topic just
+/// created (or a broker just started) accepts no writes before, and the first events would
+/// spend their publish timeout waiting.
+pub fn wait_for_leaders<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let ready = client
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map(|m| {
+                m.topics().first().is_some_and(|t| {
+                    t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            });
+        match ready {
+            Ok(true) => return Ok(()),
+            Ok(false) | Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Ok(false) => {
+                return Err(Error::Other(format!(
+                    "kafka topic {topic:?} has partitions without a leader after {timeout:?}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Creates a topic if it is missing (already-exists is fine).
 pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base(&k.brokers, &k.properties).create()?;

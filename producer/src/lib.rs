@@ -18,7 +18,7 @@ use chrono::Utc;
 use indexferry_common::config::ClusterConfig;
 use indexferry_common::es::bulk::{BulkItem, Outcome};
 use indexferry_common::es::{is_transient, Cluster};
-use indexferry_common::kafka::producer_config;
+use indexferry_common::kafka::{producer_config, wait_for_leaders};
 use indexferry_common::retry::Backoff;
 use indexferry_schemas::{ChangeEvent, Op, SCHEMA_V1};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -126,6 +126,15 @@ impl Producer {
             producer_config(&cfg.brokers, &cfg.kafka_properties, cfg.publish_timeout)
                 .create()
                 .map_err(|e| WriteError::Setup(format!("kafka producer: {e}")))?;
+        // Connect and learn the partition leaders now, so that the first events do not
+        // spend their publish timeout on it.
+        let (kafka, cfg) = tokio::task::spawn_blocking(move || {
+            wait_for_leaders(kafka.client(), &cfg.topic, Duration::from_secs(30))
+                .map(|()| (kafka, cfg))
+        })
+        .await
+        .map_err(|e| WriteError::Setup(e.to_string()))?
+        .map_err(|e| WriteError::Setup(format!("kafka: {e}")))?;
         Ok(Producer {
             cluster,
             kafka,

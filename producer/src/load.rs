@@ -7,7 +7,8 @@ use clap::Args;
 use governor::{Quota, RateLimiter};
 use indexferry_common::es::Cluster;
 use indexferry_producer::docs::{mappings, DocGen};
-use indexferry_producer::{Producer, ProducerConfig, Write};
+use indexferry_producer::{Producer, ProducerConfig, Write, WriteError};
+use indexferry_schemas::ChangeEvent;
 use rand::Rng;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -324,7 +325,8 @@ async fn one_write(
             ids.next += 1;
             format!("{prefix}n{}", ids.next)
         };
-        producer.index(&id, &gen.doc(&id, 1), None).await?;
+        let doc = gen.doc(&id, 1);
+        retry_unpublished(|| producer.index(&id, &doc, None)).await?;
         lock().add(id);
         counters.creates.fetch_add(1, Ordering::Relaxed);
     } else if roll < mix.create + mix.update {
@@ -332,7 +334,8 @@ async fn one_write(
             return Ok(());
         };
         let rev = lock().bump(&id);
-        producer.index(&id, &gen.doc(&id, rev + 1), None).await?;
+        let doc = gen.doc(&id, rev + 1);
+        retry_unpublished(|| producer.index(&id, &doc, None)).await?;
         counters.updates.fetch_add(1, Ordering::Relaxed);
     } else if roll < mix.create + mix.update + mix.delete {
         let Some(id) = ({
@@ -342,7 +345,7 @@ async fn one_write(
         }) else {
             return Ok(());
         };
-        let result = producer.delete(&id, None).await;
+        let result = retry_unpublished(|| producer.delete(&id, None)).await;
         {
             let mut ids = lock();
             if result.is_ok() {
@@ -369,11 +372,32 @@ async fn one_write(
         };
         let Some(id) = id else { return Ok(()) };
         let rev = lock().bump(&id);
-        producer.index(&id, &gen.doc(&id, rev + 1), None).await?;
+        let doc = gen.doc(&id, rev + 1);
+        retry_unpublished(|| producer.index(&id, &doc, None)).await?;
         lock().add(id);
         counters.recreates.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// What the library asks of its callers: a write whose event could not be published is
+/// in the index but unknown to the migration, so it is written again (a new sequence
+/// number, a new event) until the event goes through or a minute has passed.
+async fn retry_unpublished<F, Fut>(mut write: F) -> Result<ChangeEvent, WriteError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<ChangeEvent, WriteError>>,
+{
+    let started = Instant::now();
+    loop {
+        match write().await {
+            Err(WriteError::Publish(e)) if started.elapsed() < Duration::from_secs(60) => {
+                tracing::debug!(error = %e, "event not published; writing again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn initial_load(
