@@ -108,12 +108,7 @@ pub struct SnapshotConfig {
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        SnapshotConfig {
-            batch_size: 1000,
-            slices: 2,
-            throttle_docs_per_s: 0,
-            keep_alive: Duration::from_secs(600),
-        }
+        SnapshotConfig { batch_size: 1000, slices: 2, throttle_docs_per_s: 0, keep_alive: Duration::from_secs(600) }
     }
 }
 
@@ -131,11 +126,7 @@ pub struct ReplayConfig {
 
 impl Default for ReplayConfig {
     fn default() -> Self {
-        ReplayConfig {
-            batch_size: 2000,
-            batch_bytes: 8 << 20,
-            batch_deadline: Duration::from_millis(50),
-        }
+        ReplayConfig { batch_size: 2000, batch_bytes: 8 << 20, batch_deadline: Duration::from_millis(50) }
     }
 }
 
@@ -171,9 +162,7 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-fn one_or_many<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Vec<String>, D::Error> {
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -205,20 +194,14 @@ pub const ENV_TARGET_API_KEY: &str = "INDEXFERRY_TARGET_API_KEY";
 impl Recipe {
     /// Reads and validates a recipe file.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Recipe> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Recipe::parse(&text, path, base, overrides)
     }
 
     /// Parses recipe text; `origin` names it in errors, `base` resolves relative files.
     pub fn parse(text: &str, origin: &Path, base: &Path, overrides: &Overrides) -> Result<Recipe> {
-        let err = |message: String| Error::Recipe {
-            path: origin.into(),
-            message,
-        };
+        let err = |message: String| Error::Recipe { path: origin.into(), message };
         let mut recipe: Recipe = toml::from_str(text).map_err(|e| err(describe_toml_error(&e)))?;
         recipe.apply(overrides, &|name| std::env::var(name).ok());
         recipe.resolve_files(base).map_err(err)?;
@@ -228,16 +211,8 @@ impl Recipe {
 
     /// Parses a recipe stored by `init`: mapping and settings files were read then and are
     /// not needed again (they may have moved since), so they are not read.
-    pub fn parse_stored(
-        text: &str,
-        origin: &Path,
-        base: &Path,
-        overrides: &Overrides,
-    ) -> Result<Recipe> {
-        let err = |message: String| Error::Recipe {
-            path: origin.into(),
-            message,
-        };
+    pub fn parse_stored(text: &str, origin: &Path, base: &Path, overrides: &Overrides) -> Result<Recipe> {
+        let err = |message: String| Error::Recipe { path: origin.into(), message };
         let mut recipe: Recipe = toml::from_str(text).map_err(|e| err(describe_toml_error(&e)))?;
         for p in &mut recipe.pairs {
             p.mappings_file = None;
@@ -250,21 +225,14 @@ impl Recipe {
     }
 
     fn apply(&mut self, o: &Overrides, env: &dyn Fn(&str) -> Option<String>) {
-        let pick = |flag: &Option<String>, var: &str| {
-            flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()))
-        };
+        let pick = |flag: &Option<String>, var: &str| flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()));
         if let Some(url) = pick(&o.source_url, "INDEXFERRY_SOURCE_URL") {
             self.source.url = vec![url];
         }
         if let Some(url) = pick(&o.target_url, "INDEXFERRY_TARGET_URL") {
             match &mut self.target {
                 Some(t) => t.url = vec![url],
-                None => {
-                    self.target = Some(ClusterConfig {
-                        url: vec![url],
-                        ..self.source.clone()
-                    })
-                }
+                None => self.target = Some(ClusterConfig { url: vec![url], ..self.source.clone() }),
             }
         }
         if let Some(b) = pick(&o.brokers, "INDEXFERRY_KAFKA_BROKERS") {
@@ -297,28 +265,15 @@ impl Recipe {
             ] {
                 let Some(file) = file else { continue };
                 if inline.is_some() {
-                    return Err(format!(
-                        "indices[{i}]: give either `{what}` or `{what}_file`, not both"
-                    ));
+                    return Err(format!("indices[{i}]: give either `{what}` or `{what}_file`, not both"));
                 }
                 let path = base.join(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    format!(
-                        "indices[{i}].{what}_file: cannot read {}: {e}",
-                        path.display()
-                    )
-                })?;
-                let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                    format!(
-                        "indices[{i}].{what}_file: {} is not JSON: {e}",
-                        path.display()
-                    )
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("indices[{i}].{what}_file: cannot read {}: {e}", path.display()))?;
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("indices[{i}].{what}_file: {} is not JSON: {e}", path.display()))?;
                 let table: toml::Table = serde_json::from_value(json).map_err(|e| {
-                    format!(
-                        "indices[{i}].{what}_file: {} must hold a JSON object: {e}",
-                        path.display()
-                    )
+                    format!("indices[{i}].{what}_file: {} must hold a JSON object: {e}", path.display())
                 })?;
                 *inline = Some(table);
             }
@@ -332,26 +287,18 @@ impl Recipe {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(format!(
                 "name: {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
                 self.name
             ));
         }
-        for (field, c) in std::iter::once(("source", &self.source))
-            .chain(self.target.as_ref().map(|t| ("target", t)))
-        {
+        for (field, c) in std::iter::once(("source", &self.source)).chain(self.target.as_ref().map(|t| ("target", t))) {
             if c.url.is_empty() {
                 return Err(format!("{field}.url: at least one URL is required"));
             }
             for u in &c.url {
-                let parsed = url::Url::parse(u)
-                    .map_err(|e| format!("{field}.url: {u:?} is not a URL: {e}"))?;
+                let parsed = url::Url::parse(u).map_err(|e| format!("{field}.url: {u:?} is not a URL: {e}"))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(format!("{field}.url: {u:?} must be http or https"));
                 }
@@ -360,9 +307,7 @@ impl Recipe {
                 return Err(format!("{field}.password: needs {field}.username"));
             }
             if c.api_key.is_some() && c.username.is_some() {
-                return Err(format!(
-                    "{field}: give either username/password or api_key, not both"
-                ));
+                return Err(format!("{field}: give either username/password or api_key, not both"));
             }
         }
         if self.kafka.brokers.trim().is_empty() {
@@ -376,32 +321,19 @@ impl Recipe {
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.pairs.iter().enumerate() {
-            for (what, v) in [
-                ("source", &p.source),
-                ("target", &p.target),
-                ("alias", &p.alias),
-            ] {
+            for (what, v) in [("source", &p.source), ("target", &p.target), ("alias", &p.alias)] {
                 if v.is_empty()
                     || v.starts_with(['_', '-', '+'])
-                    || v.chars()
-                        .any(|c| c.is_ascii_uppercase() || "\\/*?\"<>| ,#:".contains(c))
+                    || v.chars().any(|c| c.is_ascii_uppercase() || "\\/*?\"<>| ,#:".contains(c))
                 {
-                    return Err(format!(
-                        "indices[{i}].{what}: {v:?} is not a valid index or alias name"
-                    ));
+                    return Err(format!("indices[{i}].{what}: {v:?} is not a valid index or alias name"));
                 }
             }
             if p.source == p.target && !self.cross_cluster() {
-                return Err(format!(
-                    "indices[{i}]: source and target are the same index {:?}",
-                    p.source
-                ));
+                return Err(format!("indices[{i}]: source and target are the same index {:?}", p.source));
             }
             if !seen.insert(&p.source) {
-                return Err(format!(
-                    "indices[{i}].source: {:?} appears twice; one source feeds one target",
-                    p.source
-                ));
+                return Err(format!("indices[{i}].source: {:?} appears twice; one source feeds one target", p.source));
             }
         }
         if self.snapshot.batch_size == 0 || self.snapshot.batch_size > 10_000 {
@@ -422,23 +354,15 @@ impl Recipe {
 
     /// Source and target are different clusters (compared by their first URL).
     pub fn cross_cluster(&self) -> bool {
-        self.target
-            .as_ref()
-            .is_some_and(|t| t.url.first() != self.source.url.first())
+        self.target.as_ref().is_some_and(|t| t.url.first() != self.source.url.first())
     }
 
     pub fn dead_letter_topic(&self) -> String {
-        self.kafka
-            .dead_letter_topic
-            .clone()
-            .unwrap_or_else(|| format!("{}.deadletter", self.kafka.topic))
+        self.kafka.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.deadletter", self.kafka.topic))
     }
 
     pub fn group_id(&self) -> String {
-        self.kafka
-            .group_id
-            .clone()
-            .unwrap_or_else(|| format!("indexferry-{}", self.name))
+        self.kafka.group_id.clone().unwrap_or_else(|| format!("indexferry-{}", self.name))
     }
 
     pub fn pair_for_source(&self, index: &str) -> Option<&IndexPair> {
@@ -449,9 +373,7 @@ impl Recipe {
 impl IndexPair {
     /// Mappings as JSON for the create-index request.
     pub fn mappings_json(&self) -> Option<serde_json::Value> {
-        self.mappings
-            .as_ref()
-            .and_then(|m| serde_json::to_value(m).ok())
+        self.mappings.as_ref().and_then(|m| serde_json::to_value(m).ok())
     }
 
     /// Production settings as a flat JSON object with `index.` keys: these are restored at
@@ -464,30 +386,16 @@ impl IndexPair {
             }
         }
         flat.into_iter()
-            .map(|(k, v)| {
-                if k.starts_with("index.") {
-                    (k, v)
-                } else {
-                    (format!("index.{k}"), v)
-                }
-            })
+            .map(|(k, v)| if k.starts_with("index.") { (k, v) } else { (format!("index.{k}"), v) })
             .collect()
     }
 }
 
-fn flatten(
-    prefix: &str,
-    v: &serde_json::Value,
-    out: &mut serde_json::Map<String, serde_json::Value>,
-) {
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut serde_json::Map<String, serde_json::Value>) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&key, v, out);
             }
         }

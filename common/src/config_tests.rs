@@ -17,12 +17,7 @@ settings = { number_of_replicas = 0, refresh_interval = "1s" }
 "#;
 
 fn parse(text: &str) -> Result<Recipe> {
-    Recipe::parse(
-        text,
-        Path::new("recipe.toml"),
-        Path::new("."),
-        &Overrides::default(),
-    )
+    Recipe::parse(text, Path::new("recipe.toml"), Path::new("."), &Overrides::default())
 }
 
 #[test]
@@ -37,10 +32,7 @@ fn minimal_recipe_has_defaults() {
     let s = r.pairs[0].production_settings();
     assert_eq!(s["index.number_of_replicas"], 0);
     assert_eq!(s["index.refresh_interval"], "1s");
-    assert_eq!(
-        r.pairs[0].mappings_json().unwrap()["properties"]["title"]["type"],
-        "keyword"
-    );
+    assert_eq!(r.pairs[0].mappings_json().unwrap()["properties"]["title"]["type"], "keyword");
 }
 
 #[test]
@@ -62,24 +54,14 @@ fn missing_source_cluster_is_named() {
 fn bad_values_are_named() {
     for (from, to, field) in [
         ("http://127.0.0.1:9200", "ftp://x", "source.url"),
-        (
-            "alias = \"records\"",
-            "alias = \"Rec*\"",
-            "indices[0].alias",
-        ),
+        ("alias = \"records\"", "alias = \"Rec*\"", "indices[0].alias"),
         ("name = \"records-v2\"", "name = \"a b\"", "name"),
-        (
-            "target = \"records-v2\"",
-            "target = \"records-v1\"",
-            "indices[0]",
-        ),
+        ("target = \"records-v2\"", "target = \"records-v1\"", "indices[0]"),
     ] {
         let msg = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
         assert!(msg.contains(field), "{field}: {msg}");
     }
-    let msg = parse(&format!("{MINIMAL}\n[snapshot]\nslices = 0\n"))
-        .unwrap_err()
-        .to_string();
+    let msg = parse(&format!("{MINIMAL}\n[snapshot]\nslices = 0\n")).unwrap_err().to_string();
     assert!(msg.contains("snapshot.slices"), "{msg}");
 }
 
@@ -92,15 +74,9 @@ fn overrides_flags_then_environment() {
         ("INDEXFERRY_SOURCE_PASSWORD", "s3cret"),
     ]
     .into();
-    let flags = Overrides {
-        brokers: Some("flag:2".into()),
-        ..Default::default()
-    };
+    let flags = Overrides { brokers: Some("flag:2".into()), ..Default::default() };
     r.apply(&flags, &|k| env.get(k).map(|v| v.to_string()));
-    assert_eq!(
-        r.kafka.brokers, "flag:2",
-        "a flag wins over the environment"
-    );
+    assert_eq!(r.kafka.brokers, "flag:2", "a flag wins over the environment");
     assert!(r.cross_cluster());
     assert_eq!(r.target_cluster().url, vec!["http://other:9201"]);
     assert_eq!(r.source.password.as_ref().unwrap().expose(), "s3cret");
@@ -110,38 +86,13 @@ fn overrides_flags_then_environment() {
 #[test]
 fn mappings_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("m.json"),
-        r#"{"properties":{"n":{"type":"long"}}}"#,
-    )
-    .unwrap();
-    let text = MINIMAL
-        .replace("mappings = {", "mappings_file = \"m.json\"\nx = {")
-        .replace("\nx = {", "\n#");
-    let r = Recipe::parse(
-        &text,
-        Path::new("r.toml"),
-        dir.path(),
-        &Overrides::default(),
-    )
-    .unwrap();
-    assert_eq!(
-        r.pairs[0].mappings_json().unwrap()["properties"]["n"]["type"],
-        "long"
-    );
+    std::fs::write(dir.path().join("m.json"), r#"{"properties":{"n":{"type":"long"}}}"#).unwrap();
+    let text = MINIMAL.replace("mappings = {", "mappings_file = \"m.json\"\nx = {").replace("\nx = {", "\n#");
+    let r = Recipe::parse(&text, Path::new("r.toml"), dir.path(), &Overrides::default()).unwrap();
+    assert_eq!(r.pairs[0].mappings_json().unwrap()["properties"]["n"]["type"], "long");
     std::fs::write(dir.path().join("m.json"), "nope").unwrap();
-    let msg = Recipe::parse(
-        &text,
-        Path::new("r.toml"),
-        dir.path(),
-        &Overrides::default(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        msg.contains("mappings_file") && msg.contains("not JSON"),
-        "{msg}"
-    );
+    let msg = Recipe::parse(&text, Path::new("r.toml"), dir.path(), &Overrides::default()).unwrap_err().to_string();
+    assert!(msg.contains("mappings_file") && msg.contains("not JSON"), "{msg}");
 }
 
 #[test]
@@ -149,9 +100,6 @@ fn the_documented_example_recipe_parses() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/recipe.toml");
     let r = Recipe::load(&path, &Overrides::default()).unwrap();
     assert_eq!(r.pairs[0].alias, "records");
-    assert_eq!(
-        r.pairs[0].mappings_json().unwrap()["properties"]["quantity"]["type"],
-        "long"
-    );
+    assert_eq!(r.pairs[0].mappings_json().unwrap()["properties"]["quantity"]["type"], "long");
     assert_eq!(r.rollover.grace, std::time::Duration::from_millis(500));
 }

@@ -33,21 +33,14 @@ pub fn producer_config(
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set(
-            "message.timeout.ms",
-            publish_timeout.as_millis().max(10).to_string(),
-        )
+        .set("message.timeout.ms", publish_timeout.as_millis().max(10).to_string())
         .set("compression.type", "lz4");
     c
 }
 
 /// A consumer whose offsets we own: no auto-commit, no auto offset store; we assign
 /// partitions ourselves and commit only what the target acknowledged.
-pub fn consumer_config(
-    brokers: &str,
-    properties: &BTreeMap<String, String>,
-    group_id: &str,
-) -> ClientConfig {
+pub fn consumer_config(brokers: &str, properties: &BTreeMap<String, String>, group_id: &str) -> ClientConfig {
     let mut c = base(brokers, properties);
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
@@ -75,29 +68,20 @@ pub struct OffsetReader {
 
 impl OffsetReader {
     pub fn new(k: &KafkaConfig, topic: &str) -> Result<OffsetReader> {
-        let consumer: BaseConsumer =
-            consumer_config(&k.brokers, &k.properties, "indexferry-probe").create()?;
-        Ok(OffsetReader {
-            consumer,
-            topic: topic.to_owned(),
-        })
+        let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-probe").create()?;
+        Ok(OffsetReader { consumer, topic: topic.to_owned() })
     }
 
     /// The topic's partitions and their end offsets (the offset the next event will get).
     pub fn end_offsets(&self, timeout: Duration) -> Result<Offsets> {
         let topic = &self.topic;
         let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
-        let t = metadata
-            .topics()
-            .first()
-            .ok_or_else(|| Error::Other(format!("kafka topic {topic:?}: no metadata")))?;
+        let t = metadata.topics().first().ok_or_else(|| Error::Other(format!("kafka topic {topic:?}: no metadata")))?;
         if let Some(err) = t.error() {
             return Err(Error::Other(format!("kafka topic {topic:?}: {:?}", err)));
         }
         if t.partitions().is_empty() {
-            return Err(Error::Other(format!(
-                "kafka topic {topic:?} does not exist or has no partitions"
-            )));
+            return Err(Error::Other(format!("kafka topic {topic:?} does not exist or has no partitions")));
         }
         let mut out = Offsets::new();
         for p in t.partitions() {
@@ -123,17 +107,13 @@ pub fn wait_for_leaders<C: rdkafka::client::ClientContext>(
 ) -> Result<()> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let ready = client
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .map(|m| {
-                m.topics().first().is_some_and(|t| {
-                    t.error().is_none()
-                        && !t.partitions().is_empty()
-                        && t.partitions()
-                            .iter()
-                            .all(|p| p.leader() >= 0 && p.error().is_none())
-                })
-            });
+        let ready = client.fetch_metadata(Some(topic), Duration::from_secs(5)).map(|m| {
+            m.topics().first().is_some_and(|t| {
+                t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+            })
+        });
         match ready {
             Ok(true) => return Ok(()),
             Ok(false) | Err(_) if std::time::Instant::now() < deadline => {
@@ -153,21 +133,13 @@ pub fn wait_for_leaders<C: rdkafka::client::ClientContext>(
 pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base(&k.brokers, &k.properties).create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics(
-            [&new],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
+    let results =
+        admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
     for r in results {
         match r {
             Ok(_) => {}
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => {
-                return Err(Error::Other(format!(
-                    "cannot create kafka topic {t:?}: {code}"
-                )))
-            }
+            Err((t, code)) => return Err(Error::Other(format!("cannot create kafka topic {t:?}: {code}"))),
         }
     }
     Ok(())

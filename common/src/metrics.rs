@@ -28,39 +28,19 @@ pub const ROLLOVER_PAUSE: &str = "indexferry_rollover_write_pause_seconds";
 /// Messages sent to the dead-letter topic, by `reason` class.
 pub const DEAD_LETTERS: &str = "indexferry_dead_letters_total";
 
-const BULK_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const BULK_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 pub fn describe() {
     describe_counter!(EVENTS, "Change events replayed, by op and result.");
     describe_gauge!(LAG_MESSAGES, "Messages not yet applied, per partition.");
-    describe_gauge!(
-        LAG_SECONDS,
-        Unit::Seconds,
-        "Age of the newest applied event, per partition."
-    );
-    describe_counter!(
-        SNAPSHOT_DOCS,
-        "Documents written by the snapshot, by pair and result."
-    );
+    describe_gauge!(LAG_SECONDS, Unit::Seconds, "Age of the newest applied event, per partition.");
+    describe_counter!(SNAPSHOT_DOCS, "Documents written by the snapshot, by pair and result.");
     describe_gauge!(SNAPSHOT_PROGRESS, "Snapshot progress per pair, 0 to 1.");
-    describe_histogram!(
-        BULK_SECONDS,
-        Unit::Seconds,
-        "Duration of _bulk requests, by phase."
-    );
+    describe_histogram!(BULK_SECONDS, Unit::Seconds, "Duration of _bulk requests, by phase.");
     describe_counter!(RETRIES, "Retries of cluster or Kafka work.");
     describe_gauge!(STATE, "1 for the migration's current state.");
-    describe_gauge!(
-        ROLLOVER_PAUSE,
-        Unit::Seconds,
-        "Write pause of the last rollover."
-    );
-    describe_counter!(
-        DEAD_LETTERS,
-        "Messages sent to the dead-letter topic, by reason."
-    );
+    describe_gauge!(ROLLOVER_PAUSE, Unit::Seconds, "Write pause of the last rollover.");
+    describe_counter!(DEAD_LETTERS, "Messages sent to the dead-letter topic, by reason.");
 }
 
 /// Serves `/metrics` on `addr` (the CLI defaults to loopback).

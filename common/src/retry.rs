@@ -47,22 +47,12 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max_delay: Duration, max_elapsed: Option<Duration>) -> Self {
-        Backoff {
-            initial,
-            max_delay,
-            max_elapsed,
-            attempt: 0,
-            waited: Duration::ZERO,
-        }
+        Backoff { initial, max_delay, max_elapsed, attempt: 0, waited: Duration::ZERO }
     }
 
     /// The default for cluster and Kafka calls: 100 ms doubling up to 10 s.
     pub fn standard(max_elapsed: Option<Duration>) -> Self {
-        Backoff::new(
-            Duration::from_millis(100),
-            Duration::from_secs(10),
-            max_elapsed,
-        )
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(10), max_elapsed)
     }
 
     pub fn attempts(&self) -> u32 {
@@ -71,13 +61,9 @@ impl Backoff {
 
     /// The next delay, or `None` once the budget is spent.
     pub fn next_delay(&mut self) -> Option<Duration> {
-        let ceiling = self
-            .initial
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max_delay);
+        let ceiling = self.initial.saturating_mul(1u32 << self.attempt.min(16)).min(self.max_delay);
         self.attempt += 1;
-        let delay =
-            Duration::from_secs_f64(ceiling.as_secs_f64() * rand::rng().random_range(0.5..=1.0));
+        let delay = Duration::from_secs_f64(ceiling.as_secs_f64() * rand::rng().random_range(0.5..=1.0));
         if let Some(max) = self.max_elapsed {
             if self.waited >= max {
                 return None;
@@ -102,44 +88,22 @@ mod tests {
         assert_eq!(classify(429, None), Verdict::Retry);
         assert_eq!(classify(503, None), Verdict::Retry);
         assert_eq!(classify(500, Some("anything")), Verdict::Retry);
-        assert_eq!(
-            classify(403, Some("cluster_block_exception")),
-            Verdict::Retry
-        );
+        assert_eq!(classify(403, Some("cluster_block_exception")), Verdict::Retry);
         assert_eq!(classify(403, Some("security_exception")), Verdict::Final);
-        assert_eq!(
-            classify(400, Some("mapper_parsing_exception")),
-            Verdict::Final
-        );
-        assert_eq!(
-            classify(404, Some("index_not_found_exception")),
-            Verdict::Final
-        );
-        assert_eq!(
-            classify(409, Some("version_conflict_engine_exception")),
-            Verdict::Final
-        );
+        assert_eq!(classify(400, Some("mapper_parsing_exception")), Verdict::Final);
+        assert_eq!(classify(404, Some("index_not_found_exception")), Verdict::Final);
+        assert_eq!(classify(409, Some("version_conflict_engine_exception")), Verdict::Final);
     }
 
     #[test]
     fn backoff_grows_with_jitter_and_stops() {
-        let mut b = Backoff::new(
-            Duration::from_millis(100),
-            Duration::from_secs(1),
-            Some(Duration::from_secs(3)),
-        );
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), Some(Duration::from_secs(3)));
         let delays: Vec<_> = std::iter::from_fn(|| b.next_delay()).take(100).collect();
         assert!(delays.len() < 100, "gives up once the budget is spent");
         assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
-        assert!(
-            delays[4] >= Duration::from_millis(500),
-            "doubles up to the cap: {delays:?}"
-        );
+        assert!(delays[4] >= Duration::from_millis(500), "doubles up to the cap: {delays:?}");
         let total: Duration = delays.iter().sum();
-        assert!(
-            total >= Duration::from_secs(3) && total < Duration::from_secs(5),
-            "{total:?}"
-        );
+        assert!(total >= Duration::from_secs(3) && total < Duration::from_secs(5), "{total:?}");
     }
 }

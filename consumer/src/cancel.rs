@@ -31,18 +31,14 @@ pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::R
         } else if keep_target {
             println!("kept {} (--keep-target)", p.target);
         } else {
-            match target
-                .request(Method::Delete, &format!("/{}", p.target), &[], None)
-                .await
-            {
+            match target.request(Method::Delete, &format!("/{}", p.target), &[], None).await {
                 Ok(_) => println!("deleted {}", p.target),
                 Err(e) if e.status() == Some(404) => {}
                 Err(e) => return Err(e).with_context(|| format!("cannot delete {}", p.target)),
             }
         }
     }
-    std::fs::remove_dir_all(dir.path())
-        .with_context(|| format!("cannot remove {}", dir.path().display()))?;
+    std::fs::remove_dir_all(dir.path()).with_context(|| format!("cannot remove {}", dir.path().display()))?;
     println!("cancelled migration {name:?}");
     Ok(())
 }

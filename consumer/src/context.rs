@@ -33,22 +33,13 @@ impl Ctx {
         let migration = dir.load_migration()?;
         let recipe = stored_recipe(&migration, &common.overrides)?;
         let (source, target) = connect(&recipe).await?;
-        Ok(Ctx {
-            dir,
-            migration,
-            recipe,
-            source,
-            target,
-        })
+        Ok(Ctx { dir, migration, recipe, source, target })
     }
 }
 
 /// Parses the recipe kept in the state (files it referenced were read at `init`).
 pub fn stored_recipe(m: &Migration, overrides: &Overrides) -> anyhow::Result<Recipe> {
-    let base = Path::new(&m.recipe_path)
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_owned();
+    let base = Path::new(&m.recipe_path).parent().unwrap_or(Path::new(".")).to_owned();
     Recipe::parse_stored(&m.recipe_text, Path::new(&m.recipe_path), &base, overrides)
         .with_context(|| format!("recipe of migration {:?}", m.name))
 }

@@ -70,17 +70,9 @@ const MAX_PAYLOAD: usize = 512 * 1024;
 
 impl DeadLetters {
     pub fn new(recipe: &Recipe, cancel: CancellationToken) -> anyhow::Result<Self> {
-        let producer = producer_config(
-            &recipe.kafka.brokers,
-            &recipe.kafka.properties,
-            Duration::from_secs(30),
-        )
-        .create()?;
-        Ok(DeadLetters {
-            producer,
-            topic: recipe.dead_letter_topic(),
-            cancel,
-        })
+        let producer =
+            producer_config(&recipe.kafka.brokers, &recipe.kafka.properties, Duration::from_secs(30)).create()?;
+        Ok(DeadLetters { producer, topic: recipe.dead_letter_topic(), cancel })
     }
 
     pub fn topic(&self) -> &str {
@@ -89,10 +81,7 @@ impl DeadLetters {
 
     /// Publishes all letters and waits until each is acknowledged, retrying for as long as
     /// it takes (the caller checkpoints only afterwards). `Err` only on shutdown.
-    pub async fn send_all(
-        &self,
-        mut letters: Vec<DeadLetter>,
-    ) -> Result<(), crate::writer::Cancelled> {
+    pub async fn send_all(&self, mut letters: Vec<DeadLetter>) -> Result<(), crate::writer::Cancelled> {
         let mut backoff = Backoff::standard(None);
         while !letters.is_empty() {
             let mut failed = Vec::new();
@@ -109,10 +98,7 @@ impl DeadLetters {
                             p.push_str("…(truncated)");
                         }
                     }
-                    (
-                        serde_json::to_vec(l).unwrap_or_default(),
-                        l.id.clone().or_else(|| l.key.clone()),
-                    )
+                    (serde_json::to_vec(l).unwrap_or_default(), l.id.clone().or_else(|| l.key.clone()))
                 })
                 .collect();
             let sends = payloads.iter().map(|(payload, key)| {
@@ -120,13 +106,14 @@ impl DeadLetters {
                 if let Some(k) = key {
                     record = record.key(k);
                 }
-                self.producer
-                    .send(record, Timeout::After(Duration::from_secs(30)))
+                self.producer.send(record, Timeout::After(Duration::from_secs(30)))
             });
             let results = futures::future::join_all(sends).await;
             for (letter, result) in letters.into_iter().zip(results) {
                 match result {
-                    Ok(_) => metrics::counter!(DEAD_LETTERS, "kind" => letter.kind, "stage" => letter.stage).increment(1),
+                    Ok(_) => {
+                        metrics::counter!(DEAD_LETTERS, "kind" => letter.kind, "stage" => letter.stage).increment(1)
+                    }
                     Err((e, _)) => {
                         tracing::warn!(error = %e, topic = %self.topic, "dead letter not delivered; retrying");
                         failed.push(letter);

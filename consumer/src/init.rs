@@ -54,9 +54,7 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
             Ok(()) => created.push(&pair.target),
             Err(e) => {
                 for t in created {
-                    let _ = target
-                        .request(Method::Delete, &format!("/{t}"), &[], None)
-                        .await;
+                    let _ = target.request(Method::Delete, &format!("/{t}"), &[], None).await;
                 }
                 return Err(e);
             }
@@ -92,21 +90,10 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     println!("  source  {} ({})", source.url, migration.source_server);
     println!("  target  {} ({})", target.url, migration.target_server);
     for p in &migration.pairs {
-        println!(
-            "  {} -> {} (alias {}, {} documents)",
-            p.source, p.target, p.alias, p.source_docs
-        );
+        println!("  {} -> {} (alias {}, {} documents)", p.source, p.target, p.alias, p.source_docs);
     }
-    let offsets: Vec<String> = migration
-        .start_offsets
-        .iter()
-        .map(|(p, o)| format!("{p}:{o}"))
-        .collect();
-    println!(
-        "  replay starts at {} offsets {}",
-        recipe.kafka.topic,
-        offsets.join(" ")
-    );
+    let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
     println!("next: indexferry migration run {}", migration.name);
     Ok(())
 }
@@ -126,11 +113,7 @@ async fn check_pair(
         );
     }
     if !source.exists(&pair.source).await? {
-        bail!(
-            "indices[{i}].source: index {:?} does not exist on the source cluster {}",
-            pair.source,
-            source.url
-        );
+        bail!("indices[{i}].source: index {:?} does not exist on the source cluster {}", pair.source, source.url);
     }
     let behind = source.alias_indices(&pair.alias).await?;
     match behind.as_slice() {
@@ -167,12 +150,7 @@ async fn create_target(
         body["mappings"] = m;
     }
     target
-        .json::<Value>(
-            Method::Put,
-            &format!("/{}", pair.target),
-            &[("wait_for_active_shards", "1")],
-            Some(&body),
-        )
+        .json::<Value>(Method::Put, &format!("/{}", pair.target), &[("wait_for_active_shards", "1")], Some(&body))
         .await
         .with_context(|| format!("cannot create target index {:?}", pair.target))?;
     Ok(())

@@ -20,7 +20,10 @@ pub mod writer;
 pub fn set_state_metric(current: state::State) {
     use state::State::*;
     for s in [Initialized, RollingOver, RolledOver] {
-        metrics::gauge!(indexferry_common::metrics::STATE, "state" => s.as_str())
-            .set(if s == current { 1.0 } else { 0.0 });
+        metrics::gauge!(indexferry_common::metrics::STATE, "state" => s.as_str()).set(if s == current {
+            1.0
+        } else {
+            0.0
+        });
     }
 }

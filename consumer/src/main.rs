@@ -31,12 +31,7 @@ enum Top {
 #[derive(Args, Clone)]
 struct Global {
     /// Where migrations keep their state.
-    #[arg(
-        long,
-        global = true,
-        env = "INDEXFERRY_STATE_DIR",
-        default_value = ".indexferry"
-    )]
+    #[arg(long, global = true, env = "INDEXFERRY_STATE_DIR", default_value = ".indexferry")]
     state_dir: PathBuf,
     /// Source cluster URL (overrides the recipe).
     #[arg(long, global = true, env = "INDEXFERRY_SOURCE_URL")]
@@ -112,6 +107,9 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Ids listed per kind of difference.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
         #[command(flatten)]
         global: Global,
     },
@@ -127,11 +125,7 @@ enum Command {
 }
 
 fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = if s.starts_with(':') {
-        format!("127.0.0.1{s}")
-    } else {
-        s.to_owned()
-    };
+    let s = if s.starts_with(':') { format!("127.0.0.1{s}") } else { s.to_owned() };
     s.parse().map_err(|e| format!("{s:?}: {e}"))
 }
 
@@ -152,10 +146,7 @@ impl Global {
 fn main() {
     indexferry_common::logging::init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -181,24 +172,10 @@ enum Worker {
 
 async fn execute(command: Command) -> anyhow::Result<bool> {
     match command {
-        Command::Init { recipe, global } => {
-            init::init(&global.common(), &recipe).await.map(|_| true)
-        }
-        Command::Run {
-            name,
-            global,
-            metrics,
-        } => work(Worker::Run, &name, &global, &metrics).await,
-        Command::Snapshot {
-            name,
-            global,
-            metrics,
-        } => work(Worker::Snapshot, &name, &global, &metrics).await,
-        Command::Consume {
-            name,
-            global,
-            metrics,
-        } => work(Worker::Consume, &name, &global, &metrics).await,
+        Command::Init { recipe, global } => init::init(&global.common(), &recipe).await.map(|_| true),
+        Command::Run { name, global, metrics } => work(Worker::Run, &name, &global, &metrics).await,
+        Command::Snapshot { name, global, metrics } => work(Worker::Snapshot, &name, &global, &metrics).await,
+        Command::Consume { name, global, metrics } => work(Worker::Consume, &name, &global, &metrics).await,
         Command::Status { name, json, global } => {
             let common = global.common();
             let s = tokio::task::spawn_blocking(move || status::collect(&common, &name)).await??;
@@ -209,28 +186,15 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        Command::Rollover { name, global } => rollover::rollover(&global.common(), &name)
-            .await
-            .map(|_| true),
-        Command::Verify { name, json, global } => {
-            verify::verify(&global.common(), &name, json).await
+        Command::Rollover { name, global } => rollover::rollover(&global.common(), &name).await.map(|_| true),
+        Command::Verify { name, json, samples, global } => verify::verify(&global.common(), &name, json, samples).await,
+        Command::Cancel { name, keep_target, global } => {
+            cancel::cancel(&global.common(), &name, keep_target).await.map(|_| true)
         }
-        Command::Cancel {
-            name,
-            keep_target,
-            global,
-        } => cancel::cancel(&global.common(), &name, keep_target)
-            .await
-            .map(|_| true),
     }
 }
 
-async fn work(
-    which: Worker,
-    name: &str,
-    global: &Global,
-    metrics: &Metrics,
-) -> anyhow::Result<bool> {
+async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> anyhow::Result<bool> {
     if let Some(addr) = metrics.metrics_addr {
         indexferry_common::metrics::serve(addr).map_err(anyhow::Error::msg)?;
         tracing::info!(%addr, "serving metrics");

@@ -6,9 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 pub fn install(cancel: CancellationToken) {
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
             return;
         };
         let mut signals = 0;
@@ -19,7 +17,9 @@ pub fn install(cancel: CancellationToken) {
             }
             signals += 1;
             if signals == 1 {
-                tracing::info!("stopping: finishing the current batches and saving checkpoints (signal again to exit now)");
+                tracing::info!(
+                    "stopping: finishing the current batches and saving checkpoints (signal again to exit now)"
+                );
                 cancel.cancel();
             } else {
                 std::process::exit(130);

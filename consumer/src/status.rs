@@ -74,20 +74,15 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let cps: Vec<&SliceCheckpoint> = slices
-                .iter()
-                .filter(|((pair, _), _)| *pair == i)
-                .map(|(_, c)| c)
-                .collect();
+            let cps: Vec<&SliceCheckpoint> =
+                slices.iter().filter(|((pair, _), _)| *pair == i).map(|(_, c)| c).collect();
             let sum = |f: fn(&SliceCheckpoint) -> u64| cps.iter().map(|c| f(c)).sum::<u64>();
             let copied = sum(|c| c.copied);
             let done = cps.iter().filter(|c| c.done).count() >= want;
             let start = cps.iter().filter_map(|c| c.started_at).min();
             let last = cps.iter().filter_map(|c| c.updated_at).max();
             let rate = match (start, last) {
-                (Some(s), Some(l)) if l > s => {
-                    Some(copied as f64 / ((l - s).num_milliseconds() as f64 / 1000.0))
-                }
+                (Some(s), Some(l)) if l > s => Some(copied as f64 / ((l - s).num_milliseconds() as f64 / 1000.0)),
                 _ => None,
             };
             let total = p.source_docs.max(copied);
@@ -108,8 +103,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
                 eta_s: if done {
                     Some(0)
                 } else {
-                    rate.filter(|r| *r > 0.0)
-                        .map(|r| (total.saturating_sub(copied) as f64 / r) as u64)
+                    rate.filter(|r| *r > 0.0).map(|r| (total.saturating_sub(copied) as f64 / r) as u64)
                 },
                 done,
                 applied: sum(|c| c.applied),
@@ -124,39 +118,34 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
 
     let cp = dir.read_replay()?;
     let positions = cp.positions(&m.start_offsets);
-    let (ends, kafka_error) =
-        match end_offsets(&recipe.kafka, &recipe.kafka.topic, Duration::from_secs(5)) {
-            Ok(e) => (Some(e), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
+    let (ends, kafka_error) = match end_offsets(&recipe.kafka, &recipe.kafka.topic, Duration::from_secs(5)) {
+        Ok(e) => (Some(e), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let now = Utc::now().timestamp_millis();
-    let partitions: Vec<PartitionStatus> = positions
-        .iter()
-        .map(|(p, pos)| {
-            let end = ends.as_ref().and_then(|e| e.get(p).copied());
-            let lag = end.map(|e| (e - pos).max(0));
-            let last = cp.partitions.get(p).and_then(|c| c.last_event_ms);
-            PartitionStatus {
-                partition: *p,
-                position: *pos,
-                end,
-                lag_messages: lag,
-                lag_seconds: lag.map(|l| {
-                    if l == 0 {
-                        0.0
-                    } else {
-                        last.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
-                    }
-                }),
-            }
-        })
-        .collect();
-    let lag_total = ends.as_ref().map(|_| {
-        partitions
+    let partitions: Vec<PartitionStatus> =
+        positions
             .iter()
-            .filter_map(|p| p.lag_messages)
-            .sum::<i64>() as u64
-    });
+            .map(|(p, pos)| {
+                let end = ends.as_ref().and_then(|e| e.get(p).copied());
+                let lag = end.map(|e| (e - pos).max(0));
+                let last = cp.partitions.get(p).and_then(|c| c.last_event_ms);
+                PartitionStatus {
+                    partition: *p,
+                    position: *pos,
+                    end,
+                    lag_messages: lag,
+                    lag_seconds: lag.map(|l| {
+                        if l == 0 {
+                            0.0
+                        } else {
+                            last.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
+                        }
+                    }),
+                }
+            })
+            .collect();
+    let lag_total = ends.as_ref().map(|_| partitions.iter().filter_map(|p| p.lag_messages).sum::<i64>() as u64);
     let note = m.cross_cluster.then(|| match m.state {
         crate::state::State::RolledOver => format!(
             "cross-cluster: the alias is on the target cluster {}; the application must now point at it",
@@ -190,22 +179,9 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
 
 pub fn print(s: &Status) {
     println!("migration {}: {}", s.name, s.state);
-    println!(
-        "  {} -> {}{}",
-        s.source,
-        s.target,
-        if s.cross_cluster {
-            " (cross-cluster)"
-        } else {
-            ""
-        }
-    );
+    println!("  {} -> {}{}", s.source, s.target, if s.cross_cluster { " (cross-cluster)" } else { "" });
     let pid = |p: Option<i32>| p.map_or("not running".to_owned(), |p| format!("running (pid {p})"));
-    println!(
-        "  snapshot worker: {}   consumer: {}",
-        pid(s.snapshot_worker_pid),
-        pid(s.consumer_pid)
-    );
+    println!("  snapshot worker: {}   consumer: {}", pid(s.snapshot_worker_pid), pid(s.consumer_pid));
     println!();
     println!(
         "  {:<40} {:>21} {:>7} {:>9} {:>8} {:>9} {:>7}",
@@ -237,10 +213,7 @@ pub fn print(s: &Status) {
         s.replay.ignored,
         s.replay.lag_messages.map_or("?".into(), |l| l.to_string())
     );
-    println!(
-        "  {:>9} {:>12} {:>12} {:>10} {:>10}",
-        "partition", "position", "end", "lag", "lag_s"
-    );
+    println!("  {:>9} {:>12} {:>12} {:>10} {:>10}", "partition", "position", "end", "lag", "lag_s");
     for p in &s.partitions {
         let opt = |v: Option<i64>| v.map_or("?".into(), |v| v.to_string());
         println!(

@@ -47,11 +47,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(cluster: Cluster, phase: &'static str, cancel: CancellationToken) -> Self {
-        Writer {
-            cluster,
-            phase,
-            cancel,
-        }
+        Writer { cluster, phase, cancel }
     }
 
     pub async fn write(&self, docs: &[Doc]) -> Result<Vec<Final>, Cancelled> {
@@ -101,7 +97,9 @@ impl Writer {
                         need_backoff = true;
                     }
                     Err(SendError::TooLarge) if part.len() == 1 => {
-                        outcomes[part[0]] = Some(Final::Rejected("document too large: the target refused the request (413 request entity too large)".into()));
+                        outcomes[part[0]] = Some(Final::Rejected(
+                            "document too large: the target refused the request (413 request entity too large)".into(),
+                        ));
                     }
                     Err(SendError::TooLarge) => {
                         chunk = (part.len() / 2).max(1);
@@ -129,26 +127,20 @@ impl Writer {
                 }
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(Final::Rejected("no outcome".into())))
-            .collect())
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Final::Rejected("no outcome".into()))).collect())
     }
 
     async fn send(&self, body: Bytes) -> Result<Vec<Outcome>, SendError> {
         let started = Instant::now();
         let result = self.cluster.bulk(body).await;
-        metrics::histogram!(BULK_SECONDS, "phase" => self.phase)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(BULK_SECONDS, "phase" => self.phase).record(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => Ok(r.items.iter().map(|i| i.outcome()).collect()),
             Err(e) if e.status() == Some(413) => Err(SendError::TooLarge),
             Err(e) if is_transient(&e) => Err(SendError::Transient(e.to_string())),
             // A whole request refused for good (index missing, bad credentials) is not one
             // document's fault: keep retrying and let the operator see it in status.
-            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
-                Err(SendError::Transient(e.to_string()))
-            }
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => Err(SendError::Transient(e.to_string())),
             Err(e) => Err(SendError::Final(e.to_string())),
         }
     }

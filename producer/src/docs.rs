@@ -6,15 +6,12 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const WORDS: &[&str] = &[
-    "river", "ferry", "harbour", "index", "search", "cluster", "shard", "replica", "mapping",
-    "field", "keyword", "engine", "lucene", "segment", "merge", "query", "token", "analyzer",
-    "north", "south", "quiet", "rapid", "golden", "silver", "market", "order", "invoice",
-    "customer", "parcel", "delivery", "station", "signal", "window", "garden", "mountain",
-    "coffee", "paper", "stone", "bridge", "lantern", "harvest", "orbit", "pixel", "vector",
+    "river", "ferry", "harbour", "index", "search", "cluster", "shard", "replica", "mapping", "field", "keyword",
+    "engine", "lucene", "segment", "merge", "query", "token", "analyzer", "north", "south", "quiet", "rapid", "golden",
+    "silver", "market", "order", "invoice", "customer", "parcel", "delivery", "station", "signal", "window", "garden",
+    "mountain", "coffee", "paper", "stone", "bridge", "lantern", "harvest", "orbit", "pixel", "vector",
 ];
-const CATEGORIES: &[&str] = &[
-    "books", "garden", "tools", "music", "outdoor", "kitchen", "toys", "office",
-];
+const CATEGORIES: &[&str] = &["books", "garden", "tools", "music", "outdoor", "kitchen", "toys", "office"];
 const COUNTRIES: &[&str] = &["FR", "DE", "NL", "SE", "JP", "BR", "CA", "IN", "KE", "NZ"];
 
 /// Generates documents; the same seed gives the same sequence.
@@ -25,9 +22,7 @@ pub struct DocGen {
 
 impl DocGen {
     pub fn new(seed: u64) -> Self {
-        DocGen {
-            rng: StdRng::seed_from_u64(seed),
-        }
+        DocGen { rng: StdRng::seed_from_u64(seed) }
     }
 
     fn words(&mut self, n: usize) -> String {
@@ -46,9 +41,7 @@ impl DocGen {
         let created = 1_700_000_000i64 + self.rng.random_range(0..60_000_000);
         let body_words = self.rng.random_range(95..125);
         let ntags = self.rng.random_range(1..5);
-        let tags: Vec<&str> = (0..ntags)
-            .map(|_| WORDS[self.rng.random_range(0..WORDS.len())])
-            .collect();
+        let tags: Vec<&str> = (0..ntags).map(|_| WORDS[self.rng.random_range(0..WORDS.len())]).collect();
         json!({
             "id": id,
             "title": self.words(6),

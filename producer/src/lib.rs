@@ -87,15 +87,8 @@ impl ProducerConfig {
 /// One write of a batch.
 #[derive(Debug, Clone)]
 pub enum Write {
-    Index {
-        id: String,
-        source: String,
-        routing: Option<String>,
-    },
-    Delete {
-        id: String,
-        routing: Option<String>,
-    },
+    Index { id: String, source: String, routing: Option<String> },
+    Delete { id: String, routing: Option<String> },
 }
 
 pub struct Producer {
@@ -122,24 +115,18 @@ impl Producer {
         let cluster = Cluster::connect(&cfg.cluster, "source", Duration::from_secs(30))
             .await
             .map_err(|e| WriteError::Setup(e.to_string()))?;
-        let kafka: FutureProducer =
-            producer_config(&cfg.brokers, &cfg.kafka_properties, cfg.publish_timeout)
-                .create()
-                .map_err(|e| WriteError::Setup(format!("kafka producer: {e}")))?;
+        let kafka: FutureProducer = producer_config(&cfg.brokers, &cfg.kafka_properties, cfg.publish_timeout)
+            .create()
+            .map_err(|e| WriteError::Setup(format!("kafka producer: {e}")))?;
         // Connect and learn the partition leaders now, so that the first events do not
         // spend their publish timeout on it.
         let (kafka, cfg) = tokio::task::spawn_blocking(move || {
-            wait_for_leaders(kafka.client(), &cfg.topic, Duration::from_secs(30))
-                .map(|()| (kafka, cfg))
+            wait_for_leaders(kafka.client(), &cfg.topic, Duration::from_secs(30)).map(|()| (kafka, cfg))
         })
         .await
         .map_err(|e| WriteError::Setup(e.to_string()))?
         .map_err(|e| WriteError::Setup(format!("kafka: {e}")))?;
-        Ok(Producer {
-            cluster,
-            kafka,
-            cfg,
-        })
+        Ok(Producer { cluster, kafka, cfg })
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -148,22 +135,12 @@ impl Producer {
 
     /// Indexes (creates or replaces) a document; `source` must be a JSON object. The same
     /// bytes go to the cluster and into the event.
-    pub async fn index(
-        &self,
-        id: &str,
-        source: &str,
-        routing: Option<&str>,
-    ) -> Result<ChangeEvent> {
+    pub async fn index(&self, id: &str, source: &str, routing: Option<&str>) -> Result<ChangeEvent> {
         let raw = RawValue::from_string(source.to_owned())
             .map_err(|e| WriteError::Refused(format!("source is not JSON: {e}")))?;
         let path = format!("/{}/_doc/{}", self.cfg.alias, encode(id));
         let ack = self
-            .write(
-                indexferry_common::es::Method::Put,
-                &path,
-                routing,
-                Some(Bytes::from(source.to_owned())),
-            )
+            .write(indexferry_common::es::Method::Put, &path, routing, Some(Bytes::from(source.to_owned())))
             .await?;
         let event = self.event(Op::Index, id, routing, Some(raw), ack);
         self.publish(&event).await?;
@@ -174,9 +151,7 @@ impl Producer {
     /// with a sequence number like any other, and its event is published.
     pub async fn delete(&self, id: &str, routing: Option<&str>) -> Result<ChangeEvent> {
         let path = format!("/{}/_doc/{}", self.cfg.alias, encode(id));
-        let ack = self
-            .write(indexferry_common::es::Method::Delete, &path, routing, None)
-            .await?;
+        let ack = self.write(indexferry_common::es::Method::Delete, &path, routing, None).await?;
         let event = self.event(Op::Delete, id, routing, None, ack);
         self.publish(&event).await?;
         Ok(event)
@@ -216,16 +191,10 @@ impl Producer {
         let mut backoff = write_backoff(self.cfg.retry_for);
         let is_delete = matches!(method, indexferry_common::es::Method::Delete);
         loop {
-            let err = match self
-                .cluster
-                .request_raw(method, path, &query, body.clone())
-                .await
-            {
+            let err = match self.cluster.request_raw(method, path, &query, body.clone()).await {
                 Ok((200..=299, bytes)) => return parse_ack(&bytes),
                 // A delete of a missing document answers 404 with a full acknowledgement.
-                Ok((404, bytes)) if is_delete && parse_ack(&bytes).is_ok() => {
-                    return parse_ack(&bytes)
-                }
+                Ok((404, bytes)) if is_delete && parse_ack(&bytes).is_ok() => return parse_ack(&bytes),
                 Ok((status, bytes)) => self.cluster.status_error(method, path, status, &bytes),
                 Err(e) => e,
             };
@@ -237,12 +206,7 @@ impl Producer {
                     tracing::debug!(error = %err, "write not accepted yet, retrying");
                     tokio::time::sleep(d).await;
                 }
-                None => {
-                    return Err(WriteError::GaveUp {
-                        waited: started.elapsed(),
-                        last: err.to_string(),
-                    })
-                }
+                None => return Err(WriteError::GaveUp { waited: started.elapsed(), last: err.to_string() }),
             }
         }
     }
@@ -250,9 +214,7 @@ impl Producer {
     /// Publishes one event and waits for the broker's acknowledgement.
     pub async fn publish(&self, event: &ChangeEvent) -> Result<()> {
         let payload = event.to_json();
-        let record = FutureRecord::to(&self.cfg.topic)
-            .key(event.id.as_bytes())
-            .payload(&payload);
+        let record = FutureRecord::to(&self.cfg.topic).key(event.id.as_bytes()).payload(&payload);
         self.kafka
             .send(record, Timeout::After(self.cfg.publish_timeout))
             .await
@@ -270,12 +232,7 @@ impl Producer {
                 Write::Index { id, routing, .. } => ("index", id, routing),
                 Write::Delete { id, routing } => ("delete", id, routing),
             };
-            let _ = write!(
-                body,
-                r#"{{"{op}":{{"_index":{},"_id":{}"#,
-                json_str(&self.cfg.alias),
-                json_str(id)
-            );
+            let _ = write!(body, r#"{{"{op}":{{"_index":{},"_id":{}"#, json_str(&self.cfg.alias), json_str(id));
             if let Some(r) = routing {
                 let _ = write!(body, r#","routing":{}"#, json_str(r));
             }
@@ -291,12 +248,7 @@ impl Producer {
                 Ok(r) => break r,
                 Err(e) if is_transient(&e) => match backoff.next_delay() {
                     Some(d) => tokio::time::sleep(d).await,
-                    None => {
-                        return Err(WriteError::GaveUp {
-                            waited: self.cfg.retry_for,
-                            last: e.to_string(),
-                        })
-                    }
+                    None => return Err(WriteError::GaveUp { waited: self.cfg.retry_for, last: e.to_string() }),
                 },
                 Err(e) => return Err(WriteError::Refused(e.to_string())),
             }
@@ -305,20 +257,11 @@ impl Producer {
         for (w, item) in writes.iter().zip(&response.items) {
             out.push(self.bulk_event(w, item));
         }
-        let payloads: Vec<(String, Vec<u8>)> = out
-            .iter()
-            .flatten()
-            .map(|e| (e.id.clone(), e.to_json()))
-            .collect();
+        let payloads: Vec<(String, Vec<u8>)> = out.iter().flatten().map(|e| (e.id.clone(), e.to_json())).collect();
         let mut pending = Vec::with_capacity(payloads.len());
         for (id, payload) in &payloads {
-            let record = FutureRecord::to(&self.cfg.topic)
-                .key(id.as_bytes())
-                .payload(payload);
-            pending.push(
-                self.kafka
-                    .send(record, Timeout::After(self.cfg.publish_timeout)),
-            );
+            let record = FutureRecord::to(&self.cfg.topic).key(id.as_bytes()).payload(payload);
+            pending.push(self.kafka.send(record, Timeout::After(self.cfg.publish_timeout)));
         }
         let delivered = futures::future::join_all(pending).await;
         let mut delivered = delivered.into_iter();
@@ -337,11 +280,7 @@ impl Producer {
         match item.outcome() {
             Outcome::Applied => {}
             Outcome::Stale | Outcome::Rejected(_) | Outcome::Retry(_) => {
-                let reason = r
-                    .error
-                    .as_ref()
-                    .map(|e| e.describe())
-                    .unwrap_or_else(|| format!("status {}", r.status));
+                let reason = r.error.as_ref().map(|e| e.describe()).unwrap_or_else(|| format!("status {}", r.status));
                 return Err(WriteError::Refused(reason));
             }
         }
@@ -352,18 +291,11 @@ impl Producer {
             version: r.version.unwrap_or(1),
         };
         Ok(match w {
-            Write::Index {
-                id,
-                source,
-                routing,
-            } => {
-                let raw = RawValue::from_string(source.clone())
-                    .map_err(|e| WriteError::Refused(e.to_string()))?;
+            Write::Index { id, source, routing } => {
+                let raw = RawValue::from_string(source.clone()).map_err(|e| WriteError::Refused(e.to_string()))?;
                 self.event(Op::Index, id, routing.as_deref(), Some(raw), ack)
             }
-            Write::Delete { id, routing } => {
-                self.event(Op::Delete, id, routing.as_deref(), None, ack)
-            }
+            Write::Delete { id, routing } => self.event(Op::Delete, id, routing.as_deref(), None, ack),
         })
     }
 
@@ -375,16 +307,11 @@ impl Producer {
 
 fn write_backoff(retry_for: Duration) -> Backoff {
     // Short first steps: a rollover's block lasts well under a second.
-    Backoff::new(
-        Duration::from_millis(20),
-        Duration::from_millis(500),
-        Some(retry_for),
-    )
+    Backoff::new(Duration::from_millis(20), Duration::from_millis(500), Some(retry_for))
 }
 
 fn parse_ack(bytes: &[u8]) -> Result<WriteResponse> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| WriteError::Refused(format!("unexpected write answer: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| WriteError::Refused(format!("unexpected write answer: {e}")))
 }
 
 fn encode(id: &str) -> String {

@@ -21,26 +21,14 @@ use tokio_util::sync::CancellationToken;
 #[derive(Args, Debug)]
 pub(crate) struct LoadArgs {
     /// Cluster URL.
-    #[arg(
-        long,
-        env = "INDEXFERRY_SOURCE_URL",
-        default_value = "http://127.0.0.1:9200"
-    )]
+    #[arg(long, env = "INDEXFERRY_SOURCE_URL", default_value = "http://127.0.0.1:9200")]
     url: String,
     /// Alias (or index) written through.
     #[arg(long, default_value = "records")]
     alias: String,
-    #[arg(
-        long,
-        env = "INDEXFERRY_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
+    #[arg(long, env = "INDEXFERRY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
-    #[arg(
-        long,
-        env = "INDEXFERRY_KAFKA_TOPIC",
-        default_value = "records.changes"
-    )]
+    #[arg(long, env = "INDEXFERRY_KAFKA_TOPIC", default_value = "records.changes")]
     topic: String,
     /// Create this index with the demo mappings, the alias pointing at it and the topic, if
     /// the alias does not exist yet.
@@ -99,20 +87,10 @@ struct Mix {
 }
 
 fn parse_mix(s: &str) -> anyhow::Result<Mix> {
-    let mut m = Mix {
-        create: 0,
-        update: 0,
-        delete: 0,
-        recreate: 0,
-    };
+    let mut m = Mix { create: 0, update: 0, delete: 0, recreate: 0 };
     for part in s.split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .with_context(|| format!("--mix: {part:?} is not name=percent"))?;
-        let v: u32 = v
-            .trim()
-            .parse()
-            .with_context(|| format!("--mix: {v:?} is not a number"))?;
+        let (k, v) = part.split_once('=').with_context(|| format!("--mix: {part:?} is not name=percent"))?;
+        let v: u32 = v.trim().parse().with_context(|| format!("--mix: {v:?} is not a number"))?;
         match k.trim() {
             "create" => m.create = v,
             "update" => m.update = v,
@@ -123,10 +101,7 @@ fn parse_mix(s: &str) -> anyhow::Result<Mix> {
             }
         }
     }
-    anyhow::ensure!(
-        m.create + m.update + m.delete + m.recreate > 0,
-        "--mix: all shares are zero"
-    );
+    anyhow::ensure!(m.create + m.update + m.delete + m.recreate > 0, "--mix: all shares are zero");
     Ok(m)
 }
 
@@ -215,9 +190,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let initial = initial_load(&producer, &mut gen, &ids, &args, &cancel).await?;
 
     if args.rate > 0 && !cancel.is_cancelled() {
-        let limiter = Arc::new(RateLimiter::direct(Quota::per_second(
-            NonZeroU32::new(args.rate).unwrap_or(NonZeroU32::MIN),
-        )));
+        let limiter =
+            Arc::new(RateLimiter::direct(Quota::per_second(NonZeroU32::new(args.rate).unwrap_or(NonZeroU32::MIN))));
         let budget = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));
         if let Some(d) = args.duration {
             let c = cancel.clone();
@@ -258,15 +232,11 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
                         _ = cancel.cancelled() => break,
                         _ = limiter.until_ready() => {}
                     }
-                    if budget
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                        .is_err()
-                    {
+                    if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
                         cancel.cancel();
                         break;
                     }
-                    let outcome =
-                        one_write(&producer, &mut gen, &ids, mix, &prefix, &counters).await;
+                    let outcome = one_write(&producer, &mut gen, &ids, mix, &prefix, &counters).await;
                     match outcome {
                         Ok(()) => counters.done.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
@@ -299,7 +269,14 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     };
     println!(
         "load: done={} failed={} creates={} updates={} deletes={} recreates={} initial={} seconds={:.1}",
-        summary.done, summary.failed, summary.creates, summary.updates, summary.deletes, summary.recreates, summary.initial, summary.seconds
+        summary.done,
+        summary.failed,
+        summary.creates,
+        summary.updates,
+        summary.deletes,
+        summary.recreates,
+        summary.initial,
+        summary.seconds
     );
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
@@ -422,11 +399,7 @@ async fn initial_load(
             let writes: Vec<Write> = (next..end)
                 .map(|i| {
                     let id = format!("{}{i}", args.id_prefix);
-                    Write::Index {
-                        source: gen.doc(&id, 1),
-                        id,
-                        routing: None,
-                    }
+                    Write::Index { source: gen.doc(&id, 1), id, routing: None }
                 })
                 .collect();
             next = end;
@@ -456,10 +429,7 @@ async fn initial_load(
             continue;
         }
     }
-    eprintln!(
-        "load: initial {written} documents in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("load: initial {written} documents in {:.1}s", started.elapsed().as_secs_f64());
     Ok(written)
 }
 
@@ -485,20 +455,16 @@ async fn create_index(cluster: &Cluster, index: &str, args: &LoadArgs) -> anyhow
         properties: Default::default(),
     };
     indexferry_common::kafka::ensure_topic(&kafka, &args.topic, args.partitions).await?;
-    eprintln!(
-        "load: created index {index} behind alias {} and topic {}",
-        args.alias, args.topic
-    );
+    eprintln!("load: created index {index} behind alias {} and topic {}", args.alias, args.topic);
     Ok(())
 }
 
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

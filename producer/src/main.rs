@@ -29,11 +29,7 @@ enum Command {
     /// and reason; the exit code is 1 if any line was invalid.
     Publish {
         /// Kafka bootstrap servers.
-        #[arg(
-            long,
-            env = "INDEXFERRY_KAFKA_BROKERS",
-            default_value = "127.0.0.1:9092"
-        )]
+        #[arg(long, env = "INDEXFERRY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
         /// Topic to publish to.
         #[arg(long, env = "INDEXFERRY_KAFKA_TOPIC")]
@@ -51,11 +47,7 @@ async fn main() {
     indexferry_common::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Publish {
-            brokers,
-            topic,
-            dry_run,
-        } => publish(&brokers, &topic, dry_run).await,
+        Command::Publish { brokers, topic, dry_run } => publish(&brokers, &topic, dry_run).await,
         Command::Load(args) => load::run(*args).await,
     };
     if let Err(e) = result {
@@ -65,10 +57,9 @@ async fn main() {
 }
 
 async fn publish(brokers: &str, topic: &str, dry_run: bool) -> anyhow::Result<()> {
-    let producer: FutureProducer =
-        producer_config(brokers, &BTreeMap::new(), Duration::from_secs(30))
-            .create()
-            .context("cannot create kafka producer")?;
+    let producer: FutureProducer = producer_config(brokers, &BTreeMap::new(), Duration::from_secs(30))
+        .create()
+        .context("cannot create kafka producer")?;
     let stdin = std::io::stdin();
     let (mut published, mut invalid) = (0u64, 0u64);
     let mut pending = Vec::new();
@@ -79,9 +70,7 @@ async fn publish(brokers: &str, topic: &str, dry_run: bool) -> anyhow::Result<()
         }
         match indexferry_schemas::decode(None, line.as_bytes()) {
             Ok(event) if !dry_run => {
-                let record = FutureRecord::to(topic)
-                    .key(event.id.as_bytes())
-                    .payload(line.trim().as_bytes());
+                let record = FutureRecord::to(topic).key(event.id.as_bytes()).payload(line.trim().as_bytes());
                 pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
                 published += 1;
             }

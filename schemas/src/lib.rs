@@ -156,9 +156,7 @@ pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<ChangeEvent, DecodeE
         return Err(DecodeError::PrimaryTermZero);
     }
     if event.version == 0 {
-        return Err(DecodeError::Invalid(
-            "field `version` must be at least 1".into(),
-        ));
+        return Err(DecodeError::Invalid("field `version` must be at least 1".into()));
     }
     match (event.op, &event.source) {
         (Op::Index, None) => return Err(DecodeError::MissingSource),
@@ -171,10 +169,7 @@ pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<ChangeEvent, DecodeE
     if let Some(key) = key {
         let key = std::str::from_utf8(key).map_err(|_| DecodeError::KeyNotUtf8)?;
         if key != event.id {
-            return Err(DecodeError::KeyMismatch {
-                key: key.to_owned(),
-                id: event.id,
-            });
+            return Err(DecodeError::KeyMismatch { key: key.to_owned(), id: event.id });
         }
     }
     Ok(event)
@@ -190,10 +185,7 @@ fn classify_serde_error(payload: &[u8], path: &str, err: serde_json::Error) -> D
     struct SchemaOnly {
         schema: Option<serde_json::Value>,
     }
-    if let Ok(SchemaOnly {
-        schema: Some(schema),
-    }) = serde_json::from_slice(payload)
-    {
+    if let Ok(SchemaOnly { schema: Some(schema) }) = serde_json::from_slice(payload) {
         match schema.as_str() {
             Some(SCHEMA_V1) => {}
             Some(other) => return DecodeError::UnknownSchema(other.to_owned()),

@@ -4,10 +4,7 @@ use serde_json::json;
 
 fn schema() -> jsonschema::Validator {
     let schema: serde_json::Value = serde_json::from_str(JSON_SCHEMA_V1).expect("schema is JSON");
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .expect("schema compiles")
+    jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
 }
 
 fn index_event() -> serde_json::Value {
@@ -129,10 +126,7 @@ fn valid_examples_pass_schema_and_decoder() {
         assert_eq!(event.id, "doc-1");
         // What we serialise is valid against the schema too.
         let back: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
-        assert!(
-            validator.is_valid(&back),
-            "schema rejects re-encoded {back}"
-        );
+        assert!(validator.is_valid(&back), "schema rejects re-encoded {back}");
     }
 }
 
@@ -140,10 +134,7 @@ fn valid_examples_pass_schema_and_decoder() {
 fn invalid_examples_fail_schema_and_decoder() {
     let validator = schema();
     for (what, example) in invalid_examples() {
-        assert!(
-            !validator.is_valid(&example),
-            "schema accepts {what}: {example}"
-        );
+        assert!(!validator.is_valid(&example), "schema accepts {what}: {example}");
         let bytes = serde_json::to_vec(&example).unwrap();
         let err = decode(None, &bytes).expect_err(what);
         assert!(!err.to_string().is_empty(), "{what}");
@@ -153,10 +144,7 @@ fn invalid_examples_fail_schema_and_decoder() {
 #[test]
 fn decoder_reasons_name_the_problem() {
     assert_eq!(decode(None, b""), Err(DecodeError::Empty));
-    assert!(matches!(
-        decode(None, b"{not json"),
-        Err(DecodeError::NotJson(_))
-    ));
+    assert!(matches!(decode(None, b"{not json"), Err(DecodeError::NotJson(_))));
     assert_eq!(decode(None, b"[1,2]"), Err(DecodeError::NotObject));
     assert_eq!(decode(None, b"\"str\""), Err(DecodeError::NotObject));
     let v2 = serde_json::to_vec(&with(index_event(), |m| {
@@ -164,23 +152,14 @@ fn decoder_reasons_name_the_problem() {
         m.insert("new".into(), json!(1));
     }))
     .unwrap();
-    assert_eq!(
-        decode(None, &v2),
-        Err(DecodeError::UnknownSchema("x.v9".into()))
-    );
+    assert_eq!(decode(None, &v2), Err(DecodeError::UnknownSchema("x.v9".into())));
     let no_source = serde_json::to_vec(&with(index_event(), |m| {
         m.remove("source");
     }))
     .unwrap();
     assert_eq!(decode(None, &no_source), Err(DecodeError::MissingSource));
     let ok = serde_json::to_vec(&index_event()).unwrap();
-    assert_eq!(
-        decode(Some(b"other"), &ok),
-        Err(DecodeError::KeyMismatch {
-            key: "other".into(),
-            id: "doc-1".into()
-        })
-    );
+    assert_eq!(decode(Some(b"other"), &ok), Err(DecodeError::KeyMismatch { key: "other".into(), id: "doc-1".into() }));
     let msg = decode(
         None,
         &serde_json::to_vec(&with(index_event(), |m| {
@@ -221,26 +200,24 @@ fn arb_event() -> impl Strategy<Value = ChangeEvent> {
         ),
         0i64..4_000_000_000_000,
     )
-        .prop_map(
-            |(is_index, index, id, seq_no, primary_term, version, routing, fields, millis)| {
-                let source = is_index.then(|| {
-                    let map: serde_json::Map<_, _> = fields.into_iter().collect();
-                    RawValue::from_string(serde_json::Value::Object(map).to_string()).unwrap()
-                });
-                ChangeEvent {
-                    schema: SCHEMA_V1.into(),
-                    op: if is_index { Op::Index } else { Op::Delete },
-                    index,
-                    id,
-                    seq_no,
-                    primary_term,
-                    version,
-                    routing,
-                    source,
-                    ts: DateTime::from_timestamp_millis(millis).unwrap(),
-                }
-            },
-        )
+        .prop_map(|(is_index, index, id, seq_no, primary_term, version, routing, fields, millis)| {
+            let source = is_index.then(|| {
+                let map: serde_json::Map<_, _> = fields.into_iter().collect();
+                RawValue::from_string(serde_json::Value::Object(map).to_string()).unwrap()
+            });
+            ChangeEvent {
+                schema: SCHEMA_V1.into(),
+                op: if is_index { Op::Index } else { Op::Delete },
+                index,
+                id,
+                seq_no,
+                primary_term,
+                version,
+                routing,
+                source,
+                ts: DateTime::from_timestamp_millis(millis).unwrap(),
+            }
+        })
 }
 
 proptest! {

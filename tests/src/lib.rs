@@ -71,8 +71,7 @@ pub async fn create_source(
         "mappings": mappings,
         "aliases": { alias: { "is_write_index": true } },
     });
-    c.json::<Value>(Method::Put, &format!("/{index}"), &[], Some(&body))
-        .await?;
+    c.json::<Value>(Method::Put, &format!("/{index}"), &[], Some(&body)).await?;
     indexferry_common::kafka::ensure_topic(&kafka(topic), topic, partitions).await?;
     Ok(c)
 }
@@ -80,16 +79,9 @@ pub async fn create_source(
 /// The directory holding the workspace's binaries (next to the test executable's `deps/`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace` before the tests",
-        path.display()
-    );
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace` before the tests", path.display());
     path
 }
 
@@ -146,20 +138,14 @@ impl Drop for Proc {
 
 /// Starts a long-running command with its output appended to `log`.
 pub fn spawn(mut c: Command, log: &Path) -> anyhow::Result<Proc> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     c.stdout(Stdio::from(f.try_clone()?)).stderr(Stdio::from(f));
     Ok(Proc(c.spawn()?))
 }
 
 /// Sends SIGTERM and waits for the exit.
 pub fn terminate(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
     Ok(child.wait()?)
 }
 
@@ -197,13 +183,8 @@ pub async fn wait_for<T>(
 /// Snapshot finished for every pair and the consumer caught up with the topic: under a
 /// live load a few events are always in flight, so "caught up" is a lag under 500.
 pub fn caught_up(s: &Value) -> bool {
-    let pairs_done = s["pairs"]
-        .as_array()
-        .is_some_and(|p| p.iter().all(|p| p["done"] == json!(true)));
-    pairs_done
-        && s["replay"]["lag_messages"]
-            .as_u64()
-            .is_some_and(|l| l < 500)
+    let pairs_done = s["pairs"].as_array().is_some_and(|p| p.iter().all(|p| p["done"] == json!(true)));
+    pairs_done && s["replay"]["lag_messages"].as_u64().is_some_and(|l| l < 500)
 }
 
 /// Writes a recipe for one pair and returns its path.
@@ -263,10 +244,7 @@ grace = "500ms"
             source = self.source,
             target_index = self.target,
             alias = self.alias,
-            mappings = mappings_path
-                .file_name()
-                .and_then(|f| f.to_str())
-                .unwrap_or_default(),
+            mappings = mappings_path.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
             slices = self.slices,
             batch = self.batch_size,
             throttle = self.throttle,
@@ -279,19 +257,11 @@ grace = "500ms"
 }
 
 /// Reads every message of `topic` from the beginning until `expect` are seen or `limit`.
-pub fn read_topic(
-    topic: &str,
-    expect: usize,
-    limit: Duration,
-) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
+pub fn read_topic(topic: &str, expect: usize, limit: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
-    let consumer: BaseConsumer = indexferry_common::kafka::consumer_config(
-        &brokers(),
-        &Default::default(),
-        &unique("reader"),
-    )
-    .create()?;
+    let consumer: BaseConsumer =
+        indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader")).create()?;
     consumer.subscribe(&[topic])?;
     let start = Instant::now();
     let mut out = vec![];
@@ -320,36 +290,20 @@ pub fn read_topic(
 /// Publishes raw messages (key, payload) to a topic and waits for each acknowledgement.
 pub async fn publish_raw(topic: &str, messages: &[(&str, Vec<u8>)]) -> anyhow::Result<()> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let p: FutureProducer = indexferry_common::kafka::producer_config(
-        &brokers(),
-        &Default::default(),
-        Duration::from_secs(10),
-    )
-    .create()?;
+    let p: FutureProducer =
+        indexferry_common::kafka::producer_config(&brokers(), &Default::default(), Duration::from_secs(10)).create()?;
     for (k, v) in messages {
-        p.send(
-            FutureRecord::to(topic).key(*k).payload(v),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+        p.send(FutureRecord::to(topic).key(*k).payload(v), Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
     }
     Ok(())
 }
 
 /// Reads `topic` from the beginning until no message came for `idle`.
-pub fn read_topic_until_idle(
-    topic: &str,
-    idle: Duration,
-) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
+pub fn read_topic_until_idle(topic: &str, idle: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
-    let consumer: BaseConsumer = indexferry_common::kafka::consumer_config(
-        &brokers(),
-        &Default::default(),
-        &unique("reader"),
-    )
-    .create()?;
+    let consumer: BaseConsumer =
+        indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader")).create()?;
     consumer.subscribe(&[topic])?;
     let mut out = vec![];
     let mut last = Instant::now();
@@ -368,33 +322,17 @@ pub fn read_topic_until_idle(
 }
 
 /// Every document of a small index: id → `_source` (at most 10,000).
-pub async fn all_docs(
-    url: &str,
-    index: &str,
-) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
+pub async fn all_docs(url: &str, index: &str) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
     let c = cluster(url).await?;
-    c.json::<Value>(Method::Post, &format!("/{index}/_refresh"), &[], None)
-        .await?;
+    c.json::<Value>(Method::Post, &format!("/{index}/_refresh"), &[], None).await?;
     let body = json!({ "size": 10000, "query": { "match_all": {} }, "track_total_hits": true });
-    let r: Value = c
-        .json(Method::Post, &format!("/{index}/_search"), &[], Some(&body))
-        .await?;
+    let r: Value = c.json(Method::Post, &format!("/{index}/_search"), &[], Some(&body)).await?;
     let total = r["hits"]["total"]["value"].as_u64().unwrap_or(0);
-    anyhow::ensure!(
-        total < 10000,
-        "{index} has {total} documents, too many for all_docs"
-    );
+    anyhow::ensure!(total < 10000, "{index} has {total} documents, too many for all_docs");
     Ok(r["hits"]["hits"]
         .as_array()
         .map(|hits| {
-            hits.iter()
-                .map(|h| {
-                    (
-                        h["_id"].as_str().unwrap_or_default().to_owned(),
-                        h["_source"].clone(),
-                    )
-                })
-                .collect()
+            hits.iter().map(|h| (h["_id"].as_str().unwrap_or_default().to_owned(), h["_source"].clone())).collect()
         })
         .unwrap_or_default())
 }
@@ -413,10 +351,10 @@ pub fn source_mappings() -> Value {
 /// The new mapping: category becomes searchable text with a keyword sub-field, quantity a long.
 pub fn changed_mappings() -> Value {
     let mut m = source_mappings();
-    m["properties"]["category"] =
-        json!({ "type": "text", "fields": { "raw": { "type": "keyword" } } });
+    m["properties"]["category"] = json!({ "type": "text", "fields": { "raw": { "type": "keyword" } } });
     m["properties"]["quantity"] = json!({ "type": "long" });
-    m["properties"]["title"] = json!({ "type": "text", "fields": { "exact": { "type": "keyword", "ignore_above": 256 } } });
+    m["properties"]["title"] =
+        json!({ "type": "text", "fields": { "exact": { "type": "keyword", "ignore_above": 256 } } });
     m
 }
 
@@ -427,38 +365,28 @@ pub struct Load {
 
 impl Load {
     /// Starts `indexferry-producer load` with `initial` documents first, then `rate` writes/s.
-    pub fn start(
+    pub fn start(dir: &Path, url: &str, alias: &str, topic: &str, initial: u64, rate: u32) -> anyhow::Result<Load> {
+        Load::start_with(dir, url, alias, topic, initial, rate, &[])
+    }
+
+    /// [`Load::start`] with more `indexferry-producer load` arguments.
+    pub fn start_with(
         dir: &Path,
         url: &str,
         alias: &str,
         topic: &str,
         initial: u64,
         rate: u32,
+        extra: &[&str],
     ) -> anyhow::Result<Load> {
         let report = dir.join(format!("{}-load.json", unique("load")));
         let mut c = Command::new(bin("indexferry-producer"));
-        c.args([
-            "load",
-            "--url",
-            url,
-            "--alias",
-            alias,
-            "--topic",
-            topic,
-            "--brokers",
-            &brokers(),
-        ])
-        .args([
-            "--initial",
-            &initial.to_string(),
-            "--rate",
-            &rate.to_string(),
-            "--concurrency",
-            "4",
-        ])
-        .args(["--mix", "create=30,update=40,delete=18,recreate=12"])
-        .arg("--report")
-        .arg(&report);
+        c.args(["load", "--url", url, "--alias", alias, "--topic", topic, "--brokers", &brokers()])
+            .args(["--initial", &initial.to_string(), "--rate", &rate.to_string(), "--concurrency", "4"])
+            .args(["--mix", "create=30,update=40,delete=18,recreate=12"])
+            .args(extra)
+            .arg("--report")
+            .arg(&report);
         let child = spawn(c, &dir.join("load.log"))?;
         Ok(Load { child, report })
     }
@@ -467,10 +395,7 @@ impl Load {
     pub fn stop(mut self) -> anyhow::Result<(u64, u64)> {
         terminate(&mut self.child)?;
         let r: Value = serde_json::from_slice(&std::fs::read(&self.report)?)?;
-        Ok((
-            r["done"].as_u64().unwrap_or(0),
-            r["failed"].as_u64().unwrap_or(u64::MAX),
-        ))
+        Ok((r["done"].as_u64().unwrap_or(0), r["failed"].as_u64().unwrap_or(u64::MAX)))
     }
 }
 
@@ -481,10 +406,7 @@ pub async fn wait_docs(url: &str, index: &str, n: u64) -> anyhow::Result<()> {
         if c.count(index, true).await? >= n {
             return Ok(());
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < limit,
-            "{index} never reached {n} documents"
-        );
+        anyhow::ensure!(std::time::Instant::now() < limit, "{index} never reached {n} documents");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -496,4 +418,13 @@ pub async fn wait_caught_up(state: &Path, name: &str, limit: Duration) -> anyhow
         Ok(caught_up(&s).then_some(s))
     })
     .await
+}
+
+/// Producer settings for tests that write directly: a publish timeout that a busy CI
+/// machine cannot exceed (the short default is there for the rollover grace, which these
+/// writes are not timed against).
+pub fn producer_config(url: &str, topic: &str, alias: &str) -> indexferry_producer::ProducerConfig {
+    let mut cfg = indexferry_producer::ProducerConfig::new(url, &brokers(), topic, alias);
+    cfg.publish_timeout = Duration::from_secs(10);
+    cfg
 }

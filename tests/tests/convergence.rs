@@ -5,17 +5,14 @@
 //! to the dead-letter topic with their reasons, and the pipeline goes on.
 
 use indexferry_common::es::Method;
-use indexferry_producer::{Producer, ProducerConfig};
+use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 async fn target_doc(url: &str, index: &str, id: &str) -> anyhow::Result<Option<Value>> {
     let c = cluster(url).await?;
-    match c
-        .json::<Value>(Method::Get, &format!("/{index}/_doc/{id}"), &[], None)
-        .await
-    {
+    match c.json::<Value>(Method::Get, &format!("/{index}/_doc/{id}"), &[], None).await {
         Ok(v) => Ok(Some(v["_source"].clone())),
         Err(e) if e.status() == Some(404) => Ok(None),
         Err(e) => Err(e.into()),
@@ -27,18 +24,12 @@ async fn reorderings_duplicates_and_early_deletes_converge() -> anyhow::Result<(
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let (src, dst, alias, topic, name) = (
-        unique("conv-src"),
-        unique("conv-dst"),
-        unique("conv"),
-        unique("conv-events"),
-        unique("conv"),
-    );
+    let (src, dst, alias, topic, name) =
+        (unique("conv-src"), unique("conv-dst"), unique("conv"), unique("conv-events"), unique("conv"));
     create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
-    let p = Producer::connect(ProducerConfig::new(&url, &brokers(), &topic, &alias)).await?;
+    let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     for id in ["a", "b", "c", "d"] {
-        p.index(id, &json!({ "id": id, "rev": "0" }).to_string(), None)
-            .await?;
+        p.index(id, &json!({ "id": id, "rev": "0" }).to_string(), None).await?;
     }
     let recipe = RecipeSpec {
         name: &name,
@@ -55,30 +46,19 @@ async fn reorderings_duplicates_and_early_deletes_converge() -> anyhow::Result<(
         extra: "",
     }
     .write(dir.path())?;
-    run_ok(indexferry(
-        &state,
-        &["init", recipe.to_str().unwrap_or_default()],
-    ))?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
 
     // Delete, then re-create "a": _version restarts, _seq_no keeps growing.
     let deleted = p.delete("a", None).await?;
-    let recreated = p
-        .index("a", r#"{"id":"a","rev":"recreated"}"#, None)
-        .await?;
-    assert!(
-        recreated.seq_no > deleted.seq_no,
-        "_seq_no grows across delete-then-recreate"
-    );
+    let recreated = p.index("a", r#"{"id":"a","rev":"recreated"}"#, None).await?;
+    assert!(recreated.seq_no > deleted.seq_no, "_seq_no grows across delete-then-recreate");
     // Two updates of "b"; then the newer delivered again, and the older delivered late.
     let b1 = p.index("b", r#"{"id":"b","rev":"1"}"#, None).await?;
     let b2 = p.index("b", r#"{"id":"b","rev":"2"}"#, None).await?;
     publish_raw(&topic, &[("b", b2.to_json()), ("b", b1.to_json())]).await?;
     // "c" is deleted right after the snapshot's view would have been taken: its delete
     // event (seq_no above the copy's) reaches the target before the snapshot copies it.
-    let c_now: Value = cluster(&url)
-        .await?
-        .json(Method::Get, &format!("/{src}/_doc/c"), &[], None)
-        .await?;
+    let c_now: Value = cluster(&url).await?.json(Method::Get, &format!("/{src}/_doc/c"), &[], None).await?;
     let c_seq = c_now["_seq_no"].as_u64().unwrap_or(0);
     let mut early_delete = b1.clone();
     early_delete.op = indexferry_schemas::Op::Delete;
@@ -92,86 +72,43 @@ async fn reorderings_duplicates_and_early_deletes_converge() -> anyhow::Result<(
     let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
     wait_for("replay caught up", Duration::from_secs(60), || {
         let s = status(&state, &name)?;
-        Ok((s["replay"]["lag_messages"] == json!(0)
-            && s["replay"]["applied"].as_u64().unwrap_or(0) >= 5)
-            .then_some(s))
+        Ok((s["replay"]["lag_messages"] == json!(0) && s["replay"]["applied"].as_u64().unwrap_or(0) >= 5).then_some(s))
     })
     .await?;
     let s = status(&state, &name)?;
-    assert_eq!(
-        s["replay"]["stale"],
-        json!(2),
-        "the duplicate and the late event are stale: {s}"
-    );
+    assert_eq!(s["replay"]["stale"], json!(2), "the duplicate and the late event are stale: {s}");
     run_ok(indexferry(&state, &["snapshot", &name]))?;
     let s = status(&state, &name)?;
     // a (recreated), b (rev 2) and the early-deleted c were already newer in the target.
     assert_eq!(s["pairs"][0]["stale"], json!(3), "{s}");
-    assert_eq!(
-        s["pairs"][0]["applied"],
-        json!(1),
-        "only d came from the snapshot: {s}"
-    );
+    assert_eq!(s["pairs"][0]["applied"], json!(1), "only d came from the snapshot: {s}");
 
-    assert_eq!(
-        target_doc(&url, &dst, "a").await?,
-        Some(json!({"id":"a","rev":"recreated"}))
-    );
-    assert_eq!(
-        target_doc(&url, &dst, "b").await?,
-        Some(json!({"id":"b","rev":"2"}))
-    );
-    assert_eq!(
-        target_doc(&url, &dst, "c").await?,
-        None,
-        "the early delete beats the older copy"
-    );
-    assert_eq!(
-        target_doc(&url, &dst, "d").await?,
-        Some(json!({"id":"d","rev":"0"}))
-    );
+    assert_eq!(target_doc(&url, &dst, "a").await?, Some(json!({"id":"a","rev":"recreated"})));
+    assert_eq!(target_doc(&url, &dst, "b").await?, Some(json!({"id":"b","rev":"2"})));
+    assert_eq!(target_doc(&url, &dst, "c").await?, None, "the early delete beats the older copy");
+    assert_eq!(target_doc(&url, &dst, "d").await?, Some(json!({"id":"d","rev":"0"})));
 
     // Delivered again, late, after everything: nothing moves.
     publish_raw(&topic, &[("b", b1.to_json()), ("a", recreated.to_json())]).await?;
     wait_for("late events judged", Duration::from_secs(30), || {
         let s = status(&state, &name)?;
-        Ok(
-            (s["replay"]["lag_messages"] == json!(0) && s["replay"]["stale"] == json!(4))
-                .then_some(()),
-        )
+        Ok((s["replay"]["lag_messages"] == json!(0) && s["replay"]["stale"] == json!(4)).then_some(()))
     })
     .await?;
-    assert_eq!(
-        target_doc(&url, &dst, "b").await?,
-        Some(json!({"id":"b","rev":"2"}))
-    );
+    assert_eq!(target_doc(&url, &dst, "b").await?, Some(json!({"id":"b","rev":"2"})));
     terminate(&mut consume)?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() -> anyhow::Result<()>
-{
+async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let (src, dst, alias, topic, name) = (
-        unique("dlq-src"),
-        unique("dlq-dst"),
-        unique("dlq"),
-        unique("dlq-events"),
-        unique("dlq"),
-    );
-    create_source(
-        &url,
-        &src,
-        &alias,
-        &topic,
-        1,
-        json!({ "properties": { "n": { "type": "keyword" } } }),
-    )
-    .await?;
-    let p = Producer::connect(ProducerConfig::new(&url, &brokers(), &topic, &alias)).await?;
+    let (src, dst, alias, topic, name) =
+        (unique("dlq-src"), unique("dlq-dst"), unique("dlq"), unique("dlq-events"), unique("dlq"));
+    create_source(&url, &src, &alias, &topic, 1, json!({ "properties": { "n": { "type": "keyword" } } })).await?;
+    let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     p.index("seed", r#"{"n":"1"}"#, None).await?;
     let recipe = RecipeSpec {
         name: &name,
@@ -188,72 +125,35 @@ async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() ->
         extra: "",
     }
     .write(dir.path())?;
-    run_ok(indexferry(
-        &state,
-        &["init", recipe.to_str().unwrap_or_default()],
-    ))?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let log = dir.path().join("run.log");
     let mut run = spawn(indexferry(&state, &["run", &name]), &log)?;
     // Bad input only after the snapshot, so that only the replay meets it.
-    wait_for("snapshot done", Duration::from_secs(60), || {
-        Ok(caught_up(&status(&state, &name)?).then_some(()))
-    })
-    .await?;
+    wait_for("snapshot done", Duration::from_secs(60), || Ok(caught_up(&status(&state, &name)?).then_some(()))).await?;
 
     publish_raw(&topic, &[("junk", b"{this is not json".to_vec())]).await?;
     p.index("conflict", r#"{"n":"not a number"}"#, None).await?;
     p.index("fine", r#"{"n":"42"}"#, None).await?;
-    let s = wait_for(
-        "pipeline past the bad input",
-        Duration::from_secs(60),
-        || {
-            let s = status(&state, &name)?;
-            Ok((caught_up(&s)
-                && s["replay"]["lag_messages"] == json!(0)
-                && s["replay"]["dead_lettered"] == json!(2))
+    let s = wait_for("pipeline past the bad input", Duration::from_secs(60), || {
+        let s = status(&state, &name)?;
+        Ok((caught_up(&s) && s["replay"]["lag_messages"] == json!(0) && s["replay"]["dead_lettered"] == json!(2))
             .then_some(s))
-        },
-    )
+    })
     .await?;
-    assert_eq!(
-        s["replay"]["applied"],
-        json!(1),
-        "the valid event after the bad ones is applied: {s}"
-    );
-    assert_eq!(
-        target_doc(&url, &dst, "fine").await?,
-        Some(json!({"n":"42"}))
-    );
+    assert_eq!(s["replay"]["applied"], json!(1), "the valid event after the bad ones is applied: {s}");
+    assert_eq!(target_doc(&url, &dst, "fine").await?, Some(json!({"n":"42"})));
     assert_eq!(target_doc(&url, &dst, "conflict").await?, None);
 
     let letters = read_topic(&format!("{topic}.deadletter"), 2, Duration::from_secs(20))?;
-    let letters: Vec<Value> = letters
-        .iter()
-        .map(|(_, p)| serde_json::from_slice(p))
-        .collect::<Result<_, _>>()?;
+    let letters: Vec<Value> = letters.iter().map(|(_, p)| serde_json::from_slice(p)).collect::<Result<_, _>>()?;
     assert_eq!(letters.len(), 2, "{letters:?}");
-    let junk = letters
-        .iter()
-        .find(|l| l["kind"] == "decode")
-        .expect("decode letter");
-    assert!(
-        junk["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("not valid JSON"),
-        "{junk}"
-    );
+    let junk = letters.iter().find(|l| l["kind"] == "decode").expect("decode letter");
+    assert!(junk["reason"].as_str().unwrap_or_default().contains("not valid JSON"), "{junk}");
     assert_eq!(junk["payload"], "{this is not json");
     assert_eq!(junk["partition"], 0);
-    let rejected = letters
-        .iter()
-        .find(|l| l["kind"] == "rejected")
-        .expect("rejected letter");
+    let rejected = letters.iter().find(|l| l["kind"] == "rejected").expect("rejected letter");
     let reason = rejected["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("parsing_exception") || reason.contains("mapper"),
-        "{reason}"
-    );
+    assert!(reason.contains("parsing_exception") || reason.contains("mapper"), "{reason}");
     assert_eq!(rejected["key"], "conflict");
     terminate(&mut run)?;
     Ok(())

@@ -11,13 +11,8 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let source_url = es8();
-    let (src, dst, alias, topic, name) = (
-        unique("live-src"),
-        unique("live-dst"),
-        unique("live"),
-        unique("live-events"),
-        unique("mig"),
-    );
+    let (src, dst, alias, topic, name) =
+        (unique("live-src"), unique("live-dst"), unique("live"), unique("live-events"), unique("mig"));
     create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
     let load = Load::start(dir.path(), &source_url, &alias, &topic, 4000, 150)?;
     wait_docs(&source_url, &src, 4000).await?;
@@ -37,21 +32,12 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
         extra: "",
     }
     .write(dir.path())?;
-    run_ok(indexferry(
-        &state,
-        &["init", recipe.to_str().unwrap_or_default()],
-    ))?;
-    let mut run = spawn(
-        indexferry(&state, &["run", &name]),
-        &dir.path().join("run.log"),
-    )?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
     let caught = wait_caught_up(&state, &name, Duration::from_secs(180)).await;
     if caught.is_err() {
         let _ = terminate(&mut run);
-        eprintln!(
-            "{}",
-            std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default()
-        );
+        eprintln!("{}", std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default());
     }
     caught?;
     // Writes keep coming while caught up.
@@ -74,43 +60,24 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
         .expect("rollover prints the write pause");
     let s = status(&state, &name)?;
     assert_eq!(s["state"], "rolled_over");
-    assert_eq!(
-        s["last_rollover"]["write_pause_ms"],
-        json!(pause),
-        "the pause is recorded"
-    );
+    assert_eq!(s["last_rollover"]["write_pause_ms"], json!(pause), "the pause is recorded");
 
     if let Some(load) = load {
         // Writes go on through the alias, now into the target.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (done, failed) = load.stop()?;
-        assert_eq!(
-            failed, 0,
-            "no write may fail across the rollover ({done} done)"
-        );
+        assert_eq!(failed, 0, "no write may fail across the rollover ({done} done)");
         assert!(done > 100, "the load really ran ({done} writes)");
     }
     // The run process stops by itself once rolled over.
-    let exit = wait_for(
-        "run to exit after rollover",
-        Duration::from_secs(30),
-        || Ok(run.try_wait()?),
-    )
-    .await?;
+    let exit = wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
     assert!(exit.success(), "run exits cleanly: {exit}");
 
     let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        anyhow::anyhow!(
-            "verify printed no report ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
     let pair = &report["pairs"][0];
-    assert!(
-        pair["source_docs"].as_u64().unwrap_or(0) >= 4000,
-        "{report}"
-    );
+    assert!(pair["source_docs"].as_u64().unwrap_or(0) >= 4000, "{report}");
     assert_eq!(report["identical"], json!(true), "{report}");
     assert!(out.status.success());
     if !load_through_rollover {
@@ -119,21 +86,14 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
     // Writes after the switch went to the target alone (their events name the target
     // index). verify leaves them out; check that independently of verify: the source
     // equals the target on every other id.
-    let after_switch: std::collections::BTreeSet<String> =
-        read_topic_until_idle(&topic, Duration::from_secs(3))?
-            .into_iter()
-            .filter_map(|(_, payload)| indexferry_schemas::decode(None, &payload).ok())
-            .filter(|e| e.index == dst)
-            .map(|e| e.id)
-            .collect();
-    assert!(
-        !after_switch.is_empty(),
-        "the load wrote through the alias after the switch"
-    );
-    assert!(
-        pair["written_after_switch"].as_u64().unwrap_or(0) >= after_switch.len() as u64,
-        "{report}"
-    );
+    let after_switch: std::collections::BTreeSet<String> = read_topic_until_idle(&topic, Duration::from_secs(3))?
+        .into_iter()
+        .filter_map(|(_, payload)| indexferry_schemas::decode(None, &payload).ok())
+        .filter(|e| e.index == dst)
+        .map(|e| e.id)
+        .collect();
+    assert!(!after_switch.is_empty(), "the load wrote through the alias after the switch");
+    assert!(pair["written_after_switch"].as_u64().unwrap_or(0) >= after_switch.len() as u64, "{report}");
     let source_docs = all_docs(&source_url, &src).await?;
     let target_docs = all_docs(target_url, &dst).await?;
     let mut differences = 0;
@@ -143,17 +103,10 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
         }
         if source_docs.get(id) != target_docs.get(id) {
             differences += 1;
-            eprintln!(
-                "differs: {id}: source {:?} target {:?}",
-                source_docs.get(id),
-                target_docs.get(id)
-            );
+            eprintln!("differs: {id}: source {:?} target {:?}", source_docs.get(id), target_docs.get(id));
         }
     }
-    assert_eq!(
-        differences, 0,
-        "every id not written after the switch is identical"
-    );
+    assert_eq!(differences, 0, "every id not written after the switch is identical");
     Ok(())
 }
 

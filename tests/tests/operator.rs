@@ -2,7 +2,7 @@
 //! undoing its write block when the drain fails, cancel cleaning up, metrics served.
 
 use indexferry_common::es::Method;
-use indexferry_producer::{Producer, ProducerConfig};
+use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -23,19 +23,12 @@ async fn setup(extra: &str) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let (src, dst, alias, topic, name) = (
-        unique("op-src"),
-        unique("op-dst"),
-        unique("op"),
-        unique("op-events"),
-        unique("op"),
-    );
+    let (src, dst, alias, topic, name) =
+        (unique("op-src"), unique("op-dst"), unique("op"), unique("op-events"), unique("op"));
     create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let producer = Producer::connect(ProducerConfig::new(&url, &brokers(), &topic, &alias)).await?;
+    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     for i in 0..50 {
-        producer
-            .index(&format!("d{i}"), &json!({ "i": i }).to_string(), None)
-            .await?;
+        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
     }
     let recipe = RecipeSpec {
         name: &name,
@@ -52,32 +45,13 @@ async fn setup(extra: &str) -> anyhow::Result<Setup> {
         extra,
     }
     .write(dir.path())?;
-    run_ok(indexferry(
-        &state,
-        &["init", recipe.to_str().unwrap_or_default()],
-    ))?;
-    Ok(Setup {
-        dir,
-        state,
-        url,
-        src,
-        dst,
-        topic,
-        name,
-        producer,
-    })
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    Ok(Setup { dir, state, url, src, dst, topic, name, producer })
 }
 
 async fn write_block(url: &str, index: &str) -> anyhow::Result<Value> {
     let c = cluster(url).await?;
-    let s: Value = c
-        .json(
-            Method::Get,
-            &format!("/{index}/_settings"),
-            &[("flat_settings", "true")],
-            None,
-        )
-        .await?;
+    let s: Value = c.json(Method::Get, &format!("/{index}/_settings"), &[("flat_settings", "true")], None).await?;
     Ok(s[index]["settings"]["index.blocks.write"].clone())
 }
 
@@ -87,38 +61,19 @@ async fn rollover_refuses_before_the_snapshot_is_complete() -> anyhow::Result<()
     let out = output(indexferry(&s.state, &["rollover", &s.name]))?;
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("snapshot of") && stderr.contains("is not complete"),
-        "{stderr}"
-    );
-    assert_eq!(
-        stderr
-            .trim()
-            .lines()
-            .filter(|l| l.starts_with("error:"))
-            .count(),
-        1,
-        "one-line reason: {stderr}"
-    );
-    assert_eq!(
-        write_block(&s.url, &s.src).await?,
-        Value::Null,
-        "nothing was blocked"
-    );
+    assert!(stderr.contains("snapshot of") && stderr.contains("is not complete"), "{stderr}");
+    assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("error:")).count(), 1, "one-line reason: {stderr}");
+    assert_eq!(write_block(&s.url, &s.src).await?, Value::Null, "nothing was blocked");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failed_drain_lifts_the_write_block_and_leaves_the_migration_resumable(
-) -> anyhow::Result<()> {
+async fn a_failed_drain_lifts_the_write_block_and_leaves_the_migration_resumable() -> anyhow::Result<()> {
     let s = setup("max_lag = 100\ndrain_timeout = \"2s\"\n").await?;
     run_ok(indexferry(&s.state, &["snapshot", &s.name]))?;
     // A "consumer" that is alive but applies nothing: rollover waits on its checkpoints.
     let mut idle = std::process::Command::new("sleep").arg("60").spawn()?;
-    std::fs::write(
-        s.state.join(&s.name).join("consume.pid"),
-        idle.id().to_string(),
-    )?;
+    std::fs::write(s.state.join(&s.name).join("consume.pid"), idle.id().to_string())?;
     s.producer.index("late", r#"{"i":-1}"#, None).await?;
 
     let out = output(indexferry(&s.state, &["rollover", &s.name]))?;
@@ -126,25 +81,12 @@ async fn a_failed_drain_lifts_the_write_block_and_leaves_the_migration_resumable
     let _ = idle.wait();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("did not apply the last 1 events"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("did not apply the last 1 events"), "{stderr}");
     assert!(stderr.contains("write block was lifted"), "{stderr}");
-    assert_eq!(
-        write_block(&s.url, &s.src).await?,
-        Value::Null,
-        "the block is lifted"
-    );
+    assert_eq!(write_block(&s.url, &s.src).await?, Value::Null, "the block is lifted");
     let st = status(&s.state, &s.name)?;
     assert_eq!(st["state"], "initialized", "{st}");
-    assert!(
-        st["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("rollover"),
-        "{st}"
-    );
+    assert!(st["last_error"].as_str().unwrap_or_default().contains("rollover"), "{st}");
     // Resumable: with no consumer process, rollover replays in-process and succeeds.
     std::fs::remove_file(s.state.join(&s.name).join("consume.pid"))?;
     let out = run_ok(indexferry(&s.state, &["rollover", &s.name]))?;
@@ -157,30 +99,17 @@ async fn a_failed_drain_lifts_the_write_block_and_leaves_the_migration_resumable
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_workers_drops_the_target_and_forgets_the_migration() -> anyhow::Result<()> {
     let s = setup("").await?;
-    let mut run = spawn(
-        indexferry(&s.state, &["run", &s.name]),
-        &s.dir.path().join("run.log"),
-    )?;
-    wait_for("snapshot done", Duration::from_secs(60), || {
-        Ok(caught_up(&status(&s.state, &s.name)?).then_some(()))
-    })
-    .await?;
-    let c = cluster(&s.url).await?;
-    c.put_settings(&s.src, json!({ "index.blocks.write": true }))
+    let mut run = spawn(indexferry(&s.state, &["run", &s.name]), &s.dir.path().join("run.log"))?;
+    wait_for("snapshot done", Duration::from_secs(60), || Ok(caught_up(&status(&s.state, &s.name)?).then_some(())))
         .await?;
+    let c = cluster(&s.url).await?;
+    c.put_settings(&s.src, json!({ "index.blocks.write": true })).await?;
     let out = run_ok(indexferry(&s.state, &["cancel", &s.name]))?;
     assert!(out.contains(&format!("deleted {}", s.dst)), "{out}");
-    let exit = wait_for("run to stop", Duration::from_secs(10), || {
-        Ok(run.try_wait()?)
-    })
-    .await?;
+    let exit = wait_for("run to stop", Duration::from_secs(10), || Ok(run.try_wait()?)).await?;
     assert!(exit.success(), "run stopped cleanly on SIGTERM: {exit}");
     assert!(!c.exists(&s.dst).await?, "target deleted");
-    assert_eq!(
-        write_block(&s.url, &s.src).await?,
-        Value::Null,
-        "block lifted"
-    );
+    assert_eq!(write_block(&s.url, &s.src).await?, Value::Null, "block lifted");
     assert!(!s.state.join(&s.name).exists(), "state removed");
     let out = output(indexferry(&s.state, &["status", &s.name]))?;
     assert_eq!(out.status.code(), Some(1));
@@ -206,16 +135,11 @@ async fn run_serves_prometheus_metrics_on_loopback() -> anyhow::Result<()> {
     let _run = spawn(cmd, &s.dir.path().join("run.log"))?;
     s.producer.index("m1", r#"{"i":1}"#, None).await?;
     s.producer.delete("d1", None).await?;
-    let body = wait_for(
-        "metrics with events and lag",
-        Duration::from_secs(30),
-        || {
-            let body = scrape(port).unwrap_or_default();
-            Ok((body.contains("indexferry_events_total")
-                && body.contains("indexferry_consumer_lag_messages"))
+    let body = wait_for("metrics with events and lag", Duration::from_secs(30), || {
+        let body = scrape(port).unwrap_or_default();
+        Ok((body.contains("indexferry_events_total") && body.contains("indexferry_consumer_lag_messages"))
             .then_some(body))
-        },
-    )
+    })
     .await?;
     for needle in [
         // The snapshot may copy m1 first, making its event stale: either way it is counted.

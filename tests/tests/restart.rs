@@ -11,13 +11,8 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let (src, dst, alias, topic, name) = (
-        unique("kill-src"),
-        unique("kill-dst"),
-        unique("kill"),
-        unique("kill-events"),
-        unique("kill"),
-    );
+    let (src, dst, alias, topic, name) =
+        (unique("kill-src"), unique("kill-dst"), unique("kill"), unique("kill-events"), unique("kill"));
     create_source(&url, &src, &alias, &topic, 3, source_mappings()).await?;
     let load = Load::start(dir.path(), &url, &alias, &topic, 6000, 120)?;
     wait_docs(&url, &src, 6000).await?;
@@ -38,10 +33,7 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
         extra: "[replay]\nbatch_size = 50\nbatch_deadline = \"20ms\"\n",
     }
     .write(dir.path())?;
-    run_ok(indexferry(
-        &state,
-        &["init", recipe.to_str().unwrap_or_default()],
-    ))?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let log = dir.path().join("workers.log");
     let mut snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
     let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
@@ -57,8 +49,7 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
         kill9(&mut snapshot)?;
         wait_for("events applied", Duration::from_secs(60), || {
             let s = status(&state, &name)?;
-            Ok((s["replay"]["applied"].as_u64().unwrap_or(0)
-                + s["replay"]["stale"].as_u64().unwrap_or(0)
+            Ok((s["replay"]["applied"].as_u64().unwrap_or(0) + s["replay"]["stale"].as_u64().unwrap_or(0)
                 > 100 * (round + 1))
                 .then_some(()))
         })
@@ -85,15 +76,9 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
         "kill-and-restart: copied={} resumes={resumes} recopied<={recopied} restarts={restarts} replay applied={} stale={}",
         pair["copied"], s["replay"]["applied"], s["replay"]["stale"]
     );
-    assert_eq!(
-        restarts, 0,
-        "resumed on the same point-in-time, not started over"
-    );
+    assert_eq!(restarts, 0, "resumed on the same point-in-time, not started over");
     assert!(resumes >= 2, "each kill was followed by a resume: {pair}");
-    assert!(
-        recopied <= resumes * batch as u64,
-        "at most one batch per slice per resume: {pair}"
-    );
+    assert!(recopied <= resumes * batch as u64, "at most one batch per slice per resume: {pair}");
     assert!(pair["copied"].as_u64().unwrap_or(0) >= 6000, "{pair}");
 
     let (done, failed) = load.stop()?;
@@ -101,12 +86,7 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
     let out = run_ok(indexferry(&state, &["rollover", &name]))?;
     assert!(out.contains("write pause:"), "{out}");
     for child in [&mut snapshot, &mut consume] {
-        let exit = wait_for(
-            "worker exit after rollover",
-            Duration::from_secs(30),
-            || Ok(child.try_wait()?),
-        )
-        .await?;
+        let exit = wait_for("worker exit after rollover", Duration::from_secs(30), || Ok(child.try_wait()?)).await?;
         let _ = exit;
     }
     let out = output(indexferry(&state, &["verify", &name, "--json"]))?;

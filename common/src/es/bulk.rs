@@ -26,18 +26,11 @@ pub struct BodyBuilder {
 
 impl BodyBuilder {
     pub fn with_capacity(bytes: usize) -> Self {
-        BodyBuilder {
-            buf: BytesMut::with_capacity(bytes),
-            items: 0,
-        }
+        BodyBuilder { buf: BytesMut::with_capacity(bytes), items: 0 }
     }
 
     pub fn push(&mut self, a: &Action<'_>) {
-        let op = if a.source.is_some() {
-            "index"
-        } else {
-            "delete"
-        };
+        let op = if a.source.is_some() { "index" } else { "delete" };
         let mut w = (&mut self.buf).writer();
         // Index names and ids are JSON strings: serde_json escapes them.
         let _ = write!(w, r#"{{"{op}":{{"_index":"#);
@@ -103,10 +96,7 @@ pub enum BulkItem {
 impl BulkItem {
     pub fn result(&self) -> &ItemResult {
         match self {
-            BulkItem::Index(r)
-            | BulkItem::Create(r)
-            | BulkItem::Update(r)
-            | BulkItem::Delete(r) => r,
+            BulkItem::Index(r) | BulkItem::Create(r) | BulkItem::Update(r) | BulkItem::Delete(r) => r,
         }
     }
 
@@ -124,11 +114,7 @@ impl BulkItem {
             404 if self.is_delete() && r.error.is_none() => Outcome::Applied,
             409 => Outcome::Stale,
             status => {
-                let reason = r
-                    .error
-                    .as_ref()
-                    .map(ItemError::describe)
-                    .unwrap_or_else(|| format!("status {status}"));
+                let reason = r.error.as_ref().map(ItemError::describe).unwrap_or_else(|| format!("status {status}"));
                 match classify(status, r.error.as_ref().map(|e| e.kind.as_str())) {
                     Verdict::Retry => Outcome::Retry(reason),
                     Verdict::Final => Outcome::Rejected(reason),
@@ -203,20 +189,8 @@ mod tests {
     #[test]
     fn body_is_ndjson_with_external_versions() {
         let mut b = BodyBuilder::default();
-        b.push(&Action {
-            index: "t",
-            id: "a\"1",
-            version: 8,
-            routing: Some("r"),
-            source: Some("{\"x\":\n1}"),
-        });
-        b.push(&Action {
-            index: "t",
-            id: "b",
-            version: 3,
-            routing: None,
-            source: None,
-        });
+        b.push(&Action { index: "t", id: "a\"1", version: 8, routing: Some("r"), source: Some("{\"x\":\n1}") });
+        b.push(&Action { index: "t", id: "b", version: 3, routing: None, source: None });
         assert_eq!(b.len(), 2);
         let text = String::from_utf8(b.finish().to_vec()).unwrap();
         let lines: Vec<_> = text.lines().collect();
@@ -252,11 +226,7 @@ mod tests {
         let outcomes: Vec<_> = r.items.iter().map(|i| i.outcome()).collect();
         assert_eq!(outcomes[0], Outcome::Applied);
         assert_eq!(outcomes[1], Outcome::Stale);
-        assert_eq!(
-            outcomes[2],
-            Outcome::Applied,
-            "delete of a missing doc writes a tombstone"
-        );
+        assert_eq!(outcomes[2], Outcome::Applied, "delete of a missing doc writes a tombstone");
         assert!(
             matches!(&outcomes[3], Outcome::Rejected(r) if r.contains("document_parsing_exception") && r.contains("For input string"))
         );

@@ -69,11 +69,7 @@ pub type Query<'a> = &'a [(&'a str, &'a str)];
 
 impl Cluster {
     /// Builds the client and asks the node for its version, retrying for `deadline`.
-    pub async fn connect(
-        cfg: &ClusterConfig,
-        role: &'static str,
-        deadline: Duration,
-    ) -> Result<Cluster> {
+    pub async fn connect(cfg: &ClusterConfig, role: &'static str, deadline: Duration) -> Result<Cluster> {
         let client = build_client(cfg, role)?;
         let url = cfg.url.first().cloned().unwrap_or_default();
         let mut cluster = Cluster {
@@ -95,10 +91,7 @@ impl Cluster {
                     None => {
                         return Err(Error::Cluster {
                             cluster: role.into(),
-                            message: format!(
-                                "not reachable at {} after {deadline:?}: {e}",
-                                cluster.url
-                            ),
+                            message: format!("not reachable at {} after {deadline:?}: {e}", cluster.url),
                         })
                     }
                 },
@@ -117,21 +110,11 @@ impl Cluster {
         struct Node {
             version: String,
         }
-        let response = self
-            .send(
-                Method::Get,
-                "/_nodes/_local",
-                &[("filter_path", "nodes.*.version")],
-                None,
-                None,
-            )
-            .await?;
+        let response =
+            self.send(Method::Get, "/_nodes/_local", &[("filter_path", "nodes.*.version")], None, None).await?;
         let is_elastic = response.headers().get("x-elastic-product").is_some();
         let status = response.status_code().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
         if !(200..300).contains(&status) {
             return Err(self.status_error(Method::Get, "/_nodes/_local", status, &body));
         }
@@ -139,22 +122,9 @@ impl Cluster {
             cluster: self.role.into(),
             message: format!("unexpected answer to GET /_nodes/_local: {e}"),
         })?;
-        let version = nodes
-            .nodes
-            .into_values()
-            .next()
-            .map(|n| n.version)
-            .unwrap_or_default();
-        let major = version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0);
-        self.flavor = if is_elastic {
-            Flavor::Elasticsearch { major }
-        } else {
-            Flavor::OpenSearch { major }
-        };
+        let version = nodes.nodes.into_values().next().map(|n| n.version).unwrap_or_default();
+        let major = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        self.flavor = if is_elastic { Flavor::Elasticsearch { major } } else { Flavor::OpenSearch { major } };
         self.version = version;
         Ok(())
     }
@@ -181,10 +151,7 @@ impl Cluster {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         let query = (!query.is_empty()).then_some(query);
-        self.client
-            .send(method, path, headers, query, body, None)
-            .await
-            .map_err(|e| self.transport_error(e))
+        self.client.send(method, path, headers, query, body, None).await.map_err(|e| self.transport_error(e))
     }
 
     /// One request, no retry, whatever the status: `(status, body)`.
@@ -195,28 +162,15 @@ impl Cluster {
         query: Query<'_>,
         body: Option<Bytes>,
     ) -> Result<(u16, Bytes)> {
-        let ct = if path.ends_with("_bulk") {
-            "application/x-ndjson"
-        } else {
-            "application/json"
-        };
+        let ct = if path.ends_with("_bulk") { "application/x-ndjson" } else { "application/json" };
         let response = self.send(method, path, query, body, Some(ct)).await?;
         let status = response.status_code().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
         Ok((status, bytes))
     }
 
     /// One request, no retry. Non-2xx answers become [`Error::ClusterStatus`].
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        query: Query<'_>,
-        body: Option<Bytes>,
-    ) -> Result<Bytes> {
+    pub async fn request(&self, method: Method, path: &str, query: Query<'_>, body: Option<Bytes>) -> Result<Bytes> {
         let (status, bytes) = self.request_raw(method, path, query, body).await?;
         if (200..300).contains(&status) {
             Ok(bytes)
@@ -260,9 +214,7 @@ impl Cluster {
     ) -> Result<T> {
         let body = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
         let mut backoff = Backoff::standard(Some(Duration::from_secs(60)));
-        let bytes = self
-            .request_retrying(method, path, query, body, &mut backoff)
-            .await?;
+        let bytes = self.request_retrying(method, path, query, body, &mut backoff).await?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Cluster {
             cluster: self.role.into(),
             message: format!("unexpected answer to {} {path}: {e}", method_name(method)),
@@ -271,10 +223,7 @@ impl Cluster {
 
     /// True when the index (or alias) exists.
     pub async fn exists(&self, index: &str) -> Result<bool> {
-        match self
-            .request(Method::Head, &format!("/{index}"), &[], None)
-            .await
-        {
+        match self.request(Method::Head, &format!("/{index}"), &[], None).await {
             Ok(_) => Ok(true),
             Err(e) if e.status() == Some(404) => Ok(false),
             Err(e) => Err(e),
@@ -301,47 +250,30 @@ impl Cluster {
     /// Number of documents (after a refresh when `refresh` is set).
     pub async fn count(&self, index: &str, refresh: bool) -> Result<u64> {
         if refresh {
-            self.json::<serde_json::Value>(Method::Post, &format!("/{index}/_refresh"), &[], None)
-                .await?;
+            self.json::<serde_json::Value>(Method::Post, &format!("/{index}/_refresh"), &[], None).await?;
         }
         #[derive(Deserialize)]
         struct Count {
             count: u64,
         }
-        Ok(self
-            .json::<Count>(Method::Get, &format!("/{index}/_count"), &[], None)
-            .await?
-            .count)
+        Ok(self.json::<Count>(Method::Get, &format!("/{index}/_count"), &[], None).await?.count)
     }
 
     /// Updates index settings (a flat object of `index.*` keys).
     pub async fn put_settings(&self, index: &str, settings: serde_json::Value) -> Result<()> {
-        self.json::<serde_json::Value>(
-            Method::Put,
-            &format!("/{index}/_settings"),
-            &[],
-            Some(&settings),
-        )
-        .await?;
+        self.json::<serde_json::Value>(Method::Put, &format!("/{index}/_settings"), &[], Some(&settings)).await?;
         Ok(())
     }
 
     /// Sends an NDJSON `_bulk` body once; judging items and retrying is the caller's.
     pub async fn bulk(&self, body: Bytes) -> Result<bulk::BulkResponse> {
-        let bytes = self
-            .request(Method::Post, "/_bulk", &[], Some(body))
-            .await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Cluster {
-            cluster: self.role.into(),
-            message: format!("unexpected _bulk answer: {e}"),
-        })
+        let bytes = self.request(Method::Post, "/_bulk", &[], Some(body)).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Cluster { cluster: self.role.into(), message: format!("unexpected _bulk answer: {e}") })
     }
 
     fn transport_error(&self, e: elasticsearch::Error) -> Error {
-        Error::Cluster {
-            cluster: self.role.into(),
-            message: format!("request to {} failed: {e}", self.url),
-        }
+        Error::Cluster { cluster: self.role.into(), message: format!("request to {} failed: {e}", self.url) }
     }
 
     pub fn status_error(&self, method: Method, path: &str, status: u16, body: &[u8]) -> Error {
@@ -361,9 +293,7 @@ impl Cluster {
 pub fn is_transient(e: &Error) -> bool {
     match e {
         Error::Cluster { .. } => true,
-        Error::ClusterStatus {
-            status, error_type, ..
-        } => classify(*status, error_type.as_deref()) == Verdict::Retry,
+        Error::ClusterStatus { status, error_type, .. } => classify(*status, error_type.as_deref()) == Verdict::Retry,
         _ => false,
     }
 }
@@ -375,15 +305,9 @@ pub fn parse_error(body: &[u8]) -> (Option<String>, String) {
         error: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Envelope>(body) {
-        Ok(Envelope {
-            error: Some(serde_json::Value::Object(e)),
-        }) => {
+        Ok(Envelope { error: Some(serde_json::Value::Object(e)) }) => {
             let ty = e.get("type").and_then(|t| t.as_str()).map(str::to_owned);
-            let reason = e
-                .get("reason")
-                .and_then(|t| t.as_str())
-                .unwrap_or("")
-                .to_owned();
+            let reason = e.get("reason").and_then(|t| t.as_str()).unwrap_or("").to_owned();
             let mut reason = match &ty {
                 Some(t) if reason.is_empty() => t.clone(),
                 Some(t) => format!("{t}: {reason}"),
@@ -399,13 +323,8 @@ pub fn parse_error(body: &[u8]) -> (Option<String>, String) {
             }
             (ty, reason)
         }
-        Ok(Envelope {
-            error: Some(serde_json::Value::String(s)),
-        }) => (None, s),
-        _ => (
-            None,
-            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-        ),
+        Ok(Envelope { error: Some(serde_json::Value::String(s)) }) => (None, s),
+        _ => (None, String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()),
     }
 }
 
@@ -434,40 +353,25 @@ pub fn redact_url(u: &str) -> String {
 }
 
 fn build_client(cfg: &ClusterConfig, role: &'static str) -> Result<Elasticsearch> {
-    let err = |message: String| Error::Cluster {
-        cluster: role.into(),
-        message,
-    };
+    let err = |message: String| Error::Cluster { cluster: role.into(), message };
     let first = cfg.url.first().ok_or_else(|| err("no URL".into()))?;
     let url = url::Url::parse(first).map_err(|e| err(format!("invalid URL: {e}")))?;
-    let mut builder =
-        TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(cfg.request_timeout);
+    let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(cfg.request_timeout);
     if let Some(key) = &cfg.api_key {
         builder = builder.auth(Credentials::EncodedApiKey(key.expose().to_owned()));
     } else if let Some(user) = &cfg.username {
-        let password = cfg
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_owned())
-            .unwrap_or_default();
+        let password = cfg.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
         builder = builder.auth(Credentials::Basic(user.clone(), password));
     }
     if cfg.insecure {
         builder = builder.cert_validation(CertificateValidation::None);
     } else if let Some(ca) = &cfg.ca_cert {
-        let pem = std::fs::read(ca)
-            .map_err(|e| err(format!("cannot read ca_cert {}: {e}", ca.display())))?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| {
-            err(format!(
-                "ca_cert {} is not a PEM certificate: {e}",
-                ca.display()
-            ))
-        })?;
+        let pem = std::fs::read(ca).map_err(|e| err(format!("cannot read ca_cert {}: {e}", ca.display())))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| err(format!("ca_cert {} is not a PEM certificate: {e}", ca.display())))?;
         builder = builder.cert_validation(CertificateValidation::Full(cert));
     }
-    let transport = builder
-        .build()
-        .map_err(|e| err(format!("cannot build client: {e}")))?;
+    let transport = builder.build().map_err(|e| err(format!("cannot build client: {e}")))?;
     Ok(Elasticsearch::new(transport))
 }
 
@@ -480,23 +384,14 @@ mod tests {
         let body = br#"{"error":{"root_cause":[],"type":"index_not_found_exception","reason":"no such index [x]"},"status":404}"#;
         assert_eq!(
             parse_error(body),
-            (
-                Some("index_not_found_exception".into()),
-                "index_not_found_exception: no such index [x]".into()
-            )
+            (Some("index_not_found_exception".into()), "index_not_found_exception: no such index [x]".into())
         );
-        assert_eq!(
-            parse_error(b"<html>bad gateway"),
-            (None, "<html>bad gateway".into())
-        );
+        assert_eq!(parse_error(b"<html>bad gateway"), (None, "<html>bad gateway".into()));
     }
 
     #[test]
     fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("https://elastic:hunter2@es.example:9200/"),
-            "https://es.example:9200"
-        );
+        assert_eq!(redact_url("https://elastic:hunter2@es.example:9200/"), "https://es.example:9200");
         assert_eq!(redact_url("http://127.0.0.1:9200"), "http://127.0.0.1:9200");
     }
 
@@ -512,13 +407,7 @@ mod tests {
         };
         assert!(is_transient(&status(503, None)));
         assert!(is_transient(&status(403, Some("cluster_block_exception"))));
-        assert!(!is_transient(&status(
-            400,
-            Some("mapper_parsing_exception")
-        )));
-        assert!(is_transient(&Error::Cluster {
-            cluster: "t".into(),
-            message: "connection refused".into()
-        }));
+        assert!(!is_transient(&status(400, Some("mapper_parsing_exception"))));
+        assert!(is_transient(&Error::Cluster { cluster: "t".into(), message: "connection refused".into() }));
     }
 }

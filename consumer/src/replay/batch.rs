@@ -1,6 +1,7 @@
 //! One batch of messages: decoded into target writes, applied, judged.
 
 use crate::deadletter::{DeadLetter, DeadLetters};
+use crate::state::{tombstone_key, Tombstone};
 use crate::writer::{Cancelled, Doc, Final, Writer};
 use indexferry_common::config::Recipe;
 use indexferry_schemas::{decode, Op};
@@ -14,6 +15,8 @@ pub(super) struct Outcome {
     pub dead_lettered: u64,
     pub ignored: u64,
     by_op: [[u64; 3]; 3],
+    /// Deletes the target acknowledged: recorded as tombstones (see `state::Tombstone`).
+    pub tombstones: Vec<(String, Tombstone)>,
 }
 
 const OPS: [&str; 3] = ["index", "delete", "unknown"];
@@ -31,9 +34,7 @@ impl Outcome {
 
     /// `(op, result, count)` for the events counter.
     pub(super) fn counts(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
-        (0..3)
-            .flat_map(move |o| (0..3).map(move |r| (OPS[o], RESULTS[r], self.by_op[o][r])))
-            .filter(|(_, _, n)| *n > 0)
+        (0..3).flat_map(move |o| (0..3).map(move |r| (OPS[o], RESULTS[r], self.by_op[o][r]))).filter(|(_, _, n)| *n > 0)
     }
 }
 
@@ -87,14 +88,16 @@ impl<'a> Batch<'a> {
         dead_letters: &DeadLetters,
         topic: &str,
     ) -> Result<Outcome, Cancelled> {
-        let finals = if self.docs.is_empty() {
-            vec![]
-        } else {
-            writer.write(&self.docs).await?
-        };
-        for ((m, op), f) in self.origin.iter().zip(finals) {
+        let finals = if self.docs.is_empty() { vec![] } else { writer.write(&self.docs).await? };
+        for (((m, op), f), doc) in self.origin.iter().zip(finals).zip(&self.docs) {
             match f {
-                Final::Applied => self.outcome.count(*op, 0),
+                Final::Applied => {
+                    self.outcome.count(*op, 0);
+                    if doc.source.is_none() {
+                        let t = Tombstone { version: doc.version, routing: doc.routing.clone() };
+                        self.outcome.tombstones.push((tombstone_key(&doc.index, &doc.id), t));
+                    }
+                }
                 Final::Stale => self.outcome.count(*op, 1),
                 Final::Rejected(reason) => {
                     self.letters.push(letter(m, "rejected", reason));
@@ -105,9 +108,7 @@ impl<'a> Batch<'a> {
         for l in &mut self.letters {
             l.topic = Some(topic.to_owned());
         }
-        dead_letters
-            .send_all(std::mem::take(&mut self.letters))
-            .await?;
+        dead_letters.send_all(std::mem::take(&mut self.letters)).await?;
         Ok(self.outcome)
     }
 }

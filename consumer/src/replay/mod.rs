@@ -57,27 +57,14 @@ pub async fn run(
 
     let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
     let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
-    let lag = spawn_lag_reporter(
-        consumer.clone(),
-        topic.clone(),
-        cancel.clone(),
-        ctx.dir.clone(),
-    );
+    let lag = spawn_lag_reporter(consumer.clone(), topic.clone(), cancel.clone(), ctx.dir.clone());
     if let Some(tx) = &applied {
         let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
     }
 
     let cfg = &recipe.replay;
     loop {
-        let messages = match collect(
-            &consumer,
-            cfg.batch_size,
-            cfg.batch_bytes,
-            cfg.batch_deadline,
-            &cancel,
-        )
-        .await
-        {
+        let messages = match collect(&consumer, cfg.batch_size, cfg.batch_bytes, cfg.batch_deadline, &cancel).await {
             Some(m) => m,
             None => break,
         };
@@ -90,7 +77,13 @@ pub async fn run(
             Err(_) => break, // cancelled mid-batch: not checkpointed, replayed next time
         };
         record(&mut cp, &outcome, &messages);
-        store.put(REPLAY_KEY, &cp)?;
+        // Checkpoint and tombstones in one atomic write.
+        let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
+        entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&cp)?));
+        for (key, t) in &outcome.tombstones {
+            entries.push((key.clone(), serde_json::to_value(t)?));
+        }
+        store.put_all(&entries)?;
         mirror_commit(&consumer, &topic, &cp);
         if let Some(tx) = &applied {
             let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
@@ -154,13 +147,8 @@ async fn collect(
 
 fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, messages: &[OwnedMessage]) {
     for m in messages {
-        let entry = cp
-            .partitions
-            .entry(m.partition())
-            .or_insert(PartitionCheckpoint {
-                next_offset: 0,
-                last_event_ms: None,
-            });
+        let entry =
+            cp.partitions.entry(m.partition()).or_insert(PartitionCheckpoint { next_offset: 0, last_event_ms: None });
         entry.next_offset = entry.next_offset.max(m.offset() + 1);
         if let Some(ts) = m.timestamp().to_millis() {
             entry.last_event_ms = Some(entry.last_event_ms.map_or(ts, |t| t.max(ts)));
@@ -180,10 +168,7 @@ fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, messages: &[OwnedMessage
 fn mirror_commit(consumer: &StreamConsumer, topic: &str, cp: &ReplayCheckpoint) {
     let mut tpl = TopicPartitionList::new();
     for (p, c) in &cp.partitions {
-        if tpl
-            .add_partition_offset(topic, *p, Offset::Offset(c.next_offset))
-            .is_err()
-        {
+        if tpl.add_partition_offset(topic, *p, Offset::Offset(c.next_offset)).is_err() {
             return;
         }
     }
@@ -212,15 +197,12 @@ fn spawn_lag_reporter(
                 let now = Utc::now().timestamp_millis();
                 let mut out = vec![];
                 for (p, c) in &cp.partitions {
-                    let (_, high) = consumer
-                        .fetch_watermarks(&topic, *p, Duration::from_secs(5))
-                        .ok()?;
+                    let (_, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5)).ok()?;
                     let behind = (high - c.next_offset).max(0);
                     let secs = if behind == 0 {
                         0.0
                     } else {
-                        c.last_event_ms
-                            .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
+                        c.last_event_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
                     };
                     out.push((*p, behind, secs));
                 }

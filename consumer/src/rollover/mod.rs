@@ -12,6 +12,8 @@
 //! consumer may run in another process (`run` or `consume`): its checkpoints are read from
 //! its state; with none running, rollover replays in-process.
 
+mod tombstones;
+
 use crate::context::{Common, Ctx};
 use crate::state::{running_pid, Migration, RolloverRecord, State};
 use anyhow::{bail, Context as _};
@@ -48,9 +50,7 @@ impl Consumer {
                 let cp = tokio::task::spawn_blocking(move || dir.read_replay()).await??;
                 Ok(cp.positions(&ctx.migration.start_offsets))
             }
-            Consumer::InProcess {
-                positions, task, ..
-            } => {
+            Consumer::InProcess { positions, task, .. } => {
                 if task.is_finished() {
                     bail!("the in-process consumer stopped");
                 }
@@ -68,9 +68,7 @@ impl Consumer {
 }
 
 fn lag(end: &Offsets, at: &Offsets) -> u64 {
-    end.iter()
-        .map(|(p, e)| (e - at.get(p).copied().unwrap_or(0)).max(0) as u64)
-        .sum()
+    end.iter().map(|(p, e)| (e - at.get(p).copied().unwrap_or(0)).max(0) as u64).sum()
 }
 
 pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
@@ -91,11 +89,7 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
             let (tx, rx) = watch::channel(Offsets::new());
             let cancel = CancellationToken::new();
             let task = tokio::spawn(crate::replay::run(ctx.clone(), cancel.clone(), Some(tx)));
-            Consumer::InProcess {
-                positions: rx,
-                cancel,
-                task,
-            }
+            Consumer::InProcess { positions: rx, cancel, task }
         }
     };
     let result = protocol(&ctx, &mut consumer).await;
@@ -128,10 +122,7 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
     let slices = ctx.dir.read_snapshot()?;
     let want = ctx.recipe.snapshot.slices as usize;
     for (i, p) in ctx.migration.pairs.iter().enumerate() {
-        let done = slices
-            .iter()
-            .filter(|((pair, _), cp)| *pair == i && cp.done)
-            .count();
+        let done = slices.iter().filter(|((pair, _), cp)| *pair == i && cp.done).count();
         if done < want {
             bail!(
                 "snapshot of {} is not complete ({done} of {want} slices done); run `indexferry migration run {}` until it is",
@@ -146,10 +137,7 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
 async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<RolloverRecord> {
     let r = &ctx.recipe.rollover;
     let m = &ctx.migration;
-    let reader = Arc::new(OffsetReader::new(
-        &ctx.recipe.kafka,
-        &ctx.recipe.kafka.topic,
-    )?);
+    let reader = Arc::new(OffsetReader::new(&ctx.recipe.kafka, &ctx.recipe.kafka.topic)?);
     let fetch_end = || {
         let reader = reader.clone();
         async move {
@@ -178,50 +166,40 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
     for p in &m.pairs {
         let mut restore = serde_json::Map::new();
         for key in ["index.number_of_replicas", "index.refresh_interval"] {
-            restore.insert(
-                key.into(),
-                p.production_settings
-                    .get(key)
-                    .cloned()
-                    .unwrap_or(Value::Null),
-            );
+            restore.insert(key.into(), p.production_settings.get(key).cloned().unwrap_or(Value::Null));
         }
-        ctx.target
-            .put_settings(&p.target, Value::Object(restore))
-            .await?;
+        ctx.target.put_settings(&p.target, Value::Object(restore)).await?;
     }
     let health: Value = ctx
         .target
         .json(
             Method::Get,
             &format!("/_cluster/health/{}", targets.join(",")),
-            &[("wait_for_status", "green"), ("timeout", "60s")],
+            &[("wait_for_status", "green"), ("timeout", "30s")],
             None,
         )
         .await?;
     if health["timed_out"] == json!(true) {
         bail!(
-            "the target's replicas are not allocated after 60s (health {}, {} unassigned shards); rollover needs them in place",
+            "the target's replicas are not allocated after 30s (health {}, {} unassigned shards); rollover needs them in place",
             health["status"], health["unassigned_shards"]
         );
     }
-    ctx.target
-        .json::<Value>(
-            Method::Post,
-            &format!("/{}/_refresh", targets.join(",")),
-            &[],
-            None,
-        )
-        .await?;
+    ctx.target.json::<Value>(Method::Post, &format!("/{}/_refresh", targets.join(",")), &[], None).await?;
+
+    // Deletes recorded by the replay go out once more: a target restart may have let an
+    // older copy back in. Before the block, so it costs the write pause nothing.
+    let swept = tombstones::sweep(ctx).await?;
+    if swept.tombstones > 0 {
+        tracing::info!(deletes = swept.tombstones, resurrected = swept.resurrected, "re-applied recorded deletes");
+    }
 
     // 3. Block writes on the sources.
     let sources: Vec<&str> = m.pairs.iter().map(|p| p.source.as_str()).collect();
     let sources = sources.join(",");
     ctx.dir.update_migration(|m| m.state = State::RollingOver)?;
     let blocked_at = Instant::now();
-    ctx.source
-        .put_settings(&sources, json!({ "index.blocks.write": true }))
-        .await?;
+    ctx.source.put_settings(&sources, json!({ "index.blocks.write": true })).await?;
     let outcome = async {
         // 4. Grace, then drain everything published up to now.
         tokio::time::sleep(r.grace).await;
@@ -233,11 +211,7 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
                 break;
             }
             if drain_start.elapsed() > r.drain_timeout {
-                bail!(
-                    "the consumer did not apply the last {} events within {:?}",
-                    lag(&end, &at),
-                    r.drain_timeout
-                );
+                bail!("the consumer did not apply the last {} events within {:?}", lag(&end, &at), r.drain_timeout);
             }
             tokio::time::sleep(DRAIN_POLL).await;
         }
@@ -248,17 +222,10 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
             if !m.cross_cluster {
                 actions.push(json!({ "remove": { "index": p.source, "alias": p.alias } }));
             }
-            actions.push(
-                json!({ "add": { "index": p.target, "alias": p.alias, "is_write_index": true } }),
-            );
+            actions.push(json!({ "add": { "index": p.target, "alias": p.alias, "is_write_index": true } }));
         }
         ctx.target
-            .json::<Value>(
-                Method::Post,
-                "/_aliases",
-                &[],
-                Some(&json!({ "actions": actions })),
-            )
+            .json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions })))
             .await
             .context("alias swap failed")?;
         Ok::<_, anyhow::Error>((end, drain))
@@ -267,25 +234,22 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
     let (end, drain) = match outcome {
         Ok(v) => v,
         Err(e) => {
-            if let Err(lift) = ctx
-                .source
-                .put_settings(&sources, json!({ "index.blocks.write": null }))
-                .await
-            {
+            if let Err(lift) = ctx.source.put_settings(&sources, json!({ "index.blocks.write": null })).await {
                 tracing::error!(error = %lift, "could not lift the write block on {sources}: lift it by hand");
             }
-            return Err(e.context(
-                "rollover aborted; the write block was lifted and the migration can be resumed",
-            ));
+            return Err(e.context("rollover aborted; the write block was lifted and the migration can be resumed"));
         }
     };
     let pause = blocked_at.elapsed();
 
-    // 6. After the switch: tombstones may expire again.
+    // 6. After the switch: tombstones expire as the production settings say again.
     for p in &m.pairs {
         if let Err(e) = ctx
             .target
-            .put_settings(&p.target, json!({ "index.gc_deletes": null }))
+            .put_settings(
+                &p.target,
+                json!({ "index.gc_deletes": p.production_settings.get("index.gc_deletes").cloned().unwrap_or(Value::Null) }),
+            )
             .await
         {
             tracing::warn!(index = %p.target, error = %e, "could not restore index.gc_deletes");
@@ -297,20 +261,22 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
         grace_ms: r.grace.as_millis() as u64,
         drain_ms: drain.as_millis() as u64,
         end_offsets: end,
+        deletes_reapplied: swept.tombstones,
+        resurrections_undone: swept.resurrected,
     })
 }
 
 fn print_result(m: &Migration, r: &RolloverRecord, target_url: &str) {
     for p in &m.pairs {
+        println!("rolled over: alias {} -> {} (was {})", p.alias, p.target, p.source);
+    }
+    println!("write pause: {} ms (grace {} ms, drain {} ms)", r.write_pause_ms, r.grace_ms, r.drain_ms);
+    if r.deletes_reapplied > 0 {
         println!(
-            "rolled over: alias {} -> {} (was {})",
-            p.alias, p.target, p.source
+            "re-applied {} recorded deletes before the switch; {} documents had come back and were deleted again",
+            r.deletes_reapplied, r.resurrections_undone
         );
     }
-    println!(
-        "write pause: {} ms (grace {} ms, drain {} ms)",
-        r.write_pause_ms, r.grace_ms, r.drain_ms
-    );
     if m.cross_cluster {
         println!(
             "the alias now lives on the target cluster {target_url}: point the application (and its producer) at that cluster; \

@@ -61,9 +61,7 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()>
     let _pid = PidGuard::create(&ctx.dir, "snapshot")?;
     let cfg = &ctx.recipe.snapshot;
     let throttle = NonZeroU32::new(cfg.throttle_docs_per_s).map(|rate| {
-        let burst = NonZeroU32::new(cfg.batch_size as u32)
-            .unwrap_or(NonZeroU32::MIN)
-            .max(rate);
+        let burst = NonZeroU32::new(cfg.batch_size as u32).unwrap_or(NonZeroU32::MIN).max(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
     });
     let shared = Arc::new(Shared {
@@ -83,34 +81,21 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()>
 }
 
 /// Copies one pair; `false` when cancelled.
-async fn run_pair(
-    shared: &Arc<Shared>,
-    pair: usize,
-    cancel: &CancellationToken,
-) -> anyhow::Result<bool> {
+async fn run_pair(shared: &Arc<Shared>, pair: usize, cancel: &CancellationToken) -> anyhow::Result<bool> {
     let ctx = &shared.ctx;
     let info = &ctx.migration.pairs[pair];
     let slices = ctx.recipe.snapshot.slices;
     let label = format!("{}->{}", info.source, info.target);
     loop {
         let mut cps: Vec<SliceCheckpoint> = (0..slices)
-            .map(|s| {
-                shared
-                    .store
-                    .get(&slice_key(pair, s))
-                    .map(Option::unwrap_or_default)
-            })
+            .map(|s| shared.store.get(&slice_key(pair, s)).map(Option::unwrap_or_default))
             .collect::<Result<_, _>>()?;
         if cps.iter().all(|c| c.done) {
             report_pair(&label, &cps, None);
             return Ok(true);
         }
         let use_pit = ctx.source.flavor.has_pit();
-        let pit = if use_pit {
-            Some(ensure_pit(shared, pair, &mut cps).await?)
-        } else {
-            None
-        };
+        let pit = if use_pit { Some(ensure_pit(shared, pair, &mut cps).await?) } else { None };
         if !use_pit {
             // Scroll cannot resume mid-slice: unfinished slices start over on a fresh view.
             refresh(&ctx.source, &info.source).await?;
@@ -143,11 +128,8 @@ async fn run_pair(
                 },
                 None => Mode::Scroll { scroll_id: None },
             };
-            let (shared, copied, pair_cancel) =
-                (shared.clone(), copied.clone(), pair_cancel.clone());
-            tasks.spawn(async move {
-                run_slice(&shared, pair, s as u32, cp, mode, &copied, &pair_cancel).await
-            });
+            let (shared, copied, pair_cancel) = (shared.clone(), copied.clone(), pair_cancel.clone());
+            tasks.spawn(async move { run_slice(&shared, pair, s as u32, cp, mode, &copied, &pair_cancel).await });
         }
         let mut lost = None;
         let mut failure = None;
@@ -177,12 +159,7 @@ async fn run_pair(
             continue;
         }
         let cps: Vec<SliceCheckpoint> = (0..slices)
-            .map(|s| {
-                shared
-                    .store
-                    .get(&slice_key(pair, s))
-                    .map(Option::unwrap_or_default)
-            })
+            .map(|s| shared.store.get(&slice_key(pair, s)).map(Option::unwrap_or_default))
             .collect::<Result<_, _>>()?;
         if let Some(p) = pit {
             close_pit(&ctx.source, &p.pit_id).await;
@@ -193,11 +170,7 @@ async fn run_pair(
 }
 
 /// Resumes on the stored point-in-time, or refreshes the source and opens a new one.
-async fn ensure_pit(
-    shared: &Shared,
-    pair: usize,
-    cps: &mut [SliceCheckpoint],
-) -> anyhow::Result<PairPit> {
+async fn ensure_pit(shared: &Shared, pair: usize, cps: &mut [SliceCheckpoint]) -> anyhow::Result<PairPit> {
     if let Some(p) = shared.store.get::<PairPit>(&pit_key(pair))? {
         for cp in cps.iter_mut().filter(|c| !c.done && c.copied > 0) {
             cp.resumes += 1;
@@ -209,18 +182,11 @@ async fn ensure_pit(
     // Every write acknowledged before `init` must be in the view: make it visible first.
     refresh(&ctx.source, &info.source).await?;
     let pit_id = open_pit(&ctx.source, &info.source, ctx.recipe.snapshot.keep_alive).await?;
-    let p = PairPit {
-        pit_id,
-        opened_at: Utc::now(),
-    };
+    let p = PairPit { pit_id, opened_at: Utc::now() };
     let now = Utc::now();
     let mut entries = vec![];
     for (s, cp) in cps.iter_mut().enumerate() {
-        *cp = SliceCheckpoint {
-            started_at: Some(now),
-            restarts: cp.restarts,
-            ..Default::default()
-        };
+        *cp = SliceCheckpoint { started_at: Some(now), restarts: cp.restarts, ..Default::default() };
         entries.push((slice_key(pair, s as u32), serde_json::to_value(&*cp)?));
     }
     entries.push((pit_key(pair), serde_json::to_value(&p)?));
@@ -315,8 +281,7 @@ async fn run_slice(
                     source: h.source,
                 }),
                 None => {
-                    let mut l =
-                        DeadLetter::new("rejected", "snapshot", "hit without _seq_no".into());
+                    let mut l = DeadLetter::new("rejected", "snapshot", "hit without _seq_no".into());
                     l.index = Some(info.source.clone());
                     l.id = Some(h.id);
                     letters.push(l);
@@ -371,11 +336,9 @@ fn report_pair(label: &str, cps: &[SliceCheckpoint], elapsed: Option<Duration>) 
     let sum = |f: fn(&SliceCheckpoint) -> u64| cps.iter().map(f).sum::<u64>();
     let copied = sum(|c| c.copied);
     let rate = match elapsed {
-        Some(e) if e.as_secs_f64() > 0.0 => format!(
-            " in {:.1}s ({:.0} docs/s)",
-            e.as_secs_f64(),
-            copied as f64 / e.as_secs_f64()
-        ),
+        Some(e) if e.as_secs_f64() > 0.0 => {
+            format!(" in {:.1}s ({:.0} docs/s)", e.as_secs_f64(), copied as f64 / e.as_secs_f64())
+        }
         _ => String::new(),
     };
     println!(
@@ -415,10 +378,7 @@ impl Progress {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             });
-            Progress {
-                bar: Some(bar),
-                ticker: Some(ticker),
-            }
+            Progress { bar: Some(bar), ticker: Some(ticker) }
         } else {
             let label = label.to_owned();
             let ticker = tokio::spawn(async move {
@@ -428,11 +388,7 @@ impl Progress {
                     tokio::time::sleep(Duration::from_secs(10)).await;
                     let now = copied.load(Ordering::Relaxed);
                     let rate = (now - first) as f64 / started.elapsed().as_secs_f64();
-                    let pct = if total > 0 {
-                        (now as f64 * 100.0 / total as f64).min(100.0)
-                    } else {
-                        100.0
-                    };
+                    let pct = if total > 0 { (now as f64 * 100.0 / total as f64).min(100.0) } else { 100.0 };
                     let eta = if rate > 0.0 {
                         format!("{:.0}s", total.saturating_sub(now) as f64 / rate)
                     } else {
@@ -441,10 +397,7 @@ impl Progress {
                     tracing::info!(pair = %label, copied = now, total, percent = format!("{pct:.1}"), docs_per_s = rate as u64, eta = %eta, "snapshot progress");
                 }
             });
-            Progress {
-                bar: None,
-                ticker: Some(ticker),
-            }
+            Progress { bar: None, ticker: Some(ticker) }
         }
     }
 

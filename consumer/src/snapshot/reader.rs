@@ -54,13 +54,8 @@ pub enum ReadError {
 /// Where a slice reads from.
 #[derive(Debug, Clone)]
 pub enum Mode {
-    Pit {
-        pit_id: String,
-        search_after: Option<Value>,
-    },
-    Scroll {
-        scroll_id: Option<String>,
-    },
+    Pit { pit_id: String, search_after: Option<Value> },
+    Scroll { scroll_id: Option<String> },
 }
 
 pub struct SliceReader {
@@ -76,33 +71,20 @@ pub struct SliceReader {
 }
 
 /// Opens a point-in-time on `index`.
-pub async fn open_pit(
-    cluster: &Cluster,
-    index: &str,
-    keep_alive: Duration,
-) -> Result<String, Error> {
+pub async fn open_pit(cluster: &Cluster, index: &str, keep_alive: Duration) -> Result<String, Error> {
     #[derive(Deserialize)]
     struct Pit {
         id: String,
     }
     let ka = keep_alive_str(keep_alive);
-    let pit: Pit = cluster
-        .json(
-            Method::Post,
-            &format!("/{index}/_pit"),
-            &[("keep_alive", &ka)],
-            None,
-        )
-        .await?;
+    let pit: Pit = cluster.json(Method::Post, &format!("/{index}/_pit"), &[("keep_alive", &ka)], None).await?;
     Ok(pit.id)
 }
 
 /// Closes a point-in-time (best effort: it expires anyway).
 pub async fn close_pit(cluster: &Cluster, pit_id: &str) {
     let body = json!({ "id": pit_id });
-    let _ = cluster
-        .json::<Value>(Method::Delete, "/_pit", &[], Some(&body))
-        .await;
+    let _ = cluster.json::<Value>(Method::Delete, "/_pit", &[], Some(&body)).await;
 }
 
 pub fn keep_alive_str(d: Duration) -> String {
@@ -148,9 +130,7 @@ impl SliceReader {
         loop {
             match self.fetch().await {
                 Ok(hits) => return Ok(hits),
-                Err(ReadError::Cluster(e)) if is_context_lost(&e) => {
-                    return Err(ReadError::ContextLost(e.to_string()))
-                }
+                Err(ReadError::Cluster(e)) if is_context_lost(&e) => return Err(ReadError::ContextLost(e.to_string())),
                 Err(ReadError::Cluster(e)) if is_transient(&e) => match backoff.next_delay() {
                     Some(d) => {
                         indexferry_common::metrics::retry(self.cluster.role(), "read");
@@ -176,10 +156,7 @@ impl SliceReader {
             body["slice"] = json!({ "id": self.slice, "max": self.slices });
         }
         let bytes = match &self.mode {
-            Mode::Pit {
-                pit_id,
-                search_after,
-            } => {
+            Mode::Pit { pit_id, search_after } => {
                 body["pit"] = json!({ "id": pit_id, "keep_alive": self.keep_alive });
                 // Counting hits costs work on every page; scroll refuses to skip it.
                 body["track_total_hits"] = json!(false);
@@ -192,27 +169,20 @@ impl SliceReader {
             Mode::Scroll { scroll_id: None } => {
                 body["sort"] = json!(["_doc"]);
                 let path = format!("/{}/_search", self.index);
-                self.request(&path, &[("scroll", self.keep_alive.as_str())], &body)
-                    .await?
+                self.request(&path, &[("scroll", self.keep_alive.as_str())], &body).await?
             }
-            Mode::Scroll {
-                scroll_id: Some(id),
-            } => {
+            Mode::Scroll { scroll_id: Some(id) } => {
                 let body = json!({ "scroll": self.keep_alive, "scroll_id": id });
                 self.request("/_search/scroll", &[], &body).await?
             }
         };
-        let response: SearchResponse =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Cluster {
-                cluster: self.cluster.role().into(),
-                message: format!("unexpected search answer: {e}"),
-            })?;
+        let response: SearchResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Cluster {
+            cluster: self.cluster.role().into(),
+            message: format!("unexpected search answer: {e}"),
+        })?;
         let hits = response.hits.hits;
         match &mut self.mode {
-            Mode::Pit {
-                pit_id,
-                search_after,
-            } => {
+            Mode::Pit { pit_id, search_after } => {
                 if let Some(id) = response.pit_id {
                     *pit_id = id;
                 }
@@ -228,48 +198,28 @@ impl SliceReader {
         }
         if hits.is_empty() {
             self.done = true;
-            if let Mode::Scroll {
-                scroll_id: Some(id),
-            } = &self.mode
-            {
+            if let Mode::Scroll { scroll_id: Some(id) } = &self.mode {
                 let body = json!({ "scroll_id": [id] });
-                let _ = self
-                    .cluster
-                    .json::<Value>(Method::Delete, "/_search/scroll", &[], Some(&body))
-                    .await;
+                let _ = self.cluster.json::<Value>(Method::Delete, "/_search/scroll", &[], Some(&body)).await;
             }
         }
         Ok(hits)
     }
 
-    async fn request(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-        body: &Value,
-    ) -> Result<bytes::Bytes, ReadError> {
+    async fn request(&self, path: &str, query: &[(&str, &str)], body: &Value) -> Result<bytes::Bytes, ReadError> {
         let body = bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
-        Ok(self
-            .cluster
-            .request(Method::Post, path, query, Some(body))
-            .await?)
+        Ok(self.cluster.request(Method::Post, path, query, Some(body)).await?)
     }
 }
 
 /// An expired or unknown point-in-time / scroll.
 fn is_context_lost(e: &Error) -> bool {
     match e {
-        Error::ClusterStatus {
-            error_type,
-            reason,
-            status,
-            ..
-        } => {
+        Error::ClusterStatus { error_type, reason, status, .. } => {
             error_type.as_deref() == Some("search_context_missing_exception")
                 || reason.contains("search_context_missing_exception")
                 || reason.contains("No search context found")
-                || (*status == 404
-                    && error_type.as_deref() == Some("search_phase_execution_exception"))
+                || (*status == 404 && error_type.as_deref() == Some("search_phase_execution_exception"))
         }
         _ => false,
     }

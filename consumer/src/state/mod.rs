@@ -26,11 +26,7 @@ pub enum StateError {
     #[error("state {path}: {message}")]
     Db { path: PathBuf, message: String },
     #[error("state {path}: corrupt value under {key:?}: {message}")]
-    Corrupt {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Corrupt { path: PathBuf, key: String, message: String },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -62,10 +58,7 @@ impl Db {
 
 impl StateDir {
     pub fn new(root: &Path, name: &str) -> Self {
-        StateDir {
-            root: root.to_owned(),
-            name: name.to_owned(),
-        }
+        StateDir { root: root.to_owned(), name: name.to_owned() }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -87,17 +80,11 @@ impl StateDir {
     /// Opens a database for writing, creating it if needed. Fails if another process has it.
     pub fn open(&self, db: Db) -> Result<Store> {
         let path = self.db_path(db);
-        std::fs::create_dir_all(&path).map_err(|e| StateError::Db {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&path).map_err(|e| StateError::Db { path: path.clone(), message: e.to_string() })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_keep_log_file_num(2);
-        let db = DB::open(&opts, &path).map_err(|e| StateError::Db {
-            path: path.clone(),
-            message: explain_lock(e),
-        })?;
+        let db = DB::open(&opts, &path).map_err(|e| StateError::Db { path: path.clone(), message: explain_lock(e) })?;
         Ok(Store { db, path })
     }
 
@@ -108,10 +95,8 @@ impl StateDir {
             return Ok(None);
         }
         let opts = Options::default();
-        let db = DB::open_for_read_only(&opts, &path, false).map_err(|e| StateError::Db {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let db = DB::open_for_read_only(&opts, &path, false)
+            .map_err(|e| StateError::Db { path: path.clone(), message: e.to_string() })?;
         Ok(Some(Store { db, path }))
     }
 
@@ -119,16 +104,10 @@ impl StateDir {
     pub fn load_migration(&self) -> Result<Migration> {
         let store = self
             .open_read_only(Db::Meta)?
-            .ok_or_else(|| StateError::NotFound {
-                name: self.name.clone(),
-                dir: self.root.clone(),
-            })?;
+            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })?;
         store
             .get::<Migration>(MIGRATION_KEY)?
-            .ok_or_else(|| StateError::NotFound {
-                name: self.name.clone(),
-                dir: self.root.clone(),
-            })
+            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })
     }
 
     /// Reads, changes and writes back the migration record.
@@ -136,10 +115,7 @@ impl StateDir {
         let store = self.open(Db::Meta)?;
         let mut m = store
             .get::<Migration>(MIGRATION_KEY)?
-            .ok_or_else(|| StateError::NotFound {
-                name: self.name.clone(),
-                dir: self.root.clone(),
-            })?;
+            .ok_or_else(|| StateError::NotFound { name: self.name.clone(), dir: self.root.clone() })?;
         f(&mut m);
         store.put(MIGRATION_KEY, &m)?;
         store.flush()?;
@@ -195,10 +171,8 @@ impl Store {
     }
 
     pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StateError::Db {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| StateError::Db { path: self.path.clone(), message: e.to_string() })?;
         self.db.put(key, bytes).map_err(|e| self.err(e))
     }
 
@@ -206,10 +180,8 @@ impl Store {
     pub fn put_all<T: Serialize>(&self, entries: &[(String, T)]) -> Result<()> {
         let mut batch = WriteBatch::default();
         for (k, v) in entries {
-            let bytes = serde_json::to_vec(v).map_err(|e| StateError::Db {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+            let bytes = serde_json::to_vec(v)
+                .map_err(|e| StateError::Db { path: self.path.clone(), message: e.to_string() })?;
             batch.put(k, bytes);
         }
         self.db.write(batch).map_err(|e| self.err(e))
@@ -241,15 +213,45 @@ impl Store {
         Ok(out)
     }
 
-    fn err(&self, e: rocksdb::Error) -> StateError {
-        StateError::Db {
-            path: self.path.clone(),
-            message: e.to_string(),
+    /// Up to `limit` recorded tombstones `(index, id, tombstone)` in key order, starting
+    /// after `after` (a tombstone key) or at the first; page through them with the last key.
+    pub fn tombstones(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, String, Tombstone)>> {
+        let start = after.map_or_else(|| TOMBSTONE_PREFIX.to_owned(), |k| format!("{k}\0"));
+        let mut out = Vec::new();
+        for item in self.db.iterator(rocksdb::IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward)) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let Some((index, id)) = parse_tombstone_key(&key) else { break };
+            let t: Tombstone = serde_json::from_slice(&v).map_err(|e| StateError::Corrupt {
+                path: self.path.clone(),
+                key: key.clone(),
+                message: e.to_string(),
+            })?;
+            out.push((index.to_owned(), id.to_owned(), t));
+            if out.len() >= limit {
+                break;
+            }
         }
+        Ok(out)
+    }
+
+    fn err(&self, e: rocksdb::Error) -> StateError {
+        StateError::Db { path: self.path.clone(), message: e.to_string() }
     }
 }
 
 const SLICE_PREFIX: &str = "slice/";
+const TOMBSTONE_PREFIX: &str = "tomb/";
+
+/// `tomb/<target index>/<id>`.
+pub fn tombstone_key(index: &str, id: &str) -> String {
+    format!("{TOMBSTONE_PREFIX}{index}/{id}")
+}
+
+/// `(index, id)` of a tombstone key.
+pub fn parse_tombstone_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(TOMBSTONE_PREFIX)?.split_once('/')
+}
 
 /// `slice/<pair>/<slice>`, zero-padded so that keys sort in slice order.
 pub fn slice_key(pair: usize, slice: u32) -> String {
@@ -281,11 +283,7 @@ impl Drop for PidGuard {
 
 /// The pid recorded for `role`, if that process is still alive.
 pub fn running_pid(dir: &StateDir, role: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.pid_file(role))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid: i32 = std::fs::read_to_string(dir.pid_file(role)).ok()?.trim().parse().ok()?;
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     alive.then_some(pid)
 }
@@ -309,49 +307,31 @@ mod tests {
         let dir = StateDir::new(tmp.path(), "m");
         let w = dir.open(Db::Replay).unwrap();
         let mut cp = ReplayCheckpoint::default();
-        cp.partitions.insert(
-            0,
-            PartitionCheckpoint {
-                next_offset: 7,
-                last_event_ms: Some(5),
-            },
-        );
+        cp.partitions.insert(0, PartitionCheckpoint { next_offset: 7, last_event_ms: Some(5) });
         w.put(REPLAY_KEY, &cp).unwrap();
         // Another handle for writing is refused while the first is open...
         assert!(dir.open(Db::Replay).is_err());
         // ...but readers see what was written, without a flush.
         assert_eq!(dir.read_replay().unwrap().partitions[&0].next_offset, 7);
-        cp.partitions.insert(
-            0,
-            PartitionCheckpoint {
-                next_offset: 9,
-                last_event_ms: None,
-            },
-        );
+        cp.partitions.insert(0, PartitionCheckpoint { next_offset: 9, last_event_ms: None });
         w.put(REPLAY_KEY, &cp).unwrap();
         assert_eq!(dir.read_replay().unwrap().partitions[&0].next_offset, 9);
         let s = dir.open(Db::Snapshot).unwrap();
-        s.put(
-            &slice_key(0, 1),
-            &SliceCheckpoint {
-                copied: 3,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        s.put(
-            &slice_key(0, 0),
-            &SliceCheckpoint {
-                done: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        s.put(&slice_key(0, 1), &SliceCheckpoint { copied: 3, ..Default::default() }).unwrap();
+        s.put(&slice_key(0, 0), &SliceCheckpoint { done: true, ..Default::default() }).unwrap();
         s.put("other", &1).unwrap();
         let slices = s.slices().unwrap();
         assert_eq!(slices.len(), 2);
         assert_eq!(slices[0].0, (0, 0));
         assert!(slices[0].1.done);
         assert_eq!(slices[1].1.copied, 3);
+        s.put(&tombstone_key("t", "a/b"), &Tombstone { version: 4, routing: None }).unwrap();
+        s.put(&tombstone_key("t", "c"), &Tombstone { version: 9, routing: Some("r".into()) }).unwrap();
+        let first = s.tombstones(None, 1).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].0.as_str(), first[0].1.as_str(), first[0].2.version), ("t", "a/b", 4));
+        let rest = s.tombstones(Some(&tombstone_key("t", "a/b")), 10).unwrap();
+        assert_eq!(rest.len(), 1, "paging resumes after the given key");
+        assert_eq!((rest[0].1.as_str(), rest[0].2.routing.as_deref()), ("c", Some("r")));
     }
 }

@@ -66,6 +66,11 @@ pub struct RolloverRecord {
     pub grace_ms: u64,
     pub drain_ms: u64,
     pub end_offsets: Offsets,
+    /// Recorded deletes re-applied before the block, and documents they removed again.
+    #[serde(default)]
+    pub deletes_reapplied: u64,
+    #[serde(default)]
+    pub resurrections_undone: u64,
 }
 
 /// One slice of one pair's snapshot.
@@ -120,4 +125,19 @@ impl ReplayCheckpoint {
         }
         out
     }
+}
+
+/// A delete the target acknowledged during replay, kept in the replay state.
+///
+/// The target's own tombstone (the version map entry kept for `gc_deletes`) is what makes a
+/// later, older copy of the document lose with a 409 — but it lives in memory and a restart
+/// of the target node forgets it, after which an older copy from the snapshot is accepted
+/// and the deleted document is back. Rollover re-applies these deletes, with their versions,
+/// before it blocks writes: any such resurrection is undone, and a document re-created
+/// since (a higher version) is left alone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tombstone {
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
 }

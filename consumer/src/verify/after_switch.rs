@@ -13,12 +13,8 @@ use std::time::{Duration, Instant};
 /// Past this many ids, verification of recent writes is given up (memory stays bounded).
 const MAX_IDS: usize = 2_000_000;
 
-pub(super) fn ids_written_since(
-    k: &KafkaConfig,
-    from: &Offsets,
-) -> anyhow::Result<HashSet<String>> {
-    let consumer: BaseConsumer =
-        consumer_config(&k.brokers, &k.properties, "indexferry-verify").create()?;
+pub(super) fn ids_written_since(k: &KafkaConfig, from: &Offsets) -> anyhow::Result<HashSet<String>> {
+    let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-verify").create()?;
     let mut tpl = TopicPartitionList::new();
     let mut until = Offsets::new();
     for (p, o) in from {
@@ -35,10 +31,7 @@ pub(super) fn ids_written_since(
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while !until.is_empty() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "reading the writes made after the switch took too long"
-        );
+        anyhow::ensure!(Instant::now() < deadline, "reading the writes made after the switch took too long");
         let Some(m) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
@@ -46,14 +39,8 @@ pub(super) fn ids_written_since(
         if let Some(key) = m.key() {
             ids.insert(String::from_utf8_lossy(key).into_owned());
         }
-        anyhow::ensure!(
-            ids.len() <= MAX_IDS,
-            "more than {MAX_IDS} documents were written after the switch"
-        );
-        if until
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
+        anyhow::ensure!(ids.len() <= MAX_IDS, "more than {MAX_IDS} documents were written after the switch");
+        if until.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
             until.remove(&m.partition());
         }
     }

@@ -20,8 +20,6 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
-/// Sample ids kept per kind of difference.
-const SAMPLES: usize = 10;
 const PAGE: usize = 1000;
 
 #[derive(Debug, Default, Serialize)]
@@ -46,22 +44,19 @@ pub struct Report {
     pub pairs: Vec<PairReport>,
 }
 
-pub async fn verify(common: &Common, name: &str, as_json: bool) -> anyhow::Result<bool> {
+/// Compares every pair; `samples` ids are kept per kind of difference.
+pub async fn verify(common: &Common, name: &str, as_json: bool, samples: usize) -> anyhow::Result<bool> {
     let ctx = Ctx::load(common, name).await?;
-    let mut report = Report {
-        identical: true,
-        pairs: vec![],
-    };
+    let mut report = Report { identical: true, pairs: vec![] };
     let skip = match &ctx.migration.rollover {
         Some(r) => {
             let (k, from) = (ctx.recipe.kafka.clone(), r.end_offsets.clone());
-            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &from))
-                .await??
+            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &from)).await??
         }
         None => Default::default(),
     };
     for p in &ctx.migration.pairs {
-        let mut r = compare(&ctx, &p.source, &p.target, &skip).await?;
+        let mut r = compare(&ctx, &p.source, &p.target, &skip, samples).await?;
         r.written_after_switch = skip.len() as u64;
         report.identical &= r.missing == 0 && r.extra == 0 && r.different == 0;
         report.pairs.push(r);
@@ -75,29 +70,17 @@ pub async fn verify(common: &Common, name: &str, as_json: bool) -> anyhow::Resul
                 r.source, r.target, r.source_docs, r.target_docs, r.missing, r.extra, r.different
             );
             if r.written_after_switch > 0 {
-                println!(
-                    "  {} ids written after the switch were left out",
-                    r.written_after_switch
-                );
+                println!("  {} ids written after the switch were left out", r.written_after_switch);
             }
-            for (what, ids) in [
-                ("missing", &r.sample_missing),
-                ("extra", &r.sample_extra),
-                ("different", &r.sample_different),
-            ] {
+            for (what, ids) in
+                [("missing", &r.sample_missing), ("extra", &r.sample_extra), ("different", &r.sample_different)]
+            {
                 if !ids.is_empty() {
                     println!("  {what}: {}", ids.join(" "));
                 }
             }
         }
-        println!(
-            "verify: {}",
-            if report.identical {
-                "identical"
-            } else {
-                "DIFFERENT"
-            }
-        );
+        println!("verify: {}", if report.identical { "identical" } else { "DIFFERENT" });
     }
     Ok(report.identical)
 }
@@ -107,15 +90,11 @@ async fn compare(
     source_index: &str,
     target_index: &str,
     skip: &HashSet<String>,
+    samples: usize,
 ) -> anyhow::Result<PairReport> {
-    let mut r = PairReport {
-        source: source_index.into(),
-        target: target_index.into(),
-        ..Default::default()
-    };
+    let mut r = PairReport { source: source_index.into(), target: target_index.into(), ..Default::default() };
     for (c, i) in [(&ctx.source, source_index), (&ctx.target, target_index)] {
-        c.json::<Value>(Method::Post, &format!("/{i}/_refresh"), &[], None)
-            .await?;
+        c.json::<Value>(Method::Post, &format!("/{i}/_refresh"), &[], None).await?;
     }
     // Pass 1: source documents against the target.
     let mut reader = open_reader(&ctx.source, source_index, true).await?;
@@ -133,12 +112,12 @@ async fn compare(
             match other {
                 None => {
                     r.missing += 1;
-                    sample(&mut r.sample_missing, &h.id);
+                    sample(&mut r.sample_missing, &h.id, samples);
                 }
                 Some(t) => {
                     if !same_source(h.source.as_deref(), t.as_deref()) {
                         r.different += 1;
-                        sample(&mut r.sample_different, &h.id);
+                        sample(&mut r.sample_different, &h.id, samples);
                     }
                 }
             }
@@ -157,7 +136,7 @@ async fn compare(
         for (h, other) in hits.iter().zip(found) {
             if other.is_none() && !skip.contains(&h.id) {
                 r.extra += 1;
-                sample(&mut r.sample_extra, &h.id);
+                sample(&mut r.sample_extra, &h.id, samples);
             }
         }
     }
@@ -179,25 +158,12 @@ async fn open_reader(cluster: &Cluster, index: &str, with_source: bool) -> anyho
     let keep_alive = Duration::from_secs(300);
     let (mode, pit) = if cluster.flavor.has_pit() {
         let pit = open_pit(cluster, index, keep_alive).await?;
-        (
-            Mode::Pit {
-                pit_id: pit.clone(),
-                search_after: None,
-            },
-            Some(pit),
-        )
+        (Mode::Pit { pit_id: pit.clone(), search_after: None }, Some(pit))
     } else {
         (Mode::Scroll { scroll_id: None }, None)
     };
     let reader = SliceReader::new(cluster.clone(), index, 0, 1, PAGE, keep_alive, mode);
-    Ok(Reader(
-        if with_source {
-            reader
-        } else {
-            reader.without_source()
-        },
-        pit,
-    ))
+    Ok(Reader(if with_source { reader } else { reader.without_source() }, pit))
 }
 
 #[derive(Deserialize)]
@@ -230,12 +196,7 @@ async fn mget(
     let body = json!({ "docs": docs });
     let source = if with_source { "true" } else { "false" };
     let answer: MgetResponse = cluster
-        .json(
-            Method::Post,
-            &format!("/{index}/_mget"),
-            &[("_source", source), ("realtime", "true")],
-            Some(&body),
-        )
+        .json(Method::Post, &format!("/{index}/_mget"), &[("_source", source), ("realtime", "true")], Some(&body))
         .await?;
     anyhow::ensure!(
         answer.docs.len() == hits.len(),
@@ -243,11 +204,7 @@ async fn mget(
         answer.docs.len(),
         hits.len()
     );
-    Ok(answer
-        .docs
-        .into_iter()
-        .map(|d| d.found.then_some(d.source))
-        .collect())
+    Ok(answer.docs.into_iter().map(|d| d.found.then_some(d.source)).collect())
 }
 
 fn same_source(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
@@ -264,8 +221,8 @@ fn same_source(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
     }
 }
 
-fn sample(v: &mut Vec<String>, id: &str) {
-    if v.len() < SAMPLES {
+fn sample(v: &mut Vec<String>, id: &str, samples: usize) {
+    if v.len() < samples {
         v.push(id.to_owned());
     }
 }
@@ -280,14 +237,8 @@ mod tests {
 
     #[test]
     fn sources_compare_as_json() {
-        assert!(same_source(
-            Some(&raw(r#"{"a":1,"b":[1,2]}"#)),
-            Some(&raw(r#"{ "b": [1, 2], "a": 1 }"#))
-        ));
-        assert!(!same_source(
-            Some(&raw(r#"{"a":1}"#)),
-            Some(&raw(r#"{"a":2}"#))
-        ));
+        assert!(same_source(Some(&raw(r#"{"a":1,"b":[1,2]}"#)), Some(&raw(r#"{ "b": [1, 2], "a": 1 }"#))));
+        assert!(!same_source(Some(&raw(r#"{"a":1}"#)), Some(&raw(r#"{"a":2}"#))));
         assert!(!same_source(Some(&raw(r#"{"a":1}"#)), None));
     }
 }

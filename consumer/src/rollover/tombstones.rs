@@ -1,0 +1,78 @@
+//! Re-applying the deletes the replay recorded (see [`crate::state::Tombstone`]) before
+//! the switch. Each goes out again with its external version: a document an older write
+//! brought back after a target restart is deleted again; one re-created since carries a
+//! higher version and stays (409, stale).
+
+use crate::context::Ctx;
+use crate::state::{tombstone_key, Db, Tombstone};
+use crate::writer::{Doc, Final, Writer};
+use indexferry_common::es::Method;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const BATCH: usize = 1000;
+
+/// What the sweep did.
+#[derive(Debug, Default)]
+pub(super) struct Sweep {
+    /// Deletes re-applied.
+    pub tombstones: u64,
+    /// Of which documents that were present again in the target.
+    pub resurrected: u64,
+}
+
+pub(super) async fn sweep(ctx: &Ctx) -> anyhow::Result<Sweep> {
+    let mut result = Sweep::default();
+    let Some(store) = ctx.dir.open_read_only(Db::Replay)? else { return Ok(result) };
+    let writer = Writer::new(ctx.target.clone(), "rollover", CancellationToken::new());
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.tombstones(after.as_deref(), BATCH)?;
+        let Some((index, id, _)) = page.last() else { break };
+        after = Some(tombstone_key(index, id));
+        result.resurrected += present(ctx, &page).await?;
+        let docs: Vec<Doc> = page
+            .iter()
+            .map(|(index, id, t)| Doc {
+                index: index.clone(),
+                id: id.clone(),
+                version: t.version,
+                routing: t.routing.clone(),
+                source: None,
+            })
+            .collect();
+        let finals = writer.write(&docs).await.map_err(|_| anyhow::anyhow!("cancelled"))?;
+        if let Some(Final::Rejected(reason)) = finals.iter().find(|f| matches!(f, Final::Rejected(_))) {
+            anyhow::bail!("re-applying a recorded delete failed: {reason}");
+        }
+        result.tombstones += page.len() as u64;
+    }
+    Ok(result)
+}
+
+/// How many of the tombstoned documents exist in the target with a version at or below
+/// their delete's (i.e. came back after it).
+async fn present(ctx: &Ctx, page: &[(String, String, Tombstone)]) -> anyhow::Result<u64> {
+    #[derive(Deserialize)]
+    struct Mget {
+        docs: Vec<MgetDoc>,
+    }
+    #[derive(Deserialize)]
+    struct MgetDoc {
+        #[serde(default)]
+        found: bool,
+        #[serde(rename = "_version", default)]
+        version: u64,
+    }
+    let docs: Vec<_> = page
+        .iter()
+        .map(|(index, id, t)| match &t.routing {
+            Some(r) => json!({ "_index": index, "_id": id, "routing": r }),
+            None => json!({ "_index": index, "_id": id }),
+        })
+        .collect();
+    let answer: Mget =
+        ctx.target.json(Method::Post, "/_mget", &[("_source", "false")], Some(&json!({ "docs": docs }))).await?;
+    Ok(answer.docs.iter().zip(page).filter(|(d, (_, _, t))| d.found && d.version <= t.version).count() as u64)
+}

@@ -1,0 +1,251 @@
+//! The chaos harness: a cross-cluster migration (Elasticsearch 8 → 9) under a steady write
+//! load — creates, updates, deletes, delete-then-recreate of hot ids — while faults are
+//! injected at random points, repeatedly:
+//!
+//! - SIGKILL of the snapshot worker and of the consumer, then a restart;
+//! - a restart of the Kafka broker, of the source cluster and of the target cluster;
+//! - the target refusing bulk work for a while (a temporary write block);
+//! - the consumer stopped for longer than the target's production `gc_deletes` (2s here).
+//!
+//! Then rollover and verify: zero missing, extra, different and resurrected (an extra
+//! document whose last event was a delete). `INDEXFERRY_CHAOS_FAULTS` sets the number of
+//! faults (default 7, one of each kind); `dev/chaos --faults N` runs it.
+
+use indexferry_common::es::Method;
+use indexferry_tests::*;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    KillSnapshot,
+    KillConsumer,
+    RestartKafka,
+    RestartSource,
+    RestartTarget,
+    BlockTarget,
+    PauseConsumer,
+}
+
+const ALL: [Fault; 7] = [
+    Fault::KillSnapshot,
+    Fault::KillConsumer,
+    Fault::RestartKafka,
+    Fault::RestartSource,
+    Fault::RestartTarget,
+    Fault::BlockTarget,
+    Fault::PauseConsumer,
+];
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillSnapshot => "kill_snapshot",
+            Fault::KillConsumer => "kill_consumer",
+            Fault::RestartKafka => "restart_kafka",
+            Fault::RestartSource => "restart_source",
+            Fault::RestartTarget => "restart_target",
+            Fault::BlockTarget => "block_target",
+            Fault::PauseConsumer => "pause_consumer",
+        }
+    }
+}
+
+fn stack(args: &[&str]) -> anyhow::Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/stack");
+    let out = Command::new(script).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "dev/stack {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+fn restart(component: &str) -> anyhow::Result<()> {
+    stack(&["down", component])?;
+    stack(&["up", component])
+}
+
+struct Workers {
+    state: PathBuf,
+    name: String,
+    log: PathBuf,
+    snapshot: Option<Proc>,
+    consumer: Option<Proc>,
+}
+
+impl Workers {
+    fn start_snapshot(&mut self) -> anyhow::Result<()> {
+        self.snapshot = Some(spawn(indexferry(&self.state, &["snapshot", &self.name]), &self.log)?);
+        Ok(())
+    }
+
+    fn start_consumer(&mut self) -> anyhow::Result<()> {
+        self.consumer = Some(spawn(indexferry(&self.state, &["consume", &self.name]), &self.log)?);
+        Ok(())
+    }
+
+    /// SIGKILL of a live process; `false` if it had already finished.
+    fn kill(slot: &mut Option<Proc>) -> anyhow::Result<bool> {
+        let Some(p) = slot.as_mut() else { return Ok(false) };
+        if p.try_wait()?.is_some() {
+            return Ok(false);
+        }
+        kill9(p)?;
+        Ok(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos() -> anyhow::Result<()> {
+    let faults: usize = std::env::var("INDEXFERRY_CHAOS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(ALL.len());
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let (source_url, target_url) = (es8(), es9());
+    let (src, dst, alias, topic, name) =
+        (unique("chaos-src"), unique("chaos-dst"), unique("chaos"), unique("chaos-events"), unique("chaos"));
+    create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
+    let initial = 3000 + 150 * faults as u64;
+    let load = Load::start_with(dir.path(), &source_url, &alias, &topic, initial, 80, &["--retry-for", "180s"])?;
+    wait_docs(&source_url, &src, initial).await?;
+    let recipe = RecipeSpec {
+        name: &name,
+        source_url: &source_url,
+        target_url: &target_url,
+        topic: &topic,
+        source: &src,
+        target: &dst,
+        alias: &alias,
+        mappings: changed_mappings(),
+        slices: 2,
+        batch_size: 200,
+        throttle: 250,
+        extra: "",
+    }
+    .write(dir.path())?;
+    // The target's production gc_deletes is short; the migration raises it while it runs.
+    let text = std::fs::read_to_string(&recipe)?
+        .replace("refresh_interval = \"1s\" }", "refresh_interval = \"1s\", gc_deletes = \"2s\" }");
+    std::fs::write(&recipe, text)?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut w = Workers {
+        state: state.clone(),
+        name: name.clone(),
+        log: dir.path().join("workers.log"),
+        snapshot: None,
+        consumer: None,
+    };
+    w.start_snapshot()?;
+    w.start_consumer()?;
+
+    // Random order, except that the snapshot worker is killed first, while it surely runs.
+    let mut plan: Vec<Fault> = (1..faults).map(|i| ALL[i % ALL.len()]).collect();
+    plan.shuffle(&mut rand::rng());
+    plan.insert(0, Fault::KillSnapshot);
+    let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
+    let target = cluster(&target_url).await?;
+    let started = Instant::now();
+    for (i, fault) in plan.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(500..2500))).await;
+        let done = match fault {
+            Fault::KillSnapshot => {
+                let killed = Workers::kill(&mut w.snapshot)?;
+                if killed {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    w.start_snapshot()?;
+                }
+                killed
+            }
+            Fault::KillConsumer => {
+                Workers::kill(&mut w.consumer)?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                w.start_consumer()?;
+                true
+            }
+            Fault::RestartKafka => restart("kafka").map(|()| true)?,
+            Fault::RestartSource => restart("es8").map(|()| true)?,
+            Fault::RestartTarget => restart("es9").map(|()| true)?,
+            Fault::BlockTarget => {
+                target.put_settings(&dst, json!({ "index.blocks.write": true })).await?;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                target.put_settings(&dst, json!({ "index.blocks.write": null })).await?;
+                true
+            }
+            Fault::PauseConsumer => {
+                if let Some(mut c) = w.consumer.take() {
+                    terminate(&mut c)?;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                w.start_consumer()?;
+                true
+            }
+        };
+        if done {
+            *injected.entry(*fault).or_default() += 1;
+        }
+        eprintln!(
+            "chaos: fault {}/{} {}{} at {:.0}s",
+            i + 1,
+            plan.len(),
+            fault.name(),
+            if done { "" } else { " (worker already done: skipped)" },
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // Whatever was killed last comes back; the snapshot finishes and the replay catches up.
+    if w.snapshot.as_mut().is_none_or(|p| p.try_wait().ok().flatten().is_some_and(|s| !s.success())) {
+        w.start_snapshot()?;
+    }
+    let caught = wait_caught_up(&state, &name, Duration::from_secs(600)).await;
+    if let Err(e) = caught {
+        eprintln!("{}", std::fs::read_to_string(&w.log).unwrap_or_default());
+        return Err(e);
+    }
+    let (done, failed) = load.stop()?;
+    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    eprint!("{out}");
+    let out = output(indexferry(&state, &["verify", &name, "--json", "--samples", "100000"]))?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    let pair = &report["pairs"][0];
+    let count = |k: &str| pair[k].as_u64().unwrap_or(u64::MAX);
+
+    // Resurrected: extra in the target although the source's last word on it was a delete.
+    let mut last_op: HashMap<String, (u64, bool)> = HashMap::new();
+    for (_, payload) in read_topic_until_idle(&topic, Duration::from_secs(3))? {
+        if let Ok(e) = indexferry_schemas::decode(None, &payload) {
+            let entry = last_op.entry(e.id).or_insert((0, false));
+            if e.seq_no >= entry.0 {
+                *entry = (e.seq_no, e.op == indexferry_schemas::Op::Delete);
+            }
+        }
+    }
+    let resurrected = pair["sample_extra"]
+        .as_array()
+        .map(|ids| {
+            ids.iter().filter(|id| id.as_str().is_some_and(|id| last_op.get(id).is_some_and(|(_, del)| *del))).count()
+        })
+        .unwrap_or(0);
+    for f in ALL {
+        println!("chaos: {:<15} injected={}", f.name(), injected.get(&f).copied().unwrap_or(0));
+    }
+    println!("chaos: load writes={done} failed={failed}; source documents={}", pair["source_docs"]);
+    println!(
+        "chaos: faults={} missing={} extra={} different={} resurrected={resurrected}",
+        injected.values().sum::<usize>(),
+        count("missing"),
+        count("extra"),
+        count("different")
+    );
+    let status = status(&state, &name)?;
+    println!(
+        "chaos: snapshot restarts={} resumes={} recopied<={}",
+        status["pairs"][0]["restarts"], status["pairs"][0]["resumes"], status["pairs"][0]["recopied"]
+    );
+    assert_eq!((count("missing"), count("extra"), count("different"), resurrected), (0, 0, 0, 0), "{report}");
+    assert_eq!(failed, 0, "no write failed");
+    let _ = target.json::<Value>(Method::Delete, &format!("/{dst}"), &[], None).await;
+    Ok(())
+}
