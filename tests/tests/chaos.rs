@@ -249,3 +249,66 @@ async fn chaos() -> anyhow::Result<()> {
     let _ = target.json::<Value>(Method::Delete, &format!("/{dst}"), &[], None).await;
     Ok(())
 }
+
+/// The fault the harness found, made deterministic: a delete reaches the target, the target
+/// restarts (forgetting its tombstone), and an older copy of the document arrives. The
+/// target accepts it; rollover must delete it again before the switch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_restart_does_not_let_a_deleted_document_back() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let (source_url, target_url) = (es8(), es9());
+    let (src, dst, alias, topic, name) =
+        (unique("tomb-src"), unique("tomb-dst"), unique("tomb"), unique("tomb-events"), unique("tomb"));
+    create_source(&source_url, &src, &alias, &topic, 1, json!({})).await?;
+    let p = indexferry_producer::Producer::connect(producer_config(&source_url, &topic, &alias)).await?;
+    let old = p.index("d", r#"{"v":"old"}"#, None).await?;
+    p.index("keep", r#"{"v":"keep"}"#, None).await?;
+    let recipe = RecipeSpec {
+        name: &name,
+        source_url: &source_url,
+        target_url: &target_url,
+        topic: &topic,
+        source: &src,
+        target: &dst,
+        alias: &alias,
+        mappings: json!({}),
+        slices: 1,
+        batch_size: 100,
+        throttle: 0,
+        extra: "",
+    }
+    .write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    p.delete("d", None).await?;
+    let log = dir.path().join("consume.log");
+    let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
+    wait_for("delete applied", Duration::from_secs(30), || {
+        Ok((status(&state, &name)?["replay"]["applied"] == json!(1)).then_some(()))
+    })
+    .await?;
+    terminate(&mut consume)?;
+
+    restart("es9")?;
+    // The older copy arrives late (as a slow snapshot would send it): the restarted target
+    // has no tombstone left to refuse it.
+    publish_raw(&topic, &[("d", old.to_json())]).await?;
+    let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
+    wait_for("late copy judged", Duration::from_secs(60), || {
+        let s = status(&state, &name)?;
+        Ok((s["replay"]["lag_messages"] == json!(0)).then_some(()))
+    })
+    .await?;
+    terminate(&mut consume)?;
+    let back = cluster(&target_url).await?.request(Method::Get, &format!("/{dst}/_doc/d"), &[], None).await.is_ok();
+
+    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    if back {
+        assert!(out.contains("1 documents had come back and were deleted again"), "{out}");
+    }
+    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    assert!(out.contains("verify: identical"), "{out}");
+    eprintln!("resurrected by the restart before rollover: {back}");
+    Ok(())
+}
