@@ -158,6 +158,21 @@ impl Default for RolloverConfig {
     }
 }
 
+impl ClusterConfig {
+    /// A cluster at `url` without credentials or TLS settings.
+    pub fn at(url: &str) -> Self {
+        ClusterConfig {
+            url: vec![url.to_owned()],
+            username: None,
+            password: None,
+            api_key: None,
+            ca_cert: None,
+            insecure: false,
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
 fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
 }
@@ -298,9 +313,11 @@ impl Recipe {
                 return Err(format!("{field}.url: at least one URL is required"));
             }
             for u in &c.url {
-                let parsed = url::Url::parse(u).map_err(|e| format!("{field}.url: {u:?} is not a URL: {e}"))?;
+                // Never echo a URL that may carry a password.
+                let shown = if u.contains('@') { "(a URL with credentials)".to_owned() } else { format!("{u:?}") };
+                let parsed = url::Url::parse(u).map_err(|e| format!("{field}.url: {shown} is not a URL: {e}"))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(format!("{field}.url: {u:?} must be http or https"));
+                    return Err(format!("{field}.url: {shown} must be http or https"));
                 }
             }
             if c.password.is_some() && c.username.is_none() {

@@ -103,3 +103,36 @@ fn the_documented_example_recipe_parses() {
     assert_eq!(r.pairs[0].mappings_json().unwrap()["properties"]["quantity"]["type"], "long");
     assert_eq!(r.rollover.grace, std::time::Duration::from_millis(500));
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any text: a recipe or an error naming the file, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            if let Err(e) = parse(&text) {
+                prop_assert!(e.to_string().starts_with("recipe.toml:"), "{}", e);
+            }
+        }
+
+        /// The valid recipe with one line replaced by arbitrary text.
+        #[test]
+        fn mutated_recipes_never_panic(line in 0usize..16, junk in "\\PC{0,60}") {
+            let mut lines: Vec<&str> = MINIMAL.lines().collect();
+            let at = line.min(lines.len() - 1);
+            lines[at] = &junk;
+            let _ = parse(&lines.join("\n"));
+        }
+
+        /// Arbitrary bytes through the TOML front door (invalid UTF-8 included).
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse(&text);
+        }
+    }
+}

@@ -56,6 +56,15 @@ pub fn kafka_consumer_config(k: &KafkaConfig, group_id: &str) -> ClientConfig {
     consumer_config(&k.brokers, &k.properties, group_id)
 }
 
+/// Lets go of a consumer without closing it. Dropping an rdkafka consumer that has a group
+/// id waits, with no bound, until it has left its group, and after a broker restart that can
+/// be forever. indexferry joins no group (partitions are assigned by hand, offsets are
+/// checkpointed before they are committed), so nothing is lost by not closing: the handle
+/// goes with the process.
+pub fn abandon<T>(consumer: T) {
+    std::mem::forget(consumer);
+}
+
 /// Partition → offset.
 pub type Offsets = BTreeMap<i32, i64>;
 
@@ -68,7 +77,8 @@ pub struct OffsetReader {
 
 impl OffsetReader {
     pub fn new(k: &KafkaConfig, topic: &str) -> Result<OffsetReader> {
-        let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-probe").create()?;
+        // No group id: this client only reads metadata, and without one it closes at once.
+        let consumer: BaseConsumer = base(&k.brokers, &k.properties).create()?;
         Ok(OffsetReader { consumer, topic: topic.to_owned() })
     }
 
@@ -143,4 +153,35 @@ pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipe_properties_pass_through_but_cannot_weaken_delivery() {
+        let props: BTreeMap<String, String> = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "ferry"),
+            ("ssl.ca.location", "/etc/kafka/ca.pem"),
+            ("acks", "1"),
+            ("enable.auto.commit", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let p = producer_config("b:9093", &props, Duration::from_millis(400));
+        assert_eq!(p.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(p.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(p.get("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
+        assert_eq!(p.get("acks"), Some("all"), "acks=all is not the recipe's to change");
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("message.timeout.ms"), Some("400"));
+        let c = consumer_config("b:9093", &props, "g");
+        assert_eq!(c.get("sasl.username"), Some("ferry"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"), "offsets stay ours");
+        assert_eq!(c.get("group.id"), Some("g"));
+    }
 }

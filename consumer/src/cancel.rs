@@ -17,7 +17,7 @@ pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::R
         stop(&dir, role).await;
     }
     let recipe = stored_recipe(&m, &common.overrides)?;
-    let (source, target) = connect(&recipe).await?;
+    let (source, target) = connect(&recipe, common.connect_timeout).await?;
     let sources: Vec<&str> = m.pairs.iter().map(|p| p.source.as_str()).collect();
     if m.state != State::RolledOver {
         source

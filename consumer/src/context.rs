@@ -8,14 +8,13 @@ use indexferry_common::es::Cluster;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a command keeps trying to reach a cluster before failing.
-pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
-
 /// Options every command takes.
 #[derive(Debug, Clone)]
 pub struct Common {
     pub state_dir: PathBuf,
     pub overrides: Overrides,
+    /// How long a command keeps trying to reach a cluster before failing.
+    pub connect_timeout: Duration,
 }
 
 pub struct Ctx {
@@ -32,7 +31,7 @@ impl Ctx {
         let dir = StateDir::new(&common.state_dir, name);
         let migration = dir.load_migration()?;
         let recipe = stored_recipe(&migration, &common.overrides)?;
-        let (source, target) = connect(&recipe).await?;
+        let (source, target) = connect(&recipe, common.connect_timeout).await?;
         Ok(Ctx { dir, migration, recipe, source, target })
     }
 }
@@ -44,10 +43,10 @@ pub fn stored_recipe(m: &Migration, overrides: &Overrides) -> anyhow::Result<Rec
         .with_context(|| format!("recipe of migration {:?}", m.name))
 }
 
-pub async fn connect(recipe: &Recipe) -> anyhow::Result<(Cluster, Cluster)> {
-    let source = Cluster::connect(&recipe.source, "source", CONNECT_DEADLINE).await?;
+pub async fn connect(recipe: &Recipe, deadline: Duration) -> anyhow::Result<(Cluster, Cluster)> {
+    let source = Cluster::connect(&recipe.source, "source", deadline).await?;
     let target = if recipe.cross_cluster() {
-        Cluster::connect(recipe.target_cluster(), "target", CONNECT_DEADLINE).await?
+        Cluster::connect(recipe.target_cluster(), "target", deadline).await?
     } else {
         let mut t = source.clone();
         t.set_role("target");

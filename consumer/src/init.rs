@@ -29,7 +29,7 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
             recipe.name
         );
     }
-    let (source, target) = connect(&recipe).await?;
+    let (source, target) = connect(&recipe, common.connect_timeout).await?;
     tracing::info!(source = %format!("{} {}", source.flavor, source.version), target = %format!("{} {}", target.flavor, target.version), "clusters reachable");
 
     for (i, pair) in recipe.pairs.iter().enumerate() {

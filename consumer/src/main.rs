@@ -45,6 +45,9 @@ struct Global {
     /// Change-event topic (overrides the recipe).
     #[arg(long, global = true, env = "INDEXFERRY_KAFKA_TOPIC")]
     topic: Option<String>,
+    /// How long to keep retrying an unreachable cluster before giving up (e.g. 30s, 2m).
+    #[arg(long, global = true, env = "INDEXFERRY_CONNECT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    connect_timeout: std::time::Duration,
 }
 
 #[derive(Args, Clone)]
@@ -124,6 +127,10 @@ enum Command {
     },
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
 fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
     let s = if s.starts_with(':') { format!("127.0.0.1{s}") } else { s.to_owned() };
     s.parse().map_err(|e| format!("{s:?}: {e}"))
@@ -139,6 +146,7 @@ impl Global {
                 brokers: self.brokers.clone(),
                 topic: self.topic.clone(),
             },
+            connect_timeout: self.connect_timeout,
         }
     }
 }

@@ -65,15 +65,7 @@ pub struct ProducerConfig {
 impl ProducerConfig {
     pub fn new(url: &str, brokers: &str, topic: &str, alias: &str) -> Self {
         ProducerConfig {
-            cluster: ClusterConfig {
-                url: vec![url.to_owned()],
-                username: None,
-                password: None,
-                api_key: None,
-                ca_cert: None,
-                insecure: false,
-                request_timeout: Duration::from_secs(30),
-            },
+            cluster: ClusterConfig::at(url),
             brokers: brokers.to_owned(),
             kafka_properties: BTreeMap::new(),
             topic: topic.to_owned(),

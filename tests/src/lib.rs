@@ -31,15 +31,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn cluster_config(url: &str) -> ClusterConfig {
-    ClusterConfig {
-        url: vec![url.to_owned()],
-        username: None,
-        password: None,
-        api_key: None,
-        ca_cert: None,
-        insecure: false,
-        request_timeout: Duration::from_secs(30),
-    }
+    ClusterConfig::at(url)
 }
 
 pub async fn cluster(url: &str) -> anyhow::Result<Cluster> {
@@ -203,7 +195,33 @@ pub struct RecipeSpec<'a> {
     pub extra: &'a str,
 }
 
-impl RecipeSpec<'_> {
+impl<'a> RecipeSpec<'a> {
+    /// One pair, one slice, batches of 100, no throttle, no mappings, nothing extra.
+    pub fn new(
+        name: &'a str,
+        source_url: &'a str,
+        target_url: &'a str,
+        topic: &'a str,
+        source: &'a str,
+        target: &'a str,
+        alias: &'a str,
+    ) -> Self {
+        RecipeSpec {
+            name,
+            source_url,
+            target_url,
+            topic,
+            source,
+            target,
+            alias,
+            mappings: json!({}),
+            slices: 1,
+            batch_size: 100,
+            throttle: 0,
+            extra: "",
+        }
+    }
+
     pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         let mappings_path = dir.join(format!("{}-mappings.json", self.name));
         std::fs::write(&mappings_path, serde_json::to_vec_pretty(&self.mappings)?)?;
@@ -392,10 +410,15 @@ impl Load {
     }
 
     /// Stops the load and returns (done, failed).
-    pub fn stop(mut self) -> anyhow::Result<(u64, u64)> {
-        terminate(&mut self.child)?;
-        let r: Value = serde_json::from_slice(&std::fs::read(&self.report)?)?;
+    pub fn stop(self) -> anyhow::Result<(u64, u64)> {
+        let r = self.report()?;
         Ok((r["done"].as_u64().unwrap_or(0), r["failed"].as_u64().unwrap_or(u64::MAX)))
+    }
+
+    /// Stops the load and returns its JSON summary.
+    pub fn report(mut self) -> anyhow::Result<Value> {
+        terminate(&mut self.child)?;
+        Ok(serde_json::from_slice(&std::fs::read(&self.report)?)?)
     }
 }
 

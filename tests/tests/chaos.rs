@@ -99,6 +99,7 @@ impl Workers {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "restarts the shared stack for minutes: run it with dev/chaos"]
 async fn chaos() -> anyhow::Result<()> {
     let faults: usize = std::env::var("INDEXFERRY_CHAOS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(ALL.len());
     let dir = tempfile::tempdir()?;
@@ -111,18 +112,11 @@ async fn chaos() -> anyhow::Result<()> {
     let load = Load::start_with(dir.path(), &source_url, &alias, &topic, initial, 80, &["--retry-for", "180s"])?;
     wait_docs(&source_url, &src, initial).await?;
     let recipe = RecipeSpec {
-        name: &name,
-        source_url: &source_url,
-        target_url: &target_url,
-        topic: &topic,
-        source: &src,
-        target: &dst,
-        alias: &alias,
         mappings: changed_mappings(),
         slices: 2,
         batch_size: 200,
         throttle: 250,
-        extra: "",
+        ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias)
     }
     .write(dir.path())?;
     // The target's production gc_deletes is short; the migration raises it while it runs.
@@ -203,7 +197,11 @@ async fn chaos() -> anyhow::Result<()> {
         eprintln!("{}", std::fs::read_to_string(&w.log).unwrap_or_default());
         return Err(e);
     }
-    let (done, failed) = load.stop()?;
+    let report = load.report()?;
+    let (done, failed) = (report["done"].as_u64().unwrap_or(0), report["failed"].as_u64().unwrap_or(u64::MAX));
+    if failed > 0 {
+        println!("chaos: first failed writes: {}", report["first_errors"]);
+    }
     let out = run_ok(indexferry(&state, &["rollover", &name]))?;
     eprint!("{out}");
     let out = output(indexferry(&state, &["verify", &name, "--json", "--samples", "100000"]))?;
@@ -264,21 +262,7 @@ async fn a_target_restart_does_not_let_a_deleted_document_back() -> anyhow::Resu
     let p = indexferry_producer::Producer::connect(producer_config(&source_url, &topic, &alias)).await?;
     let old = p.index("d", r#"{"v":"old"}"#, None).await?;
     p.index("keep", r#"{"v":"keep"}"#, None).await?;
-    let recipe = RecipeSpec {
-        name: &name,
-        source_url: &source_url,
-        target_url: &target_url,
-        topic: &topic,
-        source: &src,
-        target: &dst,
-        alias: &alias,
-        mappings: json!({}),
-        slices: 1,
-        batch_size: 100,
-        throttle: 0,
-        extra: "",
-    }
-    .write(dir.path())?;
+    let recipe = RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     run_ok(indexferry(&state, &["snapshot", &name]))?;
     p.delete("d", None).await?;

@@ -31,21 +31,7 @@ async fn reorderings_duplicates_and_early_deletes_converge() -> anyhow::Result<(
     for id in ["a", "b", "c", "d"] {
         p.index(id, &json!({ "id": id, "rev": "0" }).to_string(), None).await?;
     }
-    let recipe = RecipeSpec {
-        name: &name,
-        source_url: &url,
-        target_url: &url,
-        topic: &topic,
-        source: &src,
-        target: &dst,
-        alias: &alias,
-        mappings: json!({}),
-        slices: 1,
-        batch_size: 100,
-        throttle: 0,
-        extra: "",
-    }
-    .write(dir.path())?;
+    let recipe = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
 
     // Delete, then re-create "a": _version restarts, _seq_no keeps growing.
@@ -111,18 +97,8 @@ async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() ->
     let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     p.index("seed", r#"{"n":"1"}"#, None).await?;
     let recipe = RecipeSpec {
-        name: &name,
-        source_url: &url,
-        target_url: &url,
-        topic: &topic,
-        source: &src,
-        target: &dst,
-        alias: &alias,
         mappings: json!({ "properties": { "n": { "type": "long" } } }),
-        slices: 1,
-        batch_size: 100,
-        throttle: 0,
-        extra: "",
+        ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
     }
     .write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;

@@ -18,18 +18,10 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
     wait_docs(&source_url, &src, 4000).await?;
 
     let recipe = RecipeSpec {
-        name: &name,
-        source_url: &source_url,
-        target_url,
-        topic: &topic,
-        source: &src,
-        target: &dst,
-        alias: &alias,
         mappings: changed_mappings(),
         slices: 2,
         batch_size: 500,
-        throttle: 0,
-        extra: "",
+        ..RecipeSpec::new(&name, &source_url, target_url, &topic, &src, &dst, &alias)
     }
     .write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;

@@ -30,21 +30,8 @@ async fn setup(extra: &str) -> anyhow::Result<Setup> {
     for i in 0..50 {
         producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
     }
-    let recipe = RecipeSpec {
-        name: &name,
-        source_url: &url,
-        target_url: &url,
-        topic: &topic,
-        source: &src,
-        target: &dst,
-        alias: &alias,
-        mappings: json!({}),
-        slices: 1,
-        batch_size: 100,
-        throttle: 0,
-        extra,
-    }
-    .write(dir.path())?;
+    let recipe =
+        RecipeSpec { extra, ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias) }.write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     Ok(Setup { dir, state, url, src, dst, topic, name, producer })
 }

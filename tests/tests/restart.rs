@@ -19,18 +19,12 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
 
     let (slices, batch) = (2u32, 250usize);
     let recipe = RecipeSpec {
-        name: &name,
-        source_url: &url,
-        target_url: &url,
-        topic: &topic,
-        source: &src,
-        target: &dst,
-        alias: &alias,
         mappings: changed_mappings(),
         slices,
         batch_size: batch,
         throttle: 1500,
         extra: "[replay]\nbatch_size = 50\nbatch_deadline = \"20ms\"\n",
+        ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
     }
     .write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;

@@ -355,13 +355,23 @@ pub fn redact_url(u: &str) -> String {
 fn build_client(cfg: &ClusterConfig, role: &'static str) -> Result<Elasticsearch> {
     let err = |message: String| Error::Cluster { cluster: role.into(), message };
     let first = cfg.url.first().ok_or_else(|| err("no URL".into()))?;
-    let url = url::Url::parse(first).map_err(|e| err(format!("invalid URL: {e}")))?;
+    let mut url = url::Url::parse(first).map_err(|_| err(format!("invalid URL {}", redact_url(first))))?;
+    // Credentials written into the URL become basic auth, and leave the URL: request errors
+    // quote the URL, and the password must never be printed.
+    let (url_user, url_password) = (url.username().to_owned(), url.password().map(str::to_owned));
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
     let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(cfg.request_timeout);
     if let Some(key) = &cfg.api_key {
         builder = builder.auth(Credentials::EncodedApiKey(key.expose().to_owned()));
     } else if let Some(user) = &cfg.username {
         let password = cfg.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
         builder = builder.auth(Credentials::Basic(user.clone(), password));
+    } else if !url_user.is_empty() {
+        let password = percent_encoding::percent_decode_str(url_password.as_deref().unwrap_or_default())
+            .decode_utf8_lossy()
+            .into_owned();
+        builder = builder.auth(Credentials::Basic(url_user, password));
     }
     if cfg.insecure {
         builder = builder.cert_validation(CertificateValidation::None);

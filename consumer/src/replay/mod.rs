@@ -92,6 +92,7 @@ pub async fn run(
     lag.abort();
     store.flush()?;
     mirror_commit(&consumer, &topic, &cp);
+    indexferry_common::kafka::abandon(consumer);
     tracing::info!(
         applied = cp.applied,
         stale = cp.stale,

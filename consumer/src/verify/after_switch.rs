@@ -44,5 +44,6 @@ pub(super) fn ids_written_since(k: &KafkaConfig, from: &Offsets) -> anyhow::Resu
             until.remove(&m.partition());
         }
     }
+    indexferry_common::kafka::abandon(consumer);
     Ok(ids)
 }

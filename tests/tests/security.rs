@@ -1,0 +1,129 @@
+//! Against an Elasticsearch started with TLS (a CA of its own) and a password
+//! (`dev/stack up es8-tls`): basic auth, API keys, refused credentials, and a whole
+//! migration over TLS — with the password never printed.
+
+use indexferry_common::config::ClusterConfig;
+use indexferry_common::es::{Cluster, Method};
+use indexferry_common::secret::Secret;
+use indexferry_producer::Producer;
+use indexferry_tests::*;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn tls_url() -> String {
+    std::env::var("INDEXFERRY_TEST_ES8_TLS").unwrap_or_else(|_| "https://127.0.0.1:9203".into())
+}
+
+fn password() -> String {
+    std::env::var("INDEXFERRY_TLS_PASSWORD").unwrap_or_else(|_| "indexferry-secret".into())
+}
+
+/// The stack's CA certificate, as `dev/stack tls-ca` reports it.
+fn ca() -> anyhow::Result<PathBuf> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/stack");
+    let out = std::process::Command::new(script).arg("tls-ca").output()?;
+    anyhow::ensure!(out.status.success(), "dev/stack tls-ca: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+fn config(user: Option<&str>, password: Option<&str>, ca: Option<PathBuf>) -> ClusterConfig {
+    let mut c = ClusterConfig::at(&tls_url());
+    c.username = user.map(str::to_owned);
+    c.password = password.map(Secret::new);
+    c.ca_cert = ca;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_a_custom_ca_basic_auth_and_api_keys() -> anyhow::Result<()> {
+    let ca = ca()?;
+    let pw = password();
+    let c = Cluster::connect(&config(Some("elastic"), Some(&pw), Some(ca.clone())), "source", Duration::from_secs(30))
+        .await?;
+    assert!(matches!(c.flavor, indexferry_common::es::Flavor::Elasticsearch { major: 8 }), "{c:?}");
+
+    // A wrong password is refused at once with the cluster's reason, and not retried.
+    let started = std::time::Instant::now();
+    let err = Cluster::connect(
+        &config(Some("elastic"), Some("wrong-pw-123"), Some(ca.clone())),
+        "source",
+        Duration::from_secs(30),
+    )
+    .await
+    .expect_err("wrong password");
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(!err.to_string().contains("wrong-pw-123"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "a 401 is final");
+
+    // Without the CA the certificate is not trusted.
+    let err = Cluster::connect(&config(Some("elastic"), Some(&pw), None), "source", Duration::from_secs(2))
+        .await
+        .expect_err("untrusted certificate");
+    assert!(!err.to_string().contains(&pw), "{err}");
+
+    // An API key made with basic auth authenticates on its own.
+    let key: Value =
+        c.json(Method::Post, "/_security/api_key", &[], Some(&json!({ "name": unique("ferry-key") }))).await?;
+    let mut with_key = config(None, None, Some(ca));
+    with_key.api_key = Some(Secret::new(key["encoded"].as_str().unwrap_or_default()));
+    let k = Cluster::connect(&with_key, "source", Duration::from_secs(30)).await?;
+    let who: Value = k.json(Method::Get, "/_security/_authenticate", &[], None).await?;
+    assert_eq!(who["authentication_type"], "api_key", "{who}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_over_tls_with_a_password() -> anyhow::Result<()> {
+    let ca = ca()?;
+    let pw = password();
+    let url = tls_url();
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let (src, dst, alias, topic, name) =
+        (unique("tls-src"), unique("tls-dst"), unique("tls"), unique("tls-events"), unique("tls"));
+    let admin =
+        Cluster::connect(&config(Some("elastic"), Some(&pw), Some(ca.clone())), "source", Duration::from_secs(30))
+            .await?;
+    let body =
+        json!({ "settings": { "index.number_of_replicas": 0 }, "aliases": { &alias: { "is_write_index": true } } });
+    admin.json::<Value>(Method::Put, &format!("/{src}"), &[], Some(&body)).await?;
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let mut pcfg = producer_config(&url, &topic, &alias);
+    pcfg.cluster = config(Some("elastic"), Some(&pw), Some(ca.clone()));
+    let p = Producer::connect(pcfg).await?;
+    for i in 0..200 {
+        p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
+    }
+
+    let recipe = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
+    let text = std::fs::read_to_string(&recipe)?
+        .replace("[kafka]", &format!("username = \"elastic\"\nca_cert = {:?}\n\n[kafka]", ca.display().to_string()));
+    std::fs::write(&recipe, text)?;
+    let cmd = |args: &[&str]| {
+        let mut c = indexferry(&state, args);
+        c.env("INDEXFERRY_SOURCE_PASSWORD", &pw);
+        c
+    };
+    let mut seen = run_ok(cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    let log = dir.path().join("run.log");
+    let mut run = spawn(cmd(&["run", &name]), &log)?;
+    for i in 0..50 {
+        p.delete(&format!("d{i}"), None).await?;
+    }
+    wait_for("caught up", Duration::from_secs(60), || {
+        let out = output(cmd(&["status", &name, "--json"]))?;
+        let s: Value = serde_json::from_slice(&out.stdout)?;
+        Ok((caught_up(&s) && s["replay"]["lag_messages"] == json!(0)).then_some(()))
+    })
+    .await?;
+    seen.push_str(&run_ok(cmd(&["rollover", &name]))?);
+    let exit = wait_for("run to stop", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    assert!(exit.success());
+    let out = run_ok(cmd(&["verify", &name]))?;
+    assert!(out.contains("verify: identical"), "{out}");
+    seen.push_str(&out);
+    seen.push_str(&std::fs::read_to_string(&log)?);
+    assert!(!seen.contains(&pw), "the password leaked:\n{seen}");
+    Ok(())
+}
