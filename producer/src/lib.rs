@@ -85,7 +85,9 @@ pub enum Write {
 
 pub struct Producer {
     cluster: Cluster,
-    kafka: FutureProducer,
+    /// Replaced when librdkafka reports a fatal error (an idempotent producer can meet one
+    /// when the broker restarts; the instance is unusable afterwards).
+    kafka: std::sync::RwLock<std::sync::Arc<FutureProducer>>,
     cfg: ProducerConfig,
 }
 
@@ -118,7 +120,7 @@ impl Producer {
         .await
         .map_err(|e| WriteError::Setup(e.to_string()))?
         .map_err(|e| WriteError::Setup(format!("kafka: {e}")))?;
-        Ok(Producer { cluster, kafka, cfg })
+        Ok(Producer { cluster, kafka: std::sync::RwLock::new(std::sync::Arc::new(kafka)), cfg })
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -203,11 +205,32 @@ impl Producer {
         }
     }
 
+    /// The Kafka producer, made anew if the current one has met a fatal error.
+    fn kafka(&self) -> std::sync::Arc<FutureProducer> {
+        let current = self.kafka.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some((code, reason)) = current.client().fatal_error() else { return current };
+        let mut slot = self.kafka.write().unwrap_or_else(|p| p.into_inner());
+        if !std::sync::Arc::ptr_eq(&slot, &current) {
+            return slot.clone();
+        }
+        match producer_config(&self.cfg.brokers, &self.cfg.kafka_properties, self.cfg.publish_timeout).create() {
+            Ok(fresh) => {
+                tracing::warn!(?code, %reason, "kafka producer hit a fatal error; replaced it");
+                *slot = std::sync::Arc::new(fresh);
+                slot.clone()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka producer hit a fatal error and cannot be replaced yet");
+                current
+            }
+        }
+    }
+
     /// Publishes one event and waits for the broker's acknowledgement.
     pub async fn publish(&self, event: &ChangeEvent) -> Result<()> {
         let payload = event.to_json();
         let record = FutureRecord::to(&self.cfg.topic).key(event.id.as_bytes()).payload(&payload);
-        self.kafka
+        self.kafka()
             .send(record, Timeout::After(self.cfg.publish_timeout))
             .await
             .map(|_| ())
@@ -251,9 +274,10 @@ impl Producer {
         }
         let payloads: Vec<(String, Vec<u8>)> = out.iter().flatten().map(|e| (e.id.clone(), e.to_json())).collect();
         let mut pending = Vec::with_capacity(payloads.len());
+        let kafka = self.kafka();
         for (id, payload) in &payloads {
             let record = FutureRecord::to(&self.cfg.topic).key(id.as_bytes()).payload(payload);
-            pending.push(self.kafka.send(record, Timeout::After(self.cfg.publish_timeout)));
+            pending.push(kafka.send(record, Timeout::After(self.cfg.publish_timeout)));
         }
         let delivered = futures::future::join_all(pending).await;
         let mut delivered = delivered.into_iter();
@@ -293,7 +317,7 @@ impl Producer {
 
     /// Waits until every event handed to Kafka is acknowledged (for a clean exit).
     pub fn flush(&self, timeout: Duration) {
-        let _ = self.kafka.flush(Timeout::After(timeout));
+        let _ = self.kafka().flush(Timeout::After(timeout));
     }
 }
 
