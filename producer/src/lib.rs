@@ -273,8 +273,8 @@ impl Producer {
             out.push(self.bulk_event(w, item));
         }
         let payloads: Vec<(String, Vec<u8>)> = out.iter().flatten().map(|e| (e.id.clone(), e.to_json())).collect();
-        let mut pending = Vec::with_capacity(payloads.len());
         let kafka = self.kafka();
+        let mut pending = Vec::with_capacity(payloads.len());
         for (id, payload) in &payloads {
             let record = FutureRecord::to(&self.cfg.topic).key(id.as_bytes()).payload(payload);
             pending.push(kafka.send(record, Timeout::After(self.cfg.publish_timeout)));

@@ -357,6 +357,32 @@ async fn one_write(
     Ok(())
 }
 
+/// Writes a batch, writing again those whose events were not published (for up to a
+/// minute), as [`retry_unpublished`] does for single writes.
+async fn bulk_until_published(
+    p: &Producer,
+    writes: Vec<Write>,
+) -> Result<Vec<Result<ChangeEvent, WriteError>>, WriteError> {
+    let started = Instant::now();
+    let mut results = p.bulk(&writes).await?;
+    loop {
+        let again: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(WriteError::Publish(_))))
+            .map(|(i, _)| i)
+            .collect();
+        if again.is_empty() || started.elapsed() > Duration::from_secs(60) {
+            return Ok(results);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let retry: Vec<Write> = again.iter().map(|&i| writes[i].clone()).collect();
+        for (i, r) in again.into_iter().zip(p.bulk(&retry).await?) {
+            results[i] = r;
+        }
+    }
+}
+
 /// What the library asks of its callers: a write whose event could not be published is
 /// in the index but unknown to the migration, so it is written again (a new sequence
 /// number, a new event) until the event goes through or a minute has passed.
@@ -404,7 +430,7 @@ async fn initial_load(
                 .collect();
             next = end;
             let p = producer.clone();
-            in_flight.spawn(async move { p.bulk(&writes).await });
+            in_flight.spawn(async move { bulk_until_published(&p, writes).await });
         }
         let Some(done) = in_flight.join_next().await else {
             break;

@@ -451,3 +451,11 @@ pub fn producer_config(url: &str, topic: &str, alias: &str) -> indexferry_produc
     cfg.publish_timeout = Duration::from_secs(10);
     cfg
 }
+
+/// A script of the project's `dev/` folder. The path is found at run time (cargo runs tests
+/// in the package folder and says so in CARGO_MANIFEST_DIR): a path compiled in could name
+/// another clone that shares the target directory.
+pub fn dev_script(name: &str) -> PathBuf {
+    let package = std::env::var("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("."));
+    package.join("..").join("dev").join(name)
+}

@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -57,8 +57,7 @@ impl Fault {
 }
 
 fn stack(args: &[&str]) -> anyhow::Result<()> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/stack");
-    let out = Command::new(script).args(args).output()?;
+    let out = Command::new(dev_script("stack")).args(args).output()?;
     anyhow::ensure!(out.status.success(), "dev/stack {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }

@@ -21,8 +21,7 @@ fn password() -> String {
 
 /// The stack's CA certificate, as `dev/stack tls-ca` reports it.
 fn ca() -> anyhow::Result<PathBuf> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/stack");
-    let out = std::process::Command::new(script).arg("tls-ca").output()?;
+    let out = std::process::Command::new(dev_script("stack")).arg("tls-ca").output()?;
     anyhow::ensure!(out.status.success(), "dev/stack tls-ca: {}", String::from_utf8_lossy(&out.stderr));
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
