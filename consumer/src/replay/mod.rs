@@ -57,7 +57,8 @@ pub async fn run(
 
     let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
     let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
-    let lag = spawn_lag_reporter(consumer.clone(), topic.clone(), cancel.clone(), ctx.dir.clone());
+    let (positions_tx, positions_rx) = watch::channel(cp.partitions.clone());
+    let lag = spawn_lag_reporter(consumer.clone(), topic.clone(), cancel.clone(), positions_rx);
     if let Some(tx) = &applied {
         let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
     }
@@ -85,6 +86,7 @@ pub async fn run(
         }
         store.put_all(&entries)?;
         mirror_commit(&consumer, &topic, &cp);
+        let _ = positions_tx.send(cp.partitions.clone());
         if let Some(tx) = &applied {
             let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
         }
@@ -184,7 +186,7 @@ fn spawn_lag_reporter(
     consumer: Arc<StreamConsumer>,
     topic: String,
     cancel: CancellationToken,
-    dir: crate::state::StateDir,
+    positions: watch::Receiver<std::collections::BTreeMap<i32, PartitionCheckpoint>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -192,12 +194,12 @@ fn spawn_lag_reporter(
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(LAG_INTERVAL) => {}
             }
-            let (consumer, topic, dir) = (consumer.clone(), topic.clone(), dir.clone());
+            let (consumer, topic) = (consumer.clone(), topic.clone());
+            let partitions = positions.borrow().clone();
             let lags = tokio::task::spawn_blocking(move || -> Option<Vec<(i32, i64, f64)>> {
-                let cp = dir.read_replay().ok()?;
                 let now = Utc::now().timestamp_millis();
                 let mut out = vec![];
-                for (p, c) in &cp.partitions {
+                for (p, c) in &partitions {
                     let (_, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5)).ok()?;
                     let behind = (high - c.next_offset).max(0);
                     let secs = if behind == 0 {
