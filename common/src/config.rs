@@ -108,7 +108,7 @@ pub struct SnapshotConfig {
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        SnapshotConfig { batch_size: 1000, slices: 2, throttle_docs_per_s: 0, keep_alive: Duration::from_secs(600) }
+        SnapshotConfig { batch_size: 2000, slices: 2, throttle_docs_per_s: 0, keep_alive: Duration::from_secs(600) }
     }
 }
 
@@ -122,11 +122,14 @@ pub struct ReplayConfig {
     /// ...or this long after its first event, whichever comes first.
     #[serde(with = "humantime_serde")]
     pub batch_deadline: Duration,
+    /// Batches written at once. Checkpoints still advance in topic order: a batch counts
+    /// only once every batch before it is acknowledged too.
+    pub in_flight: usize,
 }
 
 impl Default for ReplayConfig {
     fn default() -> Self {
-        ReplayConfig { batch_size: 2000, batch_bytes: 8 << 20, batch_deadline: Duration::from_millis(50) }
+        ReplayConfig { batch_size: 1000, batch_bytes: 8 << 20, batch_deadline: Duration::from_millis(50), in_flight: 4 }
     }
 }
 
@@ -361,6 +364,9 @@ impl Recipe {
         }
         if self.replay.batch_size == 0 {
             return Err("replay.batch_size: must be at least 1".into());
+        }
+        if self.replay.in_flight == 0 || self.replay.in_flight > 64 {
+            return Err("replay.in_flight: must be between 1 and 64".into());
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod context;
 pub mod deadletter;
+pub mod health;
 pub mod init;
 pub mod replay;
 pub mod rollover;

@@ -84,6 +84,10 @@ enum Command {
     /// Replay change events into the target from the recorded offsets, until rollover or a signal.
     Consume {
         name: String,
+        /// Stop once every partition is replayed up to the end offsets read at start
+        /// (a catch-up run, or a benchmark), instead of waiting for rollover.
+        #[arg(long)]
+        until_caught_up: bool,
         #[command(flatten)]
         global: Global,
         #[command(flatten)]
@@ -175,7 +179,7 @@ fn main() {
 enum Worker {
     Run,
     Snapshot,
-    Consume,
+    Consume { until_caught_up: bool },
 }
 
 async fn execute(command: Command) -> anyhow::Result<bool> {
@@ -183,7 +187,9 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
         Command::Init { recipe, global } => init::init(&global.common(), &recipe).await.map(|_| true),
         Command::Run { name, global, metrics } => work(Worker::Run, &name, &global, &metrics).await,
         Command::Snapshot { name, global, metrics } => work(Worker::Snapshot, &name, &global, &metrics).await,
-        Command::Consume { name, global, metrics } => work(Worker::Consume, &name, &global, &metrics).await,
+        Command::Consume { name, until_caught_up, global, metrics } => {
+            work(Worker::Consume { until_caught_up }, &name, &global, &metrics).await
+        }
         Command::Status { name, json, global } => {
             let common = global.common();
             let s = tokio::task::spawn_blocking(move || status::collect(&common, &name)).await??;
@@ -207,7 +213,15 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
         indexferry_common::metrics::serve(addr).map_err(anyhow::Error::msg)?;
         tracing::info!(%addr, "serving metrics");
     }
-    let ctx = Arc::new(Ctx::load(&global.common(), name).await?);
+    let common = global.common();
+    indexferry_consumer::health::init(&indexferry_consumer::state::StateDir::new(&common.state_dir, name).path());
+    let result = work_on(which, name, &common).await;
+    indexferry_consumer::health::finish();
+    result
+}
+
+async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<bool> {
+    let ctx = Arc::new(Ctx::load(common, name).await?);
     if ctx.migration.state == indexferry_consumer::state::State::RolledOver {
         anyhow::bail!("migration {name:?} is already rolled over");
     }
@@ -217,7 +231,25 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
     indexferry_consumer::set_state_metric(ctx.migration.state);
     match which {
         Worker::Snapshot => snapshot::run(ctx, cancel).await?,
-        Worker::Consume => replay::run(ctx, cancel, None).await?,
+        Worker::Consume { until_caught_up: false } => replay::run(ctx, cancel, None).await?,
+        Worker::Consume { until_caught_up: true } => {
+            let end = indexferry_common::kafka::end_offsets(
+                &ctx.recipe.kafka,
+                &ctx.recipe.kafka.topic,
+                std::time::Duration::from_secs(30),
+            )?;
+            let (tx, mut rx) = tokio::sync::watch::channel(Default::default());
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                let caught_up =
+                    |at: &indexferry_common::kafka::Offsets| end.iter().all(|(p, o)| at.get(p).is_some_and(|a| a >= o));
+                if rx.wait_for(caught_up).await.is_ok() {
+                    tracing::info!("caught up with the end offsets read at start; stopping");
+                    stop.cancel();
+                }
+            });
+            replay::run(ctx, cancel, Some(tx)).await?;
+        }
         Worker::Run => {
             let snap = tokio::spawn(snapshot::run(ctx.clone(), cancel.clone()));
             let consume = tokio::spawn(replay::run(ctx.clone(), cancel.clone(), None));

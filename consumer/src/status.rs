@@ -21,6 +21,8 @@ pub struct Status {
     pub replay: ReplayStatus,
     pub partitions: Vec<PartitionStatus>,
     pub kafka_error: Option<String>,
+    /// What the running workers cannot reach right now (they keep retrying).
+    pub unreachable: Vec<crate::health::Problem>,
     pub last_rollover: Option<crate::state::RolloverRecord>,
     pub last_error: Option<String>,
     pub note: Option<String>,
@@ -171,6 +173,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         },
         partitions,
         kafka_error,
+        unreachable: crate::health::read(&dir.path()),
         last_rollover: m.rollover.clone(),
         last_error: m.last_error.clone().or(cp.last_error.clone()),
         note,
@@ -227,6 +230,17 @@ pub fn print(s: &Status) {
     }
     if let Some(e) = &s.kafka_error {
         println!("  kafka: {e}");
+    }
+    for p in &s.unreachable {
+        println!(
+            "  unreachable: {} since {} ({}s, {} attempts, worker pid {}), retrying: {}",
+            p.what,
+            p.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            (p.last - p.since).num_seconds(),
+            p.attempts,
+            p.pid,
+            p.error
+        );
     }
     if let Some(r) = &s.last_rollover {
         println!(

@@ -41,27 +41,31 @@ pub enum Final {
 
 pub struct Writer {
     cluster: Cluster,
+    /// Most documents in one `_bulk` request; a larger batch is sent as several at once.
+    request_docs: usize,
     phase: &'static str,
     cancel: CancellationToken,
 }
 
 impl Writer {
     pub fn new(cluster: Cluster, phase: &'static str, cancel: CancellationToken) -> Self {
-        Writer { cluster, phase, cancel }
+        Writer { cluster, phase, cancel, request_docs: 1000 }
     }
 
     pub async fn write(&self, docs: &[Doc]) -> Result<Vec<Final>, Cancelled> {
         let mut outcomes: Vec<Option<Final>> = vec![None; docs.len()];
         let mut pending: Vec<usize> = (0..docs.len()).collect();
         // Items per request; halved when the target says the request is too large.
-        let mut chunk = docs.len().max(1);
+        let mut chunk = docs.len().clamp(1, self.request_docs);
         let mut backoff = Backoff::standard(None);
         while !pending.is_empty() {
             let mut retry = Vec::new();
             let mut need_backoff = false;
-            for part in pending.chunks(chunk) {
+            // The parts of a batch are sent at once: the target indexes them in parallel.
+            let parts: Vec<&[usize]> = pending.chunks(chunk).collect();
+            let sends = parts.iter().map(|part| {
                 let mut body = BodyBuilder::with_capacity(part.len() * 1200);
-                for &i in part {
+                for &i in *part {
                     let d = &docs[i];
                     body.push(&Action {
                         index: &d.index,
@@ -71,7 +75,11 @@ impl Writer {
                         source: d.source.as_deref().map(RawValue::get),
                     });
                 }
-                match self.send(body.finish()).await {
+                self.send(body.finish())
+            });
+            let answers = futures::future::join_all(sends).await;
+            for (part, answer) in parts.into_iter().zip(answers) {
+                match answer {
                     Ok(items) if items.len() == part.len() => {
                         for (&i, outcome) in part.iter().zip(items) {
                             match outcome {
@@ -106,6 +114,7 @@ impl Writer {
                         retry.extend_from_slice(part);
                     }
                     Err(SendError::Transient(reason)) => {
+                        crate::health::failing(self.cluster.role(), &reason);
                         tracing::warn!(phase = self.phase, %reason, "bulk request failed; retrying");
                         retry.extend_from_slice(part);
                         need_backoff = true;
@@ -134,8 +143,12 @@ impl Writer {
         let started = Instant::now();
         let result = self.cluster.bulk(body).await;
         metrics::histogram!(BULK_SECONDS, "phase" => self.phase).record(started.elapsed().as_secs_f64());
+        let role = self.cluster.role();
         match result {
-            Ok(r) => Ok(r.items.iter().map(|i| i.outcome()).collect()),
+            Ok(r) => {
+                crate::health::ok(role);
+                Ok(r.items.iter().map(|i| i.outcome()).collect())
+            }
             Err(e) if e.status() == Some(413) => Err(SendError::TooLarge),
             Err(e) if is_transient(&e) => Err(SendError::Transient(e.to_string())),
             // A whole request refused for good (index missing, bad credentials) is not one

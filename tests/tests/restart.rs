@@ -23,7 +23,8 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
         slices,
         batch_size: batch,
         throttle: 1500,
-        extra: "[replay]\nbatch_size = 50\nbatch_deadline = \"20ms\"\n",
+        // Small batches, many in flight: a kill lands between batches applied out of order.
+        extra: "[replay]\nbatch_size = 50\nbatch_deadline = \"20ms\"\nin_flight = 8\n",
         ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
     }
     .write(dir.path())?;

@@ -15,6 +15,8 @@ use crate::writer::Writer;
 use anyhow::Context as _;
 use batch::{Batch, Outcome};
 use chrono::Utc;
+use futures::stream::{FuturesOrdered, StreamExt};
+use indexferry_common::config::ReplayConfig;
 use indexferry_common::kafka::{kafka_consumer_config, Offsets};
 use indexferry_common::metrics::{EVENTS, LAG_MESSAGES, LAG_SECONDS};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -63,34 +65,47 @@ pub async fn run(
         let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
     }
 
+    // Batches are cut by a task of their own, so that cutting never drops a received
+    // message; up to `in_flight` of them are written at once and checkpointed in order.
     let cfg = &recipe.replay;
+    let (batches_tx, mut batches) = tokio::sync::mpsc::channel::<Vec<OwnedMessage>>(cfg.in_flight);
+    let cutter = tokio::spawn(cut_batches(consumer.clone(), cfg.clone(), cancel.clone(), batches_tx));
+    let mut inflight = FuturesOrdered::new();
+    let (writer, dead_letters) = (&writer, &dead_letters);
     loop {
-        let messages = match collect(&consumer, cfg.batch_size, cfg.batch_bytes, cfg.batch_deadline, &cancel).await {
-            Some(m) => m,
-            None => break,
-        };
-        if messages.is_empty() {
-            continue;
-        }
-        let batch = Batch::decode(&messages, recipe);
-        let outcome = match batch.apply(&writer, &dead_letters, &topic).await {
-            Ok(o) => o,
-            Err(_) => break, // cancelled mid-batch: not checkpointed, replayed next time
-        };
-        record(&mut cp, &outcome, &messages);
-        // Checkpoint and tombstones in one atomic write.
-        let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
-        entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&cp)?));
-        for (key, t) in &outcome.tombstones {
-            entries.push((key.clone(), serde_json::to_value(t)?));
-        }
-        store.put_all(&entries)?;
-        mirror_commit(&consumer, &topic, &cp);
-        let _ = positions_tx.send(cp.partitions.clone());
-        if let Some(tx) = &applied {
-            let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
+        tokio::select! {
+            done = inflight.next(), if !inflight.is_empty() => {
+                let Some((messages, result)): Option<(Vec<OwnedMessage>, _)> = done else { continue };
+                let outcome: Outcome = match result {
+                    Ok(o) => o,
+                    Err(_) => break, // cancelled mid-batch: not checkpointed, replayed next time
+                };
+                record(&mut cp, &outcome, &messages);
+                // Checkpoint and tombstones in one atomic write.
+                let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
+                entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&cp)?));
+                for (key, t) in &outcome.tombstones {
+                    entries.push((key.clone(), serde_json::to_value(t)?));
+                }
+                store.put_all(&entries)?;
+                mirror_commit(&consumer, &topic, &cp);
+                let _ = positions_tx.send(cp.partitions.clone());
+                if let Some(tx) = &applied {
+                    let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
+                }
+            }
+            messages = batches.recv(), if inflight.len() < cfg.in_flight => {
+                let Some(messages) = messages else { break }; // cancelled
+                let topic = topic.as_str();
+                inflight.push_back(async move {
+                    let result = Batch::decode(&messages, recipe).apply(writer, dead_letters, topic).await;
+                    (messages, result)
+                });
+            }
         }
     }
+    drop(inflight);
+    cutter.abort();
     lag.abort();
     store.flush()?;
     mirror_commit(&consumer, &topic, &cp);
@@ -103,6 +118,20 @@ pub async fn run(
         "replay stopped"
     );
     Ok(())
+}
+
+/// Cuts batches from the stream into `out` until cancelled (or `out` is closed).
+async fn cut_batches(
+    consumer: Arc<StreamConsumer>,
+    cfg: ReplayConfig,
+    cancel: CancellationToken,
+    out: tokio::sync::mpsc::Sender<Vec<OwnedMessage>>,
+) {
+    while let Some(messages) = collect(&consumer, cfg.batch_size, cfg.batch_bytes, cfg.batch_deadline, &cancel).await {
+        if !messages.is_empty() && out.send(messages).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// One batch, cut at `max` messages, `max_bytes` bytes or `deadline` after its first
@@ -120,8 +149,12 @@ async fn collect(
         _ = tokio::time::sleep(Duration::from_millis(500)) => return Some(vec![]),
     };
     let first = match first {
-        Ok(m) => m.detach(),
+        Ok(m) => {
+            crate::health::ok("kafka");
+            m.detach()
+        }
         Err(e) => {
+            crate::health::failing("kafka", &e.to_string());
             tracing::warn!(error = %e, "kafka receive failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
             return Some(vec![]);

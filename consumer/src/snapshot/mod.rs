@@ -245,14 +245,17 @@ async fn run_slice(
     let mut first_after_resume = cp.copied > 0;
     let pair_label = info.source.as_str();
     cp.started_at.get_or_insert_with(Utc::now);
+    // The next page is read while the current one is written: the source and the target
+    // work at the same time. The checkpoint still follows the pages written.
+    let mut page = tokio::select! {
+        _ = cancel.cancelled() => return Ok(SliceEnd::Cancelled),
+        page = reader.next_page() => page,
+    };
     loop {
-        let hits = tokio::select! {
-            _ = cancel.cancelled() => return Ok(SliceEnd::Cancelled),
-            page = reader.next_page() => match page {
-                Ok(hits) => hits,
-                Err(ReadError::ContextLost(why)) => return Ok(SliceEnd::ContextLost(why)),
-                Err(ReadError::Cluster(e)) => return Err(e).context(format!("reading {} slice {slice}", info.source)),
-            },
+        let hits = match page {
+            Ok(hits) => hits,
+            Err(ReadError::ContextLost(why)) => return Ok(SliceEnd::ContextLost(why)),
+            Err(ReadError::Cluster(e)) => return Err(e).context(format!("reading {} slice {slice}", info.source)),
         };
         if hits.is_empty() {
             cp.done = true;
@@ -288,10 +291,12 @@ async fn run_slice(
                 }
             }
         }
-        let outcomes = match shared.writer.write(&docs).await {
-            Ok(o) => o,
-            Err(_) => return Ok(SliceEnd::Cancelled),
+        let (written, next) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(SliceEnd::Cancelled),
+            both = async { tokio::join!(shared.writer.write(&docs), reader.next_page()) } => both,
         };
+        page = next;
+        let Ok(outcomes) = written else { return Ok(SliceEnd::Cancelled) };
         for (doc, outcome) in docs.iter().zip(&outcomes) {
             match outcome {
                 Final::Applied => cp.applied += 1,

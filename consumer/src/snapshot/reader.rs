@@ -129,10 +129,14 @@ impl SliceReader {
         let mut backoff = Backoff::standard(Some(Duration::from_secs(600)));
         loop {
             match self.fetch().await {
-                Ok(hits) => return Ok(hits),
+                Ok(hits) => {
+                    crate::health::ok(self.cluster.role());
+                    return Ok(hits);
+                }
                 Err(ReadError::Cluster(e)) if is_context_lost(&e) => return Err(ReadError::ContextLost(e.to_string())),
                 Err(ReadError::Cluster(e)) if is_transient(&e) => match backoff.next_delay() {
                     Some(d) => {
+                        crate::health::failing(self.cluster.role(), &e.to_string());
                         indexferry_common::metrics::retry(self.cluster.role(), "read");
                         tracing::warn!(index = %self.index, slice = self.slice, error = %e, "read failed, retrying");
                         tokio::time::sleep(d).await;

@@ -284,8 +284,12 @@ impl Drop for PidGuard {
 /// The pid recorded for `role`, if that process is still alive.
 pub fn running_pid(dir: &StateDir, role: &str) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(dir.pid_file(role)).ok()?.trim().parse().ok()?;
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    alive.then_some(pid)
+    alive(pid).then_some(pid)
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 #[cfg(test)]

@@ -1,0 +1,109 @@
+//! A cluster that stops answering in the middle of a run: the consumer keeps retrying,
+//! `status` says what it cannot reach and since when, and once the cluster answers again
+//! the replay catches up with nothing lost. The outage is a TCP relay in front of the
+//! real target that is switched off and on (the cluster itself keeps running, so the other
+//! tests sharing it are not disturbed).
+
+use indexferry_producer::Producer;
+use indexferry_tests::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A loopback relay to `upstream` that can drop every connection and refuse new ones.
+struct Relay {
+    port: u16,
+    up: watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> anyhow::Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (up, _) = watch::channel(true);
+        let state = up.subscribe();
+        let upstream = upstream.to_owned();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if !*state.borrow() {
+                    drop(client); // closed at once: the client sees the connection fail
+                    continue;
+                }
+                let (upstream, mut state) = (upstream.clone(), state.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
+                    let mut client = client;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = state.wait_for(|up| !*up) => {} // switched off: both sockets close
+                    }
+                });
+            }
+        });
+        Ok(Relay { port, up })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+fn unreachable(s: &Value) -> Vec<Value> {
+    s["unreachable"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_an_unreachable_target_and_the_replay_recovers_when_it_answers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let relay = Arc::new(Relay::start("127.0.0.1:9201").await?);
+    let (url, target_url) = (es8(), relay.url());
+    let (src, dst, alias, topic, name) =
+        (unique("out-src"), unique("out-dst"), unique("out"), unique("out-events"), unique("out"));
+    create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
+    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
+    for i in 0..50 {
+        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
+    }
+    let recipe = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    let _consumer = spawn(indexferry(&state, &["consume", &name]), &dir.path().join("consume.log"))?;
+    wait_for("the consumer to start", Duration::from_secs(30), || {
+        Ok(status(&state, &name)?["consumer_pid"].as_i64().map(|_| ()))
+    })
+    .await?;
+
+    relay.set(false);
+    for i in 50..80 {
+        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
+    }
+    producer.delete("d3", None).await?;
+    let problem = wait_for("status to report the target unreachable", Duration::from_secs(60), || {
+        let s = status(&state, &name)?;
+        Ok(unreachable(&s).into_iter().find(|p| p["what"] == "target"))
+    })
+    .await?;
+    assert!(problem["attempts"].as_u64().unwrap_or(0) >= 1, "{problem}");
+    assert!(problem["error"].as_str().is_some_and(|e| e.contains(&target_url)), "names the cluster: {problem}");
+    let text = run_ok(indexferry(&state, &["status", &name]))?;
+    assert!(text.contains("unreachable: target since"), "{text}");
+
+    relay.set(true);
+    let s = wait_for("the replay to recover", Duration::from_secs(90), || {
+        let s = status(&state, &name)?;
+        Ok((unreachable(&s).is_empty() && s["replay"]["lag_messages"] == json!(0)).then_some(s))
+    })
+    .await?;
+    assert_eq!(s["replay"]["dead_lettered"], json!(0), "an outage is ridden out, not dead-lettered: {s}");
+    let docs = all_docs(&target_url, &dst).await?;
+    assert_eq!(docs.len(), 79, "every write made during the outage arrived");
+    assert!(!docs.contains_key("d3") && docs.contains_key("d79"));
+    Ok(())
+}
