@@ -126,3 +126,70 @@ async fn a_migration_over_tls_with_a_password() -> anyhow::Result<()> {
     assert!(!seen.contains(&pw), "the password leaked:\n{seen}");
     Ok(())
 }
+
+/// The stack starts es8-tls with `http.max_content_length=256kb`: a bulk request over it is
+/// refused with 413. A batch too large is split until it fits; a document too large alone
+/// is dead-lettered with the reason, and everything else still arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_beyond_the_targets_request_limit_are_dead_lettered_and_the_rest_copied() -> anyhow::Result<()> {
+    let ca = ca()?;
+    let pw = password();
+    let (url, target_url) = (es8(), tls_url());
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let (src, dst, alias, topic, name) =
+        (unique("big-src"), unique("big-dst"), unique("big"), unique("big-events"), unique("big"));
+    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
+    let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
+    // 4 KB documents: a batch of 100 is 400 KB, over the limit, and must be split.
+    let filler = "x".repeat(4000);
+    let huge = json!({ "blob": "y".repeat(400_000) }).to_string();
+    for i in 0..300 {
+        p.index(&format!("d{i}"), &json!({ "i": i, "pad": filler }).to_string(), None).await?;
+    }
+    p.index("huge-snapshot", &huge, None).await?;
+
+    let recipe = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
+    let text = std::fs::read_to_string(&recipe)?
+        .replace("[kafka]", &format!("username = \"elastic\"\nca_cert = {:?}\n\n[kafka]", ca.display().to_string()));
+    std::fs::write(&recipe, text)?;
+    let cmd = |args: &[&str]| {
+        let mut c = indexferry(&state, args);
+        c.env("INDEXFERRY_TARGET_PASSWORD", &pw);
+        c
+    };
+    run_ok(cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    let out = run_ok(cmd(&["snapshot", &name]))?;
+    assert!(out.contains("applied=300 stale=0 rejected=1"), "{out}");
+
+    let _consumer = spawn(cmd(&["consume", &name]), &dir.path().join("consume.log"))?;
+    p.index("huge-replay", &huge, None).await?;
+    for i in 300..400 {
+        p.index(&format!("d{i}"), &json!({ "i": i, "pad": filler }).to_string(), None).await?;
+    }
+    let s = wait_for("the replay to pass the huge event", Duration::from_secs(60), || {
+        let out = output(cmd(&["status", &name, "--json"]))?;
+        let s: Value = serde_json::from_slice(&out.stdout)?;
+        Ok((s["replay"]["lag_messages"] == json!(0) && s["replay"]["applied"].as_u64() >= Some(100)).then_some(s))
+    })
+    .await?;
+    assert_eq!(s["replay"]["dead_lettered"], json!(1), "{s}");
+
+    let letters = read_topic(&format!("{topic}.deadletter"), 2, Duration::from_secs(30))?;
+    let mut ids = vec![];
+    for (_, payload) in &letters {
+        let l: Value = serde_json::from_slice(payload)?;
+        assert_eq!(l["kind"], "rejected", "{l}");
+        assert!(l["reason"].as_str().is_some_and(|r| r.contains("too large") && r.contains("413")), "{l}");
+        ids.push(l["id"].as_str().unwrap_or_default().to_owned());
+    }
+    ids.sort();
+    assert_eq!(ids, ["huge-replay", "huge-snapshot"]);
+
+    let target =
+        Cluster::connect(&config(Some("elastic"), Some(&pw), Some(ca)), "target", Duration::from_secs(30)).await?;
+    target.json::<Value>(Method::Post, &format!("/{dst}/_refresh"), &[], None).await?;
+    let count: Value = target.json(Method::Get, &format!("/{dst}/_count"), &[], None).await?;
+    assert_eq!(count["count"], json!(400), "every document under the limit arrived");
+    Ok(())
+}

@@ -100,7 +100,9 @@ impl<'a> Batch<'a> {
                 }
                 Final::Stale => self.outcome.count(*op, 1),
                 Final::Rejected(reason) => {
-                    self.letters.push(letter(m, "rejected", reason));
+                    let mut l = letter(m, "rejected", reason);
+                    l.id = Some(doc.id.clone());
+                    self.letters.push(l);
                     self.outcome.count(*op, 2);
                 }
             }
