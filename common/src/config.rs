@@ -52,6 +52,11 @@ pub struct ClusterConfig {
     pub insecure: bool,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Gzip request and response bodies: for a slow link between indexferry and the
+    /// cluster. Off by default, because the cluster then spends CPU compressing every
+    /// search page and bulk answer.
+    #[serde(default)]
+    pub compression: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +177,7 @@ impl ClusterConfig {
             ca_cert: None,
             insecure: false,
             request_timeout: default_request_timeout(),
+            compression: false,
         }
     }
 }

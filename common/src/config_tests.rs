@@ -28,7 +28,9 @@ fn minimal_recipe_has_defaults() {
     assert_eq!(r.target_cluster().url, vec!["http://127.0.0.1:9200"]);
     assert_eq!(r.dead_letter_topic(), "records.changes.deadletter");
     assert_eq!(r.group_id(), "indexferry-records-v2");
-    assert_eq!(r.snapshot.batch_size, 1000);
+    assert_eq!(r.snapshot.batch_size, 2000);
+    assert_eq!(r.replay.in_flight, 4);
+    assert!(!r.source.compression, "the cluster does not spend CPU compressing answers unless asked");
     let s = r.pairs[0].production_settings();
     assert_eq!(s["index.number_of_replicas"], 0);
     assert_eq!(s["index.refresh_interval"], "1s");

@@ -5,6 +5,7 @@ use indexferry_common::es::Method;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::path::Path;
+use std::time::Duration;
 
 struct Case {
     dir: tempfile::TempDir,
@@ -135,4 +136,43 @@ async fn secrets_never_appear_in_output() -> anyhow::Result<()> {
     assert!(seen.contains("127.0.0.1:1"), "the failing command did run: {seen}");
     assert!(!seen.contains(SECRET), "the secret leaked:\n{seen}");
     Ok(())
+}
+
+/// `compression = true` gzips request and answer bodies (for a slow link); off, the
+/// cluster is asked for plain answers. Both read and write the same documents.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_is_reached_the_same_with_compression_on_and_off() -> anyhow::Result<()> {
+    let index = unique("gz");
+    let mut cfg = cluster_config(&es8());
+    cfg.compression = true;
+    let gz = indexferry_common::es::Cluster::connect(&cfg, "target", Duration::from_secs(30)).await?;
+    let plain = cluster(&es8()).await?;
+    let mut body = String::new();
+    for i in 0..300 {
+        body.push_str(&format!("{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"d{i}\"}}}}\n"));
+        body.push_str(&json!({ "i": i, "text": "x".repeat(500) }).to_string());
+        body.push('\n');
+    }
+    let answer = gz.bulk(bytes::Bytes::from(body)).await?;
+    assert_eq!(answer.items.len(), 300);
+    assert!(answer.items.iter().all(|i| matches!(i.outcome(), indexferry_common::es::bulk::Outcome::Applied)));
+    let via_gzip = all_docs_with(&gz, &index).await?;
+    let via_plain = all_docs_with(&plain, &index).await?;
+    assert_eq!(via_gzip.len(), 300);
+    assert_eq!(via_gzip, via_plain);
+    plain.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
+    Ok(())
+}
+
+async fn all_docs_with(
+    c: &indexferry_common::es::Cluster,
+    index: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
+    c.json::<Value>(Method::Post, &format!("/{index}/_refresh"), &[], None).await?;
+    let body = json!({ "size": 1000, "query": { "match_all": {} } });
+    let r: Value = c.json(Method::Post, &format!("/{index}/_search"), &[], Some(&body)).await?;
+    Ok(r["hits"]["hits"]
+        .as_array()
+        .map(|h| h.iter().map(|h| (h["_id"].as_str().unwrap_or_default().to_owned(), h["_source"].clone())).collect())
+        .unwrap_or_default())
 }
