@@ -1,5 +1,6 @@
 //! `indexferry-producer`: publish validated events from stdin, or run a realistic load.
 
+mod bench;
 mod load;
 
 use anyhow::{bail, Context};
@@ -40,6 +41,12 @@ enum Command {
     },
     /// Write creates, updates and deletes through the producer library at a set rate.
     Load(Box<load::LoadArgs>),
+    /// Benchmark data: write a reproducible `_bulk` file of about 1 KB documents.
+    Gen(bench::GenArgs),
+    /// Benchmark ceiling: load a `gen` file with `_bulk` at a set concurrency (no reads, no Kafka).
+    Bulk(bench::BulkArgs),
+    /// Benchmark data: publish one change event per document of a `gen` file.
+    Fill(bench::FillArgs),
 }
 
 #[tokio::main]
@@ -49,6 +56,9 @@ async fn main() {
     let result = match cli.command {
         Command::Publish { brokers, topic, dry_run } => publish(&brokers, &topic, dry_run).await,
         Command::Load(args) => load::run(*args).await,
+        Command::Gen(args) => bench::generate(&args),
+        Command::Bulk(args) => bench::bulk(&args).await,
+        Command::Fill(args) => bench::fill(&args).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
