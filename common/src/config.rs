@@ -134,7 +134,7 @@ pub struct ReplayConfig {
 
 impl Default for ReplayConfig {
     fn default() -> Self {
-        ReplayConfig { batch_size: 1000, batch_bytes: 8 << 20, batch_deadline: Duration::from_millis(50), in_flight: 4 }
+        ReplayConfig { batch_size: 1000, batch_bytes: 8 << 20, batch_deadline: Duration::from_millis(50), in_flight: 8 }
     }
 }
 

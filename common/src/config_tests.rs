@@ -29,7 +29,7 @@ fn minimal_recipe_has_defaults() {
     assert_eq!(r.dead_letter_topic(), "records.changes.deadletter");
     assert_eq!(r.group_id(), "indexferry-records-v2");
     assert_eq!(r.snapshot.batch_size, 2000);
-    assert_eq!(r.replay.in_flight, 4);
+    assert_eq!(r.replay.in_flight, 8);
     assert!(!r.source.compression, "the cluster does not spend CPU compressing answers unless asked");
     let s = r.pairs[0].production_settings();
     assert_eq!(s["index.number_of_replicas"], 0);

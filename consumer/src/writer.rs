@@ -141,7 +141,7 @@ impl Writer {
 
     async fn send(&self, body: Bytes) -> Result<Vec<Outcome>, SendError> {
         let started = Instant::now();
-        let result = self.cluster.bulk(body).await;
+        let result = self.cluster.bulk_statuses("/_bulk", body).await;
         metrics::histogram!(BULK_SECONDS, "phase" => self.phase).record(started.elapsed().as_secs_f64());
         let role = self.cluster.role();
         match result {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use clap::Args;
 use indexferry_common::config::ClusterConfig;
-use indexferry_common::es::{Cluster, Method};
+use indexferry_common::es::Cluster;
 use indexferry_common::kafka::producer_config;
 use indexferry_producer::docs::{mappings, DocGen};
 use indexferry_schemas::{ChangeEvent, Op, SCHEMA_V1};
@@ -124,8 +124,7 @@ pub(crate) async fn bulk(args: &BulkArgs) -> anyhow::Result<()> {
 
 /// One `_bulk` request; the number of items that failed.
 async fn send(cluster: &Cluster, path: &str, body: Bytes) -> anyhow::Result<u64> {
-    let answer = cluster.request(Method::Post, path, &[], Some(body)).await?;
-    let parsed: indexferry_common::es::bulk::BulkResponse = serde_json::from_slice(&answer)?;
+    let parsed = cluster.bulk_statuses(path, body).await?;
     Ok(parsed.items.iter().filter(|i| !matches!(i.outcome(), indexferry_common::es::bulk::Outcome::Applied)).count()
         as u64)
 }
