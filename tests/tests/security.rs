@@ -193,3 +193,58 @@ async fn documents_beyond_the_targets_request_limit_are_dead_lettered_and_the_re
     assert_eq!(count["count"], json!(400), "every document under the limit arrived");
     Ok(())
 }
+
+/// Kafka settings in the recipe reach librdkafka untouched: the stack's broker also listens
+/// with SASL (PLAIN) on 9094, and a migration replays through it. A wrong password is a
+/// clear failure that does not print it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_through_kafka_with_sasl() -> anyhow::Result<()> {
+    let sasl_password = std::env::var("INDEXFERRY_KAFKA_SASL_PASSWORD").unwrap_or_else(|_| "kafka-secret".into());
+    let url = es8();
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let (src, dst, alias, topic, name) =
+        (unique("sasl-src"), unique("sasl-dst"), unique("sasl"), unique("sasl-events"), unique("sasl"));
+    create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
+    let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
+    for i in 0..100 {
+        p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
+    }
+    let write_recipe = |name: &str, password: &str| -> anyhow::Result<PathBuf> {
+        let recipe = RecipeSpec::new(name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
+        let text = std::fs::read_to_string(&recipe)?
+            .replace(&format!("brokers = \"{}\"", brokers()), "brokers = \"127.0.0.1:9094\"")
+            + &format!(
+                "\n[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
+                 \"sasl.username\" = \"indexferry\"\n\"sasl.password\" = \"{password}\"\n"
+            );
+        anyhow::ensure!(text.contains("9094"), "the recipe names the SASL listener");
+        std::fs::write(&recipe, text)?;
+        Ok(recipe)
+    };
+
+    let wrong = write_recipe(&unique("sasl-wrong"), "not-the-password-42")?;
+    let out = output({
+        let mut c = indexferry(&state, &["init", wrong.to_str().unwrap_or_default()]);
+        c.args(["--connect-timeout", "5s"]);
+        c
+    })?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains("not-the-password-42"), "the password leaked: {said}");
+
+    let recipe = write_recipe(&name, &sasl_password)?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    for i in 0..30 {
+        p.delete(&format!("d{i}"), None).await?;
+    }
+    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    let mut consume = spawn(indexferry(&state, &["consume", &name, "--until-caught-up"]), &dir.path().join("c.log"))?;
+    let exit =
+        wait_for("consume to catch up through SASL", Duration::from_secs(60), || Ok(consume.try_wait()?)).await?;
+    assert!(exit.success());
+    let docs = all_docs(&url, &dst).await?;
+    assert_eq!(docs.len(), 70, "the deletes were replayed through the SASL listener");
+    assert!(!docs.contains_key("d0") && docs.contains_key("d99"));
+    Ok(())
+}
