@@ -57,6 +57,11 @@ pub struct ClusterConfig {
     /// search page and bulk answer.
     #[serde(default)]
     pub compression: bool,
+    /// How long a running worker keeps retrying this cluster while it does not answer
+    /// (connection refused, timeouts, 5xx) before it stops with an error. A cluster that
+    /// answers but refuses writes for a while (a write block, 429) is waited for.
+    #[serde(default = "default_unreachable_timeout", with = "humantime_serde")]
+    pub unreachable_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,8 +183,13 @@ impl ClusterConfig {
             insecure: false,
             request_timeout: default_request_timeout(),
             compression: false,
+            unreachable_timeout: default_unreachable_timeout(),
         }
     }
+}
+
+fn default_unreachable_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 fn default_request_timeout() -> Duration {

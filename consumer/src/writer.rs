@@ -43,13 +43,36 @@ pub struct Writer {
     cluster: Cluster,
     /// Most documents in one `_bulk` request; a larger batch is sent as several at once.
     request_docs: usize,
+    /// How long requests may fail for want of an answer before the writer gives up.
+    unreachable_timeout: Duration,
+    /// Why it gave up, once it did (and cancelled the worker).
+    gave_up: std::sync::Mutex<Option<String>>,
     phase: &'static str,
     cancel: CancellationToken,
 }
 
 impl Writer {
     pub fn new(cluster: Cluster, phase: &'static str, cancel: CancellationToken) -> Self {
-        Writer { cluster, phase, cancel, request_docs: 1000 }
+        Writer {
+            cluster,
+            phase,
+            cancel,
+            request_docs: 1000,
+            unreachable_timeout: Duration::MAX,
+            gave_up: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Gives up (cancelling the worker) once requests have failed for want of an answer
+    /// for `timeout` without a break.
+    pub fn unreachable_timeout(mut self, timeout: Duration) -> Self {
+        self.unreachable_timeout = timeout;
+        self
+    }
+
+    /// Why the writer gave up, if it did: the worker must fail with this, not stop quietly.
+    pub fn gave_up(&self) -> Option<String> {
+        self.gave_up.lock().ok().and_then(|g| g.clone())
     }
 
     pub async fn write(&self, docs: &[Doc]) -> Result<Vec<Final>, Cancelled> {
@@ -58,6 +81,7 @@ impl Writer {
         // Items per request; halved when the target says the request is too large.
         let mut chunk = docs.len().clamp(1, self.request_docs);
         let mut backoff = Backoff::standard(None);
+        let mut unreachable_since: Option<Instant> = None;
         while !pending.is_empty() {
             let mut retry = Vec::new();
             let mut need_backoff = false;
@@ -81,6 +105,7 @@ impl Writer {
             for (part, answer) in parts.into_iter().zip(answers) {
                 match answer {
                     Ok(items) if items.len() == part.len() => {
+                        unreachable_since = None;
                         for (&i, outcome) in part.iter().zip(items) {
                             match outcome {
                                 Outcome::Applied => outcomes[i] = Some(Final::Applied),
@@ -115,6 +140,19 @@ impl Writer {
                     }
                     Err(SendError::Transient(reason)) => {
                         crate::health::failing(self.cluster.role(), &reason);
+                        let since = *unreachable_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.unreachable_timeout {
+                            let why = format!(
+                                "the {} cluster did not answer for {}: {reason}",
+                                self.cluster.role(),
+                                humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+                            );
+                            if let Ok(mut g) = self.gave_up.lock() {
+                                g.get_or_insert(why);
+                            }
+                            self.cancel.cancel();
+                            return Err(Cancelled);
+                        }
                         tracing::warn!(phase = self.phase, %reason, "bulk request failed; retrying");
                         retry.extend_from_slice(part);
                         need_backoff = true;

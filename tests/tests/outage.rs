@@ -1,6 +1,7 @@
 //! A cluster that stops answering in the middle of a run: the consumer keeps retrying,
 //! `status` says what it cannot reach and since when, and once the cluster answers again
-//! the replay catches up with nothing lost. The outage is a TCP relay in front of the
+//! the replay catches up with nothing lost; past the cluster's `unreachable_timeout` the
+//! consumer stops with the reason instead. The outage is a TCP relay in front of the
 //! real target that is switched off and on (the cluster itself keeps running, so the other
 //! tests sharing it are not disturbed).
 
@@ -105,5 +106,44 @@ async fn status_reports_an_unreachable_target_and_the_replay_recovers_when_it_an
     let docs = all_docs(&target_url, &dst).await?;
     assert_eq!(docs.len(), 79, "every write made during the outage arrived");
     assert!(!docs.contains_key("d3") && docs.contains_key("d79"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_stays_unreachable_past_its_timeout_stops_the_consumer_with_the_reason() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let relay = Relay::start("127.0.0.1:9201").await?;
+    let (url, target_url) = (es8(), relay.url());
+    let (src, dst, alias, topic, name) =
+        (unique("gone-src"), unique("gone-dst"), unique("gone"), unique("gone-events"), unique("gone"));
+    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
+    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
+    let recipe = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
+    let text = std::fs::read_to_string(&recipe)?;
+    let target_section = format!("[target]\nurl = \"{target_url}\"\n");
+    anyhow::ensure!(text.contains(&target_section), "{text}");
+    std::fs::write(&recipe, text.replace(&target_section, &format!("{target_section}unreachable_timeout = \"3s\"\n")))?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let log = dir.path().join("consume.log");
+    let mut consumer = spawn(indexferry(&state, &["consume", &name]), &log)?;
+    wait_for("the consumer to start", Duration::from_secs(30), || {
+        Ok(status(&state, &name)?["consumer_pid"].as_i64().map(|_| ()))
+    })
+    .await?;
+
+    relay.set(false);
+    producer.index("d1", &json!({ "i": 1 }).to_string(), None).await?;
+    let exit = wait_for("the consumer to give up", Duration::from_secs(60), || Ok(consumer.try_wait()?)).await?;
+    assert_eq!(exit.code(), Some(1));
+    let said = std::fs::read_to_string(&log)?;
+    let reason = said.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(reason.contains("the target cluster did not answer for") && reason.contains(&target_url), "{said}");
+    // Nothing was checkpointed past the event: a consumer started later applies it.
+    relay.set(true);
+    let mut consumer = spawn(indexferry(&state, &["consume", &name, "--until-caught-up"]), &log)?;
+    let exit = wait_for("the consumer to catch up", Duration::from_secs(60), || Ok(consumer.try_wait()?)).await?;
+    assert!(exit.success());
+    assert!(all_docs(&target_url, &dst).await?.contains_key("d1"));
     Ok(())
 }

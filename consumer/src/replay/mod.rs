@@ -57,7 +57,8 @@ pub async fn run(
     consumer.assign(&tpl).context("cannot assign partitions")?;
     tracing::info!(%topic, positions = ?positions, "replaying");
 
-    let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
+    let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone())
+        .unreachable_timeout(recipe.target_cluster().unreachable_timeout);
     let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
     let (positions_tx, positions_rx) = watch::channel(cp.partitions.clone());
     let lag = spawn_lag_reporter(consumer.clone(), topic.clone(), cancel.clone(), positions_rx);
@@ -117,7 +118,10 @@ pub async fn run(
         ignored = cp.ignored,
         "replay stopped"
     );
-    Ok(())
+    match writer.gave_up() {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 /// Cuts batches from the stream into `out` until cancelled (or `out` is closed).

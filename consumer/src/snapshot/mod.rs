@@ -65,7 +65,8 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()>
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
     });
     let shared = Arc::new(Shared {
-        writer: Writer::new(ctx.target.clone(), "snapshot", cancel.clone()),
+        writer: Writer::new(ctx.target.clone(), "snapshot", cancel.clone())
+            .unreachable_timeout(ctx.recipe.target_cluster().unreachable_timeout),
         dead_letters: DeadLetters::new(&ctx.recipe, cancel.clone())?,
         store,
         throttle,
@@ -74,10 +75,13 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()>
     });
     for pair in 0..ctx.migration.pairs.len() {
         if !run_pair(&shared, pair, &cancel).await? {
-            return Ok(());
+            break;
         }
     }
-    Ok(())
+    match shared.writer.gave_up() {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 /// Copies one pair; `false` when cancelled.
