@@ -127,6 +127,12 @@ impl Producer {
         &self.cluster
     }
 
+    /// How long a refused write is retried (`ProducerConfig::retry_for`): also how long a
+    /// caller should keep writing again a document whose event was not published.
+    pub fn retry_for(&self) -> Duration {
+        self.cfg.retry_for
+    }
+
     /// Indexes (creates or replaces) a document; `source` must be a JSON object. The same
     /// bytes go to the cluster and into the event.
     pub async fn index(&self, id: &str, source: &str, routing: Option<&str>) -> Result<ChangeEvent> {

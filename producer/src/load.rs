@@ -66,8 +66,9 @@ pub(crate) struct LoadArgs {
     /// Also write the summary as JSON to this file.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
-    /// How long a write refused by a write block is retried.
-    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    /// How long a write refused by a write block is retried, and a write whose event could
+    /// not be published is written again.
+    #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     retry_for: Duration,
     /// Publish timeout per event (keep it under the rollover grace).
     #[arg(long, default_value = "400ms", value_parser = humantime_duration)]
@@ -303,7 +304,7 @@ async fn one_write(
             format!("{prefix}n{}", ids.next)
         };
         let doc = gen.doc(&id, 1);
-        retry_unpublished(|| producer.index(&id, &doc, None)).await?;
+        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, None)).await?;
         lock().add(id);
         counters.creates.fetch_add(1, Ordering::Relaxed);
     } else if roll < mix.create + mix.update {
@@ -312,7 +313,7 @@ async fn one_write(
         };
         let rev = lock().bump(&id);
         let doc = gen.doc(&id, rev + 1);
-        retry_unpublished(|| producer.index(&id, &doc, None)).await?;
+        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, None)).await?;
         counters.updates.fetch_add(1, Ordering::Relaxed);
     } else if roll < mix.create + mix.update + mix.delete {
         let Some(id) = ({
@@ -322,7 +323,7 @@ async fn one_write(
         }) else {
             return Ok(());
         };
-        let result = retry_unpublished(|| producer.delete(&id, None)).await;
+        let result = retry_unpublished(producer.retry_for(), || producer.delete(&id, None)).await;
         {
             let mut ids = lock();
             if result.is_ok() {
@@ -350,15 +351,15 @@ async fn one_write(
         let Some(id) = id else { return Ok(()) };
         let rev = lock().bump(&id);
         let doc = gen.doc(&id, rev + 1);
-        retry_unpublished(|| producer.index(&id, &doc, None)).await?;
+        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, None)).await?;
         lock().add(id);
         counters.recreates.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
 
-/// Writes a batch, writing again those whose events were not published (for up to a
-/// minute), as [`retry_unpublished`] does for single writes.
+/// Writes a batch, writing again those whose events were not published (for up to the
+/// producer's `retry_for`), as [`retry_unpublished`] does for single writes.
 async fn bulk_until_published(
     p: &Producer,
     writes: Vec<Write>,
@@ -372,7 +373,7 @@ async fn bulk_until_published(
             .filter(|(_, r)| matches!(r, Err(WriteError::Publish(_))))
             .map(|(i, _)| i)
             .collect();
-        if again.is_empty() || started.elapsed() > Duration::from_secs(60) {
+        if again.is_empty() || started.elapsed() > p.retry_for() {
             return Ok(results);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -385,8 +386,9 @@ async fn bulk_until_published(
 
 /// What the library asks of its callers: a write whose event could not be published is
 /// in the index but unknown to the migration, so it is written again (a new sequence
-/// number, a new event) until the event goes through or a minute has passed.
-async fn retry_unpublished<F, Fut>(mut write: F) -> Result<ChangeEvent, WriteError>
+/// number, a new event) until the event goes through or `window` has passed (the load's
+/// `--retry-for`: a broker restarted on a loaded machine can take more than a minute).
+async fn retry_unpublished<F, Fut>(window: Duration, mut write: F) -> Result<ChangeEvent, WriteError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<ChangeEvent, WriteError>>,
@@ -394,7 +396,7 @@ where
     let started = Instant::now();
     loop {
         match write().await {
-            Err(WriteError::Publish(e)) if started.elapsed() < Duration::from_secs(60) => {
+            Err(WriteError::Publish(e)) if started.elapsed() < window => {
                 tracing::debug!(error = %e, "event not published; writing again");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
