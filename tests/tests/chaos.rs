@@ -259,6 +259,18 @@ async fn chaos() -> anyhow::Result<()> {
 /// target accepts it; rollover must delete it again before the switch.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_restart_does_not_let_a_deleted_document_back() -> anyhow::Result<()> {
+    deleted_document_stays_deleted(false).await
+}
+
+/// The same, when the delete had reached the target before: a consumer killed after its bulk
+/// and before its checkpoint. Replayed again, the delete meets the target's own tombstone and
+/// is judged stale; rollover must know of it all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_replayed_after_a_kill_is_remembered() -> anyhow::Result<()> {
+    deleted_document_stays_deleted(true).await
+}
+
+async fn deleted_document_stays_deleted(applied_before_the_kill: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let (source_url, target_url) = (es8(), es9());
@@ -271,11 +283,18 @@ async fn a_target_restart_does_not_let_a_deleted_document_back() -> anyhow::Resu
     let recipe = RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     run_ok(indexferry(&state, &["snapshot", &name]))?;
-    p.delete("d", None).await?;
+    let delete = p.delete("d", None).await?;
+    if applied_before_the_kill {
+        // What the killed consumer's bulk left behind.
+        let version = delete.external_version().to_string();
+        let query = [("version", version.as_str()), ("version_type", "external")];
+        cluster(&target_url).await?.request(Method::Delete, &format!("/{dst}/_doc/d"), &query, None).await?;
+    }
     let log = dir.path().join("consume.log");
     let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
-    wait_for("delete applied", Duration::from_secs(30), || {
-        Ok((status(&state, &name)?["replay"]["applied"] == json!(1)).then_some(()))
+    let judged = if applied_before_the_kill { "stale" } else { "applied" };
+    wait_for("delete judged", Duration::from_secs(30), || {
+        Ok((status(&state, &name)?["replay"][judged] == json!(1)).then_some(()))
     })
     .await?;
     terminate(&mut consume)?;

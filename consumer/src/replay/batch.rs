@@ -15,7 +15,7 @@ pub(super) struct Outcome {
     pub dead_lettered: u64,
     pub ignored: u64,
     by_op: [[u64; 3]; 3],
-    /// Deletes the target acknowledged: recorded as tombstones (see `state::Tombstone`).
+    /// Deletes the target has seen, applied or stale: recorded as tombstones (see `state::Tombstone`).
     pub tombstones: Vec<(String, Tombstone)>,
 }
 
@@ -90,14 +90,14 @@ impl<'a> Batch<'a> {
     ) -> Result<Outcome, Cancelled> {
         let finals = if self.docs.is_empty() { vec![] } else { writer.write(&self.docs).await? };
         for (((m, op), f), doc) in self.origin.iter().zip(finals).zip(&self.docs) {
+            // A delete judged stale is recorded too: it may be one this consumer applied before a
+            // kill cut it off from its checkpoint, and the target's tombstone refused it now.
+            if doc.source.is_none() && matches!(f, Final::Applied | Final::Stale) {
+                let t = Tombstone { version: doc.version, routing: doc.routing.clone() };
+                self.outcome.tombstones.push((tombstone_key(&doc.index, &doc.id), t));
+            }
             match f {
-                Final::Applied => {
-                    self.outcome.count(*op, 0);
-                    if doc.source.is_none() {
-                        let t = Tombstone { version: doc.version, routing: doc.routing.clone() };
-                        self.outcome.tombstones.push((tombstone_key(&doc.index, &doc.id), t));
-                    }
-                }
+                Final::Applied => self.outcome.count(*op, 0),
                 Final::Stale => self.outcome.count(*op, 1),
                 Final::Rejected(reason) => {
                     let mut l = letter(m, "rejected", reason);

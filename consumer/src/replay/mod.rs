@@ -10,7 +10,7 @@ mod batch;
 
 use crate::context::Ctx;
 use crate::deadletter::DeadLetters;
-use crate::state::{Db, PartitionCheckpoint, PidGuard, ReplayCheckpoint, REPLAY_KEY};
+use crate::state::{Db, PartitionCheckpoint, PidGuard, ReplayCheckpoint, Store, Tombstone, REPLAY_KEY};
 use crate::writer::Writer;
 use anyhow::Context as _;
 use batch::{Batch, Outcome};
@@ -22,6 +22,7 @@ use indexferry_common::metrics::{EVENTS, LAG_MESSAGES, LAG_SECONDS};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -85,8 +86,8 @@ pub async fn run(
                 // Checkpoint and tombstones in one atomic write.
                 let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
                 entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&cp)?));
-                for (key, t) in &outcome.tombstones {
-                    entries.push((key.clone(), serde_json::to_value(t)?));
+                for (key, t) in newest_tombstones(&store, &outcome.tombstones)? {
+                    entries.push((key.to_owned(), serde_json::to_value(t)?));
                 }
                 store.put_all(&entries)?;
                 mirror_commit(&consumer, &topic, &cp);
@@ -204,6 +205,29 @@ fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, messages: &[OwnedMessage
     }
 }
 
+/// The tombstones of a batch worth recording: per id the highest version, and only where the
+/// store has no higher one. Two writers racing on one id can publish its events out of order,
+/// and a stale delete must not lower the version rollover deletes with.
+fn newest_tombstones<'a>(
+    store: &Store,
+    tombstones: &'a [(String, Tombstone)],
+) -> anyhow::Result<BTreeMap<&'a str, &'a Tombstone>> {
+    let mut newest: BTreeMap<&str, &Tombstone> = BTreeMap::new();
+    for (key, t) in tombstones {
+        let slot = newest.entry(key.as_str()).or_insert(t);
+        if t.version > slot.version {
+            *slot = t;
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (key, t) in newest {
+        if store.get::<Tombstone>(key)?.is_none_or(|old| old.version < t.version) {
+            out.insert(key, t);
+        }
+    }
+    Ok(out)
+}
+
 /// Mirrors the checkpoint to the consumer group (best effort: RocksDB is the record).
 fn mirror_commit(consumer: &StreamConsumer, topic: &str, cp: &ReplayCheckpoint) {
     let mut tpl = TopicPartitionList::new();
@@ -257,4 +281,24 @@ fn spawn_lag_reporter(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{tombstone_key, StateDir};
+
+    #[test]
+    fn a_tombstone_is_recorded_only_at_a_higher_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateDir::new(tmp.path(), "m").open(Db::Replay).unwrap();
+        let t = |version| Tombstone { version, routing: None };
+        let (a, b, c) = (tombstone_key("t", "a"), tombstone_key("t", "b"), tombstone_key("t", "c"));
+        store.put(&a, &t(7)).unwrap();
+        store.put(&b, &t(3)).unwrap();
+        let batch = vec![(a.clone(), t(5)), (b.clone(), t(4)), (c.clone(), t(9)), (c.clone(), t(6))];
+        let kept = newest_tombstones(&store, &batch).unwrap();
+        let kept: Vec<(&str, u64)> = kept.into_iter().map(|(k, t)| (k, t.version)).collect();
+        assert_eq!(kept, vec![(b.as_str(), 4), (c.as_str(), 9)], "a: the store has 7; c: 9 beats the later 6");
+    }
 }

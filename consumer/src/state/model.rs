@@ -127,7 +127,7 @@ impl ReplayCheckpoint {
     }
 }
 
-/// A delete the target acknowledged during replay, kept in the replay state.
+/// A delete the replay applied, or found already applied (judged stale), kept in the replay state.
 ///
 /// The target's own tombstone (the version map entry kept for `gc_deletes`) is what makes a
 /// later, older copy of the document lose with a 409 — but it lives in memory and a restart
