@@ -232,24 +232,7 @@ async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<b
     match which {
         Worker::Snapshot => snapshot::run(ctx, cancel).await?,
         Worker::Consume { until_caught_up: false } => replay::run(ctx, cancel, None).await?,
-        Worker::Consume { until_caught_up: true } => {
-            let end = indexferry_common::kafka::end_offsets(
-                &ctx.recipe.kafka,
-                &ctx.recipe.kafka.topic,
-                std::time::Duration::from_secs(30),
-            )?;
-            let (tx, mut rx) = tokio::sync::watch::channel(Default::default());
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                let caught_up =
-                    |at: &indexferry_common::kafka::Offsets| end.iter().all(|(p, o)| at.get(p).is_some_and(|a| a >= o));
-                if rx.wait_for(caught_up).await.is_ok() {
-                    tracing::info!("caught up with the end offsets read at start; stopping");
-                    stop.cancel();
-                }
-            });
-            replay::run(ctx, cancel, Some(tx)).await?;
-        }
+        Worker::Consume { until_caught_up: true } => replay::run_until_caught_up(ctx, cancel).await?,
         Worker::Run => {
             let snap = tokio::spawn(snapshot::run(ctx.clone(), cancel.clone()));
             let consume = tokio::spawn(replay::run(ctx.clone(), cancel.clone(), None));

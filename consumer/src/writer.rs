@@ -43,8 +43,6 @@ pub struct Writer {
     cluster: Cluster,
     /// Most documents in one `_bulk` request; a larger batch is sent as several at once.
     request_docs: usize,
-    /// How long requests may fail for want of an answer before the writer gives up.
-    unreachable_timeout: Duration,
     /// Why it gave up, once it did (and cancelled the worker).
     gave_up: std::sync::Mutex<Option<String>>,
     phase: &'static str,
@@ -53,21 +51,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(cluster: Cluster, phase: &'static str, cancel: CancellationToken) -> Self {
-        Writer {
-            cluster,
-            phase,
-            cancel,
-            request_docs: 1000,
-            unreachable_timeout: Duration::MAX,
-            gave_up: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Gives up (cancelling the worker) once requests have failed for want of an answer
-    /// for `timeout` without a break.
-    pub fn unreachable_timeout(mut self, timeout: Duration) -> Self {
-        self.unreachable_timeout = timeout;
-        self
+        Writer { cluster, phase, cancel, request_docs: 1000, gave_up: std::sync::Mutex::new(None) }
     }
 
     /// Why the writer gave up, if it did: the worker must fail with this, not stop quietly.
@@ -141,7 +125,7 @@ impl Writer {
                     Err(SendError::Transient(reason)) => {
                         crate::health::failing(self.cluster.role(), &reason);
                         let since = *unreachable_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= self.unreachable_timeout {
+                        if since.elapsed() >= self.cluster.unreachable_timeout() {
                             let why = format!(
                                 "the {} cluster did not answer for {}: {reason}",
                                 self.cluster.role(),

@@ -56,6 +56,8 @@ pub struct Cluster {
     pub version: String,
     /// The first URL, without credentials, for messages.
     pub url: String,
+    /// How long a worker keeps retrying while this cluster does not answer.
+    unreachable_timeout: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -78,6 +80,7 @@ impl Cluster {
             flavor: Flavor::Elasticsearch { major: 0 },
             version: String::new(),
             url: redact_url(&url),
+            unreachable_timeout: cfg.unreachable_timeout,
         };
         let mut backoff = Backoff::standard(Some(deadline));
         loop {
@@ -131,6 +134,12 @@ impl Cluster {
 
     pub fn role(&self) -> &'static str {
         self.role
+    }
+
+    /// How long a running worker keeps retrying while this cluster does not answer (its
+    /// `unreachable_timeout`), before it stops with an error.
+    pub fn unreachable_timeout(&self) -> Duration {
+        self.unreachable_timeout
     }
 
     /// The same connection under another name (source and target of an in-cluster move).

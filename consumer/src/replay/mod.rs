@@ -58,8 +58,7 @@ pub async fn run(
     consumer.assign(&tpl).context("cannot assign partitions")?;
     tracing::info!(%topic, positions = ?positions, "replaying");
 
-    let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone())
-        .unreachable_timeout(recipe.target_cluster().unreachable_timeout);
+    let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
     let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
     let (positions_tx, positions_rx) = watch::channel(cp.partitions.clone());
     let lag = spawn_lag_reporter(consumer.clone(), topic.clone(), cancel.clone(), positions_rx);
@@ -123,6 +122,27 @@ pub async fn run(
         Some(why) => Err(anyhow::anyhow!(why)),
         None => Ok(()),
     }
+}
+
+/// Replays until the end offsets read at start are applied, then stops
+/// (`consume --until-caught-up`).
+pub async fn run_until_caught_up(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()> {
+    let end = tokio::task::spawn_blocking({
+        let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
+        move || indexferry_common::kafka::end_offsets(&k, &topic, Duration::from_secs(30))
+    })
+    .await?
+    .with_context(|| format!("kafka at {}", ctx.recipe.kafka.brokers))?;
+    let (tx, mut rx) = watch::channel(Offsets::default());
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let caught_up = |at: &Offsets| end.iter().all(|(p, o)| at.get(p).is_some_and(|a| a >= o));
+        if rx.wait_for(caught_up).await.is_ok() {
+            tracing::info!("caught up with the end offsets read at start; stopping");
+            stop.cancel();
+        }
+    });
+    run(ctx, cancel, Some(tx)).await
 }
 
 /// Cuts batches from the stream into `out` until cancelled (or `out` is closed).

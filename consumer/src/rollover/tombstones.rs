@@ -42,7 +42,9 @@ pub(super) async fn sweep(ctx: &Ctx) -> anyhow::Result<Sweep> {
                 source: None,
             })
             .collect();
-        let finals = writer.write(&docs).await.map_err(|_| anyhow::anyhow!("cancelled"))?;
+        let finals = writer.write(&docs).await.map_err(|_| {
+            anyhow::anyhow!("re-applying recorded deletes stopped: {}", writer.gave_up().unwrap_or_default())
+        })?;
         if let Some(Final::Rejected(reason)) = finals.iter().find(|f| matches!(f, Final::Rejected(_))) {
             anyhow::bail!("re-applying a recorded delete failed: {reason}");
         }

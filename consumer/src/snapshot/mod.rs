@@ -65,8 +65,7 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()>
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
     });
     let shared = Arc::new(Shared {
-        writer: Writer::new(ctx.target.clone(), "snapshot", cancel.clone())
-            .unreachable_timeout(ctx.recipe.target_cluster().unreachable_timeout),
+        writer: Writer::new(ctx.target.clone(), "snapshot", cancel.clone()),
         dead_letters: DeadLetters::new(&ctx.recipe, cancel.clone())?,
         store,
         throttle,

@@ -120,13 +120,13 @@ impl SliceReader {
         self
     }
 
-    /// The next page; empty once the slice is exhausted. Transient failures are retried
-    /// for up to ten minutes (longer than a cluster restart).
+    /// The next page; empty once the slice is exhausted. Transient failures are retried for
+    /// the cluster's `unreachable_timeout`.
     pub async fn next_page(&mut self) -> Result<Vec<Hit>, ReadError> {
         if self.done {
             return Ok(vec![]);
         }
-        let mut backoff = Backoff::standard(Some(Duration::from_secs(600)));
+        let mut backoff = Backoff::standard(Some(self.cluster.unreachable_timeout()));
         loop {
             match self.fetch().await {
                 Ok(hits) => {
