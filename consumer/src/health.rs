@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ pub struct Problem {
 struct Reporter {
     path: PathBuf,
     problems: Mutex<(BTreeMap<String, Problem>, Option<Instant>)>,
+    /// Whether any problem is open: lets `ok`, called on every page and bulk, skip the lock.
+    any: AtomicBool,
 }
 
 static REPORTER: OnceLock<Reporter> = OnceLock::new();
@@ -39,7 +42,7 @@ const REWRITE: Duration = Duration::from_secs(2);
 /// Starts reporting for this process into `state_dir` (a migration's directory).
 pub fn init(state_dir: &Path) {
     let path = state_dir.join(format!("health-{}.json", std::process::id()));
-    let _ = REPORTER.set(Reporter { path, problems: Mutex::new((BTreeMap::new(), None)) });
+    let _ = REPORTER.set(Reporter { path, problems: Mutex::new((BTreeMap::new(), None)), any: AtomicBool::new(false) });
 }
 
 /// Removes this process's file (at a clean exit).
@@ -67,6 +70,7 @@ pub fn failing(what: &str, error: &str) {
     p.error = error.to_owned();
     p.last = now;
     p.attempts += 1;
+    r.any.store(true, Ordering::Relaxed);
     if new || written.is_none_or(|w| w.elapsed() >= REWRITE) {
         write(&r.path, problems);
         *written = Some(Instant::now());
@@ -76,9 +80,13 @@ pub fn failing(what: &str, error: &str) {
 /// `what` answered again.
 pub fn ok(what: &str) {
     let Some(r) = REPORTER.get() else { return };
+    if !r.any.load(Ordering::Relaxed) {
+        return;
+    }
     let Ok(mut guard) = r.problems.lock() else { return };
     let (problems, written) = &mut *guard;
     if problems.remove(what).is_some() {
+        r.any.store(!problems.is_empty(), Ordering::Relaxed);
         tracing::info!(%what, "reachable again");
         write(&r.path, problems);
         *written = Some(Instant::now());
