@@ -3,6 +3,7 @@ tools a user would pick instead. See dev/bench for what it needs; every figure i
 --runs runs, wall time of the whole process (start-up included) for every tool."""
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -204,11 +205,16 @@ settings = {{ number_of_shards = {self.shards}, number_of_replicas = 0 }}
     def alias(self, index, alias):
         self.es.call("POST", "/_aliases", {"actions": [{"add": {"index": index, "alias": alias}}]})
 
-    def topic(self, name, partitions=2):
-        from confluent_kafka.admin import AdminClient, NewTopic
+    @functools.cached_property
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.args.brokers})
-        futures = admin.create_topics([NewTopic(name, partitions, 1)])
+        return AdminClient({"bootstrap.servers": self.args.brokers})
+
+    def topic(self, name, partitions=2):
+        from confluent_kafka.admin import NewTopic
+
+        futures = self.admin.create_topics([NewTopic(name, partitions, 1)])
         for f in futures.values():
             try:
                 f.result(30)
@@ -218,10 +224,7 @@ settings = {{ number_of_shards = {self.shards}, number_of_replicas = 0 }}
         return name
 
     def drop_topic(self, name):
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": self.args.brokers})
-        for f in admin.delete_topics([name]).values():
+        for f in self.admin.delete_topics([name]).values():
             try:
                 f.result(30)
             except Exception:

@@ -30,6 +30,28 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::rng().random::<u32>())
 }
 
+/// Fresh names for one test's migration: `<prefix>-src` into `<prefix>-dst` behind the alias
+/// `<prefix>`, events on `<prefix>-events`, the migration named `<prefix>`.
+pub struct Names {
+    pub src: String,
+    pub dst: String,
+    pub alias: String,
+    pub topic: String,
+    pub name: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Names {
+        Names {
+            src: unique(&format!("{prefix}-src")),
+            dst: unique(&format!("{prefix}-dst")),
+            alias: unique(prefix),
+            topic: unique(&format!("{prefix}-events")),
+            name: unique(prefix),
+        }
+    }
+}
+
 pub fn cluster_config(url: &str) -> ClusterConfig {
     ClusterConfig::at(url)
 }
@@ -192,6 +214,10 @@ pub struct RecipeSpec<'a> {
     pub slices: u32,
     pub batch_size: usize,
     pub throttle: u32,
+    /// TOML lines added to `[source]` (credentials, CA, timeouts).
+    pub source_options: String,
+    /// TOML lines added to `[target]`; in one cluster, to `[source]` as well.
+    pub target_options: String,
     pub extra: &'a str,
 }
 
@@ -218,6 +244,8 @@ impl<'a> RecipeSpec<'a> {
             slices: 1,
             batch_size: 100,
             throttle: 0,
+            source_options: String::new(),
+            target_options: String::new(),
             extra: "",
         }
     }
@@ -225,15 +253,18 @@ impl<'a> RecipeSpec<'a> {
     pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         let mappings_path = dir.join(format!("{}-mappings.json", self.name));
         std::fs::write(&mappings_path, serde_json::to_vec_pretty(&self.mappings)?)?;
+        let (mut source_options, target) = (self.source_options.clone(), self.target_options.as_str());
         let target = if self.target_url == self.source_url {
+            source_options.push_str(target);
             String::new()
         } else {
-            format!("[target]\nurl = \"{}\"\n", self.target_url)
+            format!("[target]\nurl = \"{}\"\n{target}", self.target_url)
         };
         let text = format!(
             r#"name = "{name}"
 [source]
 url = "{source_url}"
+{source_options}
 {target}
 [kafka]
 brokers = "{brokers}"

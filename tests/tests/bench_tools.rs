@@ -27,8 +27,7 @@ async fn bench_data_loads_fills_a_topic_and_is_replayed_until_caught_up() -> any
     assert!((800..1300).contains(&avg), "documents of about 1 KB: {avg}");
 
     let url = es8();
-    let (src, dst, alias, topic, name) =
-        (unique("bt-src"), unique("bt-dst"), unique("bt"), unique("bt-events"), unique("bt"));
+    let Names { src, dst, alias, topic, name } = Names::new("bt");
     let mappings: Value = serde_json::from_str(&std::fs::read_to_string(&mappings)?)?;
     create_source(&url, &src, &alias, &topic, 2, mappings.clone()).await?;
     let out = run_ok(producer(&["bulk", "--url", &url, "--index", &src, "--file", &path(&a), "--concurrency", "3"]))?;

@@ -104,8 +104,7 @@ async fn chaos() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let (source_url, target_url) = (es8(), es9());
-    let (src, dst, alias, topic, name) =
-        (unique("chaos-src"), unique("chaos-dst"), unique("chaos"), unique("chaos-events"), unique("chaos"));
+    let Names { src, dst, alias, topic, name } = Names::new("chaos");
     create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
     let initial = 3000 + 150 * faults as u64;
     let load = Load::start_with(dir.path(), &source_url, &alias, &topic, initial, 80, &["--retry-for", "180s"])?;
@@ -274,8 +273,7 @@ async fn deleted_document_stays_deleted(applied_before_the_kill: bool) -> anyhow
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let (source_url, target_url) = (es8(), es9());
-    let (src, dst, alias, topic, name) =
-        (unique("tomb-src"), unique("tomb-dst"), unique("tomb"), unique("tomb-events"), unique("tomb"));
+    let Names { src, dst, alias, topic, name } = Names::new("tomb");
     create_source(&source_url, &src, &alias, &topic, 1, json!({})).await?;
     let p = indexferry_producer::Producer::connect(producer_config(&source_url, &topic, &alias)).await?;
     let old = p.index("d", r#"{"v":"old"}"#, None).await?;

@@ -24,8 +24,7 @@ async fn reorderings_duplicates_and_early_deletes_converge() -> anyhow::Result<(
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let (src, dst, alias, topic, name) =
-        (unique("conv-src"), unique("conv-dst"), unique("conv"), unique("conv-events"), unique("conv"));
+    let Names { src, dst, alias, topic, name } = Names::new("conv");
     create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
     let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     for id in ["a", "b", "c", "d"] {
@@ -91,8 +90,7 @@ async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() ->
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let (src, dst, alias, topic, name) =
-        (unique("dlq-src"), unique("dlq-dst"), unique("dlq"), unique("dlq-events"), unique("dlq"));
+    let Names { src, dst, alias, topic, name } = Names::new("dlq");
     create_source(&url, &src, &alias, &topic, 1, json!({ "properties": { "n": { "type": "keyword" } } })).await?;
     let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     p.index("seed", r#"{"n":"1"}"#, None).await?;

@@ -11,8 +11,7 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let source_url = es8();
-    let (src, dst, alias, topic, name) =
-        (unique("live-src"), unique("live-dst"), unique("live"), unique("live-events"), unique("mig"));
+    let Names { src, dst, alias, topic, name } = Names::new("live");
     create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
     let load = Load::start(dir.path(), &source_url, &alias, &topic, 4000, 150)?;
     wait_docs(&source_url, &src, 4000).await?;

@@ -23,8 +23,7 @@ async fn setup(extra: &str) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let (src, dst, alias, topic, name) =
-        (unique("op-src"), unique("op-dst"), unique("op"), unique("op-events"), unique("op"));
+    let Names { src, dst, alias, topic, name } = Names::new("op");
     create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
     let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     for i in 0..50 {

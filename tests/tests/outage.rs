@@ -65,8 +65,7 @@ async fn status_reports_an_unreachable_target_and_the_replay_recovers_when_it_an
     let state = dir.path().join("state");
     let relay = Arc::new(Relay::start("127.0.0.1:9201").await?);
     let (url, target_url) = (es8(), relay.url());
-    let (src, dst, alias, topic, name) =
-        (unique("out-src"), unique("out-dst"), unique("out"), unique("out-events"), unique("out"));
+    let Names { src, dst, alias, topic, name } = Names::new("out");
     create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
     let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     for i in 0..50 {
@@ -115,15 +114,12 @@ async fn a_target_that_stays_unreachable_past_its_timeout_stops_the_consumer_wit
     let state = dir.path().join("state");
     let relay = Relay::start("127.0.0.1:9201").await?;
     let (url, target_url) = (es8(), relay.url());
-    let (src, dst, alias, topic, name) =
-        (unique("gone-src"), unique("gone-dst"), unique("gone"), unique("gone-events"), unique("gone"));
+    let Names { src, dst, alias, topic, name } = Names::new("gone");
     create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
     let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    let recipe = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
-    let text = std::fs::read_to_string(&recipe)?;
-    let target_section = format!("[target]\nurl = \"{target_url}\"\n");
-    anyhow::ensure!(text.contains(&target_section), "{text}");
-    std::fs::write(&recipe, text.replace(&target_section, &format!("{target_section}unreachable_timeout = \"3s\"\n")))?;
+    let mut spec = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias);
+    spec.target_options = "unreachable_timeout = \"3s\"\n".into();
+    let recipe = spec.write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let log = dir.path().join("consume.log");
     let mut consumer = spawn(indexferry(&state, &["consume", &name]), &log)?;

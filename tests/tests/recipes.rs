@@ -18,8 +18,7 @@ struct Case {
 }
 
 async fn case() -> anyhow::Result<Case> {
-    let (src, dst, alias, topic, name) =
-        (unique("bad-src"), unique("bad-dst"), unique("bad"), unique("bad-events"), unique("bad"));
+    let Names { src, dst, alias, topic, name } = Names::new("bad");
     let url = es8();
     create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
     Ok(Case { dir: tempfile::tempdir()?, url, src, dst, alias, topic, name })
@@ -96,10 +95,11 @@ async fn secrets_never_appear_in_output() -> anyhow::Result<()> {
     const SECRET: &str = "pw-3b7f1c-never-print";
     let c = case().await?;
     let state = c.dir.path().join("state");
-    let r = RecipeSpec::new(&c.name, &c.url, &c.url, &c.topic, &c.src, &c.dst, &c.alias).write(c.dir.path())?;
     // A username in the recipe, the password from the environment (the cluster here runs
     // without security and ignores both).
-    std::fs::write(&r, std::fs::read_to_string(&r)?.replace("[kafka]", "username = \"elastic\"\n\n[kafka]"))?;
+    let mut spec = RecipeSpec::new(&c.name, &c.url, &c.url, &c.topic, &c.src, &c.dst, &c.alias);
+    spec.source_options = "username = \"elastic\"\n".into();
+    let r = spec.write(c.dir.path())?;
     let with_secret = |args: &[&str]| {
         let mut cmd = indexferry(&state, args);
         cmd.env("INDEXFERRY_SOURCE_PASSWORD", SECRET).env("RUST_LOG", "debug");

@@ -11,8 +11,7 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let (src, dst, alias, topic, name) =
-        (unique("kill-src"), unique("kill-dst"), unique("kill"), unique("kill-events"), unique("kill"));
+    let Names { src, dst, alias, topic, name } = Names::new("kill");
     create_source(&url, &src, &alias, &topic, 3, source_mappings()).await?;
     let load = Load::start(dir.path(), &url, &alias, &topic, 6000, 120)?;
     wait_docs(&url, &src, 6000).await?;

@@ -79,8 +79,7 @@ async fn a_migration_over_tls_with_a_password() -> anyhow::Result<()> {
     let url = tls_url();
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
-    let (src, dst, alias, topic, name) =
-        (unique("tls-src"), unique("tls-dst"), unique("tls"), unique("tls-events"), unique("tls"));
+    let Names { src, dst, alias, topic, name } = Names::new("tls");
     let admin =
         Cluster::connect(&config(Some("elastic"), Some(&pw), Some(ca.clone())), "source", Duration::from_secs(30))
             .await?;
@@ -95,10 +94,9 @@ async fn a_migration_over_tls_with_a_password() -> anyhow::Result<()> {
         p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
     }
 
-    let recipe = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
-    let text = std::fs::read_to_string(&recipe)?
-        .replace("[kafka]", &format!("username = \"elastic\"\nca_cert = {:?}\n\n[kafka]", ca.display().to_string()));
-    std::fs::write(&recipe, text)?;
+    let mut spec = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias);
+    spec.source_options = format!("username = \"elastic\"\nca_cert = {:?}\n", ca.display().to_string());
+    let recipe = spec.write(dir.path())?;
     let cmd = |args: &[&str]| {
         let mut c = indexferry(&state, args);
         c.env("INDEXFERRY_SOURCE_PASSWORD", &pw);
@@ -137,8 +135,7 @@ async fn documents_beyond_the_targets_request_limit_are_dead_lettered_and_the_re
     let (url, target_url) = (es8(), tls_url());
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
-    let (src, dst, alias, topic, name) =
-        (unique("big-src"), unique("big-dst"), unique("big"), unique("big-events"), unique("big"));
+    let Names { src, dst, alias, topic, name } = Names::new("big");
     create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
     let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     // 4 KB documents: a batch of 100 is 400 KB, over the limit, and must be split.
@@ -149,10 +146,9 @@ async fn documents_beyond_the_targets_request_limit_are_dead_lettered_and_the_re
     }
     p.index("huge-snapshot", &huge, None).await?;
 
-    let recipe = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
-    let text = std::fs::read_to_string(&recipe)?
-        .replace("[kafka]", &format!("username = \"elastic\"\nca_cert = {:?}\n\n[kafka]", ca.display().to_string()));
-    std::fs::write(&recipe, text)?;
+    let mut spec = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias);
+    spec.target_options = format!("username = \"elastic\"\nca_cert = {:?}\n", ca.display().to_string());
+    let recipe = spec.write(dir.path())?;
     let cmd = |args: &[&str]| {
         let mut c = indexferry(&state, args);
         c.env("INDEXFERRY_TARGET_PASSWORD", &pw);
