@@ -195,41 +195,60 @@ async fn documents_beyond_the_targets_request_limit_are_dead_lettered_and_the_re
 /// clear failure that does not print it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_migration_through_kafka_with_sasl() -> anyhow::Result<()> {
+    migration_through_sasl(9094, "SASL_PLAINTEXT", String::new()).await
+}
+
+/// The same over TLS (SASL_SSL on 9095, a certificate signed by the stack's CA): the CA is
+/// passed through as `ssl.ca.location`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_through_kafka_with_sasl_over_tls() -> anyhow::Result<()> {
+    let ca = ca()?;
+    migration_through_sasl(9095, "SASL_SSL", format!("\"ssl.ca.location\" = {:?}\n", ca.display().to_string())).await
+}
+
+/// `tls` is the TOML lines of the TLS settings; without them a TLS listener must be refused.
+async fn migration_through_sasl(port: u16, protocol: &str, tls: String) -> anyhow::Result<()> {
     let sasl_password = std::env::var("INDEXFERRY_KAFKA_SASL_PASSWORD").unwrap_or_else(|_| "kafka-secret".into());
     let url = es8();
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
-    let (src, dst, alias, topic, name) =
-        (unique("sasl-src"), unique("sasl-dst"), unique("sasl"), unique("sasl-events"), unique("sasl"));
+    let Names { src, dst, alias, topic, name } = Names::new("sasl");
     create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
     let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     for i in 0..100 {
         p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
     }
-    let write_recipe = |name: &str, password: &str| -> anyhow::Result<PathBuf> {
+    let write_recipe = |name: &str, password: &str, tls: &str| -> anyhow::Result<PathBuf> {
         let recipe = RecipeSpec::new(name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
-        let text = std::fs::read_to_string(&recipe)?
-            .replace(&format!("brokers = \"{}\"", brokers()), "brokers = \"127.0.0.1:9094\"")
+        let listener = format!("brokers = \"127.0.0.1:{port}\"");
+        let text = std::fs::read_to_string(&recipe)?.replace(&format!("brokers = \"{}\"", brokers()), &listener)
             + &format!(
-                "\n[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
-                 \"sasl.username\" = \"indexferry\"\n\"sasl.password\" = \"{password}\"\n"
+                "\n[kafka.properties]\n\"security.protocol\" = \"{protocol}\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
+                 \"sasl.username\" = \"indexferry\"\n\"sasl.password\" = \"{password}\"\n{tls}"
             );
-        anyhow::ensure!(text.contains("9094"), "the recipe names the SASL listener");
+        anyhow::ensure!(text.contains(&listener), "the recipe names the SASL listener");
         std::fs::write(&recipe, text)?;
         Ok(recipe)
     };
+    let refused = |recipe: PathBuf| -> anyhow::Result<String> {
+        let out = output({
+            let mut c = indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]);
+            c.args(["--connect-timeout", "5s"]);
+            c
+        })?;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
 
-    let wrong = write_recipe(&unique("sasl-wrong"), "not-the-password-42")?;
-    let out = output({
-        let mut c = indexferry(&state, &["init", wrong.to_str().unwrap_or_default()]);
-        c.args(["--connect-timeout", "5s"]);
-        c
-    })?;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let said = refused(write_recipe(&unique("sasl-wrong"), "not-the-password-42", &tls)?)?;
     assert!(!said.contains("not-the-password-42"), "the password leaked: {said}");
+    if !tls.is_empty() {
+        // Without the CA, the broker's certificate is not trusted.
+        let said = refused(write_recipe(&unique("sasl-no-ca"), &sasl_password, "")?)?;
+        assert!(!said.contains(&sasl_password), "the password leaked: {said}");
+    }
 
-    let recipe = write_recipe(&name, &sasl_password)?;
+    let recipe = write_recipe(&name, &sasl_password, &tls)?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     for i in 0..30 {
         p.delete(&format!("d{i}"), None).await?;
@@ -240,7 +259,7 @@ async fn a_migration_through_kafka_with_sasl() -> anyhow::Result<()> {
         wait_for("consume to catch up through SASL", Duration::from_secs(60), || Ok(consume.try_wait()?)).await?;
     assert!(exit.success());
     let docs = all_docs(&url, &dst).await?;
-    assert_eq!(docs.len(), 70, "the deletes were replayed through the SASL listener");
+    assert_eq!(docs.len(), 70, "the deletes were replayed through the {protocol} listener");
     assert!(!docs.contains_key("d0") && docs.contains_key("d99"));
     Ok(())
 }
