@@ -58,8 +58,9 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub compression: bool,
     /// How long a running worker keeps retrying this cluster while it does not answer
-    /// (connection refused, timeouts, 5xx) before it stops with an error. A cluster that
-    /// answers but refuses writes for a while (a write block, 429) is waited for.
+    /// (connection refused, timeouts, 5xx) or refuses whole requests (401, 403, 404), before
+    /// it stops with an error; for its reads and its writes alike. A cluster that answers but
+    /// is busy or refuses writes for a while (429, a write block) is waited for.
     #[serde(default = "default_unreachable_timeout", with = "humantime_serde")]
     pub unreachable_timeout: Duration,
 }

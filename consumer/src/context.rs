@@ -50,6 +50,7 @@ pub async fn connect(recipe: &Recipe, deadline: Duration) -> anyhow::Result<(Clu
     } else {
         let mut t = source.clone();
         t.set_role("target");
+        t.set_unreachable_timeout(recipe.target_cluster().unreachable_timeout);
         t
     };
     Ok((source, target))

@@ -1,11 +1,15 @@
 //! Writes batches into the target with external versions, judging each item: applied,
 //! stale (409: the target already holds this version or newer — expected), rejected for
-//! good (dead-lettered by the caller), or transient (retried here with jittered backoff for
-//! as long as it takes, so a write-blocked or overloaded target is ridden out).
+//! good (dead-lettered by the caller), or transient (retried here with jittered backoff).
+//!
+//! A target that answers but refuses work for a while — a write block, 429 — is waited
+//! for as long as it takes. A target that does not answer, or refuses whole requests (401,
+//! 403, 404), is retried for its cluster's `unreachable_timeout`; then the writer gives up
+//! and cancels its worker.
 //!
 //! A batch returns only when every item has a final outcome, or with [`Cancelled`] on
-//! shutdown — in which case nothing was checkpointed and the batch is sent again later,
-//! which external versioning makes harmless.
+//! shutdown or giving up — in which case nothing was checkpointed and the batch is sent
+//! again later, which external versioning makes harmless.
 
 use bytes::Bytes;
 use indexferry_common::es::bulk::{Action, BodyBuilder, Outcome};
@@ -122,13 +126,21 @@ impl Writer {
                         chunk = (part.len() / 2).max(1);
                         retry.extend_from_slice(part);
                     }
-                    Err(SendError::Transient(reason)) => {
+                    Err(SendError::Busy(reason)) => {
+                        // It answered: busy is not unreachable.
+                        unreachable_since = None;
+                        tracing::warn!(phase = self.phase, %reason, "the target is busy; retrying");
+                        retry.extend_from_slice(part);
+                        need_backoff = true;
+                    }
+                    Err(SendError::Failing { reason, refused }) => {
                         crate::health::failing(self.cluster.role(), &reason);
                         let since = *unreachable_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= self.cluster.unreachable_timeout() {
                             let why = format!(
-                                "the {} cluster did not answer for {}: {reason}",
+                                "the {} cluster {} for {}: {reason}",
                                 self.cluster.role(),
+                                if refused { "refused every request" } else { "did not answer" },
                                 humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
                             );
                             if let Ok(mut g) = self.gave_up.lock() {
@@ -172,10 +184,13 @@ impl Writer {
                 Ok(r.items.iter().map(|i| i.outcome()).collect())
             }
             Err(e) if e.status() == Some(413) => Err(SendError::TooLarge),
-            Err(e) if is_transient(&e) => Err(SendError::Transient(e.to_string())),
+            Err(e) if e.status() == Some(429) => Err(SendError::Busy(e.to_string())),
+            Err(e) if is_transient(&e) => Err(SendError::Failing { reason: e.to_string(), refused: false }),
             // A whole request refused for good (index missing, bad credentials) is not one
             // document's fault: keep retrying and let the operator see it in status.
-            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => Err(SendError::Transient(e.to_string())),
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
+                Err(SendError::Failing { reason: e.to_string(), refused: true })
+            }
             Err(e) => Err(SendError::Final(e.to_string())),
         }
     }
@@ -183,6 +198,12 @@ impl Writer {
 
 enum SendError {
     TooLarge,
-    Transient(String),
+    /// The whole request was refused with 429: waited for.
+    Busy(String),
+    /// No answer (or a 5xx), or the whole request refused: retried for `unreachable_timeout`.
+    Failing {
+        reason: String,
+        refused: bool,
+    },
     Final(String),
 }

@@ -142,6 +142,11 @@ impl Cluster {
         self.unreachable_timeout
     }
 
+    /// The same connection with the target's own `unreachable_timeout` (an in-cluster move).
+    pub fn set_unreachable_timeout(&mut self, timeout: Duration) {
+        self.unreachable_timeout = timeout;
+    }
+
     /// The same connection under another name (source and target of an in-cluster move).
     pub fn set_role(&mut self, role: &'static str) {
         self.role = role;

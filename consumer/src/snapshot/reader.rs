@@ -121,12 +121,13 @@ impl SliceReader {
     }
 
     /// The next page; empty once the slice is exhausted. Transient failures are retried for
-    /// the cluster's `unreachable_timeout`.
+    /// the cluster's `unreachable_timeout`; a busy cluster (429) is waited for.
     pub async fn next_page(&mut self) -> Result<Vec<Hit>, ReadError> {
         if self.done {
             return Ok(vec![]);
         }
         let mut backoff = Backoff::standard(Some(self.cluster.unreachable_timeout()));
+        let mut busy = Backoff::standard(None);
         loop {
             match self.fetch().await {
                 Ok(hits) => {
@@ -134,6 +135,10 @@ impl SliceReader {
                     return Ok(hits);
                 }
                 Err(ReadError::Cluster(e)) if is_context_lost(&e) => return Err(ReadError::ContextLost(e.to_string())),
+                Err(ReadError::Cluster(e)) if e.status() == Some(429) => {
+                    tracing::warn!(index = %self.index, slice = self.slice, error = %e, "the cluster is busy; retrying");
+                    tokio::time::sleep(busy.next_delay().unwrap_or(Duration::from_secs(10))).await;
+                }
                 Err(ReadError::Cluster(e)) if is_transient(&e) => match backoff.next_delay() {
                     Some(d) => {
                         crate::health::failing(self.cluster.role(), &e.to_string());
