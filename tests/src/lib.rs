@@ -218,6 +218,8 @@ pub struct RecipeSpec<'a> {
     pub source_options: String,
     /// TOML lines added to `[target]`; in one cluster, to `[source]` as well.
     pub target_options: String,
+    /// `[rollover] grace`.
+    pub grace: &'a str,
     pub extra: &'a str,
 }
 
@@ -246,6 +248,7 @@ impl<'a> RecipeSpec<'a> {
             throttle: 0,
             source_options: String::new(),
             target_options: String::new(),
+            grace: "500ms",
             extra: "",
         }
     }
@@ -283,7 +286,7 @@ batch_size = {batch}
 throttle_docs_per_s = {throttle}
 
 [rollover]
-grace = "500ms"
+grace = "{grace}"
 {extra}
 "#,
             name = self.name,
@@ -297,6 +300,7 @@ grace = "500ms"
             slices = self.slices,
             batch = self.batch_size,
             throttle = self.throttle,
+            grace = self.grace,
             extra = self.extra,
         );
         let path = dir.join(format!("{}.toml", self.name));

@@ -100,6 +100,7 @@ impl Workers {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "restarts the shared stack for minutes: run it with dev/chaos"]
 async fn chaos() -> anyhow::Result<()> {
+    let _alone = RESTARTS.lock().await;
     let faults: usize = std::env::var("INDEXFERRY_CHAOS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(ALL.len());
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
@@ -269,7 +270,11 @@ async fn a_delete_replayed_after_a_kill_is_remembered() -> anyhow::Result<()> {
     deleted_document_stays_deleted(true).await
 }
 
+/// The tests of this file restart the target: one at a time.
+static RESTARTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn deleted_document_stays_deleted(applied_before_the_kill: bool) -> anyhow::Result<()> {
+    let _alone = RESTARTS.lock().await;
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let (source_url, target_url) = (es8(), es9());
@@ -311,11 +316,59 @@ async fn deleted_document_stays_deleted(applied_before_the_kill: bool) -> anyhow
     let back = cluster(&target_url).await?.request(Method::Get, &format!("/{dst}/_doc/d"), &[], None).await.is_ok();
 
     let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    assert!(out.contains("re-applied 1 recorded deletes before the switch"), "the delete was recorded: {out}");
     if back {
         assert!(out.contains("1 documents had come back and were deleted again"), "{out}");
     }
     let out = run_ok(indexferry(&state, &["verify", &name]))?;
     assert!(out.contains("verify: identical"), "{out}");
     eprintln!("resurrected by the restart before rollover: {back}");
+    Ok(())
+}
+
+/// A target restart during the rollover itself — after its sweep, inside the write pause —
+/// while an older copy of a deleted document is still to be drained: the restarted target
+/// accepts it, and rollover must see the restart and delete it again before the switch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_restart_during_rollover_does_not_let_a_deleted_document_back() -> anyhow::Result<()> {
+    let _alone = RESTARTS.lock().await;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let (source_url, target_url) = (es8(), es9());
+    let Names { src, dst, alias, topic, name } = Names::new("midroll");
+    create_source(&source_url, &src, &alias, &topic, 1, json!({})).await?;
+    let p = indexferry_producer::Producer::connect(producer_config(&source_url, &topic, &alias)).await?;
+    let old = p.index("d", r#"{"v":"old"}"#, None).await?;
+    p.index("keep", r#"{"v":"keep"}"#, None).await?;
+    // A grace long enough to restart the target inside it.
+    let spec =
+        RecipeSpec { grace: "45s", ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias) };
+    let recipe = spec.write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    p.delete("d", None).await?;
+    let mut consume = spawn(indexferry(&state, &["consume", &name]), &dir.path().join("consume.log"))?;
+    wait_for("delete applied", Duration::from_secs(30), || {
+        Ok((status(&state, &name)?["replay"]["applied"] == json!(1)).then_some(()))
+    })
+    .await?;
+
+    let rollover_log = dir.path().join("rollover.log");
+    let mut rollover = spawn(indexferry(&state, &["rollover", &name]), &rollover_log)?;
+    wait_for("writes blocked", Duration::from_secs(60), || {
+        Ok((status(&state, &name)?["state"] == json!("rolling_over")).then_some(()))
+    })
+    .await?;
+    restart("es9")?;
+    // The older copy, as a slow writer racing the delete would publish it: the restarted
+    // target has no tombstone left to refuse it, and the drain applies it.
+    publish_raw(&topic, &[("d", old.to_json())]).await?;
+    let exit = wait_for("rollover", Duration::from_secs(120), || Ok(rollover.try_wait()?)).await?;
+    let out = std::fs::read_to_string(&rollover_log)?;
+    assert!(exit.success(), "{out}");
+    assert!(out.contains("1 documents had come back and were deleted again"), "{out}");
+    let _ = terminate(&mut consume);
+    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    assert!(out.contains("verify: identical"), "{out}");
     Ok(())
 }

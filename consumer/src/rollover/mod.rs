@@ -4,7 +4,8 @@
 //! 2. Restore the target's production settings and wait for its shards to be allocated.
 //! 3. Block writes on the source (the producer library retries, the application waits).
 //! 4. After `grace`, read the topic's end offsets and wait until the consumer has applied
-//!    everything before them.
+//!    everything before them. Recorded deletes are re-applied before the block, and again
+//!    here if a target node restarted since (see `tombstones`).
 //! 5. One `_aliases` request moves the alias to the target as its write index.
 //! 6. Record and print the write pause (block → swap).
 //!
@@ -189,7 +190,8 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
 
     // Deletes recorded by the replay go out once more: a target restart may have let an
     // older copy back in. Before the block, so it costs the write pause nothing.
-    let swept = tombstones::sweep(ctx).await?;
+    let started = tombstones::target_started(ctx).await?;
+    let mut swept = tombstones::sweep(ctx).await?;
     if swept.tombstones > 0 {
         tracing::info!(deletes = swept.tombstones, resurrected = swept.resurrected, "re-applied recorded deletes");
     }
@@ -216,6 +218,13 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
             tokio::time::sleep(DRAIN_POLL).await;
         }
         let drain = drain_start.elapsed();
+        // A target restarted since the sweep forgot its tombstones again, and the drain may
+        // have let an older copy in: sweep once more, inside the pause (only then).
+        let mut again = None;
+        if tombstones::target_started(ctx).await? != started {
+            tracing::warn!("the target restarted during the rollover: re-applying the recorded deletes again");
+            again = Some(tombstones::sweep(ctx).await?);
+        }
         // 5. The atomic swap.
         let mut actions = vec![];
         for p in &m.pairs {
@@ -228,10 +237,10 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
             .json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions })))
             .await
             .context("alias swap failed")?;
-        Ok::<_, anyhow::Error>((end, drain))
+        Ok::<_, anyhow::Error>((end, drain, again))
     }
     .await;
-    let (end, drain) = match outcome {
+    let (end, drain, again) = match outcome {
         Ok(v) => v,
         Err(e) => {
             if let Err(lift) = ctx.source.put_settings(&sources, json!({ "index.blocks.write": null })).await {
@@ -241,6 +250,10 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
         }
     };
     let pause = blocked_at.elapsed();
+    if let Some(again) = again {
+        swept.tombstones += again.tombstones;
+        swept.resurrected += again.resurrected;
+    }
 
     // 6. After the switch: tombstones expire as the production settings say again.
     for p in &m.pairs {

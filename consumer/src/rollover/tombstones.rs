@@ -6,9 +6,11 @@
 use crate::context::Ctx;
 use crate::state::{tombstone_key, Db, Tombstone};
 use crate::writer::{Doc, Final, Writer};
+use anyhow::Context as _;
 use indexferry_common::es::Method;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
 const BATCH: usize = 1000;
@@ -43,7 +45,10 @@ pub(super) async fn sweep(ctx: &Ctx) -> anyhow::Result<Sweep> {
             })
             .collect();
         let finals = writer.write(&docs).await.map_err(|_| {
-            anyhow::anyhow!("re-applying recorded deletes stopped: {}", writer.gave_up().unwrap_or_default())
+            anyhow::anyhow!(
+                "re-applying recorded deletes stopped: {}",
+                writer.gave_up().unwrap_or_else(|| "cancelled".into())
+            )
         })?;
         if let Some(Final::Rejected(reason)) = finals.iter().find(|f| matches!(f, Final::Rejected(_))) {
             anyhow::bail!("re-applying a recorded delete failed: {reason}");
@@ -51,6 +56,30 @@ pub(super) async fn sweep(ctx: &Ctx) -> anyhow::Result<Sweep> {
         result.tombstones += page.len() as u64;
     }
     Ok(result)
+}
+
+/// When each target node started (its JVM), by node id. A change means a restart, and a
+/// restarted node has forgotten the tombstones it kept in memory.
+pub(super) async fn target_started(ctx: &Ctx) -> anyhow::Result<BTreeMap<String, u64>> {
+    #[derive(Deserialize)]
+    struct Nodes {
+        #[serde(default)]
+        nodes: BTreeMap<String, Node>,
+    }
+    #[derive(Deserialize)]
+    struct Node {
+        jvm: Jvm,
+    }
+    #[derive(Deserialize)]
+    struct Jvm {
+        start_time_in_millis: u64,
+    }
+    let answer: Nodes = ctx
+        .target
+        .json(Method::Get, "/_nodes/jvm", &[("filter_path", "nodes.*.jvm.start_time_in_millis")], None)
+        .await
+        .context("cannot read when the target's nodes started")?;
+    Ok(answer.nodes.into_iter().map(|(id, n)| (id, n.jvm.start_time_in_millis)).collect())
 }
 
 /// How many of the tombstoned documents exist in the target with a version at or below
