@@ -51,6 +51,14 @@ struct Global {
 }
 
 #[derive(Args, Clone)]
+struct Throttle {
+    /// Snapshot documents per second over all slices, for this run instead of the recipe's
+    /// `snapshot.throttle_docs_per_s` (0 = unthrottled).
+    #[arg(long, value_name = "DOCS_PER_S")]
+    throttle: Option<u32>,
+}
+
+#[derive(Args, Clone)]
 struct Metrics {
     /// Serve Prometheus metrics on this address (`:9464` binds loopback).
     #[arg(long, env = "INDEXFERRY_METRICS_ADDR", value_parser = parse_metrics_addr)]
@@ -69,6 +77,8 @@ enum Command {
     Run {
         name: String,
         #[command(flatten)]
+        throttle: Throttle,
+        #[command(flatten)]
         global: Global,
         #[command(flatten)]
         metrics: Metrics,
@@ -76,6 +86,8 @@ enum Command {
     /// Copy a point-in-time view of the source into the target (resumable).
     Snapshot {
         name: String,
+        #[command(flatten)]
+        throttle: Throttle,
         #[command(flatten)]
         global: Global,
         #[command(flatten)]
@@ -177,16 +189,20 @@ fn main() {
 }
 
 enum Worker {
-    Run,
-    Snapshot,
+    Run { throttle: Option<u32> },
+    Snapshot { throttle: Option<u32> },
     Consume { until_caught_up: bool },
 }
 
 async fn execute(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Init { recipe, global } => init::init(&global.common(), &recipe).await.map(|_| true),
-        Command::Run { name, global, metrics } => work(Worker::Run, &name, &global, &metrics).await,
-        Command::Snapshot { name, global, metrics } => work(Worker::Snapshot, &name, &global, &metrics).await,
+        Command::Run { name, throttle, global, metrics } => {
+            work(Worker::Run { throttle: throttle.throttle }, &name, &global, &metrics).await
+        }
+        Command::Snapshot { name, throttle, global, metrics } => {
+            work(Worker::Snapshot { throttle: throttle.throttle }, &name, &global, &metrics).await
+        }
         Command::Consume { name, until_caught_up, global, metrics } => {
             work(Worker::Consume { until_caught_up }, &name, &global, &metrics).await
         }
@@ -221,7 +237,11 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
 }
 
 async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<bool> {
-    let ctx = Arc::new(Ctx::load(common, name).await?);
+    let mut ctx = Ctx::load(common, name).await?;
+    if let Worker::Run { throttle: Some(t) } | Worker::Snapshot { throttle: Some(t) } = which {
+        ctx.recipe.snapshot.throttle_docs_per_s = t;
+    }
+    let ctx = Arc::new(ctx);
     if ctx.migration.state == indexferry_consumer::state::State::RolledOver {
         anyhow::bail!("migration {name:?} is already rolled over");
     }
@@ -230,10 +250,10 @@ async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<b
     shutdown::watch_state(ctx.dir.clone(), cancel.clone());
     indexferry_consumer::set_state_metric(ctx.migration.state);
     match which {
-        Worker::Snapshot => snapshot::run(ctx, cancel).await?,
+        Worker::Snapshot { .. } => snapshot::run(ctx, cancel).await?,
         Worker::Consume { until_caught_up: false } => replay::run(ctx, cancel, None).await?,
         Worker::Consume { until_caught_up: true } => replay::run_until_caught_up(ctx, cancel).await?,
-        Worker::Run => {
+        Worker::Run { .. } => {
             let snap = tokio::spawn(snapshot::run(ctx.clone(), cancel.clone()));
             let consume = tokio::spawn(replay::run(ctx.clone(), cancel.clone(), None));
             // The snapshot ends first; the consumer runs on until rollover or a signal.

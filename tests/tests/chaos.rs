@@ -77,7 +77,13 @@ struct Workers {
 
 impl Workers {
     fn start_snapshot(&mut self) -> anyhow::Result<()> {
-        self.snapshot = Some(spawn(indexferry(&self.state, &["snapshot", &self.name]), &self.log)?);
+        self.start_snapshot_with(&[])
+    }
+
+    fn start_snapshot_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        let mut c = indexferry(&self.state, &["snapshot", &self.name]);
+        c.args(args);
+        self.snapshot = Some(spawn(c, &self.log)?);
         Ok(())
     }
 
@@ -108,13 +114,16 @@ async fn chaos() -> anyhow::Result<()> {
     let Names { src, dst, alias, topic, name } = Names::new("chaos");
     create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
     let initial = 3000 + 150 * faults as u64;
+    // Throttled so that the snapshot runs through the first faults of the plan (about 4s
+    // each) instead of finishing before them; it finishes unthrottled after the plan.
+    let throttle = (initial / (4 * faults.max(1) as u64)).clamp(20, 250) as u32;
     let load = Load::start_with(dir.path(), &source_url, &alias, &topic, initial, 80, &["--retry-for", "180s"])?;
     wait_docs(&source_url, &src, initial).await?;
     let recipe = RecipeSpec {
         mappings: changed_mappings(),
         slices: 2,
         batch_size: 200,
-        throttle: 250,
+        throttle,
         ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias)
     }
     .write(dir.path())?;
@@ -194,9 +203,14 @@ async fn chaos() -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    // Whatever was killed last comes back; the snapshot finishes and the replay catches up.
-    if w.snapshot.as_mut().is_none_or(|p| p.try_wait().ok().flatten().is_some_and(|s| !s.success())) {
-        w.start_snapshot()?;
+    // Whatever was killed last comes back; the snapshot finishes, unthrottled, and the replay
+    // catches up.
+    let exited = w.snapshot.as_mut().and_then(|p| p.try_wait().ok().flatten());
+    if !exited.is_some_and(|s| s.success()) {
+        if let (Some(p), None) = (w.snapshot.as_mut(), exited) {
+            terminate(p)?;
+        }
+        w.start_snapshot_with(&["--throttle", "0"])?;
     }
     let caught = wait_caught_up(&state, &name, Duration::from_secs(600)).await;
     if let Err(e) = caught {
