@@ -68,24 +68,71 @@ pub fn abandon<T>(consumer: T) {
 /// Partition → offset.
 pub type Offsets = BTreeMap<i32, i64>;
 
+/// Keeps the last error librdkafka reported on its own, such as a failed TLS handshake or a
+/// refused SASL login: a request that then times out can say why.
+#[derive(Default)]
+pub struct LastError(std::sync::Mutex<Option<String>>);
+
+impl LastError {
+    /// `e`, with the last connection error when there was one.
+    fn explain(&self, e: rdkafka::error::KafkaError) -> Error {
+        match self.0.lock().ok().and_then(|g| g.clone()) {
+            Some(reason) => Error::Other(format!("{e}; the last connection error was: {reason}")),
+            None => e.into(),
+        }
+    }
+}
+
+impl LastError {
+    fn keep(&self, reason: &str) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(reason.to_owned());
+        }
+    }
+}
+
+impl rdkafka::client::ClientContext for LastError {
+    // A failed handshake or login is logged; the error event carries only its code.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                tracing::warn!(fac, message, "kafka client");
+                self.keep(message);
+            }
+            _ => tracing::debug!(fac, message, "kafka client"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        self.keep(reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LastError {}
+
 /// Reads a topic's end offsets over one long-lived client: a rollover reads them while
 /// writes are blocked, where a new client's bootstrap would add to the pause.
 pub struct OffsetReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<LastError>,
     topic: String,
 }
 
 impl OffsetReader {
     pub fn new(k: &KafkaConfig, topic: &str) -> Result<OffsetReader> {
         // No group id: this client only reads metadata, and without one it closes at once.
-        let consumer: BaseConsumer = base(&k.brokers, &k.properties).create()?;
+        // librdkafka's log level follows the `log` crate's, which no logger raised here.
+        let consumer = base(&k.brokers, &k.properties)
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Warning)
+            .create_with_context(LastError::default())?;
         Ok(OffsetReader { consumer, topic: topic.to_owned() })
     }
 
     /// The topic's partitions and their end offsets (the offset the next event will get).
     pub fn end_offsets(&self, timeout: Duration) -> Result<Offsets> {
         let topic = &self.topic;
-        let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
+        let metadata = self.consumer.fetch_metadata(Some(topic), timeout).map_err(|e| self.explain(e))?;
         let t = metadata.topics().first().ok_or_else(|| Error::Other(format!("kafka topic {topic:?}: no metadata")))?;
         if let Some(err) = t.error() {
             return Err(Error::Other(format!("kafka topic {topic:?}: {:?}", err)));
@@ -95,10 +142,21 @@ impl OffsetReader {
         }
         let mut out = Offsets::new();
         for p in t.partitions() {
-            let (_, high) = self.consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            let (_, high) = self.consumer.fetch_watermarks(topic, p.id(), timeout).map_err(|e| self.explain(e))?;
             out.insert(p.id(), high);
         }
         Ok(out)
+    }
+
+    /// `e`, with the last connection error librdkafka logged. Its log lines wait in the
+    /// client's queue until it is polled.
+    fn explain(&self, e: rdkafka::error::KafkaError) -> Error {
+        for _ in 0..1000 {
+            if self.consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+        self.consumer.context().explain(e)
     }
 }
 

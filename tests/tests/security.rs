@@ -242,10 +242,12 @@ async fn migration_through_sasl(port: u16, protocol: &str, tls: String) -> anyho
 
     let said = refused(write_recipe(&unique("sasl-wrong"), "not-the-password-42", &tls)?)?;
     assert!(!said.contains("not-the-password-42"), "the password leaked: {said}");
+    assert!(said.contains("error: kafka at") && said.contains("Authentication failed"), "says why: {said}");
     if !tls.is_empty() {
         // Without the CA, the broker's certificate is not trusted.
         let said = refused(write_recipe(&unique("sasl-no-ca"), &sasl_password, "")?)?;
         assert!(!said.contains(&sasl_password), "the password leaked: {said}");
+        assert!(said.contains("error: kafka at") && said.contains("certificate verify failed"), "says why: {said}");
     }
 
     let recipe = write_recipe(&name, &sasl_password, &tls)?;
