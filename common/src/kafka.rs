@@ -81,9 +81,7 @@ impl LastError {
             None => e.into(),
         }
     }
-}
 
-impl LastError {
     fn keep(&self, reason: &str) {
         if let Ok(mut last) = self.0.lock() {
             *last = Some(reason.to_owned());

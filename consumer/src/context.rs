@@ -5,6 +5,7 @@ use crate::state::{Migration, StateDir};
 use anyhow::Context as _;
 use indexferry_common::config::{Overrides, Recipe};
 use indexferry_common::es::Cluster;
+use indexferry_common::kafka::Offsets;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,6 +42,14 @@ pub fn stored_recipe(m: &Migration, overrides: &Overrides) -> anyhow::Result<Rec
     let base = Path::new(&m.recipe_path).parent().unwrap_or(Path::new(".")).to_owned();
     Recipe::parse_stored(&m.recipe_text, Path::new(&m.recipe_path), &base, overrides)
         .with_context(|| format!("recipe of migration {:?}", m.name))
+}
+
+/// The topic's end offsets, read off the async runtime (librdkafka's calls block).
+pub async fn end_offsets(recipe: &Recipe, timeout: Duration) -> anyhow::Result<Offsets> {
+    let (k, topic) = (recipe.kafka.clone(), recipe.kafka.topic.clone());
+    tokio::task::spawn_blocking(move || indexferry_common::kafka::end_offsets(&k, &topic, timeout))
+        .await?
+        .with_context(|| format!("kafka at {}", recipe.kafka.brokers))
 }
 
 pub async fn connect(recipe: &Recipe, deadline: Duration) -> anyhow::Result<(Cluster, Cluster)> {

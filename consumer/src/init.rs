@@ -6,7 +6,7 @@
 //! acknowledged before `init`, hence is visible to the snapshot (which refreshes the
 //! source first); every later event is replayed.
 
-use crate::context::{connect, Common};
+use crate::context::{connect, end_offsets, Common};
 use crate::state::{Db, Migration, PairInfo, State, StateDir, MIGRATION_KEY};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
@@ -35,12 +35,7 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     for (i, pair) in recipe.pairs.iter().enumerate() {
         check_pair(&source, &target, i, pair).await?;
     }
-    let start_offsets = tokio::task::spawn_blocking({
-        let (k, topic) = (recipe.kafka.clone(), recipe.kafka.topic.clone());
-        move || kafka::end_offsets(&k, &topic, Duration::from_secs(15))
-    })
-    .await?
-    .with_context(|| format!("kafka at {}", recipe.kafka.brokers))?;
+    let start_offsets = end_offsets(&recipe, Duration::from_secs(15)).await?;
     kafka::ensure_topic(&recipe.kafka, &recipe.dead_letter_topic(), 1)
         .await
         .context("cannot create the dead-letter topic")?;

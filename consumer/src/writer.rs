@@ -63,6 +63,14 @@ impl Writer {
         self.gave_up.lock().ok().and_then(|g| g.clone())
     }
 
+    /// `Err` with why the writer gave up, if it did.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.gave_up() {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        }
+    }
+
     pub async fn write(&self, docs: &[Doc]) -> Result<Vec<Final>, Cancelled> {
         let mut outcomes: Vec<Option<Final>> = vec![None; docs.len()];
         let mut pending: Vec<usize> = (0..docs.len()).collect();

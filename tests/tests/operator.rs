@@ -19,18 +19,24 @@ struct Setup {
     producer: Producer,
 }
 
-async fn setup(extra: &str) -> anyhow::Result<Setup> {
+async fn setup(extra: &'static str) -> anyhow::Result<Setup> {
+    setup_with(50, |spec| spec.extra = extra).await
+}
+
+/// An initialised migration of `docs` documents; `tune` adjusts its recipe.
+async fn setup_with(docs: usize, tune: impl FnOnce(&mut RecipeSpec)) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
     let Names { src, dst, alias, topic, name } = Names::new("op");
     create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
     let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    for i in 0..50 {
+    for i in 0..docs {
         producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
     }
-    let recipe =
-        RecipeSpec { extra, ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias) }.write(dir.path())?;
+    let mut spec = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias);
+    tune(&mut spec);
+    let recipe = spec.write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     Ok(Setup { dir, state, url, src, dst, topic, name, producer })
 }
@@ -146,24 +152,14 @@ async fn run_serves_prometheus_metrics_on_loopback() -> anyhow::Result<()> {
 /// 1 document per second these 300 would take five minutes; `--throttle 0` copies them at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_snapshot_throttle_can_be_lifted_for_one_run() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("throttle");
-    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    for i in 0..300 {
-        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let spec =
-        RecipeSpec { throttle: 1, batch_size: 10, ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias) };
-    run_ok(indexferry(&state, &["init", spec.write(dir.path())?.to_str().unwrap_or_default()]))?;
-    let mut snapshot = spawn(indexferry(&state, &["snapshot", &name, "--throttle", "0"]), &dir.path().join("s.log"))?;
+    let s = setup_with(300, |spec| (spec.throttle, spec.batch_size) = (1, 10)).await?;
+    let mut snapshot =
+        spawn(indexferry(&s.state, &["snapshot", &s.name, "--throttle", "0"]), &s.dir.path().join("s.log"))?;
     let exit = wait_for("the unthrottled snapshot", Duration::from_secs(60), || Ok(snapshot.try_wait()?)).await;
     if exit.is_err() {
         kill9(&mut snapshot)?;
     }
     assert!(exit?.success());
-    assert_eq!(all_docs(&url, &dst).await?.len(), 300);
+    assert_eq!(all_docs(&s.url, &s.dst).await?.len(), 300);
     Ok(())
 }

@@ -118,21 +118,13 @@ pub async fn run(
         ignored = cp.ignored,
         "replay stopped"
     );
-    match writer.gave_up() {
-        Some(why) => Err(anyhow::anyhow!(why)),
-        None => Ok(()),
-    }
+    writer.check()
 }
 
 /// Replays until the end offsets read at start are applied, then stops
 /// (`consume --until-caught-up`).
 pub async fn run_until_caught_up(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()> {
-    let end = tokio::task::spawn_blocking({
-        let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
-        move || indexferry_common::kafka::end_offsets(&k, &topic, Duration::from_secs(30))
-    })
-    .await?
-    .with_context(|| format!("kafka at {}", ctx.recipe.kafka.brokers))?;
+    let end = crate::context::end_offsets(&ctx.recipe, Duration::from_secs(30)).await?;
     let (tx, mut rx) = watch::channel(Offsets::default());
     let stop = cancel.clone();
     tokio::spawn(async move {

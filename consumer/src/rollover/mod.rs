@@ -220,10 +220,11 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
         let drain = drain_start.elapsed();
         // A target restarted since the sweep forgot its tombstones again, and the drain may
         // have let an older copy in: sweep once more, inside the pause (only then).
-        let mut again = None;
         if tombstones::target_started(ctx).await? != started {
             tracing::warn!("the target restarted during the rollover: re-applying the recorded deletes again");
-            again = Some(tombstones::sweep(ctx).await?);
+            let again = tombstones::sweep(ctx).await?;
+            swept.tombstones += again.tombstones;
+            swept.resurrected += again.resurrected;
         }
         // 5. The atomic swap.
         let mut actions = vec![];
@@ -237,10 +238,10 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
             .json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions })))
             .await
             .context("alias swap failed")?;
-        Ok::<_, anyhow::Error>((end, drain, again))
+        Ok::<_, anyhow::Error>((end, drain))
     }
     .await;
-    let (end, drain, again) = match outcome {
+    let (end, drain) = match outcome {
         Ok(v) => v,
         Err(e) => {
             if let Err(lift) = ctx.source.put_settings(&sources, json!({ "index.blocks.write": null })).await {
@@ -250,10 +251,6 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
         }
     };
     let pause = blocked_at.elapsed();
-    if let Some(again) = again {
-        swept.tombstones += again.tombstones;
-        swept.resurrected += again.resurrected;
-    }
 
     // 6. After the switch: tombstones expire as the production settings say again.
     for p in &m.pairs {

@@ -44,12 +44,10 @@ pub(super) async fn sweep(ctx: &Ctx) -> anyhow::Result<Sweep> {
                 source: None,
             })
             .collect();
-        let finals = writer.write(&docs).await.map_err(|_| {
-            anyhow::anyhow!(
-                "re-applying recorded deletes stopped: {}",
-                writer.gave_up().unwrap_or_else(|| "cancelled".into())
-            )
-        })?;
+        let Ok(finals) = writer.write(&docs).await else {
+            writer.check().context("re-applying recorded deletes stopped")?;
+            anyhow::bail!("re-applying recorded deletes stopped: cancelled");
+        };
         if let Some(Final::Rejected(reason)) = finals.iter().find(|f| matches!(f, Final::Rejected(_))) {
             anyhow::bail!("re-applying a recorded delete failed: {reason}");
         }

@@ -77,10 +77,7 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()>
             break;
         }
     }
-    match shared.writer.gave_up() {
-        Some(why) => Err(anyhow::anyhow!(why)),
-        None => Ok(()),
-    }
+    shared.writer.check()
 }
 
 /// Copies one pair; `false` when cancelled.
