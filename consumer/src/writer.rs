@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Doc {
     pub index: String,
     pub id: String,
-    /// Source `_seq_no + 1`.
+    /// The source operation's `indexferry_schemas::external_version`: its primary term, then `_seq_no + 1`.
     pub version: u64,
     pub routing: Option<String>,
     pub source: Option<Box<RawValue>>,

@@ -70,11 +70,35 @@ impl PartialEq for ChangeEvent {
     }
 }
 
+/// Bits of the external version that hold `_seq_no + 1`; the primary term takes the 16 above
+/// them. 2^47 operations is 44 years of one shard at 100,000 writes a second.
+pub const SEQ_NO_BITS: u32 = 47;
+/// The largest `_seq_no` an external version can carry.
+pub const MAX_SEQ_NO: u64 = (1 << SEQ_NO_BITS) - 2;
+/// The largest primary term an external version can carry (a shard's term grows by one per
+/// primary promotion).
+pub const MAX_PRIMARY_TERM: u64 = (1 << (63 - SEQ_NO_BITS)) - 1;
+
+/// The external version the target is written with: `primary_term`, then `_seq_no + 1`, in
+/// one integer that orders as the pair does.
+///
+/// `_seq_no` grows with every change to a document (delete-then-recreate included, unlike
+/// `_version`), so it alone orders acknowledged operations. The term is there for an
+/// operation that was never acknowledged: a search may see it on the old primary, and if that
+/// primary fails before the operation reached the replica promoted in its place, the
+/// operation is rolled back and the new primary (a higher term) reuses its `_seq_no`. Ordered
+/// by term first, the new operation beats the copy of the rolled-back one. Acknowledged
+/// operations keep their order: a later one never has a lower term. Never 0; `None` past
+/// [`MAX_SEQ_NO`] or [`MAX_PRIMARY_TERM`], where the order could not be kept.
+pub fn external_version(primary_term: u64, seq_no: u64) -> Option<u64> {
+    (primary_term <= MAX_PRIMARY_TERM && seq_no <= MAX_SEQ_NO).then_some((primary_term << SEQ_NO_BITS) | (seq_no + 1))
+}
+
 impl ChangeEvent {
-    /// The external version the target is written with: `_seq_no + 1`, so that it grows
-    /// with every change to the document, delete-then-recreate included, and is never 0.
+    /// The external version the target is written with (see [`external_version`]). Events
+    /// that [`decode`] accepted are within its range.
     pub fn external_version(&self) -> u64 {
-        self.seq_no + 1
+        external_version(self.primary_term, self.seq_no).unwrap_or(u64::MAX)
     }
 
     /// Serialises the event; infallible for events built by this crate.
@@ -154,6 +178,12 @@ pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<ChangeEvent, DecodeE
     }
     if event.primary_term == 0 {
         return Err(DecodeError::PrimaryTermZero);
+    }
+    if event.primary_term > MAX_PRIMARY_TERM || event.seq_no > MAX_SEQ_NO {
+        return Err(DecodeError::Invalid(format!(
+            "`primary_term` must be at most {MAX_PRIMARY_TERM} and `seq_no` at most {MAX_SEQ_NO}, \
+             for the external version to keep their order"
+        )));
     }
     if event.version == 0 {
         return Err(DecodeError::Invalid("field `version` must be at least 1".into()));

@@ -176,8 +176,24 @@ fn decoder_reasons_name_the_problem() {
 fn source_bytes_are_kept_verbatim() {
     let payload = br#"{"schema":"indexferry.change.v1","op":"index","index":"i","id":"1","seq_no":0,"primary_term":1,"version":1,"source":{"b": 1.0e2, "a":"x"},"ts":"2026-01-01T00:00:00Z"}"#;
     let event = decode(Some(b"1"), payload).unwrap();
-    assert_eq!(event.source.unwrap().get(), r#"{"b": 1.0e2, "a":"x"}"#);
-    assert_eq!(event.seq_no + 1, 1);
+    assert_eq!(event.source.as_ref().unwrap().get(), r#"{"b": 1.0e2, "a":"x"}"#);
+    assert_eq!(event.external_version(), (1 << SEQ_NO_BITS) + 1);
+}
+
+#[test]
+fn a_term_or_seq_no_past_the_version_range_is_refused() {
+    assert_eq!(external_version(1, MAX_SEQ_NO), Some((1 << SEQ_NO_BITS) | (MAX_SEQ_NO + 1)));
+    assert_eq!(external_version(MAX_PRIMARY_TERM, MAX_SEQ_NO), Some(i64::MAX as u64));
+    assert_eq!(external_version(1, MAX_SEQ_NO + 1), None);
+    assert_eq!(external_version(MAX_PRIMARY_TERM + 1, 0), None);
+    let too_far = format!(
+        r#"{{"schema":"indexferry.change.v1","op":"delete","index":"i","id":"1","seq_no":{},"primary_term":1,"version":1,"ts":"2026-01-01T00:00:00Z"}}"#,
+        MAX_SEQ_NO + 1
+    );
+    let msg = decode(Some(b"1"), too_far.as_bytes()).unwrap_err().to_string();
+    assert!(msg.contains("seq_no` at most"), "{msg}");
+    let value: serde_json::Value = serde_json::from_str(&too_far).unwrap();
+    assert!(!schema().is_valid(&value), "the JSON Schema refuses it too");
 }
 
 fn arb_event() -> impl Strategy<Value = ChangeEvent> {
@@ -185,8 +201,8 @@ fn arb_event() -> impl Strategy<Value = ChangeEvent> {
         prop::bool::ANY,
         "[a-z0-9][a-z0-9._-]{0,20}",
         "[^\u{0}]{1,40}",
-        0u64..u64::MAX / 2,
-        1u64..1000,
+        0u64..=MAX_SEQ_NO,
+        1u64..=MAX_PRIMARY_TERM,
         1u64..u64::MAX / 2,
         prop::option::of("[a-zA-Z0-9]{1,10}"),
         prop::collection::btree_map(
@@ -226,7 +242,17 @@ proptest! {
         let bytes = event.to_json();
         let back = decode(Some(event.id.as_bytes()), &bytes).unwrap();
         prop_assert_eq!(&back, &event);
-        prop_assert_eq!(back.external_version(), event.seq_no + 1);
+        prop_assert_eq!(back.external_version() & ((1 << SEQ_NO_BITS) - 1), event.seq_no + 1);
+    }
+
+    #[test]
+    fn external_versions_order_as_term_then_seq_no(
+        a in (1u64..=MAX_PRIMARY_TERM, 0u64..=MAX_SEQ_NO),
+        b in (1u64..=MAX_PRIMARY_TERM, 0u64..=MAX_SEQ_NO),
+    ) {
+        let (va, vb) = (external_version(a.0, a.1).unwrap(), external_version(b.0, b.1).unwrap());
+        prop_assert_eq!(va.cmp(&vb), a.cmp(&b));
+        prop_assert!(va >= 1 && va <= i64::MAX as u64, "a positive long, as the clusters take it");
     }
 
     #[test]

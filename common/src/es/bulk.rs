@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use std::io::Write;
 
-/// One write to the target. `version` is the source `_seq_no + 1`.
+/// One write to the target. `version` orders the source operation: its primary term, then `_seq_no + 1`.
 #[derive(Debug, Clone, Copy)]
 pub struct Action<'a> {
     pub index: &'a str,

@@ -1,6 +1,7 @@
 //! The snapshot worker: bulk-copies a point-in-time view of each source index into its
-//! target, every document written with `version = _seq_no + 1` (external), so it can run
-//! before, after or alongside the replay in any order.
+//! target, every document written with the external version of its `_primary_term` and
+//! `_seq_no` (see `indexferry_schemas::external_version`), so it can run before, after or
+//! alongside the replay in any order.
 //!
 //! Each slice checkpoints after every acknowledged batch. A killed worker resumes each
 //! slice after its last checkpoint, so at most one batch per slice is copied twice (and
@@ -275,16 +276,16 @@ async fn run_slice(
         let mut docs = Vec::with_capacity(hits.len());
         let mut letters = Vec::new();
         for h in hits {
-            match h.seq_no {
-                Some(seq_no) => docs.push(Doc {
+            match hit_version(&h) {
+                Ok(version) => docs.push(Doc {
                     index: info.target.clone(),
                     id: h.id,
-                    version: seq_no + 1,
+                    version,
                     routing: h.routing,
                     source: h.source,
                 }),
-                None => {
-                    let mut l = DeadLetter::new("rejected", "snapshot", "hit without _seq_no".into());
+                Err(reason) => {
+                    let mut l = DeadLetter::new("rejected", "snapshot", reason);
                     l.index = Some(info.source.clone());
                     l.id = Some(h.id);
                     letters.push(l);
@@ -414,4 +415,13 @@ impl Progress {
             b.finish_and_clear();
         }
     }
+}
+
+/// The external version a hit is written with (see `indexferry_schemas::external_version`).
+fn hit_version(h: &reader::Hit) -> Result<u64, String> {
+    let (Some(seq_no), Some(term)) = (h.seq_no, h.primary_term) else {
+        return Err("hit without _seq_no or _primary_term".into());
+    };
+    indexferry_schemas::external_version(term, seq_no)
+        .ok_or_else(|| format!("_primary_term {term} or _seq_no {seq_no} is past what an external version can order"))
 }

@@ -20,6 +20,8 @@ pub struct Hit {
     pub id: String,
     #[serde(rename = "_seq_no", default)]
     pub seq_no: Option<u64>,
+    #[serde(rename = "_primary_term", default)]
+    pub primary_term: Option<u64>,
     #[serde(rename = "_routing", default)]
     pub routing: Option<String>,
     #[serde(rename = "_source", default)]
