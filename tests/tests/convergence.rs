@@ -132,3 +132,37 @@ async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() ->
     terminate(&mut run)?;
     Ok(())
 }
+
+/// A primary failover, as the target sees it: the snapshot copied an operation that was
+/// never acknowledged (term 1, `_seq_no` S) and was rolled back when a replica became primary;
+/// the new primary (term 2) reused S for the next write of the same document. The target must
+/// end with the write the source kept, not with the rolled-back copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolled_back_operation_loses_to_the_new_primarys_reuse_of_its_seq_no() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let url = es8();
+    let Names { src, dst, alias, topic, name } = Names::new("term");
+    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
+    let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
+    let phantom = p.index("x", r#"{"rev":"rolled back"}"#, None).await?;
+    assert_eq!(phantom.primary_term, 1);
+    let recipe = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    assert_eq!(target_doc(&url, &dst, "x").await?, Some(json!({"rev":"rolled back"})));
+
+    let mut kept = phantom.clone();
+    kept.primary_term = 2;
+    kept.source = Some(serde_json::value::RawValue::from_string(r#"{"rev":"kept"}"#.into())?);
+    publish_raw(&topic, &[("x", kept.to_json())]).await?;
+    run_ok(indexferry(&state, &["consume", &name, "--until-caught-up"]))?;
+    let s = status(&state, &name)?;
+    assert_eq!(s["replay"]["applied"], json!(1), "{s}");
+    assert_eq!(
+        target_doc(&url, &dst, "x").await?,
+        Some(json!({"rev":"kept"})),
+        "the higher term wins at the same seq_no"
+    );
+    Ok(())
+}
