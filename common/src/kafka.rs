@@ -45,7 +45,9 @@ pub fn consumer_config(brokers: &str, properties: &BTreeMap<String, String>, gro
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        // An offset below the partition's first available one means events were deleted
+        // (retention, delete-records) before they were replayed: an error, never a jump.
+        .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "20")
         .set("queued.min.messages", "20000");
@@ -67,6 +69,15 @@ pub fn abandon<T>(consumer: T) {
 
 /// Partition → offset.
 pub type Offsets = BTreeMap<i32, i64>;
+
+/// Partition → (first available offset, end offset). The first available offset rises as
+/// retention (or delete-records) removes old events.
+pub type Watermarks = BTreeMap<i32, (i64, i64)>;
+
+/// The end offsets of `w`.
+pub fn ends(w: &Watermarks) -> Offsets {
+    w.iter().map(|(p, (_, high))| (*p, *high)).collect()
+}
 
 /// Keeps the last error librdkafka reported on its own, such as a failed TLS handshake or a
 /// refused SASL login: a request that then times out can say why.
@@ -129,6 +140,11 @@ impl OffsetReader {
 
     /// The topic's partitions and their end offsets (the offset the next event will get).
     pub fn end_offsets(&self, timeout: Duration) -> Result<Offsets> {
+        Ok(ends(&self.watermarks(timeout)?))
+    }
+
+    /// The topic's partitions, as they are now, with their first available and end offsets.
+    pub fn watermarks(&self, timeout: Duration) -> Result<Watermarks> {
         let topic = &self.topic;
         let metadata = self.consumer.fetch_metadata(Some(topic), timeout).map_err(|e| self.explain(e))?;
         let t = metadata.topics().first().ok_or_else(|| Error::Other(format!("kafka topic {topic:?}: no metadata")))?;
@@ -138,10 +154,10 @@ impl OffsetReader {
         if t.partitions().is_empty() {
             return Err(Error::Other(format!("kafka topic {topic:?} does not exist or has no partitions")));
         }
-        let mut out = Offsets::new();
+        let mut out = Watermarks::new();
         for p in t.partitions() {
-            let (_, high) = self.consumer.fetch_watermarks(topic, p.id(), timeout).map_err(|e| self.explain(e))?;
-            out.insert(p.id(), high);
+            let marks = self.consumer.fetch_watermarks(topic, p.id(), timeout).map_err(|e| self.explain(e))?;
+            out.insert(p.id(), marks);
         }
         Ok(out)
     }
@@ -161,6 +177,68 @@ impl OffsetReader {
 /// The topic's partitions and their end offsets, over a client made for the purpose.
 pub fn end_offsets(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Offsets> {
     OffsetReader::new(k, topic)?.end_offsets(timeout)
+}
+
+/// The topic's partitions with their first available and end offsets, over a client made
+/// for the purpose.
+pub fn watermarks(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Watermarks> {
+    OffsetReader::new(k, topic)?.watermarks(timeout)
+}
+
+/// How long a topic keeps its events, as the broker reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// `retention.ms`; -1 keeps events forever.
+    pub ms: Option<i64>,
+    /// `retention.bytes` per partition; -1 has no limit.
+    pub bytes: Option<i64>,
+    /// `cleanup.policy`: `delete`, `compact` or `compact,delete`.
+    pub cleanup_policy: Option<String>,
+}
+
+impl Retention {
+    pub fn is_compacted(&self) -> bool {
+        self.cleanup_policy.as_deref().is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = match self.ms {
+            None => "unknown".to_owned(),
+            Some(ms) if ms < 0 => "forever".to_owned(),
+            Some(ms) => humantime::format_duration(Duration::from_millis(ms as u64)).to_string(),
+        };
+        let bytes = match self.bytes {
+            None => "unknown".to_owned(),
+            Some(b) if b < 0 => "no size limit".to_owned(),
+            Some(b) => format!("{b} bytes per partition"),
+        };
+        write!(f, "retention {ms}, {bytes}, cleanup.policy {}", self.cleanup_policy.as_deref().unwrap_or("unknown"))
+    }
+}
+
+/// The topic's retention settings (`describe_configs`).
+pub async fn retention(k: &KafkaConfig, topic: &str) -> Result<Retention> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = base(&k.brokers, &k.properties).create()?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts).await?;
+    let mut out = Retention::default();
+    for r in results {
+        let resource =
+            r.map_err(|code| Error::Other(format!("cannot read the settings of kafka topic {topic:?}: {code}")))?;
+        for entry in resource.entries {
+            let value = entry.value.clone();
+            match entry.name.as_str() {
+                "retention.ms" => out.ms = value.and_then(|v| v.parse().ok()),
+                "retention.bytes" => out.bytes = value.and_then(|v| v.parse().ok()),
+                "cleanup.policy" => out.cleanup_policy = value,
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Waits until every partition of `topic` has a leader, as seen by `client`: a topic just
@@ -195,10 +273,11 @@ pub fn wait_for_leaders<C: rdkafka::client::ClientContext>(
     }
 }
 
-/// Creates a topic if it is missing (already-exists is fine).
+/// Creates a topic if it is missing (already-exists is fine), with the broker's default
+/// replication factor (`default.replication.factor`).
 pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base(&k.brokers, &k.properties).create()?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let results =
         admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
     for r in results {

@@ -2,7 +2,7 @@
 //! flag and environment overrides) and connections to both clusters.
 
 use crate::state::{Migration, StateDir};
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use indexferry_common::config::{Overrides, Recipe};
 use indexferry_common::es::Cluster;
 use indexferry_common::kafka::Offsets;
@@ -33,15 +33,44 @@ impl Ctx {
         let migration = dir.load_migration()?;
         let recipe = stored_recipe(&migration, &common.overrides)?;
         let (source, target) = connect(&recipe, common.connect_timeout).await?;
+        same_cluster(&migration, &source, migration.source_uuid.as_deref()).await?;
+        same_cluster(&migration, &target, migration.target_uuid.as_deref()).await?;
         Ok(Ctx { dir, migration, recipe, source, target })
     }
 }
 
-/// Parses the recipe kept in the state (files it referenced were read at `init`).
+/// Parses the recipe kept in the state (files it referenced were read at `init`), with the
+/// overrides; refuses a topic other than the one `init` recorded its offsets on.
 pub fn stored_recipe(m: &Migration, overrides: &Overrides) -> anyhow::Result<Recipe> {
     let base = Path::new(&m.recipe_path).parent().unwrap_or(Path::new(".")).to_owned();
-    Recipe::parse_stored(&m.recipe_text, Path::new(&m.recipe_path), &base, overrides)
-        .with_context(|| format!("recipe of migration {:?}", m.name))
+    let recipe = Recipe::parse_stored(&m.recipe_text, Path::new(&m.recipe_path), &base, overrides)
+        .with_context(|| format!("recipe of migration {:?}", m.name))?;
+    if let Some(recorded) = m.topic.as_deref().filter(|t| *t != recipe.kafka.topic) {
+        bail!(
+            "kafka topic {:?} is not the topic migration {:?} was initialised on ({recorded:?}): its recorded offsets \
+             belong to that topic; drop the --topic / INDEXFERRY_KAFKA_TOPIC override",
+            recipe.kafka.topic,
+            m.name
+        );
+    }
+    Ok(recipe)
+}
+
+/// Refuses a cluster other than the one `init` recorded (a URL override pointing elsewhere).
+async fn same_cluster(m: &Migration, cluster: &Cluster, recorded: Option<&str>) -> anyhow::Result<()> {
+    let Some(recorded) = recorded else { return Ok(()) };
+    match cluster.uuid().await? {
+        Some(now) if now != recorded => bail!(
+            "the {} cluster at {} is cluster {now}, but migration {:?} was initialised on cluster {recorded}: \
+             a URL override (--{}-url, INDEXFERRY_{}_URL) must reach the same cluster",
+            cluster.role(),
+            cluster.url,
+            m.name,
+            cluster.role(),
+            cluster.role().to_uppercase()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The topic's end offsets, read off the async runtime (librdkafka's calls block).

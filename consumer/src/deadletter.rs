@@ -68,6 +68,9 @@ pub struct DeadLetters {
 /// topic at the recorded offset).
 const MAX_PAYLOAD: usize = 512 * 1024;
 
+/// What `status` calls the dead-letter topic when it cannot be written.
+const DEAD_LETTER_HEALTH: &str = "dead-letter topic";
+
 impl DeadLetters {
     pub fn new(recipe: &Recipe, cancel: CancellationToken) -> anyhow::Result<Self> {
         let producer =
@@ -119,6 +122,15 @@ impl DeadLetters {
                         failed.push(letter);
                     }
                 }
+            }
+            // The replay waits for its dead letters before it checkpoints: `status` must say
+            // why it is not moving.
+            match failed.first() {
+                Some(_) => crate::health::failing(
+                    DEAD_LETTER_HEALTH,
+                    &format!("{} dead letters cannot be written to kafka topic {:?}", failed.len(), self.topic),
+                ),
+                None => crate::health::ok(DEAD_LETTER_HEALTH),
             }
             letters = failed;
             if !letters.is_empty() {

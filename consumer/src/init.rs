@@ -32,10 +32,23 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     let (source, target) = connect(&recipe, common.connect_timeout).await?;
     tracing::info!(source = %format!("{} {}", source.flavor, source.version), target = %format!("{} {}", target.flavor, target.version), "clusters reachable");
 
+    let (source_uuid, target_uuid) = (source.uuid().await?, target.uuid().await?);
     for (i, pair) in recipe.pairs.iter().enumerate() {
         check_pair(&source, &target, i, pair).await?;
     }
     let start_offsets = end_offsets(&recipe, Duration::from_secs(15)).await?;
+    let retention = kafka::retention(&recipe.kafka, &recipe.kafka.topic)
+        .await
+        .with_context(|| format!("kafka at {}", recipe.kafka.brokers))?;
+    if retention.is_compacted() {
+        bail!(
+            "kafka.topic: {:?} is compacted (cleanup.policy={}): compaction keeps one event per key, and the key is \
+             the document id alone, so events of the same id in two indices, or a delete followed by older events, \
+             would be lost; use a topic with cleanup.policy=delete",
+            recipe.kafka.topic,
+            retention.cleanup_policy.as_deref().unwrap_or_default()
+        );
+    }
     kafka::ensure_topic(&recipe.kafka, &recipe.dead_letter_topic(), 1)
         .await
         .context("cannot create the dead-letter topic")?;
@@ -73,7 +86,13 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
         pairs,
         source_server: format!("{} {}", source.flavor, source.version),
         target_server: format!("{} {}", target.flavor, target.version),
-        cross_cluster: recipe.cross_cluster(),
+        cross_cluster: match (&source_uuid, &target_uuid) {
+            (Some(s), Some(t)) => s != t,
+            _ => recipe.cross_cluster(),
+        },
+        source_uuid,
+        target_uuid,
+        topic: Some(recipe.kafka.topic.clone()),
         rollover: None,
         last_error: None,
     };
@@ -82,13 +101,24 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     store.flush()?;
 
     println!("initialized migration {:?}", migration.name);
-    println!("  source  {} ({})", source.url, migration.source_server);
-    println!("  target  {} ({})", target.url, migration.target_server);
+    let uuid = |u: &Option<String>| u.as_deref().map_or(String::new(), |u| format!(", cluster {u}"));
+    println!("  source  {} ({}{})", source.url, migration.source_server, uuid(&migration.source_uuid));
+    println!(
+        "  target  {} ({}{}){}",
+        target.url,
+        migration.target_server,
+        uuid(&migration.target_uuid),
+        if migration.cross_cluster { "" } else { ", the same cluster as the source" }
+    );
     for p in &migration.pairs {
         println!("  {} -> {} (alias {}, {} documents)", p.source, p.target, p.alias, p.source_docs);
     }
     let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
     println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
+    println!(
+        "  topic {}: {} (events deleted before they are replayed stop the consumer and refuse the rollover)",
+        recipe.kafka.topic, retention
+    );
     println!("next: indexferry migration run {}", migration.name);
     Ok(())
 }

@@ -58,6 +58,21 @@ struct Throttle {
     throttle: Option<u32>,
 }
 
+#[derive(Args, Clone, Copy)]
+struct Replay {
+    /// Skip the events that Kafka deleted (retention, delete-records) before they were
+    /// replayed, instead of stopping. Their writes may be missing from the target: the loss
+    /// is recorded, and rollover then requires a reconcile.
+    #[arg(long)]
+    accept_lost_events: bool,
+}
+
+impl Replay {
+    fn options(self) -> replay::Options {
+        replay::Options { accept_lost_events: self.accept_lost_events }
+    }
+}
+
 #[derive(Args, Clone)]
 struct Metrics {
     /// Serve Prometheus metrics on this address (`:9464` binds loopback).
@@ -78,6 +93,8 @@ enum Command {
         name: String,
         #[command(flatten)]
         throttle: Throttle,
+        #[command(flatten)]
+        replay: Replay,
         #[command(flatten)]
         global: Global,
         #[command(flatten)]
@@ -100,6 +117,8 @@ enum Command {
         /// (a catch-up run, or a benchmark), instead of waiting for rollover.
         #[arg(long)]
         until_caught_up: bool,
+        #[command(flatten)]
+        replay: Replay,
         #[command(flatten)]
         global: Global,
         #[command(flatten)]
@@ -189,22 +208,22 @@ fn main() {
 }
 
 enum Worker {
-    Run { throttle: Option<u32> },
+    Run { throttle: Option<u32>, replay: replay::Options },
     Snapshot { throttle: Option<u32> },
-    Consume { until_caught_up: bool },
+    Consume { until_caught_up: bool, replay: replay::Options },
 }
 
 async fn execute(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Init { recipe, global } => init::init(&global.common(), &recipe).await.map(|_| true),
-        Command::Run { name, throttle, global, metrics } => {
-            work(Worker::Run { throttle: throttle.throttle }, &name, &global, &metrics).await
+        Command::Run { name, throttle, replay, global, metrics } => {
+            work(Worker::Run { throttle: throttle.throttle, replay: replay.options() }, &name, &global, &metrics).await
         }
         Command::Snapshot { name, throttle, global, metrics } => {
             work(Worker::Snapshot { throttle: throttle.throttle }, &name, &global, &metrics).await
         }
-        Command::Consume { name, until_caught_up, global, metrics } => {
-            work(Worker::Consume { until_caught_up }, &name, &global, &metrics).await
+        Command::Consume { name, until_caught_up, replay, global, metrics } => {
+            work(Worker::Consume { until_caught_up, replay: replay.options() }, &name, &global, &metrics).await
         }
         Command::Status { name, json, global } => {
             let common = global.common();
@@ -238,7 +257,7 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
 
 async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<bool> {
     let mut ctx = Ctx::load(common, name).await?;
-    if let Worker::Run { throttle: Some(t) } | Worker::Snapshot { throttle: Some(t) } = which {
+    if let Worker::Run { throttle: Some(t), .. } | Worker::Snapshot { throttle: Some(t) } = which {
         ctx.recipe.snapshot.throttle_docs_per_s = t;
     }
     let ctx = Arc::new(ctx);
@@ -251,11 +270,13 @@ async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<b
     indexferry_consumer::set_state_metric(ctx.migration.state);
     match which {
         Worker::Snapshot { .. } => snapshot::run(ctx, cancel).await?,
-        Worker::Consume { until_caught_up: false } => replay::run(ctx, cancel, None).await?,
-        Worker::Consume { until_caught_up: true } => replay::run_until_caught_up(ctx, cancel).await?,
-        Worker::Run { .. } => {
+        Worker::Consume { until_caught_up: false, replay: opts } => replay::run(ctx, cancel, None, opts).await?,
+        Worker::Consume { until_caught_up: true, replay: opts } => {
+            replay::run_until_caught_up(ctx, cancel, opts).await?
+        }
+        Worker::Run { replay: opts, .. } => {
             let snap = tokio::spawn(snapshot::run(ctx.clone(), cancel.clone()));
-            let consume = tokio::spawn(replay::run(ctx.clone(), cancel.clone(), None));
+            let consume = tokio::spawn(replay::run(ctx.clone(), cancel.clone(), None, opts));
             // The snapshot ends first; the consumer runs on until rollover or a signal.
             let snap_result = snap.await?;
             if let Err(e) = snap_result {

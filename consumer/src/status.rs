@@ -2,9 +2,11 @@
 //! only; works while the workers run and when the clusters are down.
 
 use crate::context::{stored_recipe, Common};
+use crate::replay::loss::{self, Loss};
+use crate::state::AcceptedLoss;
 use crate::state::{running_pid, SliceCheckpoint, StateDir};
 use chrono::Utc;
-use indexferry_common::kafka::end_offsets;
+use indexferry_common::kafka::{ends, watermarks};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -20,6 +22,11 @@ pub struct Status {
     pub consumer_pid: Option<i32>,
     pub replay: ReplayStatus,
     pub partitions: Vec<PartitionStatus>,
+    /// Partitions whose next events Kafka deleted before they were replayed: the consumer
+    /// stops on them and rollover refuses.
+    pub lost_events: Vec<Loss>,
+    /// Losses skipped with `--accept-lost-events`.
+    pub accepted_losses: Vec<AcceptedLoss>,
     pub kafka_error: Option<String>,
     /// What the running workers cannot reach right now (they keep retrying).
     pub unreachable: Vec<crate::health::Problem>,
@@ -119,11 +126,13 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         .collect();
 
     let cp = dir.read_replay()?;
-    let positions = cp.positions(&m.start_offsets);
-    let (ends, kafka_error) = match end_offsets(&recipe.kafka, &recipe.kafka.topic, Duration::from_secs(5)) {
-        Ok(e) => (Some(e), None),
+    let (marks, kafka_error) = match watermarks(&recipe.kafka, &recipe.kafka.topic, Duration::from_secs(5)) {
+        Ok(w) => (Some(w), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    let positions = cp.positions(&m.start_offsets, marks.iter().flat_map(|w| w.keys().copied()));
+    let lost_events = marks.as_ref().map(|w| loss::find(&positions, w)).unwrap_or_default();
+    let ends = marks.as_ref().map(ends);
     let now = Utc::now().timestamp_millis();
     let partitions: Vec<PartitionStatus> =
         positions
@@ -172,6 +181,8 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
             lag_messages: lag_total,
         },
         partitions,
+        lost_events,
+        accepted_losses: cp.accepted_losses.clone(),
         kafka_error,
         unreachable: crate::health::read(&dir.path()),
         last_rollover: m.rollover.clone(),
@@ -230,6 +241,24 @@ pub fn print(s: &Status) {
     }
     if let Some(e) = &s.kafka_error {
         println!("  kafka: {e}");
+    }
+    for l in &s.lost_events {
+        println!(
+            "  LOST EVENTS: partition {} checkpoint {} but the first available offset is {} ({} events deleted before they were replayed; rollover refuses)",
+            l.partition,
+            l.next_offset,
+            l.first_available,
+            l.events()
+        );
+    }
+    for a in &s.accepted_losses {
+        println!(
+            "  accepted loss: partition {} offsets {}..{} skipped at {} (--accept-lost-events); rollover needs a reconcile",
+            a.partition,
+            a.from,
+            a.to,
+            a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
     }
     for p in &s.unreachable {
         println!(

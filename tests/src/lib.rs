@@ -314,7 +314,9 @@ pub fn read_topic(topic: &str, expect: usize, limit: Duration) -> anyhow::Result
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let consumer: BaseConsumer =
-        indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader")).create()?;
+        indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .create()?;
     consumer.subscribe(&[topic])?;
     let start = Instant::now();
     let mut out = vec![];
@@ -356,7 +358,9 @@ pub fn read_topic_until_idle(topic: &str, idle: Duration) -> anyhow::Result<Vec<
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let consumer: BaseConsumer =
-        indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader")).create()?;
+        indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .create()?;
     consumer.subscribe(&[topic])?;
     let mut out = vec![];
     let mut last = Instant::now();

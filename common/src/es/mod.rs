@@ -236,6 +236,23 @@ impl Cluster {
     }
 
     /// True when the index (or alias) exists.
+    /// The cluster's UUID: what tells two clusters apart whatever URL reaches them. `None`
+    /// where the user may not read the cluster state (`monitor` privilege).
+    pub async fn uuid(&self) -> Result<Option<String>> {
+        let path = "/_cluster/state/metadata";
+        match self.json::<serde_json::Value>(Method::Get, path, &[("filter_path", "metadata.cluster_uuid")], None).await
+        {
+            Ok(v) => {
+                Ok(v["metadata"]["cluster_uuid"].as_str().filter(|u| !u.is_empty() && *u != "_na_").map(str::to_owned))
+            }
+            Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                tracing::info!(cluster = self.role, error = %e, "cannot read the cluster's uuid; telling clusters apart by URL");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn exists(&self, index: &str) -> Result<bool> {
         match self.request(Method::Head, &format!("/{index}"), &[], None).await {
             Ok(_) => Ok(true),

@@ -7,30 +7,39 @@
 //! the batches after the last checkpoint, which external versions turn into stale no-ops.
 
 mod batch;
+pub mod loss;
+mod topic;
 
 use crate::context::Ctx;
 use crate::deadletter::DeadLetters;
 use crate::state::{Db, PartitionCheckpoint, PidGuard, ReplayCheckpoint, Store, Tombstone, REPLAY_KEY};
 use crate::writer::Writer;
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use batch::{Batch, Outcome};
 use chrono::Utc;
 use futures::stream::{FuturesOrdered, StreamExt};
 use indexferry_common::config::ReplayConfig;
-use indexferry_common::kafka::{kafka_consumer_config, Offsets};
-use indexferry_common::metrics::{EVENTS, LAG_MESSAGES, LAG_SECONDS};
+use indexferry_common::kafka::{kafka_consumer_config, Offsets, Watermarks};
+use indexferry_common::metrics::EVENTS;
+use indexferry_common::retry::Backoff;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How often lag gauges are refreshed from the broker's high watermarks.
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// What the operator allows the replay.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Skip events deleted from the topic before they were replayed (see [`loss`]), and record
+    /// that they were.
+    pub accept_lost_events: bool,
+}
 
 /// Replays until `cancel`. `applied` (if given) receives the checkpointed positions after
 /// every batch, for an in-process rollover to wait on.
@@ -38,13 +47,25 @@ pub async fn run(
     ctx: Arc<Ctx>,
     cancel: CancellationToken,
     applied: Option<watch::Sender<Offsets>>,
+    options: Options,
 ) -> anyhow::Result<()> {
     let store = ctx.dir.open(Db::Replay)?;
     let _pid = PidGuard::create(&ctx.dir, "consume")?;
     let recipe = &ctx.recipe;
     let topic = recipe.kafka.topic.clone();
     let mut cp: ReplayCheckpoint = store.get(REPLAY_KEY)?.unwrap_or_default();
-    let positions = cp.positions(&ctx.migration.start_offsets);
+    let Some(marks) = watermarks_at_start(&ctx, &cancel).await else { return Ok(()) };
+    let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
+    if !losses.is_empty() {
+        if !options.accept_lost_events {
+            bail!("{}", loss::describe(&topic, &losses));
+        }
+        tracing::warn!(lost = ?losses, "events lost before they were replayed: skipped, as --accept-lost-events says");
+        loss::accept(&mut cp, &losses);
+        store.put(REPLAY_KEY, &cp)?;
+        store.flush()?;
+    }
+    let positions = cp.positions(&ctx.migration.start_offsets, marks.keys().copied());
 
     let consumer: Arc<StreamConsumer> = Arc::new(
         kafka_consumer_config(&recipe.kafka, &recipe.group_id())
@@ -61,27 +82,35 @@ pub async fn run(
     let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
     let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
     let (positions_tx, positions_rx) = watch::channel(cp.partitions.clone());
-    let lag = spawn_lag_reporter(consumer.clone(), topic.clone(), cancel.clone(), positions_rx);
+    let follower = topic::follow(
+        consumer.clone(),
+        topic.clone(),
+        ctx.migration.start_offsets.clone(),
+        positions.keys().copied().collect(),
+        cancel.clone(),
+        positions_rx,
+    );
     if let Some(tx) = &applied {
-        let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
+        let _ = tx.send(positions.clone());
     }
 
     // Batches are cut by a task of their own, so that cutting never drops a received
     // message; up to `in_flight` of them are written at once and checkpointed in order.
     let cfg = &recipe.replay;
-    let (batches_tx, mut batches) = tokio::sync::mpsc::channel::<Vec<OwnedMessage>>(cfg.in_flight);
-    let cutter = tokio::spawn(cut_batches(consumer.clone(), cfg.clone(), cancel.clone(), batches_tx));
+    let (batches_tx, mut batches) = tokio::sync::mpsc::channel::<Cut>(cfg.in_flight);
+    let fatal = Arc::new(Mutex::new(None));
+    let cutter = tokio::spawn(cut_batches(consumer.clone(), cfg.clone(), cancel.clone(), batches_tx, fatal.clone()));
     let mut inflight = FuturesOrdered::new();
     let (writer, dead_letters) = (&writer, &dead_letters);
     loop {
         tokio::select! {
             done = inflight.next(), if !inflight.is_empty() => {
-                let Some((messages, result)): Option<(Vec<OwnedMessage>, _)> = done else { continue };
+                let Some((cut, result)): Option<(Cut, _)> = done else { continue };
                 let outcome: Outcome = match result {
                     Ok(o) => o,
                     Err(_) => break, // cancelled mid-batch: not checkpointed, replayed next time
                 };
-                record(&mut cp, &outcome, &messages);
+                record(&mut cp, &outcome, &cut);
                 // Checkpoint and tombstones in one atomic write.
                 let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
                 entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&cp)?));
@@ -92,25 +121,30 @@ pub async fn run(
                 mirror_commit(&consumer, &topic, &cp);
                 let _ = positions_tx.send(cp.partitions.clone());
                 if let Some(tx) = &applied {
-                    let _ = tx.send(cp.positions(&ctx.migration.start_offsets));
+                    let _ = tx.send(cp.positions(&ctx.migration.start_offsets, positions.keys().copied()));
                 }
             }
-            messages = batches.recv(), if inflight.len() < cfg.in_flight => {
-                let Some(messages) = messages else { break }; // cancelled
+            cut = batches.recv(), if inflight.len() < cfg.in_flight => {
+                let Some(cut) = cut else { break }; // cancelled, or the cutter met a fatal error
                 let topic = topic.as_str();
                 inflight.push_back(async move {
-                    let result = Batch::decode(&messages, recipe).apply(writer, dead_letters, topic).await;
-                    (messages, result)
+                    let result = Batch::decode(&cut.messages, recipe).apply(writer, dead_letters, topic).await;
+                    (cut, result)
                 });
             }
         }
     }
     drop(inflight);
     cutter.abort();
-    lag.abort();
+    follower.abort();
     store.flush()?;
     mirror_commit(&consumer, &topic, &cp);
     indexferry_common::kafka::abandon(consumer);
+    let fatal = fatal.lock().ok().and_then(|mut f| f.take());
+    if let Some(reason) = fatal {
+        cancel.cancel();
+        return Err(explain_fatal(&ctx, &cp, reason).await);
+    }
     tracing::info!(
         applied = cp.applied,
         stale = cp.stale,
@@ -123,58 +157,150 @@ pub async fn run(
 
 /// Replays until the end offsets read at start are applied, then stops
 /// (`consume --until-caught-up`).
-pub async fn run_until_caught_up(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_until_caught_up(ctx: Arc<Ctx>, cancel: CancellationToken, options: Options) -> anyhow::Result<()> {
     let end = crate::context::end_offsets(&ctx.recipe, Duration::from_secs(30)).await?;
     let (tx, mut rx) = watch::channel(Offsets::default());
     let stop = cancel.clone();
     tokio::spawn(async move {
-        let caught_up = |at: &Offsets| end.iter().all(|(p, o)| at.get(p).is_some_and(|a| a >= o));
+        let caught_up = |at: &Offsets| end.iter().all(|(p, o)| at.get(p).copied().unwrap_or(0) >= *o);
         if rx.wait_for(caught_up).await.is_ok() {
             tracing::info!("caught up with the end offsets read at start; stopping");
             stop.cancel();
         }
     });
-    run(ctx, cancel, Some(tx)).await
+    run(ctx, cancel, Some(tx), options).await
 }
 
-/// Cuts batches from the stream into `out` until cancelled (or `out` is closed).
-async fn cut_batches(
-    consumer: Arc<StreamConsumer>,
-    cfg: ReplayConfig,
-    cancel: CancellationToken,
-    out: tokio::sync::mpsc::Sender<Vec<OwnedMessage>>,
-) {
-    while let Some(messages) = collect(&consumer, cfg.batch_size, cfg.batch_bytes, cfg.batch_deadline, &cancel).await {
-        if !messages.is_empty() && out.send(messages).await.is_err() {
-            return;
+/// The topic's partitions and offsets, retried while Kafka cannot be reached (`None` once
+/// cancelled): a consumer started during a broker restart waits for it, as it would later.
+async fn watermarks_at_start(ctx: &Ctx, cancel: &CancellationToken) -> Option<Watermarks> {
+    let mut backoff = Backoff::standard(None);
+    loop {
+        let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            indexferry_common::kafka::watermarks(&k, &topic, Duration::from_secs(10))
+        })
+        .await;
+        match read {
+            Ok(Ok(marks)) => {
+                crate::health::ok("kafka");
+                return Some(marks);
+            }
+            Ok(Err(e)) => {
+                crate::health::failing("kafka", &e.to_string());
+                tracing::warn!(error = %e, "cannot read the topic's offsets; retrying");
+            }
+            Err(e) => tracing::warn!(error = %e, "offset reader failed; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(backoff.next_delay().unwrap_or(Duration::from_secs(10))) => {}
         }
     }
 }
 
+/// The error a fatal receive ends the replay with: a loss of events, named, when the topic's
+/// offsets show one.
+async fn explain_fatal(ctx: &Ctx, cp: &ReplayCheckpoint, reason: String) -> anyhow::Error {
+    let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
+    let marks =
+        tokio::task::spawn_blocking(move || indexferry_common::kafka::watermarks(&k, &topic, Duration::from_secs(10)))
+            .await;
+    if let Ok(Ok(marks)) = marks {
+        let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
+        if !losses.is_empty() {
+            return anyhow::anyhow!("{}", loss::describe(&ctx.recipe.kafka.topic, &losses));
+        }
+    }
+    anyhow::anyhow!("kafka: {reason}")
+}
+
+/// The messages of one batch, and the consumer's position once they were received.
+struct Cut {
+    messages: Vec<OwnedMessage>,
+    /// Per partition, the offset after the last event or transaction marker received: the
+    /// markers take offsets and are never delivered, so the messages alone would leave the
+    /// checkpoint short of the end offset for good.
+    positions: Offsets,
+}
+
+/// Cuts batches from the stream into `out` until cancelled (or `out` is closed). A fatal
+/// receive error goes into `fatal`, and ends the stream. A cut without messages is sent when
+/// the position moved past markers alone.
+async fn cut_batches(
+    consumer: Arc<StreamConsumer>,
+    cfg: ReplayConfig,
+    cancel: CancellationToken,
+    out: tokio::sync::mpsc::Sender<Cut>,
+    fatal: Arc<Mutex<Option<String>>>,
+) {
+    let mut sent = Offsets::new();
+    loop {
+        match collect(&consumer, cfg.batch_size, cfg.batch_bytes, cfg.batch_deadline, &cancel).await {
+            Ok(Some(messages)) => {
+                let positions = received_up_to(&consumer);
+                if messages.is_empty() && positions == sent {
+                    continue;
+                }
+                sent.clone_from(&positions);
+                if out.send(Cut { messages, positions }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(reason) => {
+                if let Ok(mut f) = fatal.lock() {
+                    *f = Some(reason);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The consumer's position per partition: librdkafka moves it past each message it hands
+/// over and past each transaction marker, in the order of the log, as it is polled.
+fn received_up_to(consumer: &StreamConsumer) -> Offsets {
+    let Ok(tpl) = consumer.position() else { return Offsets::new() };
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A receive error that retrying cannot mend: the next offset is gone from the partition.
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))
+}
+
 /// One batch, cut at `max` messages, `max_bytes` bytes or `deadline` after its first
-/// message. `None` once cancelled.
+/// message. `Ok(None)` once cancelled, `Err` on a fatal receive error.
 async fn collect(
     consumer: &StreamConsumer,
     max: usize,
     max_bytes: usize,
     deadline: Duration,
     cancel: &CancellationToken,
-) -> Option<Vec<OwnedMessage>> {
+) -> Result<Option<Vec<OwnedMessage>>, String> {
     let first = tokio::select! {
-        _ = cancel.cancelled() => return None,
+        _ = cancel.cancelled() => return Ok(None),
         m = consumer.recv() => m,
-        _ = tokio::time::sleep(Duration::from_millis(500)) => return Some(vec![]),
+        _ = tokio::time::sleep(Duration::from_millis(500)) => return Ok(Some(vec![])),
     };
     let first = match first {
         Ok(m) => {
             crate::health::ok("kafka");
             m.detach()
         }
+        Err(e) if is_fatal(&e) => return Err(e.to_string()),
         Err(e) => {
             crate::health::failing("kafka", &e.to_string());
             tracing::warn!(error = %e, "kafka receive failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            return Some(vec![]);
+            return Ok(Some(vec![]));
         }
     };
     let mut bytes = first.payload().map_or(0, <[u8]>::len);
@@ -187,6 +313,7 @@ async fn collect(
                     bytes += m.payload().map_or(0, <[u8]>::len);
                     out.push(m.detach());
                 }
+                Err(e) if is_fatal(&e) => return Err(e.to_string()),
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka receive failed");
                     break;
@@ -195,11 +322,15 @@ async fn collect(
             _ = tokio::time::sleep_until(until) => break,
         }
     }
-    Some(out)
+    Ok(Some(out))
 }
 
-fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, messages: &[OwnedMessage]) {
-    for m in messages {
+fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, cut: &Cut) {
+    for (p, o) in &cut.positions {
+        let entry = cp.partitions.entry(*p).or_insert(PartitionCheckpoint { next_offset: 0, last_event_ms: None });
+        entry.next_offset = entry.next_offset.max(*o);
+    }
+    for m in &cut.messages {
         let entry =
             cp.partitions.entry(m.partition()).or_insert(PartitionCheckpoint { next_offset: 0, last_event_ms: None });
         entry.next_offset = entry.next_offset.max(m.offset() + 1);
@@ -253,46 +384,6 @@ fn mirror_commit(consumer: &StreamConsumer, topic: &str, cp: &ReplayCheckpoint) 
             tracing::debug!(error = %e, "offset commit to the consumer group failed");
         }
     }
-}
-
-fn spawn_lag_reporter(
-    consumer: Arc<StreamConsumer>,
-    topic: String,
-    cancel: CancellationToken,
-    positions: watch::Receiver<std::collections::BTreeMap<i32, PartitionCheckpoint>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(LAG_INTERVAL) => {}
-            }
-            let (consumer, topic) = (consumer.clone(), topic.clone());
-            let partitions = positions.borrow().clone();
-            let lags = tokio::task::spawn_blocking(move || -> Option<Vec<(i32, i64, f64)>> {
-                let now = Utc::now().timestamp_millis();
-                let mut out = vec![];
-                for (p, c) in &partitions {
-                    let (_, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5)).ok()?;
-                    let behind = (high - c.next_offset).max(0);
-                    let secs = if behind == 0 {
-                        0.0
-                    } else {
-                        c.last_event_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
-                    };
-                    out.push((*p, behind, secs));
-                }
-                Some(out)
-            })
-            .await;
-            if let Ok(Some(lags)) = lags {
-                for (p, behind, secs) in lags {
-                    metrics::gauge!(LAG_MESSAGES, "partition" => p.to_string()).set(behind as f64);
-                    metrics::gauge!(LAG_SECONDS, "partition" => p.to_string()).set(secs);
-                }
-            }
-        }
-    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 mod tombstones;
 
 use crate::context::{Common, Ctx};
+use crate::replay::loss;
 use crate::state::{running_pid, Migration, RolloverRecord, State};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
@@ -49,7 +50,7 @@ impl Consumer {
             Consumer::External => {
                 let dir = ctx.dir.clone();
                 let cp = tokio::task::spawn_blocking(move || dir.read_replay()).await??;
-                Ok(cp.positions(&ctx.migration.start_offsets))
+                Ok(cp.positions(&ctx.migration.start_offsets, []))
             }
             Consumer::InProcess { positions, task, .. } => {
                 if task.is_finished() {
@@ -79,6 +80,7 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
         bail!("migration {name:?} was already rolled over");
     }
     check_snapshot(&ctx)?;
+    check_events(&ctx).await?;
 
     let mut consumer = match running_pid(&ctx.dir, "consume") {
         Some(pid) => {
@@ -89,7 +91,7 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
             tracing::info!("no consumer running: replaying in this process for the rollover");
             let (tx, rx) = watch::channel(Offsets::new());
             let cancel = CancellationToken::new();
-            let task = tokio::spawn(crate::replay::run(ctx.clone(), cancel.clone(), Some(tx)));
+            let task = tokio::spawn(crate::replay::run(ctx.clone(), cancel.clone(), Some(tx), Default::default()));
             Consumer::InProcess { positions: rx, cancel, task }
         }
     };
@@ -131,6 +133,34 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
                 ctx.migration.name
             );
         }
+    }
+    Ok(())
+}
+
+/// Refuses a rollover while events are missing from the replay: deleted from the topic
+/// before they were replayed, whether found now or accepted earlier (only a reconcile can
+/// repair what they changed).
+async fn check_events(ctx: &Ctx) -> anyhow::Result<()> {
+    let cp = ctx.dir.read_replay()?;
+    let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
+    let marks =
+        tokio::task::spawn_blocking(move || indexferry_common::kafka::watermarks(&k, &topic, Duration::from_secs(10)))
+            .await?
+            .context("cannot read the topic's offsets")?;
+    let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
+    if !losses.is_empty() {
+        bail!("rollover refused: {}", loss::describe(&ctx.recipe.kafka.topic, &losses));
+    }
+    if let Some(first) = cp.accepted_losses.first() {
+        bail!(
+            "rollover refused: {} ranges of events were lost and skipped (--accept-lost-events), the first on partition {} \
+             offsets {}..{}; the target may lack their writes and this version has no reconcile to repair them: \
+             start the migration over (cancel, init) with a retention longer than the migration",
+            cp.accepted_losses.len(),
+            first.partition,
+            first.from,
+            first.to
+        );
     }
     Ok(())
 }

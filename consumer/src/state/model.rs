@@ -39,6 +39,16 @@ pub struct Migration {
     pub pairs: Vec<PairInfo>,
     pub source_server: String,
     pub target_server: String,
+    /// The clusters' UUIDs and the topic at `init`: a later override that points the
+    /// migration elsewhere is refused. `None` where the cluster did not say (no `monitor`
+    /// privilege) or for a migration initialised before they were recorded.
+    #[serde(default)]
+    pub source_uuid: Option<String>,
+    #[serde(default)]
+    pub target_uuid: Option<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Source and target are different clusters (by UUID where both are known, else by URL).
     pub cross_cluster: bool,
     #[serde(default)]
     pub rollover: Option<RolloverRecord>,
@@ -114,12 +124,32 @@ pub struct ReplayCheckpoint {
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Events deleted from the topic before they were replayed, skipped because the operator
+    /// said so (`--accept-lost-events`). Only a reconcile can repair what they changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_losses: Vec<AcceptedLoss>,
+}
+
+/// A range of a partition's events that were gone when the consumer came to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedLoss {
+    pub partition: i32,
+    /// The checkpoint when the loss was found: the first lost offset.
+    pub from: i64,
+    /// The partition's first available offset then: the first offset replayed after the loss.
+    pub to: i64,
+    pub at: DateTime<Utc>,
 }
 
 impl ReplayCheckpoint {
-    /// Next offsets per partition, falling back to the recorded start.
-    pub fn positions(&self, start: &Offsets) -> Offsets {
+    /// Next offsets per partition: the checkpoint, else the offset recorded at `init`, else 0
+    /// for a partition added to the topic since (all its events came after `init`). Covers the
+    /// partitions in `start`, in the checkpoint and in `current` (the topic's partitions now).
+    pub fn positions(&self, start: &Offsets, current: impl IntoIterator<Item = i32>) -> Offsets {
         let mut out = start.clone();
+        for p in current {
+            out.entry(p).or_insert(0);
+        }
         for (p, cp) in &self.partitions {
             out.insert(*p, cp.next_offset);
         }

@@ -33,6 +33,17 @@ pub(super) fn ids_written_since(k: &KafkaConfig, from: &Offsets) -> anyhow::Resu
     while !until.is_empty() {
         anyhow::ensure!(Instant::now() < deadline, "reading the writes made after the switch took too long");
         let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            // A transaction's marker may be the last offset: it is never delivered, but the
+            // position moves past it.
+            if let Ok(at) = consumer.position() {
+                for e in at.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        if until.get(&e.partition()).is_some_and(|end| o >= *end) {
+                            until.remove(&e.partition());
+                        }
+                    }
+                }
+            }
             continue;
         };
         let m = m?;
