@@ -2,7 +2,8 @@
 //! one naming the alias (as a producer in another language reports the name it wrote to)
 //! is applied to the alias's source pair; one naming another index is ignored but named in
 //! `status` and the metrics; one naming the target (written after rollover) is ignored
-//! quietly.
+//! quietly. And bulk items refused because of the target index — closed by an operator —
+//! are retried until it opens again, never dead-lettered.
 
 use indexferry_common::es::Method;
 use indexferry_producer::Producer;
@@ -103,6 +104,46 @@ async fn events_naming_the_alias_are_applied_and_unknown_indices_are_reported() 
         assert!(metrics.contains(&needle), "{needle} missing from:\n{metrics}");
     }
     assert!(!metrics.contains(&format!("index=\"{}\"", n.dst)), "the target is not unknown:\n{metrics}");
+    terminate(&mut consume)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_to_a_closed_target_are_retried_until_it_opens_not_dead_lettered() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let url = es8();
+    let n = Names::new("closed");
+    let p = snapshotted(dir.path(), &n).await?;
+    let mut consume = spawn(indexferry(&state, &["consume", &n.name]), &dir.path().join("consume.log"))?;
+    let c = cluster(&url).await?;
+    c.json::<Value>(Method::Post, &format!("/{}/_close", n.dst), &[], None).await?;
+
+    p.index("new", r#"{"v":"new"}"#, None).await?;
+    p.delete("seed", None).await?;
+    // Either the items were judged for good (dead-lettered), or the consumer says it waits.
+    let waiting = wait_for("the replay to meet the closed target", Duration::from_secs(60), || {
+        let s = status(&state, &n.name)?;
+        let waits = s["unreachable"].as_array().is_some_and(|u| {
+            u.iter().any(|p| p["what"] == "target writes" && p["error"].as_str().unwrap_or("").contains("index_closed"))
+        });
+        Ok((waits || s["replay"]["dead_lettered"].as_u64().unwrap_or(0) > 0).then_some(s))
+    })
+    .await;
+    c.json::<Value>(Method::Post, &format!("/{}/_open", n.dst), &[], None).await?;
+    let s = waiting?;
+    assert_eq!(s["replay"]["dead_lettered"], json!(0), "nothing dead-lettered while the target was closed: {s}");
+    assert_eq!(s["replay"]["lag_messages"], json!(2), "both events held, not checkpointed: {s}");
+
+    let s = wait_for("the held events applied once the target opened", Duration::from_secs(60), || {
+        let s = status(&state, &n.name)?;
+        Ok((s["replay"]["lag_messages"] == json!(0)).then_some(s))
+    })
+    .await?;
+    assert_eq!((s["replay"]["applied"].clone(), s["replay"]["dead_lettered"].clone()), (json!(2), json!(0)), "{s}");
+    assert!(s["unreachable"].as_array().is_none_or(|u| u.is_empty()), "the wait is over: {s}");
+    let docs = all_docs(&url, &n.dst).await?;
+    assert_eq!(docs.into_iter().collect::<Vec<_>>(), vec![("new".to_owned(), json!({"v":"new"}))]);
     terminate(&mut consume)?;
     Ok(())
 }
