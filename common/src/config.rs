@@ -408,6 +408,16 @@ impl Recipe {
     pub fn pair_for_source(&self, index: &str) -> Option<&IndexPair> {
         self.pairs.iter().find(|p| p.source == index)
     }
+
+    /// The pair whose alias is `name` (`init` checked that it points at that pair's source alone).
+    pub fn pair_for_alias(&self, name: &str) -> Option<&IndexPair> {
+        self.pairs.iter().find(|p| p.alias == name)
+    }
+
+    /// `index` is one of the targets: after rollover the application writes there.
+    pub fn is_target(&self, index: &str) -> bool {
+        self.pairs.iter().any(|p| p.target == index)
+    }
 }
 
 impl IndexPair {

@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 
 /// Events replayed, by `op` (index/delete) and `result` (applied/stale/dead_lettered/ignored).
 pub const EVENTS: &str = "indexferry_events_total";
+/// Events naming a pair's alias instead of its source index, applied to that pair, by `alias`.
+pub const EVENTS_BY_ALIAS: &str = "indexferry_events_by_alias_total";
+/// Events ignored because their `index` is neither a source, an alias nor a target of the migration.
+pub const EVENTS_UNKNOWN_INDEX: &str = "indexferry_events_unknown_index_total";
 /// Messages waiting to be applied, per `partition`.
 pub const LAG_MESSAGES: &str = "indexferry_consumer_lag_messages";
 /// Age of the newest applied event's write, per `partition`: how far behind the target is.
@@ -32,6 +36,8 @@ const BULK_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 pub fn describe() {
     describe_counter!(EVENTS, "Change events replayed, by op and result.");
+    describe_counter!(EVENTS_BY_ALIAS, "Events naming an alias, applied to the pair it belongs to.");
+    describe_counter!(EVENTS_UNKNOWN_INDEX, "Events of indices outside the migration, ignored, by index.");
     describe_gauge!(LAG_MESSAGES, "Messages not yet applied, per partition.");
     describe_gauge!(LAG_SECONDS, Unit::Seconds, "Age of the newest applied event, per partition.");
     describe_counter!(SNAPSHOT_DOCS, "Documents written by the snapshot, by pair and result.");

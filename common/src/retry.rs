@@ -2,7 +2,9 @@
 //!
 //! 429 and 5xx are transient and retried; a write block (`cluster_block_exception`, 403) is
 //! an operator's temporary pause and retried too; every other 4xx is final. Bulk items are
-//! judged one by one from the typed response (see [`crate::es::bulk`]).
+//! judged one by one from the typed response (see [`crate::es::bulk`]) by [`classify_item`]:
+//! an item refused because of its index (missing, closed) is retried as well, since no other
+//! document of that index could be written either and dead-lettering them all would lose them.
 
 use rand::Rng;
 use std::time::Duration;
@@ -25,6 +27,12 @@ const TRANSIENT_TYPES: &[&str] = &[
     "process_cluster_event_timeout_exception",
 ];
 
+/// Bulk item errors about the index rather than the document: the index is closed, or gone
+/// (a delete does not create a missing index). An operator's doing, undone by reopening or
+/// recreating it; retried for as long as it lasts. Whole requests that fail this way are
+/// not retried by [`classify`]: an existence check must see a missing index at once.
+const INDEX_TYPES: &[&str] = &["index_not_found_exception", "index_closed_exception"];
+
 pub fn classify(status: u16, error_type: Option<&str>) -> Verdict {
     match status {
         429 | 500..=599 => Verdict::Retry,
@@ -32,6 +40,19 @@ pub fn classify(status: u16, error_type: Option<&str>) -> Verdict {
         _ if error_type.is_some_and(|t| TRANSIENT_TYPES.contains(&t)) => Verdict::Retry,
         _ => Verdict::Final,
     }
+}
+
+/// One bulk item's error: as [`classify`], and an error about the index is retried too.
+pub fn classify_item(status: u16, error_type: Option<&str>) -> Verdict {
+    if is_index_error(error_type) {
+        return Verdict::Retry;
+    }
+    classify(status, error_type)
+}
+
+/// The error is about the index (missing, closed), not the document.
+pub fn is_index_error(error_type: Option<&str>) -> bool {
+    error_type.is_some_and(|t| INDEX_TYPES.contains(&t))
 }
 
 /// Exponential backoff with full jitter, capped per attempt and in total.
@@ -93,6 +114,15 @@ mod tests {
         assert_eq!(classify(400, Some("mapper_parsing_exception")), Verdict::Final);
         assert_eq!(classify(404, Some("index_not_found_exception")), Verdict::Final);
         assert_eq!(classify(409, Some("version_conflict_engine_exception")), Verdict::Final);
+    }
+
+    #[test]
+    fn items_refused_because_of_their_index_are_retried() {
+        assert_eq!(classify_item(404, Some("index_not_found_exception")), Verdict::Retry);
+        assert_eq!(classify_item(400, Some("index_closed_exception")), Verdict::Retry);
+        assert_eq!(classify_item(400, Some("document_parsing_exception")), Verdict::Final);
+        assert_eq!(classify_item(403, Some("cluster_block_exception")), Verdict::Retry);
+        assert_eq!(classify_item(400, None), Verdict::Final);
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct ReplayStatus {
     pub stale: u64,
     pub dead_lettered: u64,
     pub ignored: u64,
+    /// Ignored events of indices outside the migration, per index (`*`: beyond 100 names).
+    pub ignored_indices: std::collections::BTreeMap<String, u64>,
     pub lag_messages: Option<u64>,
 }
 
@@ -178,6 +180,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
             stale: cp.stale,
             dead_lettered: cp.dead_lettered,
             ignored: cp.ignored,
+            ignored_indices: cp.ignored_indices.clone(),
             lag_messages: lag_total,
         },
         partitions,
@@ -227,6 +230,10 @@ pub fn print(s: &Status) {
         s.replay.ignored,
         s.replay.lag_messages.map_or("?".into(), |l| l.to_string())
     );
+    if !s.replay.ignored_indices.is_empty() {
+        let names: Vec<String> = s.replay.ignored_indices.iter().map(|(i, n)| format!("{i}={n}")).collect();
+        println!("  ignored events of indices outside the migration: {}", names.join(" "));
+    }
     println!("  {:>9} {:>12} {:>12} {:>10} {:>10}", "partition", "position", "end", "lag", "lag_s");
     for p in &s.partitions {
         let opt = |v: Option<i64>| v.map_or("?".into(), |v| v.to_string());

@@ -81,6 +81,8 @@ impl Writer {
         while !pending.is_empty() {
             let mut retry = Vec::new();
             let mut need_backoff = false;
+            // The first item refused for now (busy, or its index closed or missing): said once a round.
+            let mut item_retry: Option<(&str, String)> = None;
             // The parts of a batch are sent at once: the target indexes them in parallel.
             let parts: Vec<&[usize]> = pending.chunks(chunk).collect();
             let sends = parts.iter().map(|part| {
@@ -109,6 +111,7 @@ impl Writer {
                                 Outcome::Rejected(r) => outcomes[i] = Some(Final::Rejected(r)),
                                 Outcome::Retry(reason) => {
                                     tracing::debug!(phase = self.phase, id = %docs[i].id, %reason, "item will be retried");
+                                    item_retry.get_or_insert((docs[i].index.as_str(), reason));
                                     retry.push(i);
                                     need_backoff = true;
                                 }
@@ -169,6 +172,7 @@ impl Writer {
                 }
             }
             pending = retry;
+            self.report_item_retries(item_retry, pending.len());
             if need_backoff {
                 indexferry_common::metrics::retry(self.cluster.role(), self.phase);
                 let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
@@ -179,6 +183,19 @@ impl Writer {
             }
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or(Final::Rejected("no outcome".into()))).collect())
+    }
+
+    /// Items the target refused for now keep the batch (and the worker) waiting: the log and
+    /// `status` say why, until a round goes through without them.
+    fn report_item_retries(&self, first: Option<(&str, String)>, pending: usize) {
+        let what = format!("{} writes", self.cluster.role());
+        match first {
+            Some((index, reason)) => {
+                tracing::warn!(phase = self.phase, %index, pending, %reason, "the target refused items for now; retrying");
+                crate::health::failing(&what, &format!("index {index}: {reason}"));
+            }
+            None => crate::health::ok(&what),
+        }
     }
 
     async fn send(&self, body: Bytes) -> Result<Vec<Outcome>, SendError> {

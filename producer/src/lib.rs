@@ -39,6 +39,14 @@ pub enum WriteError {
     /// Still refused after retrying transient failures or a write block for the bounded time.
     #[error("write not accepted within {waited:?}: {last}")]
     GaveUp { waited: Duration, last: String },
+    /// Still refused by a write block after the bounded time. A rollover blocks writes for
+    /// well under a second; a block that lasts is there on purpose, such as on the source of
+    /// a finished cross-cluster migration, whose alias now lives on the target cluster.
+    #[error(
+        "write still blocked after {waited:.1?}, given up: {last}; a block that lasts means writes here are stopped \
+         on purpose (after a cross-cluster migration: point the application at the target cluster)"
+    )]
+    Blocked { waited: Duration, last: String },
     /// The write is in the index but its event is not on the topic: retry the write.
     #[error("document written but its change event could not be published ({0}); retry the write")]
     Publish(String),
@@ -205,6 +213,9 @@ impl Producer {
                 Some(d) => {
                     tracing::debug!(error = %err, "write not accepted yet, retrying");
                     tokio::time::sleep(d).await;
+                }
+                None if err.error_type() == Some("cluster_block_exception") => {
+                    return Err(WriteError::Blocked { waited: started.elapsed(), last: err.to_string() })
                 }
                 None => return Err(WriteError::GaveUp { waited: started.elapsed(), last: err.to_string() }),
             }

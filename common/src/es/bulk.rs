@@ -1,7 +1,7 @@
 //! `_bulk`: building NDJSON bodies of externally versioned writes, and judging the answer
 //! item by item from a typed model.
 
-use crate::retry::{classify, Verdict};
+use crate::retry::{classify_item, Verdict};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use std::io::Write;
@@ -115,7 +115,7 @@ impl BulkItem {
             409 => Outcome::Stale,
             status => {
                 let reason = r.error.as_ref().map(ItemError::describe).unwrap_or_else(|| format!("status {status}"));
-                match classify(status, r.error.as_ref().map(|e| e.kind.as_str())) {
+                match classify_item(status, r.error.as_ref().map(|e| e.kind.as_str())) {
                     Verdict::Retry => Outcome::Retry(reason),
                     Verdict::Final => Outcome::Rejected(reason),
                 }
@@ -176,7 +176,7 @@ pub enum Outcome {
     Applied,
     /// The target already holds this version or a newer one: expected, counted, not retried.
     Stale,
-    /// Transient (429, 5xx, a write block): send again after a backoff.
+    /// Transient (429, 5xx, a write block, the index closed or missing): send again after a backoff.
     Retry(String),
     /// The target refuses this document for good (mapping conflict...): dead-letter it.
     Rejected(String),
@@ -216,7 +216,9 @@ mod tests {
       {"index":{"_index":"t","_id":"6","status":403,"error":{"type":"cluster_block_exception","reason":"index [t] blocked by: [FORBIDDEN/8/index write (api)];"}}},
       {"delete":{"_index":"t","_id":"7","status":404,"error":{"type":"index_not_found_exception","reason":"no such index [t]"}}},
       {"index":{"_index":"t","_id":"8","status":503,"error":{"type":"unavailable_shards_exception","reason":"primary shard is not active"}}},
-      {"delete":{"_index":"t","_id":"9","_version":3,"result":"deleted","status":200}}
+      {"delete":{"_index":"t","_id":"9","_version":3,"result":"deleted","status":200}},
+      {"index":{"_index":"t","_id":"10","status":400,"error":{"type":"index_closed_exception","reason":"closed","index_uuid":"k5XOWM8zT_KtKSxOw7nOFA","index":"t"}}},
+      {"delete":{"_index":"t","_id":"11","status":400,"error":{"type":"index_closed_exception","reason":"closed","index":"t"}}}
     ]}"#;
 
     #[test]
@@ -232,9 +234,12 @@ mod tests {
         );
         assert!(matches!(&outcomes[4], Outcome::Retry(_)));
         assert!(matches!(&outcomes[5], Outcome::Retry(r) if r.contains("cluster_block_exception")));
-        assert!(matches!(&outcomes[6], Outcome::Rejected(r) if r.contains("index_not_found")));
+        // Refused because of the index, not the document: retried, never dead-lettered.
+        assert!(matches!(&outcomes[6], Outcome::Retry(r) if r.contains("index_not_found")));
         assert!(matches!(&outcomes[7], Outcome::Retry(_)));
         assert_eq!(outcomes[8], Outcome::Applied);
+        assert!(matches!(&outcomes[9], Outcome::Retry(r) if r.contains("index_closed_exception")));
+        assert!(matches!(&outcomes[10], Outcome::Retry(r) if r.contains("index_closed_exception")));
         assert_eq!(r.items[3].result().id.as_deref(), Some("4"));
     }
 }

@@ -3,9 +3,19 @@
 use crate::deadletter::{DeadLetter, DeadLetters};
 use crate::state::{tombstone_key, Tombstone};
 use crate::writer::{Cancelled, Doc, Final, Writer};
-use indexferry_common::config::Recipe;
+use indexferry_common::config::{IndexPair, Recipe};
+use indexferry_common::metrics::{EVENTS_BY_ALIAS, EVENTS_UNKNOWN_INDEX};
 use indexferry_schemas::{decode, Op};
 use rdkafka::message::{Message, OwnedMessage};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Most index names the replay checkpoint counts ignored events for: the topic may be shared
+/// with many indices, and the checkpoint is rewritten after every batch.
+const MAX_IGNORED_INDICES: usize = 100;
+/// Where the events of further unknown indices are counted once that many names are held
+/// (`*` is never an index name).
+const OTHER_INDICES: &str = "*";
 
 /// What a batch did, for the checkpoint and the metrics.
 #[derive(Debug, Default)]
@@ -14,6 +24,10 @@ pub(super) struct Outcome {
     pub stale: u64,
     pub dead_lettered: u64,
     pub ignored: u64,
+    /// Ignored events per index, for those of indices outside the migration (not its targets).
+    pub unknown: BTreeMap<String, u64>,
+    /// Events that named a pair's alias, per alias: applied to that pair.
+    pub by_alias: BTreeMap<String, u64>,
     by_op: [[u64; 3]; 3],
     /// Deletes the target has seen, applied or stale: recorded as tombstones (see `state::Tombstone`).
     pub tombstones: Vec<(String, Tombstone)>,
@@ -29,6 +43,23 @@ impl Outcome {
             0 => self.applied += 1,
             1 => self.stale += 1,
             _ => self.dead_lettered += 1,
+        }
+    }
+
+    /// Adds this batch's unknown indices to the checkpoint's counts (at most
+    /// [`MAX_IGNORED_INDICES`] names) and to the metrics.
+    pub(super) fn record_indices(&self, ignored: &mut BTreeMap<String, u64>) {
+        for (index, n) in &self.unknown {
+            let key = if ignored.contains_key(index) || ignored.len() < MAX_IGNORED_INDICES {
+                index.as_str()
+            } else {
+                OTHER_INDICES
+            };
+            *ignored.entry(key.to_owned()).or_default() += n;
+            metrics::counter!(EVENTS_UNKNOWN_INDEX, "index" => key.to_owned()).increment(*n);
+        }
+        for (alias, n) in &self.by_alias {
+            metrics::counter!(EVENTS_BY_ALIAS, "alias" => alias.clone()).increment(*n);
         }
     }
 
@@ -60,11 +91,20 @@ impl<'a> Batch<'a> {
                     b.letters.push(letter(m, "decode", e.to_string()));
                     b.outcome.count(2, 2);
                 }
-                Ok(event) => match recipe.pair_for_source(&event.index) {
-                    // Events of indices outside this migration (or of the target after
-                    // rollover) share the topic; they are not ours to apply.
-                    None => b.outcome.ignored += 1,
-                    Some(pair) => {
+                Ok(event) => match route(recipe, &event.index) {
+                    // The application writes to the target after rollover: expected, not ours.
+                    Route::Target => b.outcome.ignored += 1,
+                    // Indices outside this migration may share the topic: not ours to apply,
+                    // but named in the checkpoint so that a misnamed index is seen.
+                    Route::Unknown => {
+                        b.outcome.ignored += 1;
+                        *b.outcome.unknown.entry(event.index).or_default() += 1;
+                    }
+                    Route::Pair(pair, by_alias) => {
+                        if by_alias {
+                            said_once_alias(pair);
+                            *b.outcome.by_alias.entry(pair.alias.clone()).or_default() += 1;
+                        }
                         let op = if event.op == Op::Index { 0 } else { 1 };
                         b.docs.push(Doc {
                             index: pair.target.clone(),
@@ -115,6 +155,39 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// Where an event's `index` leads.
+enum Route<'r> {
+    /// The pair of that source index; `true` if the event named the pair's alias instead (a
+    /// producer that wrote through the alias and reported the name it wrote to).
+    Pair(&'r IndexPair, bool),
+    Target,
+    Unknown,
+}
+
+fn route<'r>(recipe: &'r Recipe, index: &str) -> Route<'r> {
+    if let Some(pair) = recipe.pair_for_source(index) {
+        Route::Pair(pair, false)
+    } else if let Some(pair) = recipe.pair_for_alias(index) {
+        Route::Pair(pair, true)
+    } else if recipe.is_target(index) {
+        Route::Target
+    } else {
+        Route::Unknown
+    }
+}
+
+fn said_once_alias(pair: &IndexPair) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            alias = %pair.alias,
+            source = %pair.source,
+            "events name the alias instead of the concrete source index; applying them to the index the alias \
+             pointed at when the migration was initialised (counted in indexferry_events_by_alias_total)"
+        );
+    }
+}
+
 fn letter(m: &OwnedMessage, kind: &'static str, reason: String) -> DeadLetter {
     let mut l = DeadLetter::new(kind, "replay", reason);
     l.partition = Some(m.partition());
@@ -122,4 +195,47 @@ fn letter(m: &OwnedMessage, kind: &'static str, reason: String) -> DeadLetter {
     l.key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
     l.payload = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
     l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indexferry_common::config::Overrides;
+    use std::path::Path;
+
+    const RECIPE: &str = r#"
+name = "records-v2"
+[source]
+url = "http://127.0.0.1:9200"
+[kafka]
+brokers = "127.0.0.1:9092"
+topic = "records.changes"
+[[indices]]
+source = "records-v1"
+target = "records-v2"
+alias = "records"
+"#;
+
+    #[test]
+    fn an_event_is_routed_by_source_alias_or_target() {
+        let r = Recipe::parse(RECIPE, Path::new("r.toml"), Path::new("."), &Overrides::default()).unwrap();
+        assert!(matches!(route(&r, "records-v1"), Route::Pair(p, false) if p.target == "records-v2"));
+        assert!(matches!(route(&r, "records"), Route::Pair(p, true) if p.source == "records-v1"));
+        assert!(matches!(route(&r, "records-v2"), Route::Target));
+        assert!(matches!(route(&r, "records-v3"), Route::Unknown));
+    }
+
+    #[test]
+    fn unknown_indices_are_counted_by_name_up_to_a_bound() {
+        let mut held: BTreeMap<String, u64> = (0..MAX_IGNORED_INDICES - 1).map(|i| (format!("i{i}"), 1)).collect();
+        let mut o = Outcome::default();
+        o.unknown.insert("i0".into(), 2);
+        o.unknown.insert("new-a".into(), 3);
+        o.unknown.insert("new-b".into(), 4);
+        o.record_indices(&mut held);
+        assert_eq!(held["i0"], 3, "a held name keeps counting");
+        assert_eq!(held["new-a"], 3, "the hundredth name still fits");
+        assert_eq!(held[OTHER_INDICES], 4, "the next one is counted among the others");
+        assert_eq!(held.len(), MAX_IGNORED_INDICES + 1);
+    }
 }

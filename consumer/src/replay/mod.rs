@@ -342,6 +342,7 @@ fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, cut: &Cut) {
     cp.stale += outcome.stale;
     cp.dead_lettered += outcome.dead_lettered;
     cp.ignored += outcome.ignored;
+    outcome.record_indices(&mut cp.ignored_indices);
     cp.updated_at = Some(Utc::now());
     for (op, result, n) in outcome.counts() {
         metrics::counter!(EVENTS, "op" => op, "result" => result).increment(n);

@@ -121,6 +121,10 @@ pub struct ReplayCheckpoint {
     pub stale: u64,
     pub dead_lettered: u64,
     pub ignored: u64,
+    /// Ignored events of indices outside the migration, per index name (at most 100 names;
+    /// `*` counts the others). The targets' own events, expected after rollover, are not here.
+    #[serde(default)]
+    pub ignored_indices: BTreeMap<String, u64>,
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_error: Option<String>,
