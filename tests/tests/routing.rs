@@ -26,7 +26,8 @@ async fn routed_source(url: &str, n: &Names, shards: u32, alias_def: Value) -> a
 /// The alias as the cluster describes it (filter, routings, write flag), on its one index.
 async fn alias_definition(c: &Cluster, alias: &str) -> anyhow::Result<Value> {
     let all: Value = c.json(Method::Get, &format!("/_alias/{alias}"), &[], None).await?;
-    let (_, entry) = all.as_object().and_then(|m| m.iter().next()).ok_or_else(|| anyhow::anyhow!("no alias {alias}"))?;
+    let (_, entry) =
+        all.as_object().and_then(|m| m.iter().next()).ok_or_else(|| anyhow::anyhow!("no alias {alias}"))?;
     Ok(entry["aliases"][alias].clone())
 }
 

@@ -61,9 +61,6 @@ mod tests {
     #[test]
     fn an_unflagged_alias_stays_unflagged_and_an_old_record_makes_a_write_index() {
         assert_eq!(add_action(&pair(Some(json!({})))), json!({ "add": { "index": "t", "alias": "a" } }));
-        assert_eq!(
-            add_action(&pair(None)),
-            json!({ "add": { "index": "t", "alias": "a", "is_write_index": true } })
-        );
+        assert_eq!(add_action(&pair(None)), json!({ "add": { "index": "t", "alias": "a", "is_write_index": true } }));
     }
 }

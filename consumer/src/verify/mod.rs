@@ -191,12 +191,7 @@ struct Found {
 }
 
 /// Looks the hits up in `index`, each with its routing: `None` when absent.
-async fn mget(
-    cluster: &Cluster,
-    index: &str,
-    hits: &[Hit],
-    with_source: bool,
-) -> anyhow::Result<Vec<Option<Found>>> {
+async fn mget(cluster: &Cluster, index: &str, hits: &[Hit], with_source: bool) -> anyhow::Result<Vec<Option<Found>>> {
     let docs: Vec<Value> = hits
         .iter()
         .map(|h| match &h.routing {
