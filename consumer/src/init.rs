@@ -57,6 +57,12 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     let mut created: Vec<&str> = Vec::new();
     for pair in &recipe.pairs {
         let source_docs = source.count(&pair.source, true).await?;
+        // The alias moves at rollover with its filter, routings and write flag.
+        let alias_definition = source
+            .alias_definitions(&pair.alias)
+            .await
+            .with_context(|| format!("cannot read alias {:?} on the source cluster", pair.alias))?
+            .remove(&pair.source);
         let production = pair.production_settings();
         match create_target(&target, pair, &production, &recipe.rollover.gc_deletes).await {
             Ok(()) => created.push(&pair.target),
@@ -73,6 +79,7 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
             alias: pair.alias.clone(),
             source_docs,
             production_settings: production,
+            alias_definition,
         });
     }
 

@@ -6,6 +6,10 @@
 //! milliseconds of a rollover — is retried for a bounded time, so the application sees
 //! latency, not errors; after the alias moves, the retried write lands in the new index.
 //!
+//! An alias with an `index_routing` (or `routing`) applies it to every write that names no
+//! routing of its own; the alias is read once at [`Producer::connect`], and the events of
+//! such writes carry the alias's routing, which is where the document really lives.
+//!
 //! If the event cannot be published, the write is in the index but the migration would miss
 //! it: the call fails with [`WriteError::Publish`] and the application must retry the write.
 
@@ -97,6 +101,8 @@ pub struct Producer {
     /// when the broker restarts; the instance is unusable afterwards).
     kafka: std::sync::RwLock<std::sync::Arc<FutureProducer>>,
     cfg: ProducerConfig,
+    /// The routing the alias applies to writes that name none (its `index_routing`).
+    alias_routing: Option<String>,
 }
 
 /// What the cluster answers to a single-document write.
@@ -117,6 +123,10 @@ impl Producer {
         let cluster = Cluster::connect(&cfg.cluster, "source", Duration::from_secs(30))
             .await
             .map_err(|e| WriteError::Setup(e.to_string()))?;
+        let alias_routing = cluster
+            .alias_index_routing(&cfg.alias)
+            .await
+            .map_err(|e| WriteError::Setup(format!("cannot read alias {:?}: {e}", cfg.alias)))?;
         let kafka: FutureProducer = producer_config(&cfg.brokers, &cfg.kafka_properties, cfg.publish_timeout)
             .create()
             .map_err(|e| WriteError::Setup(format!("kafka producer: {e}")))?;
@@ -128,11 +138,16 @@ impl Producer {
         .await
         .map_err(|e| WriteError::Setup(e.to_string()))?
         .map_err(|e| WriteError::Setup(format!("kafka: {e}")))?;
-        Ok(Producer { cluster, kafka: std::sync::RwLock::new(std::sync::Arc::new(kafka)), cfg })
+        Ok(Producer { cluster, kafka: std::sync::RwLock::new(std::sync::Arc::new(kafka)), cfg, alias_routing })
     }
 
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// The routing the alias applies to writes that name none, as read at connect.
+    pub fn alias_routing(&self) -> Option<&str> {
+        self.alias_routing.as_deref()
     }
 
     /// How long a refused write is retried (`ProducerConfig::retry_for`): also how long a
@@ -181,7 +196,8 @@ impl Producer {
             seq_no: ack.seq_no,
             primary_term: ack.primary_term,
             version: ack.version,
-            routing: routing.map(str::to_owned),
+            // Where the document lives: the write's routing, else the one the alias applied.
+            routing: routing.or(self.alias_routing.as_deref()).map(str::to_owned),
             source,
             ts: Utc::now(),
         }

@@ -60,6 +60,10 @@ pub(crate) struct LoadArgs {
     mix: String,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Percentage of ids written with a custom routing, kept for the id's whole life: the
+    /// alias's own when it has one (the cluster refuses any other), else one of 16 values.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    routed_percent: u32,
     /// Ids are `<prefix><n>`.
     #[arg(long, default_value = "doc-")]
     id_prefix: String,
@@ -227,6 +231,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             );
             let mut gen = DocGen::new(args.seed.wrapping_add(1 + w as u64));
             let prefix = args.id_prefix.clone();
+            let routed = args.routed_percent;
             workers.spawn(async move {
                 loop {
                     tokio::select! {
@@ -237,7 +242,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
                         cancel.cancel();
                         break;
                     }
-                    let outcome = one_write(&producer, &mut gen, &ids, mix, &prefix, &counters).await;
+                    let outcome = one_write(&producer, &mut gen, &ids, mix, &prefix, routed, &counters).await;
                     match outcome {
                         Ok(()) => counters.done.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
@@ -292,8 +297,10 @@ async fn one_write(
     ids: &Mutex<Ids>,
     mix: Mix,
     prefix: &str,
+    routed_percent: u32,
     counters: &Counters,
 ) -> Result<(), indexferry_producer::WriteError> {
+    let route = |id: &str| routing_for(id, routed_percent, producer.alias_routing());
     let total = mix.create + mix.update + mix.delete + mix.recreate;
     let roll = gen.rng().random_range(0..total);
     let lock = || ids.lock().unwrap_or_else(|p| p.into_inner());
@@ -303,8 +310,8 @@ async fn one_write(
             ids.next += 1;
             format!("{prefix}n{}", ids.next)
         };
-        let doc = gen.doc(&id, 1);
-        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, None)).await?;
+        let (doc, routing) = (gen.doc(&id, 1), route(&id));
+        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, routing.as_deref())).await?;
         lock().add(id);
         counters.creates.fetch_add(1, Ordering::Relaxed);
     } else if roll < mix.create + mix.update {
@@ -312,8 +319,8 @@ async fn one_write(
             return Ok(());
         };
         let rev = lock().bump(&id);
-        let doc = gen.doc(&id, rev + 1);
-        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, None)).await?;
+        let (doc, routing) = (gen.doc(&id, rev + 1), route(&id));
+        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, routing.as_deref())).await?;
         counters.updates.fetch_add(1, Ordering::Relaxed);
     } else if roll < mix.create + mix.update + mix.delete {
         let Some(id) = ({
@@ -323,7 +330,8 @@ async fn one_write(
         }) else {
             return Ok(());
         };
-        let result = retry_unpublished(producer.retry_for(), || producer.delete(&id, None)).await;
+        let routing = route(&id);
+        let result = retry_unpublished(producer.retry_for(), || producer.delete(&id, routing.as_deref())).await;
         {
             let mut ids = lock();
             if result.is_ok() {
@@ -350,12 +358,23 @@ async fn one_write(
         };
         let Some(id) = id else { return Ok(()) };
         let rev = lock().bump(&id);
-        let doc = gen.doc(&id, rev + 1);
-        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, None)).await?;
+        let (doc, routing) = (gen.doc(&id, rev + 1), route(&id));
+        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, routing.as_deref())).await?;
         lock().add(id);
         counters.recreates.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// The routing an id is always written with: `None` for all but `percent` of the ids
+/// (picked by a hash of the id, so every write of an id agrees).
+fn routing_for(id: &str, percent: u32, alias_routing: Option<&str>) -> Option<String> {
+    // FNV-1a: stable across runs and builds, unlike the standard library's hasher.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    if hash % 100 >= u64::from(percent) {
+        return None;
+    }
+    Some(alias_routing.map_or_else(|| format!("g{}", (hash / 100) % 16), str::to_owned))
 }
 
 /// Writes a batch, writing again those whose events were not published (for up to the
@@ -427,7 +446,8 @@ async fn initial_load(
             let writes: Vec<Write> = (next..end)
                 .map(|i| {
                     let id = format!("{}{i}", args.id_prefix);
-                    Write::Index { source: gen.doc(&id, 1), id, routing: None }
+                    let routing = routing_for(&id, args.routed_percent, producer.alias_routing());
+                    Write::Index { source: gen.doc(&id, 1), id, routing }
                 })
                 .collect();
             next = end;
@@ -500,4 +520,22 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         eprintln!("load: stopping");
         cancel.cancel();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_of_ids_is_routed_always_the_same_way() {
+        let ids: Vec<String> = (0..2000).map(|i| format!("doc-{i}")).collect();
+        assert!(ids.iter().all(|id| routing_for(id, 0, None).is_none()));
+        assert!(ids.iter().all(|id| routing_for(id, 100, None).is_some()));
+        let routed = ids.iter().filter(|id| routing_for(id, 30, None).is_some()).count();
+        assert!((450..750).contains(&routed), "about 30% routed: {routed}");
+        let groups: std::collections::BTreeSet<_> = ids.iter().filter_map(|id| routing_for(id, 30, None)).collect();
+        assert!(groups.len() > 8, "several routings: {groups:?}");
+        assert_eq!(routing_for("doc-7", 100, None), routing_for("doc-7", 100, None));
+        assert_eq!(routing_for("doc-7", 100, Some("r1")).as_deref(), Some("r1"), "the alias's routing wins");
+    }
 }

@@ -6,6 +6,7 @@
 //! code speaks to Elasticsearch 8/9 and OpenSearch 2: the differences that matter (how to
 //! open a point-in-time) hang off [`Flavor`].
 
+pub mod alias;
 pub mod bulk;
 
 use crate::config::ClusterConfig;

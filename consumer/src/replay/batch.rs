@@ -134,7 +134,7 @@ impl<'a> Batch<'a> {
             // kill cut it off from its checkpoint, and the target's tombstone refused it now.
             if doc.source.is_none() && matches!(f, Final::Applied | Final::Stale) {
                 let t = Tombstone { version: doc.version, routing: doc.routing.clone() };
-                self.outcome.tombstones.push((tombstone_key(&doc.index, &doc.id), t));
+                self.outcome.tombstones.push((tombstone_key(&doc.index, &doc.id, doc.routing.as_deref()), t));
             }
             match f {
                 Final::Applied => self.outcome.count(*op, 0),

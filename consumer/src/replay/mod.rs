@@ -397,7 +397,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = StateDir::new(tmp.path(), "m").open(Db::Replay).unwrap();
         let t = |version| Tombstone { version, routing: None };
-        let (a, b, c) = (tombstone_key("t", "a"), tombstone_key("t", "b"), tombstone_key("t", "c"));
+        let key = |id| tombstone_key("t", id, None);
+        let (a, b, c) = (key("a"), key("b"), key("c"));
         store.put(&a, &t(7)).unwrap();
         store.put(&b, &t(3)).unwrap();
         let batch = vec![(a.clone(), t(5)), (b.clone(), t(4)), (c.clone(), t(9)), (c.clone(), t(6))];

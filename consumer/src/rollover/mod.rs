@@ -13,6 +13,7 @@
 //! consumer may run in another process (`run` or `consume`): its checkpoints are read from
 //! its state; with none running, rollover replays in-process.
 
+mod alias;
 mod tombstones;
 
 use crate::context::{Common, Ctx};
@@ -262,7 +263,7 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
             if !m.cross_cluster {
                 actions.push(json!({ "remove": { "index": p.source, "alias": p.alias } }));
             }
-            actions.push(json!({ "add": { "index": p.target, "alias": p.alias, "is_write_index": true } }));
+            actions.push(alias::add_action(p));
         }
         ctx.target
             .json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions })))

@@ -31,8 +31,8 @@ pub(super) async fn sweep(ctx: &Ctx) -> anyhow::Result<Sweep> {
     let mut after: Option<String> = None;
     loop {
         let page = store.tombstones(after.as_deref(), BATCH)?;
-        let Some((index, id, _)) = page.last() else { break };
-        after = Some(tombstone_key(index, id));
+        let Some((index, id, t)) = page.last() else { break };
+        after = Some(tombstone_key(index, id, t.routing.as_deref()));
         result.resurrected += present(ctx, &page).await?;
         let docs: Vec<Doc> = page
             .iter()

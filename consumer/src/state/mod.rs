@@ -214,19 +214,21 @@ impl Store {
     }
 
     /// Up to `limit` recorded tombstones `(index, id, tombstone)` in key order, starting
-    /// after `after` (a tombstone key) or at the first; page through them with the last key.
+    /// after `after` (a tombstone key) or at the first; page through them with the last
+    /// one's key (`tombstone_key(index, id, tombstone.routing)`).
     pub fn tombstones(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, String, Tombstone)>> {
         let start = after.map_or_else(|| TOMBSTONE_PREFIX.to_owned(), |k| format!("{k}\0"));
         let mut out = Vec::new();
         for item in self.db.iterator(rocksdb::IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward)) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            let Some((index, id)) = parse_tombstone_key(&key) else { break };
-            let t: Tombstone = serde_json::from_slice(&v).map_err(|e| StateError::Corrupt {
-                path: self.path.clone(),
-                key: key.clone(),
-                message: e.to_string(),
-            })?;
+            if !key.starts_with(TOMBSTONE_PREFIX) {
+                break;
+            }
+            let corrupt = |message: String| StateError::Corrupt { path: self.path.clone(), key: key.clone(), message };
+            let t: Tombstone = serde_json::from_slice(&v).map_err(|e| corrupt(e.to_string()))?;
+            let (index, id) = parse_tombstone_key(&key, t.routing.as_deref())
+                .ok_or_else(|| corrupt(format!("not a tombstone key for routing {:?}", t.routing)))?;
             out.push((index.to_owned(), id.to_owned(), t));
             if out.len() >= limit {
                 break;
@@ -243,14 +245,23 @@ impl Store {
 const SLICE_PREFIX: &str = "slice/";
 const TOMBSTONE_PREFIX: &str = "tomb/";
 
-/// `tomb/<target index>/<id>`.
-pub fn tombstone_key(index: &str, id: &str) -> String {
-    format!("{TOMBSTONE_PREFIX}{index}/{id}")
+/// `tomb/<target index>/<id>`, followed by `\0<routing>` for a routed document: with
+/// custom routing one id may live on several shards, once per routing, and each delete is
+/// kept. Index names hold no '/', so the first one ends the index; the routing, stored in
+/// the value as well, tells where the id ends (see [`parse_tombstone_key`]).
+pub fn tombstone_key(index: &str, id: &str, routing: Option<&str>) -> String {
+    match routing {
+        Some(r) => format!("{TOMBSTONE_PREFIX}{index}/{id}\0{r}"),
+        None => format!("{TOMBSTONE_PREFIX}{index}/{id}"),
+    }
 }
 
-/// `(index, id)` of a tombstone key.
-pub fn parse_tombstone_key(key: &str) -> Option<(&str, &str)> {
-    key.strip_prefix(TOMBSTONE_PREFIX)?.split_once('/')
+/// `(index, id)` of a tombstone key written for `routing` (the tombstone's own). A key
+/// without the routing is one recorded before routings were part of the key: all id.
+pub fn parse_tombstone_key<'k>(key: &'k str, routing: Option<&str>) -> Option<(&'k str, &'k str)> {
+    let (index, rest) = key.strip_prefix(TOMBSTONE_PREFIX)?.split_once('/')?;
+    let id = routing.and_then(|r| rest.strip_suffix(r)?.strip_suffix('\0')).unwrap_or(rest);
+    Some((index, id))
 }
 
 /// `slice/<pair>/<slice>`, zero-padded so that keys sort in slice order.
@@ -303,6 +314,22 @@ mod tests {
             prop_assert_eq!(parse_slice_key(&slice_key(a, b)), Some((a, b)));
             prop_assert_eq!(slice_key(a, b).cmp(&slice_key(c, d)), (a, b).cmp(&(c, d)));
         }
+
+        #[test]
+        fn tombstone_keys_round_trip(index in "[a-z0-9_.-]{1,20}", id in "\\PC{1,30}", routing in proptest::option::of("\\PC{1,10}")) {
+            let key = tombstone_key(&index, &id, routing.as_deref());
+            prop_assert_eq!(parse_tombstone_key(&key, routing.as_deref()), Some((index.as_str(), id.as_str())));
+            // A key of the earlier layout (no routing in it) still reads.
+            let earlier = tombstone_key(&index, &id, None);
+            prop_assert_eq!(parse_tombstone_key(&earlier, routing.as_deref()), Some((index.as_str(), id.as_str())));
+        }
+
+        #[test]
+        fn one_id_under_two_routings_has_two_keys(id in "\\PC{1,30}", a in "\\PC{1,10}", b in "\\PC{1,10}") {
+            prop_assume!(a != b);
+            let keys = [tombstone_key("t", &id, None), tombstone_key("t", &id, Some(&a)), tombstone_key("t", &id, Some(&b))];
+            prop_assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+        }
     }
 
     #[test]
@@ -329,13 +356,19 @@ mod tests {
         assert_eq!(slices[0].0, (0, 0));
         assert!(slices[0].1.done);
         assert_eq!(slices[1].1.copied, 3);
-        s.put(&tombstone_key("t", "a/b"), &Tombstone { version: 4, routing: None }).unwrap();
-        s.put(&tombstone_key("t", "c"), &Tombstone { version: 9, routing: Some("r".into()) }).unwrap();
+        let routed = |r: &str| Tombstone { version: 9, routing: Some(r.into()) };
+        s.put(&tombstone_key("t", "a/b", None), &Tombstone { version: 4, routing: None }).unwrap();
+        s.put(&tombstone_key("t", "a/b", Some("r/1")), &routed("r/1")).unwrap();
+        s.put(&tombstone_key("t", "c", Some("r")), &routed("r")).unwrap();
         let first = s.tombstones(None, 1).unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!((first[0].0.as_str(), first[0].1.as_str(), first[0].2.version), ("t", "a/b", 4));
-        let rest = s.tombstones(Some(&tombstone_key("t", "a/b")), 10).unwrap();
-        assert_eq!(rest.len(), 1, "paging resumes after the given key");
-        assert_eq!((rest[0].1.as_str(), rest[0].2.routing.as_deref()), ("c", Some("r")));
+        let rest = s.tombstones(Some(&tombstone_key("t", "a/b", None)), 10).unwrap();
+        assert_eq!(rest.len(), 2, "paging resumes after the given key");
+        assert_eq!((rest[0].1.as_str(), rest[0].2.routing.as_deref()), ("a/b", Some("r/1")), "same id, other routing");
+        assert_eq!((rest[1].1.as_str(), rest[1].2.routing.as_deref()), ("c", Some("r")));
+        let last = s.tombstones(Some(&tombstone_key("t", "a/b", Some("r/1"))), 10).unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].1, "c");
     }
 }

@@ -65,6 +65,10 @@ pub struct PairInfo {
     pub source_docs: u64,
     /// Settings restored on the target at rollover.
     pub production_settings: serde_json::Map<String, serde_json::Value>,
+    /// The alias as the source defined it when `init` ran (filter, routings, write flag):
+    /// rollover gives the target the same. `None` in a migration recorded before it was kept.
+    #[serde(default)]
+    pub alias_definition: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,9 @@
-//! `verify`: source and target compared document by document — ids and `_source` — in
+//! `verify`: source and target compared document by document — ids, `_routing` and `_source` — in
 //! two streamed passes with bounded memory:
 //!
-//! 1. every source document, looked up in the target by `_mget`: missing or different;
+//! 1. every source document, looked up in the target by `_mget` (with its routing): missing,
+//!    or different — another `_source`, or another `_routing`, which would leave it on
+//!    another shard than the application's routed reads look in;
 //! 2. every target id, looked up in the source: extra (present in the target only).
 //!
 //! `_source` is compared as parsed JSON, so key order and whitespace do not matter. After
@@ -115,7 +117,7 @@ async fn compare(
                     sample(&mut r.sample_missing, &h.id, samples);
                 }
                 Some(t) => {
-                    if !same_source(h.source.as_deref(), t.as_deref()) {
+                    if !same_source(h.source.as_deref(), t.source.as_deref()) || h.routing != t.routing {
                         r.different += 1;
                         sample(&mut r.sample_different, &h.id, samples);
                     }
@@ -177,15 +179,19 @@ struct MgetDoc {
     found: bool,
     #[serde(rename = "_source", default)]
     source: Option<Box<RawValue>>,
+    #[serde(rename = "_routing", default)]
+    routing: Option<String>,
 }
 
-/// Looks the hits up in `index`: for each, `None` when absent, else its `_source` (if asked).
-async fn mget(
-    cluster: &Cluster,
-    index: &str,
-    hits: &[Hit],
-    with_source: bool,
-) -> anyhow::Result<Vec<Option<Option<Box<RawValue>>>>> {
+/// A document found by `_mget`.
+struct Found {
+    /// Only when asked for.
+    source: Option<Box<RawValue>>,
+    routing: Option<String>,
+}
+
+/// Looks the hits up in `index`, each with its routing: `None` when absent.
+async fn mget(cluster: &Cluster, index: &str, hits: &[Hit], with_source: bool) -> anyhow::Result<Vec<Option<Found>>> {
     let docs: Vec<Value> = hits
         .iter()
         .map(|h| match &h.routing {
@@ -204,7 +210,7 @@ async fn mget(
         answer.docs.len(),
         hits.len()
     );
-    Ok(answer.docs.into_iter().map(|d| d.found.then_some(d.source)).collect())
+    Ok(answer.docs.into_iter().map(|d| d.found.then_some(Found { source: d.source, routing: d.routing })).collect())
 }
 
 fn same_source(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
