@@ -11,6 +11,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How long the producer library retries, by default, a write refused by a write block (its
+/// `ProducerConfig::retry_for`). A rollover's `grace` plus `drain_timeout` must stay under it:
+/// the longest write pause a rollover can cause is then latency for the application, never
+/// an error.
+pub const PRODUCER_RETRY_WINDOW: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
@@ -153,7 +159,8 @@ pub struct RolloverConfig {
     /// than the producer's publish timeout so every acknowledged write's event is in.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
-    /// Give up (and lift the block) if the consumer has not drained by then.
+    /// Give up (and lift the block) if the consumer has not drained by then. With `grace`, it
+    /// must stay under [`PRODUCER_RETRY_WINDOW`].
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// The target's `index.gc_deletes` while the migration runs: delete tombstones must
@@ -166,7 +173,7 @@ impl Default for RolloverConfig {
         RolloverConfig {
             max_lag: 10_000,
             grace: Duration::from_millis(500),
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(20),
             gc_deletes: "24h".into(),
         }
     }
@@ -384,6 +391,16 @@ impl Recipe {
         }
         if self.replay.in_flight == 0 || self.replay.in_flight > 64 {
             return Err("replay.in_flight: must be between 1 and 64".into());
+        }
+        let r = &self.rollover;
+        if r.grace + r.drain_timeout >= PRODUCER_RETRY_WINDOW {
+            return Err(format!(
+                "rollover: drain_timeout ({}) + grace ({}) must be shorter than the producer library's retry window \
+                 for blocked writes ({}), or a failed drain turns into failed application writes",
+                humantime::format_duration(r.drain_timeout),
+                humantime::format_duration(r.grace),
+                humantime::format_duration(PRODUCER_RETRY_WINDOW)
+            ));
         }
         Ok(())
     }

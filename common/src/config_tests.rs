@@ -140,3 +140,16 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn rollover_pause_stays_under_the_producer_retry_window() {
+    let d = RolloverConfig::default();
+    assert!(d.grace + d.drain_timeout < PRODUCER_RETRY_WINDOW, "the defaults fit");
+    let err =
+        parse(&format!("{MINIMAL}[rollover]\ngrace = \"1s\"\ndrain_timeout = \"29s\"\n")).unwrap_err().to_string();
+    assert!(
+        err.contains("drain_timeout (29s) + grace (1s)") && err.contains("retry window") && err.contains("30s"),
+        "{err}"
+    );
+    assert!(parse(&format!("{MINIMAL}[rollover]\ngrace = \"1s\"\ndrain_timeout = \"28s\"\n")).is_ok());
+}

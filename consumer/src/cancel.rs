@@ -1,9 +1,14 @@
 //! `cancel`: stop the workers, lift any write block, drop the target (unless kept or
 //! already serving the alias) and forget the migration.
+//!
+//! Where the alias is, is read on the target cluster, not taken from the record: a rollover
+//! killed right after its swap leaves the record at `rolling_over` with the target serving
+//! the application. Cancel then refuses to delete that target (or to lift the block).
 
 use crate::context::{connect, stored_recipe, Common};
+use crate::rollover::recover::{switch, Switch};
 use crate::state::{running_pid, State, StateDir};
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use indexferry_common::es::Method;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -13,20 +18,29 @@ use std::time::{Duration, Instant};
 pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::Result<()> {
     let dir = StateDir::new(&common.state_dir, name);
     let m = dir.load_migration()?;
+    let recipe = stored_recipe(&m, &common.overrides)?;
+    let (source, target) = connect(&recipe, common.connect_timeout).await?;
+    let switched = m.state == State::RolledOver || switch(&target, &m.pairs).await? == Switch::Done;
+    if switched && m.state != State::RolledOver && !keep_target {
+        let held: Vec<String> = m.pairs.iter().map(|p| format!("alias {} is on index {}", p.alias, p.target)).collect();
+        bail!(
+            "{}: the switch happened (a rollover was interrupted after it); refusing to delete what the application uses \
+             — run `rollover` again to finish it, or `cancel --keep-target`",
+            held.join(", ")
+        );
+    }
     for role in ["snapshot", "consume"] {
         stop(&dir, role).await;
     }
-    let recipe = stored_recipe(&m, &common.overrides)?;
-    let (source, target) = connect(&recipe, common.connect_timeout).await?;
     let sources: Vec<&str> = m.pairs.iter().map(|p| p.source.as_str()).collect();
-    if m.state != State::RolledOver {
+    if !switched {
         source
             .put_settings(&sources.join(","), json!({ "index.blocks.write": null }))
             .await
             .context("cannot lift the write block on the source")?;
     }
     for p in &m.pairs {
-        if m.state == State::RolledOver {
+        if switched {
             println!("kept {}: the alias {} points at it", p.target, p.alias);
         } else if keep_target {
             println!("kept {} (--keep-target)", p.target);
@@ -49,10 +63,12 @@ async fn stop(dir: &StateDir, role: &str) {
         return;
     };
     println!("stopping the {role} worker (pid {pid})");
+    let raw = pid;
     let pid = Pid::from_raw(pid);
     let _ = kill(pid, Signal::SIGTERM);
     let started = Instant::now();
-    while kill(pid, None).is_ok() {
+    // The worker's lock on its pid file goes with the process.
+    while running_pid(dir, role) == Some(raw) {
         if started.elapsed() > Duration::from_secs(30) {
             let _ = kill(pid, Signal::SIGKILL);
             break;

@@ -70,7 +70,9 @@ pub struct ProducerConfig {
     /// How long one event may take to be acknowledged. A rollover waits longer than this
     /// (its `grace`) after blocking writes, so keep it below the recipe's grace.
     pub publish_timeout: Duration,
-    /// How long a write refused by a block or a transient failure is retried.
+    /// How long a write refused by a block or a transient failure is retried (default
+    /// [`indexferry_common::config::PRODUCER_RETRY_WINDOW`], which a recipe's rollover
+    /// `grace` + `drain_timeout` must stay under).
     pub retry_for: Duration,
 }
 
@@ -83,7 +85,7 @@ impl ProducerConfig {
             topic: topic.to_owned(),
             alias: alias.to_owned(),
             publish_timeout: Duration::from_millis(400),
-            retry_for: Duration::from_secs(30),
+            retry_for: indexferry_common::config::PRODUCER_RETRY_WINDOW,
         }
     }
 }

@@ -5,11 +5,21 @@
 //! - SIGKILL of the snapshot worker and of the consumer, then a restart;
 //! - a restart of the Kafka broker, of the source cluster and of the target cluster;
 //! - the target refusing bulk work for a while (a temporary write block);
-//! - the consumer stopped for longer than the target's production `gc_deletes` (2s here).
+//! - the consumer stopped for longer than the target's production `gc_deletes` (2s here);
+//! - rollover interrupted (SIGTERM or SIGKILL) at a random point, then retried.
 //!
-//! Then rollover and verify: zero missing, extra, different and resurrected (an extra
-//! document whose last event was a delete). `INDEXFERRY_CHAOS_FAULTS` sets the number of
-//! faults (default 7, one of each kind); `dev/chaos --faults N` runs it.
+//! The rollover interruptions come once the snapshot is done and the replay caught up (a
+//! rollover refuses to start before), with the load still running: each starts `rollover`
+//! and signals it either at a random moment of its first 1.5 s or at a random moment of its
+//! write pause (before the swap: the recipe's grace is 3 s), sometimes a SIGKILL first — which
+//! leaves the source blocked and the record at `rolling_over` for the next attempt to find —
+//! and always a SIGTERM last, after which the source must be writable and the migration
+//! `initialized`. Then the load stops, and the final rollover is SIGKILLed once at a random
+//! point of its pause or just after its swap, and run again to the end.
+//!
+//! Then verify: zero missing, extra, different and resurrected (an extra document whose last
+//! event was a delete), and no failed write of the load. `INDEXFERRY_CHAOS_FAULTS` sets the
+//! number of faults (default 8, one of each kind); `dev/chaos --faults N` runs it.
 
 use indexferry_common::es::Method;
 use indexferry_tests::*;
@@ -30,9 +40,10 @@ enum Fault {
     RestartTarget,
     BlockTarget,
     PauseConsumer,
+    InterruptRollover,
 }
 
-const ALL: [Fault; 7] = [
+const ALL: [Fault; 8] = [
     Fault::KillSnapshot,
     Fault::KillConsumer,
     Fault::RestartKafka,
@@ -40,6 +51,7 @@ const ALL: [Fault; 7] = [
     Fault::RestartTarget,
     Fault::BlockTarget,
     Fault::PauseConsumer,
+    Fault::InterruptRollover,
 ];
 
 impl Fault {
@@ -52,6 +64,7 @@ impl Fault {
             Fault::RestartTarget => "restart_target",
             Fault::BlockTarget => "block_target",
             Fault::PauseConsumer => "pause_consumer",
+            Fault::InterruptRollover => "interrupt_rollover",
         }
     }
 }
@@ -120,6 +133,8 @@ async fn chaos() -> anyhow::Result<()> {
     let load = Load::start_with(dir.path(), &source_url, &alias, &topic, initial, 80, &["--retry-for", "180s"])?;
     wait_docs(&source_url, &src, initial).await?;
     let recipe = RecipeSpec {
+        // Long enough that a rollover signalled inside its pause has not swapped yet.
+        grace: ROLLOVER_GRACE,
         mappings: changed_mappings(),
         slices: 2,
         batch_size: 200,
@@ -146,6 +161,8 @@ async fn chaos() -> anyhow::Result<()> {
     let mut plan: Vec<Fault> = (1..faults).map(|i| ALL[i % ALL.len()]).collect();
     plan.shuffle(&mut rand::rng());
     plan.insert(0, Fault::KillSnapshot);
+    // Rollover interruptions need a complete snapshot: they come after the others.
+    let (interrupts, plan): (Vec<Fault>, Vec<Fault>) = plan.into_iter().partition(|f| *f == Fault::InterruptRollover);
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
     let target = cluster(&target_url).await?;
     let started = Instant::now();
@@ -190,6 +207,7 @@ async fn chaos() -> anyhow::Result<()> {
                 w.start_consumer()?;
                 true
             }
+            Fault::InterruptRollover => unreachable!("run after the plan"),
         };
         if done {
             *injected.entry(*fault).or_default() += 1;
@@ -217,13 +235,23 @@ async fn chaos() -> anyhow::Result<()> {
         eprintln!("{}", std::fs::read_to_string(&w.log).unwrap_or_default());
         return Err(e);
     }
+    let source = cluster(&source_url).await?;
+    for (i, _) in interrupts.iter().enumerate() {
+        let in_pause = interrupt_rollover(&w, &source, &src).await?;
+        *injected.entry(Fault::InterruptRollover).or_default() += 1;
+        eprintln!(
+            "chaos: fault {}/{} interrupt_rollover (reached the write pause: {in_pause}) at {:.0}s",
+            plan.len() + i + 1,
+            plan.len() + interrupts.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let report = load.report()?;
     let (done, failed) = (report["done"].as_u64().unwrap_or(0), report["failed"].as_u64().unwrap_or(u64::MAX));
     if failed > 0 {
         println!("chaos: first failed writes: {}", report["first_errors"]);
     }
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
-    eprint!("{out}");
+    final_rollover(&w, !interrupts.is_empty()).await?;
     let out = output(indexferry(&state, &["verify", &name, "--json", "--samples", "100000"]))?;
     let report: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
@@ -265,6 +293,105 @@ async fn chaos() -> anyhow::Result<()> {
     assert_eq!((count("missing"), count("extra"), count("different"), resurrected), (0, 0, 0, 0), "{report}");
     assert_eq!(failed, 0, "no write failed");
     let _ = target.json::<Value>(Method::Delete, &format!("/{dst}"), &[], None).await;
+    Ok(())
+}
+
+/// The chaos recipe's rollover grace: signals sent less than this after the block land before the swap.
+const ROLLOVER_GRACE: &str = "3s";
+
+/// Starts `rollover` with its own log; `in_pause`: returns once it has blocked writes (or
+/// exited), else at once. Returns the process and its log.
+async fn start_rollover(w: &Workers, in_pause: bool) -> anyhow::Result<(Proc, PathBuf)> {
+    let log = w.log.with_file_name(format!("{}.log", unique("rollover")));
+    let mut p = spawn(indexferry(&w.state, &["rollover", &w.name]), &log)?;
+    if in_pause {
+        wait_for("rollover to block writes", Duration::from_secs(120), || {
+            let blocked = std::fs::read_to_string(&log)?.contains("writes blocked");
+            Ok((blocked || p.try_wait()?.is_some()).then_some(()))
+        })
+        .await?;
+    }
+    Ok((p, log))
+}
+
+/// Sends `signal` to `p` unless it has exited; waits for the exit. `true` if it was still
+/// running when signalled.
+fn signal_and_wait(p: &mut Proc, signal: nix::sys::signal::Signal) -> anyhow::Result<(bool, std::process::ExitStatus)> {
+    let live = p.try_wait()?.is_none();
+    if live {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.id() as i32), signal);
+    }
+    let exit = p.wait()?;
+    Ok((live, exit))
+}
+
+/// One `interrupt_rollover` fault (see the module's documentation). Returns whether an
+/// attempt reached the write pause.
+async fn interrupt_rollover(w: &Workers, source: &indexferry_common::es::Cluster, src: &str) -> anyhow::Result<bool> {
+    use nix::sys::signal::Signal;
+    // A consumer restarting at this moment would race the rollover's in-process replay.
+    wait_for("the consumer to run", Duration::from_secs(60), || {
+        Ok((!status(&w.state, &w.name)?["consumer_pid"].is_null()).then_some(()))
+    })
+    .await?;
+    let mut reached = false;
+    let mut signals = if rand::rng().random_bool(0.5) { vec![Signal::SIGKILL] } else { vec![] };
+    signals.push(Signal::SIGTERM);
+    let mut attempts = 0;
+    while let Some(signal) = signals.first().copied() {
+        attempts += 1;
+        let in_pause = rand::rng().random_bool(0.5);
+        let (mut p, log) = start_rollover(w, in_pause).await?;
+        let delay = if in_pause { 2500 } else { 1500 };
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..delay))).await;
+        let (signalled, exit) = signal_and_wait(&mut p, signal)?;
+        let text = std::fs::read_to_string(&log)?;
+        reached |= text.contains("writes blocked");
+        anyhow::ensure!(
+            !text.contains("rolled over: alias"),
+            "an interrupted rollover switched:
+{text}"
+        );
+        eprintln!("chaos:   rollover attempt {attempts}: {signal:?} (in pause: {in_pause}, sent: {signalled}), {exit}");
+        // A SIGTERM that came before the handler was installed killed the process as a
+        // SIGKILL would: one more SIGTERM attempt, so the fault ends with a handled one.
+        let handled = signal == Signal::SIGKILL || exit.code().is_some();
+        if handled {
+            signals.remove(0);
+        }
+        anyhow::ensure!(
+            attempts < 6,
+            "rollover kept dying of SIGTERM:
+{text}"
+        );
+    }
+    let st = status(&w.state, &w.name)?;
+    anyhow::ensure!(st["state"] == json!("initialized"), "after an interrupted rollover: {st}");
+    let settings: Value =
+        source.json(Method::Get, &format!("/{src}/_settings"), &[("flat_settings", "true")], None).await?;
+    anyhow::ensure!(
+        settings[src]["settings"]["index.blocks.write"].is_null(),
+        "the source stays write-blocked after an interrupted rollover: {settings}"
+    );
+    Ok(reached)
+}
+
+/// The final rollover; with `interrupted`, SIGKILLed first at a random point of its pause
+/// or just after its swap, then run again: the rerun switches or finishes the bookkeeping.
+async fn final_rollover(w: &Workers, interrupted: bool) -> anyhow::Result<()> {
+    if interrupted {
+        let (mut p, log) = start_rollover(w, true).await?;
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..4500))).await;
+        let (killed, exit) = signal_and_wait(&mut p, nix::sys::signal::Signal::SIGKILL)?;
+        eprintln!("chaos: final rollover SIGKILLed: {killed} ({exit})");
+        if !killed {
+            eprint!("{}", std::fs::read_to_string(&log)?);
+        }
+    }
+    if status(&w.state, &w.name)?["state"] != json!("rolled_over") {
+        let out = run_ok(indexferry(&w.state, &["rollover", &w.name]))?;
+        eprint!("{out}");
+    }
     Ok(())
 }
 
@@ -358,9 +485,13 @@ async fn a_target_restart_during_rollover_does_not_let_a_deleted_document_back()
     let p = indexferry_producer::Producer::connect(producer_config(&source_url, &topic, &alias)).await?;
     let old = p.index("d", r#"{"v":"old"}"#, None).await?;
     p.index("keep", r#"{"v":"keep"}"#, None).await?;
-    // A grace long enough to restart the target inside it.
-    let spec =
-        RecipeSpec { grace: "45s", ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias) };
+    // A grace long enough to restart the target inside it; with the drain it must stay under
+    // the producer library's 30s retry window for blocked writes (init refuses otherwise).
+    let spec = RecipeSpec {
+        grace: "22s",
+        extra: "drain_timeout = \"7s\"",
+        ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias)
+    };
     let recipe = spec.write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     run_ok(indexferry(&state, &["snapshot", &name]))?;
@@ -377,7 +508,9 @@ async fn a_target_restart_during_rollover_does_not_let_a_deleted_document_back()
         Ok((status(&state, &name)?["state"] == json!("rolling_over")).then_some(()))
     })
     .await?;
+    let blocked = std::time::Instant::now();
     restart("es9")?;
+    eprintln!("the target restarted {:.0}s into the 22s grace", blocked.elapsed().as_secs_f64());
     // The older copy, as a slow writer racing the delete would publish it: the restarted
     // target has no tombstone left to refuse it, and the drain applies it.
     publish_raw(&topic, &[("d", old.to_json())]).await?;

@@ -34,7 +34,15 @@ async fn cross_cluster_rollover_under_load_fails_blocked_writes_loudly_and_loses
     let (source_url, target_url) = (es8(), es9());
     let Names { src, dst, alias, topic, name } = Names::new("xroll");
     create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
-    let load = Load::start_with(dir.path(), &source_url, &alias, &topic, 1000, 100, &["--retry-for", &format!("{RETRY_FOR_S}s")])?;
+    let load = Load::start_with(
+        dir.path(),
+        &source_url,
+        &alias,
+        &topic,
+        1000,
+        100,
+        &["--retry-for", &format!("{RETRY_FOR_S}s")],
+    )?;
     wait_docs(&source_url, &src, 1000).await?;
     let recipe = RecipeSpec {
         mappings: changed_mappings(),

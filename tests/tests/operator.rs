@@ -64,8 +64,12 @@ async fn a_failed_drain_lifts_the_write_block_and_leaves_the_migration_resumable
     let s = setup("max_lag = 100\ndrain_timeout = \"2s\"\n").await?;
     run_ok(indexferry(&s.state, &["snapshot", &s.name]))?;
     // A "consumer" that is alive but applies nothing: rollover waits on its checkpoints.
+    // It holds the pid file's lock, as a live consumer does.
     let mut idle = std::process::Command::new("sleep").arg("60").spawn()?;
-    std::fs::write(s.state.join(&s.name).join("consume.pid"), idle.id().to_string())?;
+    let pid_file = s.state.join(&s.name).join("consume.pid");
+    std::fs::write(&pid_file, idle.id().to_string())?;
+    let lock = nix::fcntl::Flock::lock(std::fs::File::open(&pid_file)?, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)?;
     s.producer.index("late", r#"{"i":-1}"#, None).await?;
 
     let out = output(indexferry(&s.state, &["rollover", &s.name]))?;
@@ -80,7 +84,8 @@ async fn a_failed_drain_lifts_the_write_block_and_leaves_the_migration_resumable
     assert_eq!(st["state"], "initialized", "{st}");
     assert!(st["last_error"].as_str().unwrap_or_default().contains("rollover"), "{st}");
     // Resumable: with no consumer process, rollover replays in-process and succeeds.
-    std::fs::remove_file(s.state.join(&s.name).join("consume.pid"))?;
+    drop(lock);
+    std::fs::remove_file(&pid_file)?;
     let out = run_ok(indexferry(&s.state, &["rollover", &s.name]))?;
     assert!(out.contains("write pause:"), "{out}");
     let out = run_ok(indexferry(&s.state, &["verify", &s.name]))?;

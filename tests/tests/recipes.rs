@@ -89,6 +89,23 @@ async fn init_refuses_bad_clusters_indices_and_aliases() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A rollover whose grace and drain could outlast the producer library's retry window would
+/// turn a failed drain into failed application writes: `init` refuses it, naming both values.
+#[tokio::test(flavor = "multi_thread")]
+async fn init_refuses_a_rollover_pause_longer_than_the_producer_retry_window() -> anyhow::Result<()> {
+    let c = case().await?;
+    let state = c.dir.path().join("state");
+    let spec = RecipeSpec {
+        grace: "1s",
+        extra: "drain_timeout = \"30s\"",
+        ..RecipeSpec::new(&c.name, &c.url, &c.url, &c.topic, &c.src, &c.dst, &c.alias)
+    };
+    let err = refused(&state, &spec.write(c.dir.path())?, &[])?;
+    assert!(err.contains("drain_timeout (30s) + grace (1s)") && err.contains("retry window"), "{err}");
+    assert!(!cluster(&c.url).await?.exists(&c.dst).await?, "nothing was created");
+    Ok(())
+}
+
 /// A password given to indexferry never shows in logs, status, metrics or error messages.
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_never_appear_in_output() -> anyhow::Result<()> {

@@ -9,11 +9,15 @@
 //! 5. One `_aliases` request moves the alias to the target as its write index.
 //! 6. Record and print the write pause (block → swap).
 //!
-//! Any failure after the block lifts it again and leaves the migration resumable. The
+//! Any failure after the block, or SIGINT/SIGTERM before the swap, lifts it again and leaves
+//! the migration resumable (`steps` lists the steps from the block on, with their undo). A
+//! rerun after a kill reads where the alias is before it trusts the record (`recover`). The
 //! consumer may run in another process (`run` or `consume`): its checkpoints are read from
 //! its state; with none running, rollover replays in-process.
 
 mod alias;
+pub(crate) mod recover;
+mod steps;
 mod tombstones;
 
 use crate::context::{Common, Ctx};
@@ -27,11 +31,9 @@ use indexferry_common::metrics::ROLLOVER_PAUSE;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use steps::Driver;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// How often the drain checks the consumer's checkpoint.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// Where the consumer is.
 enum Consumer {
@@ -75,13 +77,26 @@ fn lag(end: &Offsets, at: &Offsets) -> u64 {
 }
 
 pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
+    // From the start: a signal must never kill the process between the block and the swap.
+    let signal = CancellationToken::new();
+    crate::shutdown::install(signal.clone());
     let ctx = Arc::new(Ctx::load(common, name).await?);
     let m = &ctx.migration;
     if m.state == State::RolledOver {
         bail!("migration {name:?} was already rolled over");
     }
-    check_snapshot(&ctx)?;
-    check_events(&ctx).await?;
+    // A rollover killed at `rolling_over`: the alias says whether it had switched.
+    let inherited_block = m.state == State::RollingOver;
+    if inherited_block && recover::switch(&ctx.target, &m.pairs).await? == recover::Switch::Done {
+        return recover::finish_switched(&ctx).await;
+    }
+    let mut driver = Driver::new(&ctx, signal, inherited_block);
+    if let Err(e) = check_snapshot(&ctx) {
+        return Err(fail(&ctx, driver.undo(e).await));
+    }
+    if let Err(e) = check_events(&ctx).await {
+        return Err(fail(&ctx, driver.undo(e).await));
+    }
 
     let mut consumer = match running_pid(&ctx.dir, "consume") {
         Some(pid) => {
@@ -96,20 +111,11 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
             Consumer::InProcess { positions: rx, cancel, task }
         }
     };
-    let result = protocol(&ctx, &mut consumer).await;
+    let result = protocol(&ctx, &mut consumer, &mut driver).await;
     consumer.stop().await;
     let record = match result {
         Ok(r) => r,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            let _ = ctx.dir.update_migration(|m| {
-                if m.state == State::RollingOver {
-                    m.state = State::Initialized;
-                }
-                m.last_error = Some(format!("rollover: {msg}"));
-            });
-            return Err(e);
-        }
+        Err(e) => return Err(fail(&ctx, driver.undo(e).await)),
     };
 
     metrics::gauge!(ROLLOVER_PAUSE).set(record.write_pause_ms as f64 / 1000.0);
@@ -120,6 +126,20 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
     })?;
     print_result(&m, &record, &ctx.target.url);
     Ok(())
+}
+
+/// Records a failed rollover: back to `initialized` (the block is lifted by then), unless
+/// whether the swap happened is unknown, which only the alias can tell a rerun.
+fn fail(ctx: &Ctx, e: anyhow::Error) -> anyhow::Error {
+    let msg = format!("{e:#}");
+    let unknown = e.downcast_ref::<steps::SwapUnknown>().is_some();
+    let _ = ctx.dir.update_migration(|m| {
+        if m.state == State::RollingOver && !unknown {
+            m.state = State::Initialized;
+        }
+        m.last_error = Some(format!("rollover: {msg}"));
+    });
+    e
 }
 
 fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
@@ -166,7 +186,7 @@ async fn check_events(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<RolloverRecord> {
+async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -> anyhow::Result<RolloverRecord> {
     let r = &ctx.recipe.rollover;
     let m = &ctx.migration;
     let reader = Arc::new(OffsetReader::new(&ctx.recipe.kafka, &ctx.recipe.kafka.topic)?);
@@ -227,84 +247,32 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer) -> anyhow::Result<Rollover
         tracing::info!(deletes = swept.tombstones, resurrected = swept.resurrected, "re-applied recorded deletes");
     }
 
-    // 3. Block writes on the sources.
-    let sources: Vec<&str> = m.pairs.iter().map(|p| p.source.as_str()).collect();
-    let sources = sources.join(",");
-    ctx.dir.update_migration(|m| m.state = State::RollingOver)?;
-    let blocked_at = Instant::now();
-    ctx.source.put_settings(&sources, json!({ "index.blocks.write": true })).await?;
-    let outcome = async {
-        // 4. Grace, then drain everything published up to now.
-        tokio::time::sleep(r.grace).await;
-        let end = fetch_end().await?;
-        let drain_start = Instant::now();
-        loop {
-            let at = consumer.positions(ctx).await?;
-            if lag(&end, &at) == 0 {
-                break;
-            }
-            if drain_start.elapsed() > r.drain_timeout {
-                bail!("the consumer did not apply the last {} events within {:?}", lag(&end, &at), r.drain_timeout);
-            }
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
-        let drain = drain_start.elapsed();
-        // A target restarted since the sweep forgot its tombstones again, and the drain may
-        // have let an older copy in: sweep once more, inside the pause (only then).
-        if tombstones::target_started(ctx).await? != started {
-            tracing::warn!("the target restarted during the rollover: re-applying the recorded deletes again");
-            let again = tombstones::sweep(ctx).await?;
-            swept.tombstones += again.tombstones;
-            swept.resurrected += again.resurrected;
-        }
-        // 5. The atomic swap.
-        let mut actions = vec![];
-        for p in &m.pairs {
-            if !m.cross_cluster {
-                actions.push(json!({ "remove": { "index": p.source, "alias": p.alias } }));
-            }
-            actions.push(alias::add_action(p));
-        }
-        ctx.target
-            .json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions })))
-            .await
-            .context("alias swap failed")?;
-        Ok::<_, anyhow::Error>((end, drain))
-    }
-    .await;
-    let (end, drain) = match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            if let Err(lift) = ctx.source.put_settings(&sources, json!({ "index.blocks.write": null })).await {
-                tracing::error!(error = %lift, "could not lift the write block on {sources}: lift it by hand");
-            }
-            return Err(e.context("rollover aborted; the write block was lifted and the migration can be resumed"));
-        }
-    };
-    let pause = blocked_at.elapsed();
+    // 3-5. Block writes, grace, drain, swap (steps.rs).
+    let switched = driver.switch_over(consumer, &reader, started, &mut swept).await?;
+    let pause = switched.blocked_at.elapsed();
 
     // 6. After the switch: tombstones expire as the production settings say again.
-    for p in &m.pairs {
-        if let Err(e) = ctx
-            .target
-            .put_settings(
-                &p.target,
-                json!({ "index.gc_deletes": p.production_settings.get("index.gc_deletes").cloned().unwrap_or(Value::Null) }),
-            )
-            .await
-        {
-            tracing::warn!(index = %p.target, error = %e, "could not restore index.gc_deletes");
-        }
-    }
+    restore_gc_deletes(ctx).await;
     Ok(RolloverRecord {
         at: Utc::now(),
         write_pause_ms: pause.as_millis() as u64,
         grace_ms: r.grace.as_millis() as u64,
-        drain_ms: drain.as_millis() as u64,
-        end_offsets: end,
+        drain_ms: switched.drain.as_millis() as u64,
+        end_offsets: switched.end,
         deletes_reapplied: swept.tombstones,
         resurrections_undone: swept.resurrected,
+        finished_after_interruption: false,
     })
+}
+
+/// Tombstones expire as the target's production settings say again.
+async fn restore_gc_deletes(ctx: &Ctx) {
+    for p in &ctx.migration.pairs {
+        let gc = p.production_settings.get("index.gc_deletes").cloned().unwrap_or(Value::Null);
+        if let Err(e) = ctx.target.put_settings(&p.target, json!({ "index.gc_deletes": gc })).await {
+            tracing::warn!(index = %p.target, error = %e, "could not restore index.gc_deletes");
+        }
+    }
 }
 
 fn print_result(m: &Migration, r: &RolloverRecord, target_url: &str) {

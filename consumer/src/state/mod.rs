@@ -11,6 +11,7 @@
 //! watching the consumer drain). Values are JSON, keys are plain strings.
 
 pub mod model;
+mod pid;
 
 use rocksdb::{Options, WriteBatch, DB};
 use serde::de::DeserializeOwned;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
+pub use pid::{alive, running_pid, PidGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -273,34 +275,6 @@ pub fn parse_slice_key(key: &str) -> Option<(usize, u32)> {
     let rest = key.strip_prefix(SLICE_PREFIX)?;
     let (p, s) = rest.split_once('/')?;
     Some((p.parse().ok()?, s.parse().ok()?))
-}
-
-/// Records this process's pid as running `role`; removed when the guard drops.
-pub struct PidGuard(PathBuf);
-
-impl PidGuard {
-    pub fn create(dir: &StateDir, role: &str) -> std::io::Result<PidGuard> {
-        let path = dir.pid_file(role);
-        std::fs::write(&path, std::process::id().to_string())?;
-        Ok(PidGuard(path))
-    }
-}
-
-impl Drop for PidGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The pid recorded for `role`, if that process is still alive.
-pub fn running_pid(dir: &StateDir, role: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.pid_file(role)).ok()?.trim().parse().ok()?;
-    alive(pid).then_some(pid)
-}
-
-/// Whether process `pid` exists.
-pub fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 #[cfg(test)]

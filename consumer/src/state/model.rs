@@ -85,6 +85,10 @@ pub struct RolloverRecord {
     pub deletes_reapplied: u64,
     #[serde(default)]
     pub resurrections_undone: u64,
+    /// A rerun found the alias already switched by a rollover that was killed after its
+    /// swap, and only finished the bookkeeping (the pause figures are unknown, recorded as 0).
+    #[serde(default)]
+    pub finished_after_interruption: bool,
 }
 
 /// One slice of one pair's snapshot.

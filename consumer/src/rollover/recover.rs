@@ -1,0 +1,69 @@
+//! Reading where the switch actually is. A rollover killed mid-way (SIGKILL, a lost
+//! connection) leaves its record at `rolling_over`; the alias and the write block on the
+//! clusters say what happened, and a rerun (or `cancel`) trusts them over the record.
+
+use super::{print_result, restore_gc_deletes};
+use crate::context::Ctx;
+use crate::state::{PairInfo, RolloverRecord, State};
+use anyhow::bail;
+use chrono::Utc;
+use indexferry_common::es::Cluster;
+
+/// Where the application's aliases are on the target cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Switch {
+    /// No target holds its alias: the swap did not happen.
+    Before,
+    /// Every target holds its alias: the swap happened.
+    Done,
+}
+
+/// Reads each pair's alias on the target cluster. One `_aliases` request moves them all at
+/// once, so a mix means someone changed aliases by hand: that is refused, naming them.
+pub(crate) async fn switch(target: &Cluster, pairs: &[PairInfo]) -> anyhow::Result<Switch> {
+    let mut moved = vec![];
+    let mut not_moved = vec![];
+    for p in pairs {
+        let on = target.alias_indices(&p.alias).await?;
+        if on.iter().any(|i| *i == p.target) {
+            moved.push(format!("{} -> {}", p.alias, p.target));
+        } else {
+            not_moved.push(format!("{} -> {}", p.alias, on.join(",")));
+        }
+    }
+    match (moved.is_empty(), not_moved.is_empty()) {
+        (true, _) => Ok(Switch::Before),
+        (false, true) => Ok(Switch::Done),
+        (false, false) => bail!(
+            "some aliases point at their target ({}) and others do not ({}): fix the aliases by hand",
+            moved.join(", "),
+            not_moved.join(", ")
+        ),
+    }
+}
+
+/// The record says `rolling_over` and the alias already points at the target: a rollover
+/// was killed after its swap. Its bookkeeping is finished here; nothing is redone or undone
+/// (the source stays write-blocked, as after any rollover).
+pub(super) async fn finish_switched(ctx: &Ctx) -> anyhow::Result<()> {
+    tracing::warn!("the alias already points at the target: finishing an interrupted rollover's bookkeeping");
+    restore_gc_deletes(ctx).await;
+    let record = RolloverRecord {
+        at: Utc::now(),
+        write_pause_ms: 0,
+        grace_ms: 0,
+        drain_ms: 0,
+        end_offsets: Default::default(),
+        deletes_reapplied: 0,
+        resurrections_undone: 0,
+        finished_after_interruption: true,
+    };
+    let m = ctx.dir.update_migration(|m| {
+        m.state = State::RolledOver;
+        m.rollover = Some(record.clone());
+        m.last_error = None;
+    })?;
+    println!("an interrupted rollover had already switched the alias; its bookkeeping is now finished");
+    print_result(&m, &record, &ctx.target.url);
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The write-blocked part of the rollover: named steps, each with what it leaves behind if
+//! the process dies right there and its undo, run by one driver ([`Driver`]).
+//!
+//! | step    | if the process dies here                         | undo (failure or signal)        |
+//! |---------|--------------------------------------------------|---------------------------------|
+//! | `block` | record `rolling_over`, the source maybe blocked  | lift the block                  |
+//! | `grace` | record `rolling_over`, the source blocked        | lift the block                  |
+//! | `drain` | the same                                         | lift the block                  |
+//! | `sweep` | the same                                         | lift the block                  |
+//! | `swap`  | the same, the alias maybe moved                  | read the alias: moved → success, the block stays; not moved → lift the block; unreadable → leave both, a rerun reads them |
+//!
+//! A rerun finding `rolling_over` reads the alias first (see `recover`): moved → it finishes
+//! the bookkeeping; not moved → it runs again from the start, lifting the block if it fails.
+//! SIGINT/SIGTERM cut the waiting steps short (`grace`, `drain`) and stop the run before any
+//! step up to the swap; the swap itself and what follows are never interrupted.
+
+use super::tombstones::{self, Sweep};
+use super::Consumer;
+use crate::context::Ctx;
+use crate::state::State;
+use anyhow::{bail, Context as _};
+use indexferry_common::es::Method;
+use indexferry_common::kafka::{OffsetReader, Offsets};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often the drain checks the consumer's checkpoint.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
+/// A signal stopped the rollover before its swap.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a signal during the {0} step")]
+pub(super) struct Interrupted(pub &'static str);
+
+/// The swap request failed and the alias could not be read afterwards: whether the switch
+/// happened is unknown, so neither the block nor the record is touched.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the alias swap failed ({swap}) and the alias cannot be read ({read}): the write block stays; \
+     run `rollover` again, it reads where the alias is and finishes or retries"
+)]
+pub(super) struct SwapUnknown {
+    swap: String,
+    read: String,
+}
+
+/// What the blocked phase measured.
+pub(super) struct Switched {
+    pub blocked_at: Instant,
+    pub end: Offsets,
+    pub drain: Duration,
+}
+
+pub(super) struct Driver<'a> {
+    ctx: &'a Ctx,
+    signal: CancellationToken,
+    sources: String,
+    /// The source may be write-blocked: this run set the block, or a killed run left it.
+    blocked: bool,
+}
+
+impl<'a> Driver<'a> {
+    /// `inherited_block`: the record said `rolling_over` (a killed run may have left the block).
+    pub(super) fn new(ctx: &'a Ctx, signal: CancellationToken, inherited_block: bool) -> Self {
+        let sources: Vec<&str> = ctx.migration.pairs.iter().map(|p| p.source.as_str()).collect();
+        Driver { ctx, signal, sources: sources.join(","), blocked: inherited_block }
+    }
+
+    /// Runs step `name`, unless a signal came first; an `interruptible` step is cut short by one.
+    pub(super) async fn step<T>(
+        &self,
+        name: &'static str,
+        interruptible: bool,
+        f: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        if self.signal.is_cancelled() {
+            return Err(Interrupted(name).into());
+        }
+        tracing::info!(step = name, "rollover step");
+        if !interruptible {
+            return f.await;
+        }
+        tokio::select! {
+            r = f => r,
+            _ = self.signal.cancelled() => Err(Interrupted(name).into()),
+        }
+    }
+
+    /// The steps from the block to the swap. On failure the caller runs [`Driver::undo`].
+    pub(super) async fn switch_over(
+        &mut self,
+        consumer: &mut Consumer,
+        reader: &Arc<OffsetReader>,
+        started: BTreeMap<String, u64>,
+        swept: &mut Sweep,
+    ) -> anyhow::Result<Switched> {
+        let (ctx, r) = (self.ctx, &self.ctx.recipe.rollover);
+        // The record first: whoever finds it after a kill knows a block may be set.
+        self.step("block", false, async { Ok(ctx.dir.update_migration(|m| m.state = State::RollingOver)?) }).await?;
+        self.blocked = true;
+        let blocked_at = Instant::now();
+        self.step("block", false, async {
+            ctx.source.put_settings(&self.sources, json!({ "index.blocks.write": true })).await?;
+            tracing::info!(sources = %self.sources, "writes blocked");
+            Ok(())
+        })
+        .await?;
+        self.step("grace", true, async {
+            tokio::time::sleep(r.grace).await;
+            Ok(())
+        })
+        .await?;
+        let (end, drain) = self.step("drain", true, drain(ctx, consumer, reader)).await?;
+        // A target restarted since the first sweep forgot its tombstones again, and the drain
+        // may have let an older copy in: sweep once more, inside the pause (only then).
+        self.step("sweep", true, async {
+            if tombstones::target_started(ctx).await? != started {
+                tracing::warn!("the target restarted during the rollover: re-applying the recorded deletes again");
+                let again = tombstones::sweep(ctx).await?;
+                swept.tombstones += again.tombstones;
+                swept.resurrected += again.resurrected;
+            }
+            Ok(())
+        })
+        .await?;
+        self.step("swap", false, swap(ctx)).await?;
+        Ok(Switched { blocked_at, end, drain })
+    }
+
+    /// The undo of every step up to the swap, after any failure of the run: lifts the block,
+    /// unless the switch may have happened; says what was left.
+    pub(super) async fn undo(&mut self, e: anyhow::Error) -> anyhow::Error {
+        if e.downcast_ref::<SwapUnknown>().is_some() || !self.blocked {
+            return e;
+        }
+        self.blocked = false;
+        if self.signal.is_cancelled() {
+            tracing::warn!(sources = %self.sources, "interrupted: lifting the write block");
+        }
+        match lift_block(self.ctx, &self.sources).await {
+            Ok(()) => e.context("rollover aborted; the write block was lifted and the migration can be resumed"),
+            Err(lift) => {
+                tracing::error!(error = %lift, "could not lift the write block on {}: lift it by hand", self.sources);
+                e.context(format!(
+                    "rollover aborted, and the write block on {} could not be lifted ({lift}): run `cancel` or `rollover` again, or lift it by hand",
+                    self.sources
+                ))
+            }
+        }
+    }
+}
+
+async fn lift_block(ctx: &Ctx, sources: &str) -> anyhow::Result<()> {
+    ctx.source.put_settings(sources, json!({ "index.blocks.write": null })).await?;
+    Ok(())
+}
+
+/// The topic's end offsets now.
+pub(super) async fn end_offsets(reader: &Arc<OffsetReader>) -> anyhow::Result<Offsets> {
+    let reader = reader.clone();
+    tokio::task::spawn_blocking(move || reader.end_offsets(Duration::from_secs(10)))
+        .await?
+        .context("cannot read the topic's end offsets")
+}
+
+/// Waits until the consumer has applied everything published before now.
+async fn drain(ctx: &Ctx, consumer: &mut Consumer, reader: &Arc<OffsetReader>) -> anyhow::Result<(Offsets, Duration)> {
+    let timeout = ctx.recipe.rollover.drain_timeout;
+    let end = end_offsets(reader).await?;
+    let drain_start = Instant::now();
+    loop {
+        let at = consumer.positions(ctx).await?;
+        let behind = super::lag(&end, &at);
+        if behind == 0 {
+            return Ok((end, drain_start.elapsed()));
+        }
+        if drain_start.elapsed() > timeout {
+            bail!("the consumer did not apply the last {behind} events within {timeout:?}");
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// One `_aliases` request moves every alias to its target as the write index. When it fails,
+/// the alias is read first: the request may have taken effect with its answer lost (or a
+/// retry of it refused because it had), and then the switch is done.
+async fn swap(ctx: &Ctx) -> anyhow::Result<()> {
+    let m = &ctx.migration;
+    let mut actions = vec![];
+    for p in &m.pairs {
+        if !m.cross_cluster {
+            actions.push(json!({ "remove": { "index": p.source, "alias": p.alias } }));
+        }
+        actions.push(super::alias::add_action(p));
+    }
+    let Err(swap) =
+        ctx.target.json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions }))).await
+    else {
+        return Ok(());
+    };
+    match super::recover::switch(&ctx.target, &m.pairs).await {
+        Ok(super::recover::Switch::Done) => {
+            tracing::warn!(error = %swap, "the alias swap reported an error, but the alias points at the target: the switch happened");
+            Ok(())
+        }
+        Ok(super::recover::Switch::Before) => Err(anyhow::Error::new(swap).context("alias swap failed")),
+        Err(read) => Err(SwapUnknown { swap: swap.to_string(), read: format!("{read:#}") }.into()),
+    }
+}

@@ -1,0 +1,104 @@
+//! Which worker process runs a role (`snapshot`, `consume`) of a migration.
+//!
+//! The worker writes its pid into `<role>.pid` and holds an exclusive `flock` on that file for
+//! its lifetime. The kernel releases the lock when the process dies, however it dies, so a
+//! pid file left behind by a SIGKILL — whose number the system may since have given to an
+//! unrelated process — never reads as a running worker: only a held lock does.
+
+use super::StateDir;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Holds the lock on `<role>.pid` while this process runs `role`; released on drop.
+pub struct PidGuard {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl PidGuard {
+    /// Takes the role's lock and records this process's pid. Fails if another live process
+    /// holds it (a reader probing the lock holds it only for an instant: retried briefly).
+    pub fn create(dir: &StateDir, role: &str) -> std::io::Result<PidGuard> {
+        let path = dir.pid_file(role);
+        let mut tries = 0;
+        let mut lock = loop {
+            let file = File::options().create(true).truncate(false).write(true).open(&path)?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((_, Errno::EWOULDBLOCK)) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    let holder = read_pid(&path).map_or_else(|| "?".to_owned(), |p| p.to_string());
+                    return Err(std::io::Error::other(format!(
+                        "another process (pid {holder}) runs the {role} worker of this migration ({} is locked)",
+                        path.display()
+                    )));
+                }
+                Err((_, e)) => return Err(std::io::Error::other(format!("cannot lock {}: {e}", path.display()))),
+            }
+        };
+        lock.set_len(0)?;
+        lock.write_all(std::process::id().to_string().as_bytes())?;
+        lock.sync_data()?;
+        Ok(PidGuard { path, _lock: lock })
+    }
+}
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        // Removed while still locked, so no reader sees an unlocked file of a live worker.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The pid of the process running `role`, if one holds the role's lock.
+pub fn running_pid(dir: &StateDir, role: &str) -> Option<i32> {
+    let path = dir.pid_file(role);
+    let file = File::open(&path).ok()?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        // Nobody holds it: whatever pid the file names is not a worker (any more).
+        Ok(_unlocked_on_drop) => None,
+        Err((_, Errno::EWOULDBLOCK)) => read_pid(&path),
+        Err(_) => None,
+    }
+}
+
+fn read_pid(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_counts_only_while_its_lock_is_held() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path(), "m");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        // A stale file naming a live process that is not a worker (pid 1, this test's parent).
+        for pid in [1, std::os::unix::process::parent_id() as i32] {
+            assert!(alive(pid));
+            std::fs::write(dir.pid_file("consume"), pid.to_string()).unwrap();
+            assert_eq!(running_pid(&dir, "consume"), None, "pid {pid} holds no lock");
+        }
+        let guard = PidGuard::create(&dir, "consume").unwrap();
+        assert_eq!(running_pid(&dir, "consume"), Some(std::process::id() as i32), "a held lock is running");
+        let second = PidGuard::create(&dir, "consume").err().expect("one holder at a time");
+        assert!(second.to_string().contains("runs the consume worker"), "{second}");
+        drop(guard);
+        assert_eq!(running_pid(&dir, "consume"), None);
+        assert!(!dir.pid_file("consume").exists());
+    }
+}
