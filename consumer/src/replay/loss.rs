@@ -11,7 +11,7 @@
 //! Only the first available offset is compared: offsets missing inside a partition
 //! (transaction markers, compacted-away events) are no loss.
 
-use crate::state::{AcceptedLoss, PartitionCheckpoint, ReplayCheckpoint};
+use crate::state::{AcceptedLoss, ReplayCheckpoint};
 use chrono::Utc;
 use indexferry_common::kafka::{Offsets, Watermarks};
 use serde::Serialize;
@@ -69,7 +69,7 @@ pub fn describe(topic: &str, losses: &[Loss]) -> String {
 /// Moves the checkpoint of each lost partition to its first available offset and records the loss.
 pub fn accept(cp: &mut ReplayCheckpoint, losses: &[Loss]) {
     for l in losses {
-        let entry = cp.partitions.entry(l.partition).or_insert(PartitionCheckpoint::default());
+        let entry = cp.partitions.entry(l.partition).or_default();
         entry.next_offset = l.first_available;
         cp.accepted_losses.push(AcceptedLoss {
             partition: l.partition,
@@ -83,6 +83,7 @@ pub fn accept(cp: &mut ReplayCheckpoint, losses: &[Loss]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::PartitionCheckpoint;
 
     #[test]
     fn only_a_checkpoint_below_the_first_available_offset_is_a_loss() {

@@ -25,7 +25,7 @@ pub(crate) async fn switch(target: &Cluster, pairs: &[PairInfo]) -> anyhow::Resu
     let mut not_moved = vec![];
     for p in pairs {
         let on = target.alias_indices(&p.alias).await?;
-        if on.iter().any(|i| *i == p.target) {
+        if on.contains(&p.target) {
             moved.push(format!("{} -> {}", p.alias, p.target));
         } else {
             not_moved.push(format!("{} -> {}", p.alias, on.join(",")));
