@@ -8,7 +8,7 @@
 //!   and the cluster recovers the shard from its data a moment later.
 //! - OpenSearch 2 (scroll reader): a scroll of the test's own holds the shard's files while
 //!   it is cancelled, so that reopening it fails, and `index.allocation.max_retries = 1`
-//!   leaves it unassigned until the test asks for `retry_failed`.
+//!   leaves it unassigned until the test raises that limit again.
 
 use indexferry_common::es::{Cluster, Method};
 use indexferry_tests::*;
@@ -168,9 +168,10 @@ async fn take_shard_away(c: &Cluster, index: &str, shard: u32) -> anyhow::Result
     Ok(())
 }
 
-/// Lets the cluster allocate the shards of `index` again and waits for them.
+/// Lets the cluster allocate the shards of `index` again and waits for them. (Raising the
+/// index's own retry limit, not `retry_failed`, which would touch every index.)
 async fn bring_shards_back(c: &Cluster, index: &str) -> anyhow::Result<()> {
-    c.json::<Value>(Method::Post, "/_cluster/reroute", &[("retry_failed", "true"), ("metric", "none")], None).await?;
+    c.put_settings(index, json!({ "index.allocation.max_retries": 5 })).await?;
     let health = format!("/_cluster/health/{index}");
     poll("the shard to be back", || async {
         let h: Value = c.json(Method::Get, &health, &[("timeout", "5s")], None).await?;
