@@ -10,6 +10,7 @@
 //! points in time would not partition the index.
 
 pub mod reader;
+mod shards;
 
 use crate::context::Ctx;
 use crate::deadletter::{DeadLetter, DeadLetters};
@@ -256,7 +257,7 @@ async fn run_slice(
         let hits = match page {
             Ok(hits) => hits,
             Err(ReadError::ContextLost(why)) => return Ok(SliceEnd::ContextLost(why)),
-            Err(ReadError::Cluster(e)) => return Err(e).context(format!("reading {} slice {slice}", info.source)),
+            Err(e) => return Err(e).context(format!("reading {} slice {slice}", info.source)),
         };
         if hits.is_empty() {
             cp.done = true;

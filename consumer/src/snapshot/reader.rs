@@ -4,7 +4,12 @@
 //! with `search_after`; the last acknowledged page's sort values are the resume position.
 //! Elsewhere (OpenSearch): sliced scroll, which cannot be resumed after a crash, so an
 //! unfinished slice starts over. Both ask for `seq_no_primary_term` on every hit.
+//!
+//! Every answer must come from every shard (see [`super::shards`]): a shard that failed is
+//! retried like an unreachable cluster, then named in the error; a shard whose search
+//! context is gone reopens the view.
 
+use super::shards::{shards_of_refusal, Incomplete, Shards};
 use indexferry_common::es::Method;
 use indexferry_common::es::{is_transient, Cluster};
 use indexferry_common::retry::Backoff;
@@ -36,6 +41,8 @@ struct SearchResponse {
     pit_id: Option<String>,
     #[serde(rename = "_scroll_id", default)]
     scroll_id: Option<String>,
+    #[serde(rename = "_shards")]
+    shards: Shards,
     hits: Hits,
 }
 
@@ -49,6 +56,10 @@ pub enum ReadError {
     /// The point-in-time or scroll expired (or the node restarted): start over.
     #[error("search context lost: {0}")]
     ContextLost(String),
+    /// Some shards did not answer (the message names them): retried, as the cluster
+    /// usually recovers the shard.
+    #[error("{cluster} cluster: {message}")]
+    ShardsFailed { cluster: String, message: String },
     #[error(transparent)]
     Cluster(#[from] Error),
 }
@@ -77,9 +88,19 @@ pub async fn open_pit(cluster: &Cluster, index: &str, keep_alive: Duration) -> R
     #[derive(Deserialize)]
     struct Pit {
         id: String,
+        #[serde(rename = "_shards", default)]
+        shards: Option<Shards>,
     }
     let ka = keep_alive_str(keep_alive);
     let pit: Pit = cluster.json(Method::Post, &format!("/{index}/_pit"), &[("keep_alive", &ka)], None).await?;
+    // Elasticsearch 8.16+ refuses to open a point-in-time that misses shards, and says so.
+    if let Some(Err(Incomplete::ContextLost(m) | Incomplete::Failed(m))) = pit.shards.map(|s| s.check(index)) {
+        close_pit(cluster, &pit.id).await;
+        return Err(Error::Cluster {
+            cluster: cluster.role().into(),
+            message: format!("cannot open a point-in-time: {m}"),
+        });
+    }
     Ok(pit.id)
 }
 
@@ -141,14 +162,14 @@ impl SliceReader {
                     tracing::warn!(index = %self.index, slice = self.slice, error = %e, "the cluster is busy; retrying");
                     tokio::time::sleep(busy.next_delay().unwrap_or(Duration::from_secs(10))).await;
                 }
-                Err(ReadError::Cluster(e)) if is_transient(&e) => match backoff.next_delay() {
+                Err(e) if retryable(&e) => match backoff.next_delay() {
                     Some(d) => {
                         crate::health::failing(self.cluster.role(), &e.to_string());
                         indexferry_common::metrics::retry(self.cluster.role(), "read");
                         tracing::warn!(index = %self.index, slice = self.slice, error = %e, "read failed, retrying");
                         tokio::time::sleep(d).await;
                     }
-                    None => return Err(e.into()),
+                    None => return Err(e),
                 },
                 Err(e) => return Err(e),
             }
@@ -175,12 +196,12 @@ impl SliceReader {
                 if let Some(after) = search_after {
                     body["search_after"] = after.clone();
                 }
-                self.request("/_search", &[], &body).await?
+                self.request("/_search", &[NO_PARTIAL], &body).await?
             }
             Mode::Scroll { scroll_id: None } => {
                 body["sort"] = json!(["_doc"]);
                 let path = format!("/{}/_search", self.index);
-                self.request(&path, &[("scroll", self.keep_alive.as_str())], &body).await?
+                self.request(&path, &[("scroll", self.keep_alive.as_str()), NO_PARTIAL], &body).await?
             }
             Mode::Scroll { scroll_id: Some(id) } => {
                 let body = json!({ "scroll": self.keep_alive, "scroll_id": id });
@@ -191,6 +212,8 @@ impl SliceReader {
             cluster: self.cluster.role().into(),
             message: format!("unexpected search answer: {e}"),
         })?;
+        // Judged before the cursor moves: a retry asks for the same page again.
+        self.check_shards(&response.shards)?;
         let hits = response.hits.hits;
         match &mut self.mode {
             Mode::Pit { pit_id, search_after } => {
@@ -217,9 +240,47 @@ impl SliceReader {
         Ok(hits)
     }
 
+    /// An answer some shards are missing from is an error, named after them.
+    fn check_shards(&self, shards: &Shards) -> Result<(), ReadError> {
+        match shards.check(&self.index) {
+            Ok(()) => Ok(()),
+            Err(Incomplete::ContextLost(m)) => Err(ReadError::ContextLost(m)),
+            // The scroll has moved on over the shards that answered: asking again would
+            // skip their page. The slice starts over on a new scroll instead.
+            Err(Incomplete::Failed(m)) if matches!(self.mode, Mode::Scroll { scroll_id: Some(_) }) => {
+                Err(ReadError::ContextLost(m))
+            }
+            Err(Incomplete::Failed(message)) => {
+                Err(ReadError::ShardsFailed { cluster: self.cluster.role().into(), message })
+            }
+        }
+    }
+
+    /// One search. A refusal that lists failed shards names them in the error.
     async fn request(&self, path: &str, query: &[(&str, &str)], body: &Value) -> Result<bytes::Bytes, ReadError> {
         let body = bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
-        Ok(self.cluster.request(Method::Post, path, query, Some(body)).await?)
+        let (status, bytes) = self.cluster.request_raw(Method::Post, path, query, Some(body)).await?;
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        let mut e = self.cluster.status_error(Method::Post, path, status, &bytes);
+        if let (Error::ClusterStatus { reason, .. }, Some(shards)) = (&mut e, shards_of_refusal(&self.index, &bytes)) {
+            reason.push_str(&format!(" [{shards}]"));
+        }
+        Err(e.into())
+    }
+}
+
+/// Refuses answers that lack some shards' hits, for the searches that accept the flag (a
+/// scroll's next page does not: [`SliceReader::check_shards`] judges those).
+const NO_PARTIAL: (&str, &str) = ("allow_partial_search_results", "false");
+
+/// Failures worth asking again for, until the cluster's `unreachable_timeout`.
+fn retryable(e: &ReadError) -> bool {
+    match e {
+        ReadError::Cluster(e) => is_transient(e),
+        ReadError::ShardsFailed { .. } => true,
+        ReadError::ContextLost(_) => false,
     }
 }
 
