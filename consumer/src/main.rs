@@ -4,7 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use indexferry_common::config::Overrides;
 use indexferry_consumer::context::{Common, Ctx};
-use indexferry_consumer::{cancel, init, replay, rollover, shutdown, snapshot, status, verify};
+use indexferry_consumer::{cancel, init, overview, replay, rollover, shutdown, snapshot, status, verify};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -124,9 +124,21 @@ enum Command {
         #[command(flatten)]
         metrics: Metrics,
     },
-    /// Show state, progress, ETA and lag per partition.
+    /// Show state, progress, ETA, lag per partition and whether rollover would start.
     Status {
         name: String,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+        /// Print one line a second (state, copied %, docs/s, ETA, lag, dead letters,
+        /// readiness) until Ctrl-C or the rollover.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        global: Global,
+    },
+    /// Every migration in the state directory, with its state and last rollover.
+    List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -225,7 +237,19 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
         Command::Consume { name, until_caught_up, replay, global, metrics } => {
             work(Worker::Consume { until_caught_up, replay: replay.options() }, &name, &global, &metrics).await
         }
-        Command::Status { name, json, global } => {
+        Command::Status { name, watch: true, global, .. } => {
+            overview::watch(&global.common(), &name).await.map(|_| true)
+        }
+        Command::List { json, global } => {
+            let list = overview::list(&global.common())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                overview::print_list(&list);
+            }
+            Ok(true)
+        }
+        Command::Status { name, json, global, .. } => {
             let common = global.common();
             let s = tokio::task::spawn_blocking(move || status::collect(&common, &name)).await??;
             if json {

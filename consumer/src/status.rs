@@ -33,6 +33,14 @@ pub struct Status {
     pub last_rollover: Option<crate::state::RolloverRecord>,
     pub last_error: Option<String>,
     pub note: Option<String>,
+    /// Whether `rollover` would start now, and if not, the first reason it would refuse.
+    pub ready: Readiness,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub why_not: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,7 +174,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         ),
         _ => "cross-cluster: after rollover the application must point at the target cluster".to_owned(),
     });
-    Ok(Status {
+    let mut s = Status {
         name: m.name.clone(),
         state: m.state.as_str().to_owned(),
         cross_cluster: m.cross_cluster,
@@ -191,7 +199,43 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         last_rollover: m.rollover.clone(),
         last_error: m.last_error.clone().or(cp.last_error.clone()),
         note,
-    })
+        ready: Readiness { ready: false, why_not: None },
+    };
+    let why_not = why_not_ready(&s, recipe.rollover.max_lag);
+    s.ready = Readiness { ready: why_not.is_none(), why_not };
+    Ok(s)
+}
+
+/// The first reason `rollover` would refuse now, in the order it checks them; `None` when
+/// it would start. Worker problems count too: a rollover would meet them.
+fn why_not_ready(s: &Status, max_lag: u64) -> Option<String> {
+    if s.state == crate::state::State::RolledOver.as_str() {
+        return Some("already rolled over".into());
+    }
+    if let Some(p) = s.pairs.iter().find(|p| !p.done) {
+        return Some(format!("snapshot of {} at {:.1}%", p.source, p.percent));
+    }
+    if let Some(l) = s.lost_events.first() {
+        return Some(format!("{} events lost on partition {} before they were replayed", l.events(), l.partition));
+    }
+    if let Some(a) = s.accepted_losses.first() {
+        return Some(format!("events lost on partition {} (offsets {}..{}) were skipped", a.partition, a.from, a.to));
+    }
+    let Some(lag) = s.replay.lag_messages else {
+        return Some(format!("kafka unreachable: {}", s.kafka_error.as_deref().unwrap_or("no answer")));
+    };
+    if lag > max_lag {
+        return Some(format!("consumer lag {lag} events, over rollover.max_lag = {max_lag}"));
+    }
+    s.unreachable.first().map(|p| format!("{} unreachable: {}", p.what, p.error))
+}
+
+/// The readiness line of the table and of `--watch`.
+pub fn readiness_line(r: &Readiness) -> String {
+    match &r.why_not {
+        None => "ready to roll over: yes".into(),
+        Some(why) => format!("ready to roll over: no: {why}"),
+    }
 }
 
 pub fn print(s: &Status) {
@@ -293,4 +337,5 @@ pub fn print(s: &Status) {
     if let Some(n) = &s.note {
         println!("  note: {n}");
     }
+    println!("  {}", readiness_line(&s.ready));
 }
