@@ -1,19 +1,86 @@
 //! Ids written after the rollover. Once the alias has moved, the application writes into
 //! the target alone, so those documents rightly differ from the frozen source: `verify`
 //! leaves them out (and says how many) instead of reporting them as differences. They are
-//! read from the topic, from the offsets the rollover drained up to.
+//! read from the topic, from the offsets the rollover drained up to: only events that name
+//! a target index (or its alias) count. An event there that names a source index is a
+//! write the source acknowledged whose event came after the drain — a late event, which
+//! the replay never applied: it is reported, not skipped.
 
 use indexferry_common::config::KafkaConfig;
 use indexferry_common::kafka::{consumer_config, Offsets};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Past this many ids, verification of recent writes is given up (memory stays bounded).
 const MAX_IDS: usize = 2_000_000;
 
-pub(super) fn ids_written_since(k: &KafkaConfig, from: &Offsets) -> anyhow::Result<HashSet<String>> {
+/// What the topic holds after the rollover's end offsets.
+#[derive(Debug, Default)]
+pub(super) struct AfterSwitch {
+    /// Ids written into each target (by target index name).
+    pub written: HashMap<String, HashSet<String>>,
+    /// Late events per source index.
+    pub late: HashMap<String, Late>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Late {
+    pub events: u64,
+    /// The first ids (at most [`LATE_IDS`]).
+    pub ids: Vec<String>,
+}
+
+const LATE_IDS: usize = 100;
+
+impl AfterSwitch {
+    pub(super) fn written_to(&self, target: &str) -> Option<&HashSet<String>> {
+        self.written.get(target)
+    }
+
+    /// Files one event under its index: `names` maps a target's name and alias to the
+    /// target, and a source's name to itself (marked `true`).
+    fn add(&mut self, names: &HashMap<String, (String, bool)>, index: &str, id: String) {
+        match names.get(index) {
+            Some((target, false)) => {
+                self.written.entry(target.clone()).or_default().insert(id);
+            }
+            Some((source, true)) => {
+                let late = self.late.entry(source.clone()).or_default();
+                late.events += 1;
+                if late.ids.len() < LATE_IDS {
+                    late.ids.push(id);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.written.values().map(HashSet::len).sum()
+    }
+}
+
+/// The names an event may give its index: each target and alias (→ the target), each source.
+pub(super) fn index_names(pairs: &[crate::state::PairInfo]) -> HashMap<String, (String, bool)> {
+    let mut names = HashMap::new();
+    for p in pairs {
+        names.insert(p.source.clone(), (p.source.clone(), true));
+    }
+    // A target of the same name as its source (another cluster) is the target after the switch.
+    for p in pairs {
+        names.insert(p.alias.clone(), (p.target.clone(), false));
+        names.insert(p.target.clone(), (p.target.clone(), false));
+    }
+    names
+}
+
+pub(super) fn ids_written_since(
+    k: &KafkaConfig,
+    from: &Offsets,
+    names: &HashMap<String, (String, bool)>,
+) -> anyhow::Result<AfterSwitch> {
     let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-verify").create()?;
     let mut tpl = TopicPartitionList::new();
     let mut until = Offsets::new();
@@ -24,7 +91,7 @@ pub(super) fn ids_written_since(k: &KafkaConfig, from: &Offsets) -> anyhow::Resu
             until.insert(*p, high);
         }
     }
-    let mut ids = HashSet::new();
+    let mut ids = AfterSwitch::default();
     if until.is_empty() {
         return Ok(ids);
     }
@@ -47,8 +114,9 @@ pub(super) fn ids_written_since(k: &KafkaConfig, from: &Offsets) -> anyhow::Resu
             continue;
         };
         let m = m?;
-        if let Some(key) = m.key() {
-            ids.insert(String::from_utf8_lossy(key).into_owned());
+        // Not an event (the replay dead-letters those): nothing was written by it.
+        if let Some(e) = m.payload().and_then(|p| indexferry_schemas::decode(m.key(), p).ok()) {
+            ids.add(names, &e.index, e.id);
         }
         anyhow::ensure!(ids.len() <= MAX_IDS, "more than {MAX_IDS} documents were written after the switch");
         if until.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
