@@ -8,6 +8,7 @@ pub mod context;
 pub mod deadletter;
 pub mod health;
 pub mod init;
+pub mod reconcile;
 pub mod replay;
 pub mod rollover;
 pub mod shutdown;
