@@ -171,7 +171,7 @@ async fn reconcile_by_hand_repairs_then_finds_nothing_with_the_consumer_running(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn reconcile_stops_on_a_write_blocked_target_and_records_no_pass() -> anyhow::Result<()> {
+async fn reconcile_stops_on_a_write_blocked_target_or_a_missing_source_and_records_no_pass() -> anyhow::Result<()> {
     let s = caught_up_migration("recblk", 10).await?;
     let (src, dst, name) = (&s.names.src, &s.names.dst, &s.names.name);
     let c = cluster(&es8()).await?;
@@ -185,6 +185,14 @@ async fn reconcile_stops_on_a_write_blocked_target_and_records_no_pass() -> anyh
     assert!(stderr.contains("refuses writes"), "{stderr}");
     let st = status(&s.state, name)?;
     assert_eq!(st["last_reconcile"], Value::Null, "no pass recorded: {st}");
+
+    // A source that is gone stops it too, naming the source.
+    c.json::<Value>(Method::Delete, &format!("/{src}"), &[], None).await?;
+    let out = output(indexferry(&s.state, &["reconcile", name]))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit 1: {stderr}");
+    assert!(stderr.contains("source cluster") && stderr.contains(src.as_str()), "names the source: {stderr}");
+    assert_eq!(status(&s.state, name)?["last_reconcile"], Value::Null, "no pass recorded");
     Ok(())
 }
 

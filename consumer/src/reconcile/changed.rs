@@ -94,7 +94,8 @@ async fn changed_page(cluster: &Cluster, index: &str, shard: u32, after: i64) ->
         "seq_no_primary_term": true,
         "track_total_hits": false,
         "query": { "range": { "_seq_no": { "gt": after } } },
-        "sort": [{ "_seq_no": "asc" }],
+        // An index that never held a document has no `_seq_no` mapping to sort on.
+        "sort": [{ "_seq_no": { "order": "asc", "unmapped_type": "long" } }],
     });
     let preference = format!("_shards:{shard}");
     let answer: Search = cluster

@@ -21,22 +21,29 @@ const MAX_IDS: usize = 2_000_000;
 pub(super) struct AfterSwitch {
     /// Ids written into each target (by target index name).
     pub written: HashMap<String, HashSet<String>>,
-    /// Late events per source index.
-    pub late: HashMap<String, Late>,
+    /// Ids of late events per source index.
+    pub late: HashMap<String, HashSet<String>>,
 }
-
-#[derive(Debug, Default)]
-pub(super) struct Late {
-    pub events: u64,
-    /// The first ids (at most [`LATE_IDS`]).
-    pub ids: Vec<String>,
-}
-
-const LATE_IDS: usize = 100;
 
 impl AfterSwitch {
     pub(super) fn written_to(&self, target: &str) -> Option<&HashSet<String>> {
         self.written.get(target)
+    }
+
+    /// The ids of `source`'s late events, sorted, but those written into `target` after the
+    /// switch: that later write supersedes whatever the late event carried.
+    pub(super) fn late_for(&self, source: &str, target: &str) -> Vec<String> {
+        let written = self.written.get(target);
+        let mut ids: Vec<String> = self
+            .late
+            .get(source)
+            .into_iter()
+            .flatten()
+            .filter(|id| !written.is_some_and(|w| w.contains(*id)))
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Files one event under its index: `names` maps a target's name and alias to the
@@ -47,18 +54,14 @@ impl AfterSwitch {
                 self.written.entry(target.clone()).or_default().insert(id);
             }
             Some((source, true)) => {
-                let late = self.late.entry(source.clone()).or_default();
-                late.events += 1;
-                if late.ids.len() < LATE_IDS {
-                    late.ids.push(id);
-                }
+                self.late.entry(source.clone()).or_default().insert(id);
             }
             None => {}
         }
     }
 
     fn len(&self) -> usize {
-        self.written.values().map(HashSet::len).sum()
+        self.written.values().chain(self.late.values()).map(HashSet::len).sum()
     }
 }
 

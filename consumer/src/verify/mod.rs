@@ -35,8 +35,9 @@ pub struct PairReport {
     pub different: u64,
     /// Ids skipped because the application wrote them into the target after the rollover.
     pub written_after_switch: u64,
-    /// Events after the rollover's end offsets that name the source index: writes the
-    /// source acknowledged whose events the replay never applied.
+    /// Ids of events after the rollover's end offsets that name the source index: writes
+    /// the source acknowledged whose events the replay never applied (unless the id was
+    /// written into the target after the switch, which supersedes them).
     pub late_source_events: u64,
     pub sample_late_source_events: Vec<String>,
     pub sample_missing: Vec<String>,
@@ -67,10 +68,9 @@ pub async fn verify(common: &Common, name: &str, as_json: bool, samples: usize) 
         let written = skip.written_to(&p.target).unwrap_or(&none);
         let mut r = compare(&ctx, &p.source, &p.target, written, samples).await?;
         r.written_after_switch = written.len() as u64;
-        if let Some(late) = skip.late.get(&p.source) {
-            r.late_source_events = late.events;
-            r.sample_late_source_events = late.ids.iter().take(samples).cloned().collect();
-        }
+        let late = skip.late_for(&p.source, &p.target);
+        r.late_source_events = late.len() as u64;
+        r.sample_late_source_events = late.into_iter().take(samples).collect();
         report.identical &= r.missing == 0 && r.extra == 0 && r.different == 0 && r.late_source_events == 0;
         report.pairs.push(r);
     }
