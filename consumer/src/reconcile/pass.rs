@@ -48,6 +48,10 @@ pub(super) struct MgetDoc {
     routing: Option<String>,
     #[serde(rename = "_source", default)]
     source: Option<Box<RawValue>>,
+    /// A document the cluster could not look up (its shard unavailable): neither found nor
+    /// absent, so never taken for absent.
+    #[serde(default)]
+    error: Option<Value>,
 }
 
 /// What a page of source hits needs: the ids (with routing) the target lacks or holds behind.
@@ -207,12 +211,27 @@ async fn mget<'a>(
         cluster.url,
         answer.docs.len()
     );
+    if let Some(d) = answer.docs.iter().find(|d| d.error.is_some()) {
+        bail!(
+            "the {} cluster {} index {index}: _mget could not look up {}: {}",
+            cluster.role(),
+            cluster.url,
+            d.id,
+            d.error.as_ref().map(Value::to_string).unwrap_or_default()
+        );
+    }
     Ok(answer.docs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mget_error_is_neither_found_nor_absent() {
+        let d: MgetDoc = serde_json::from_str(r#"{"_id":"a","error":{"type":"no_shard_available_action_exception"}}"#).unwrap();
+        assert!(!d.found && d.error.is_some());
+    }
 
     #[test]
     fn expected_version_puts_the_term_above_the_seq_no() {

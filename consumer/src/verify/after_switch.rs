@@ -129,3 +129,44 @@ pub(super) fn ids_written_since(
     indexferry_common::kafka::abandon(consumer);
     Ok(ids)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(source: &str, target: &str, alias: &str) -> crate::state::PairInfo {
+        crate::state::PairInfo {
+            source: source.into(),
+            target: target.into(),
+            alias: alias.into(),
+            source_docs: 0,
+            production_settings: Default::default(),
+            alias_definition: None,
+        }
+    }
+
+    #[test]
+    fn events_are_filed_by_the_index_they_name() {
+        let names = index_names(&[pair("src", "dst", "al")]);
+        let mut a = AfterSwitch::default();
+        a.add(&names, "dst", "t1".into());
+        a.add(&names, "al", "t2".into());
+        a.add(&names, "src", "late".into());
+        a.add(&names, "src", "t1".into());
+        a.add(&names, "elsewhere", "x".into());
+        let written = a.written_to("dst").unwrap();
+        assert!(written.contains("t1") && written.contains("t2") && written.len() == 2);
+        // t1 was written into the target after its late event: superseded.
+        assert_eq!(a.late_for("src", "dst"), vec!["late".to_owned()]);
+        assert_eq!(a.len(), 4);
+    }
+
+    #[test]
+    fn a_target_named_like_its_source_is_the_target() {
+        let names = index_names(&[pair("same", "same", "al")]);
+        let mut a = AfterSwitch::default();
+        a.add(&names, "same", "x".into());
+        assert!(a.late_for("same", "same").is_empty());
+        assert!(a.written_to("same").is_some_and(|w| w.contains("x")));
+    }
+}
