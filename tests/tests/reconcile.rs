@@ -13,7 +13,19 @@ use std::time::Duration;
 const UNPUBLISHED_FOR: &str = "15s";
 
 fn number_after(out: &str, prefix: &str) -> Option<u64> {
-    out.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok())
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Deletes a passed test's indices: the shared clusters have a shard limit.
+async fn drop_indices(url: &str, indices: &[&str]) {
+    if let Ok(c) = cluster(url).await {
+        for i in indices {
+            let _ = c.request(Method::Delete, &format!("/{i}"), &[], None).await;
+        }
+    }
 }
 
 fn verify_report(state: &Path, name: &str) -> anyhow::Result<(Value, bool)> {
@@ -85,6 +97,8 @@ async fn migrate_with_unpublished_writes(target_url: &str, load_through_rollover
     assert_eq!(report["identical"], json!(true), "{report}");
     assert_eq!(report["pairs"][0]["late_source_events"], json!(0), "{report}");
     assert!(ok);
+    drop_indices(&source_url, &[&src]).await;
+    drop_indices(target_url, &[&dst]).await;
     Ok(())
 }
 
@@ -138,7 +152,8 @@ async fn reconcile_by_hand_repairs_then_finds_nothing_with_the_consumer_running(
     let c = cluster(&es8()).await?;
     // Writes the migration never hears of: two new, two updated, two deleted.
     for id in ["new-1", "new-2", "d1", "d2"] {
-        c.json::<Value>(Method::Put, &format!("/{src}/_doc/{id}"), &[], Some(&json!({ "title": "unpublished" }))).await?;
+        c.json::<Value>(Method::Put, &format!("/{src}/_doc/{id}"), &[], Some(&json!({ "title": "unpublished" })))
+            .await?;
     }
     for id in ["d3", "d4"] {
         c.json::<Value>(Method::Delete, &format!("/{src}/_doc/{id}"), &[], None).await?;
@@ -157,7 +172,10 @@ async fn reconcile_by_hand_repairs_then_finds_nothing_with_the_consumer_running(
 
     let out = run_ok(indexferry(&s.state, &["reconcile", name]))?;
     assert!(out.lines().any(|l| l == "reconcile: clean"), "the second run finds nothing: {out}");
-    assert!(out.contains(&format!("reconcile {src} -> {dst}: source=50 target=50 missing=0 behind=0 extra=0")), "{out}");
+    assert!(
+        out.contains(&format!("reconcile {src} -> {dst}: source=50 target=50 missing=0 behind=0 extra=0")),
+        "{out}"
+    );
 
     let st = status(&s.state, name)?;
     assert_eq!(st["last_reconcile"]["repaired"], json!(0), "the last pass is recorded: {st}");
@@ -167,6 +185,7 @@ async fn reconcile_by_hand_repairs_then_finds_nothing_with_the_consumer_running(
     assert!(ok);
     assert!(s.run.id() > 0, "the consumer ran throughout");
     drop(s.dir);
+    drop_indices(&es8(), &[src, dst]).await;
     Ok(())
 }
 
@@ -193,6 +212,7 @@ async fn reconcile_stops_on_a_write_blocked_target_or_a_missing_source_and_recor
     assert_eq!(out.status.code(), Some(1), "exit 1: {stderr}");
     assert!(stderr.contains("source cluster") && stderr.contains(src.as_str()), "names the source: {stderr}");
     assert_eq!(status(&s.state, name)?["last_reconcile"], Value::Null, "no pass recorded");
+    drop_indices(&es8(), &[dst]).await;
     Ok(())
 }
 
@@ -213,5 +233,6 @@ async fn verify_reports_a_late_event_for_the_source_after_rollover() -> anyhow::
     assert_eq!(report["pairs"][0]["sample_late_source_events"], json!(["late-1"]), "{report}");
     assert_eq!(report["identical"], json!(false), "{report}");
     assert!(!ok, "verify fails on a late event");
+    drop_indices(&es8(), &[src, &s.names.dst]).await;
     Ok(())
 }

@@ -49,7 +49,12 @@ async fn migration(dir: &Path, state: &Path, prefix: &str) -> anyhow::Result<(Na
 }
 
 /// [`migration`] with `rollover_options` in the recipe's `[rollover]`.
-async fn migration_with(dir: &Path, state: &Path, prefix: &str, rollover_options: &str) -> anyhow::Result<(Names, Producer)> {
+async fn migration_with(
+    dir: &Path,
+    state: &Path,
+    prefix: &str,
+    rollover_options: &str,
+) -> anyhow::Result<(Names, Producer)> {
     let url = es8();
     let names = Names::new(prefix);
     create_source(&url, &names.src, &names.alias, &names.topic, 1, json!({})).await?;

@@ -37,7 +37,11 @@ pub(super) async fn shard_max_seq_no(cluster: &Cluster, index: &str) -> anyhow::
             let primary = copies.as_array().into_iter().flatten().find(|c| c["routing"]["primary"] == json!(true));
             let (Ok(n), Some(max)) = (shard.parse::<u32>(), primary.and_then(|c| c["seq_no"]["max_seq_no"].as_i64()))
             else {
-                anyhow::bail!("the {} cluster {} index {index}: no max_seq_no for shard {shard}", cluster.role(), cluster.url);
+                anyhow::bail!(
+                    "the {} cluster {} index {index}: no max_seq_no for shard {shard}",
+                    cluster.role(),
+                    cluster.url
+                );
             };
             out.insert(n, max);
         }
@@ -47,7 +51,11 @@ pub(super) async fn shard_max_seq_no(cluster: &Cluster, index: &str) -> anyhow::
 }
 
 /// Compares (and repairs) the source documents changed since `before`, pair by pair.
-pub(crate) async fn changed_since(ctx: &Ctx, before: &ReconcileRecord, write_limit: Duration) -> anyhow::Result<Report> {
+pub(crate) async fn changed_since(
+    ctx: &Ctx,
+    before: &ReconcileRecord,
+    write_limit: Duration,
+) -> anyhow::Result<Report> {
     let started = Instant::now();
     let writer = Writer::new(ctx.target.clone(), "reconcile", CancellationToken::new());
     let mut pairs = vec![];

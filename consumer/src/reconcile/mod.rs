@@ -56,7 +56,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [Kind::Missing, Kind::Behind, Kind::Extra, Kind::NewerInTarget, Kind::Repaired, Kind::Failed];
+    const ALL: [Kind; 6] =
+        [Kind::Missing, Kind::Behind, Kind::Extra, Kind::NewerInTarget, Kind::Repaired, Kind::Failed];
 
     fn as_str(self) -> &'static str {
         match self {
@@ -155,7 +156,11 @@ pub async fn reconcile(common: &Common, name: &str, as_json: bool, samples: usiz
 }
 
 /// A complete pass over every pair, recorded in the state once it went through.
-pub(crate) async fn full(ctx: &Ctx, samples: usize, write_limit: Duration) -> anyhow::Result<(Report, ReconcileRecord)> {
+pub(crate) async fn full(
+    ctx: &Ctx,
+    samples: usize,
+    write_limit: Duration,
+) -> anyhow::Result<(Report, ReconcileRecord)> {
     let (started_at, started) = (Utc::now(), Instant::now());
     let writer = Writer::new(ctx.target.clone(), "reconcile", CancellationToken::new());
     let mut pairs = vec![];
@@ -163,7 +168,8 @@ pub(crate) async fn full(ctx: &Ctx, samples: usize, write_limit: Duration) -> an
     for p in &ctx.migration.pairs {
         refuses_writes(&ctx.target, &p.target).await?;
         let max_seq_no = changed::shard_max_seq_no(&ctx.source, &p.source).await?;
-        let mut pair = Pair { ctx, writer: &writer, write_limit, report: PairReport::new(&p.source, &p.target, samples) };
+        let mut pair =
+            Pair { ctx, writer: &writer, write_limit, report: PairReport::new(&p.source, &p.target, samples) };
         compare(&mut pair).await?;
         pairs.push(pair.report);
         marks.push(max_seq_no);
@@ -192,6 +198,26 @@ pub(crate) async fn full(ctx: &Ctx, samples: usize, write_limit: Duration) -> an
     Ok((report, record))
 }
 
+/// The documents changed during `before`'s pass, compared again (still outside the pause),
+/// and a record whose marks are read before this shorter pass: the pause then compares only
+/// what changed since it.
+pub(crate) async fn narrow(
+    ctx: &Ctx,
+    before: &ReconcileRecord,
+    write_limit: Duration,
+) -> anyhow::Result<(Report, ReconcileRecord)> {
+    let mut marks = vec![];
+    for p in &ctx.migration.pairs {
+        marks.push(changed::shard_max_seq_no(&ctx.source, &p.source).await?);
+    }
+    let report = changed_since(ctx, before, write_limit).await?;
+    let mut next = before.clone();
+    for (pair, max_seq_no) in next.pairs.iter_mut().zip(marks) {
+        pair.max_seq_no = max_seq_no;
+    }
+    Ok((report, next))
+}
+
 /// Both passes of one pair.
 async fn compare(pair: &mut Pair<'_>) -> anyhow::Result<()> {
     let (ctx, source, target) = (pair.ctx, pair.report.source.clone(), pair.report.target.clone());
@@ -203,7 +229,10 @@ async fn compare(pair: &mut Pair<'_>) -> anyhow::Result<()> {
     let (mut reader, pit) = open(&ctx.source, &source, false).await?;
     let result = async {
         loop {
-            let hits = reader.next_page().await.with_context(|| format!("source cluster {} index {source}", ctx.source.url))?;
+            let hits = reader
+                .next_page()
+                .await
+                .with_context(|| format!("source cluster {} index {source}", ctx.source.url))?;
             if hits.is_empty() {
                 return anyhow::Ok(());
             }
@@ -216,7 +245,10 @@ async fn compare(pair: &mut Pair<'_>) -> anyhow::Result<()> {
     let (mut reader, pit) = open(&ctx.target, &target, true).await?;
     let result = async {
         loop {
-            let hits = reader.next_page().await.with_context(|| format!("target cluster {} index {target}", ctx.target.url))?;
+            let hits = reader
+                .next_page()
+                .await
+                .with_context(|| format!("target cluster {} index {target}", ctx.target.url))?;
             if hits.is_empty() {
                 return anyhow::Ok(());
             }

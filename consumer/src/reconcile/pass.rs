@@ -131,8 +131,16 @@ impl Pair<'_> {
                 (Some(term), Some(seq)) => external_version(term, seq),
                 _ => None,
             }
-            .with_context(|| format!("source index {source}: _mget gave no usable _seq_no/_primary_term for {}", d.id))?;
-            docs.push(Doc { index: self.target_index().to_owned(), id: d.id, version, routing: d.routing, source: d.source });
+            .with_context(|| {
+                format!("source index {source}: _mget gave no usable _seq_no/_primary_term for {}", d.id)
+            })?;
+            docs.push(Doc {
+                index: self.target_index().to_owned(),
+                id: d.id,
+                version,
+                routing: d.routing,
+                source: d.source,
+            });
         }
         self.write(docs).await
     }
@@ -229,7 +237,8 @@ mod tests {
 
     #[test]
     fn an_mget_error_is_neither_found_nor_absent() {
-        let d: MgetDoc = serde_json::from_str(r#"{"_id":"a","error":{"type":"no_shard_available_action_exception"}}"#).unwrap();
+        let d: MgetDoc =
+            serde_json::from_str(r#"{"_id":"a","error":{"type":"no_shard_available_action_exception"}}"#).unwrap();
         assert!(!d.found && d.error.is_some());
     }
 

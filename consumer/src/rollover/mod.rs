@@ -178,7 +178,10 @@ async fn check_events(ctx: &Ctx) -> anyhow::Result<()> {
     }
     let Some(last) = cp.accepted_losses.iter().max_by_key(|l| l.at) else { return Ok(()) };
     if ctx.recipe.rollover.reconcile {
-        tracing::info!(ranges = cp.accepted_losses.len(), "events were lost and skipped: the rollover's reconcile repairs their writes");
+        tracing::info!(
+            ranges = cp.accepted_losses.len(),
+            "events were lost and skipped: the rollover's reconcile repairs their writes"
+        );
         return Ok(());
     }
     let reconciled_since = ctx.migration.reconciled.as_ref().is_some_and(|r| r.clean() && r.started_at > last.at);
@@ -267,7 +270,8 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
     };
 
     // 3-5. Block writes, grace, drain, reconcile, swap (steps.rs).
-    let switched = driver.switch_over(consumer, &reader, started, &mut swept, reconciled.as_ref()).await?;
+    let switched =
+        driver.switch_over(consumer, &reader, started, &mut swept, reconciled.as_ref().map(|r| &r.1)).await?;
     let pause = switched.blocked_at.elapsed();
 
     // 6. After the switch: tombstones expire as the production settings say again.
@@ -282,21 +286,25 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
         resurrections_undone: swept.resurrected,
         finished_after_interruption: false,
         reconciled: reconciled.is_some(),
-        reconcile_repaired_before: reconciled.as_ref().map_or(0, |r| r.repaired),
+        reconcile_repaired_before: reconciled.as_ref().map_or(0, |r| r.0),
         reconcile_repaired_in_pause: switched.in_pause.repaired,
         reconcile_changed_docs: switched.in_pause.changed,
         reconcile_pause_ms: switched.in_pause.took.as_millis() as u64,
     })
 }
 
-/// A full reconcile pass before the block; refuses to go on if a repair failed.
-async fn reconcile_before_block(ctx: &Ctx) -> anyhow::Result<ReconcileRecord> {
-    let (report, record) = crate::reconcile::full(ctx, 10, ctx.target.unreachable_timeout()).await?;
-    println!("reconcile before the block: {} ({} repaired) in {:.1}s", report.found(), report.repaired, report.seconds);
-    if report.failed > 0 {
-        bail!("reconcile: the target refused {} repairs; see the log, fix them and run rollover again", report.failed);
+/// A full reconcile pass before the block, then one over the documents changed during it
+/// (so that the pause has fewer to compare); refuses to go on if a repair failed.
+async fn reconcile_before_block(ctx: &Ctx) -> anyhow::Result<(u64, ReconcileRecord)> {
+    let limit = ctx.target.unreachable_timeout();
+    let (full, record) = crate::reconcile::full(ctx, 10, limit).await?;
+    println!("reconcile before the block: {} ({} repaired) in {:.1}s", full.found(), full.repaired, full.seconds);
+    let (again, record) = crate::reconcile::narrow(ctx, &record, limit).await?;
+    let failed = full.failed + again.failed;
+    if failed > 0 {
+        bail!("reconcile: the target refused {failed} repairs; see the log, fix them and run rollover again");
     }
-    Ok(record)
+    Ok((full.repaired + again.repaired, record))
 }
 
 /// Tombstones expire as the target's production settings say again.
