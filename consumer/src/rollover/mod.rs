@@ -2,10 +2,13 @@
 //!
 //! 1. Preconditions: every snapshot slice done, consumer lag under `max_lag`.
 //! 2. Restore the target's production settings and wait for its shards to be allocated.
+//!    Reconcile (`[rollover] reconcile`, on by default): a full pass, then one over the
+//!    documents changed during it, both before the block.
 //! 3. Block writes on the source (the producer library retries, the application waits).
 //! 4. After `grace`, read the topic's end offsets and wait until the consumer has applied
 //!    everything before them. Recorded deletes are re-applied before the block, and again
-//!    here if a target node restarted since (see `tombstones`).
+//!    here if a target node restarted since (see `tombstones`). Reconcile the documents
+//!    changed since the last pass before the block.
 //! 5. One `_aliases` request moves the alias to the target as its write index.
 //! 6. Record and print the write pause (block → swap).
 //!
