@@ -166,6 +166,9 @@ pub struct RolloverConfig {
     /// The target's `index.gc_deletes` while the migration runs: delete tombstones must
     /// outlive any older write still to come from the snapshot or a late event.
     pub gc_deletes: String,
+    /// Reconcile source and target before blocking writes, and the documents changed since
+    /// inside the pause: repairs writes whose events never reached the topic.
+    pub reconcile: bool,
 }
 
 impl Default for RolloverConfig {
@@ -175,6 +178,7 @@ impl Default for RolloverConfig {
             grace: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(20),
             gc_deletes: "24h".into(),
+            reconcile: true,
         }
     }
 }

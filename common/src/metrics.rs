@@ -31,6 +31,11 @@ pub const STATE: &str = "indexferry_migration_state";
 pub const ROLLOVER_PAUSE: &str = "indexferry_rollover_write_pause_seconds";
 /// Messages sent to the dead-letter topic, by `reason` class.
 pub const DEAD_LETTERS: &str = "indexferry_dead_letters_total";
+/// Documents a reconcile pass found or repaired, by `pair` (source index) and `kind`
+/// (missing/behind/extra/newer_in_target/repaired/failed).
+pub const RECONCILE_DOCS: &str = "indexferry_reconcile_documents_total";
+/// Duration of the last complete reconcile pass.
+pub const RECONCILE_LAST_PASS: &str = "indexferry_reconcile_last_pass_seconds";
 
 const BULK_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -47,6 +52,8 @@ pub fn describe() {
     describe_gauge!(STATE, "1 for the migration's current state.");
     describe_gauge!(ROLLOVER_PAUSE, Unit::Seconds, "Write pause of the last rollover.");
     describe_counter!(DEAD_LETTERS, "Messages sent to the dead-letter topic, by reason.");
+    describe_counter!(RECONCILE_DOCS, "Documents a reconcile pass found or repaired, by pair and kind.");
+    describe_gauge!(RECONCILE_LAST_PASS, Unit::Seconds, "Duration of the last complete reconcile pass.");
 }
 
 /// Serves `/metrics` on `addr` (the CLI defaults to loopback).

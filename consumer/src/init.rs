@@ -101,6 +101,7 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
         target_uuid,
         topic: Some(recipe.kafka.topic.clone()),
         rollover: None,
+        reconciled: None,
         last_error: None,
     };
     let store = dir.open(Db::Meta)?;

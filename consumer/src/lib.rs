@@ -9,6 +9,7 @@ pub mod deadletter;
 pub mod health;
 pub mod init;
 pub mod overview;
+pub mod reconcile;
 pub mod replay;
 pub mod rollover;
 pub mod shutdown;

@@ -4,7 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use indexferry_common::config::Overrides;
 use indexferry_consumer::context::{Common, Ctx};
-use indexferry_consumer::{cancel, init, overview, replay, rollover, shutdown, snapshot, status, verify};
+use indexferry_consumer::{cancel, init, overview, reconcile, replay, rollover, shutdown, snapshot, status, verify};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -163,6 +163,20 @@ enum Command {
         #[command(flatten)]
         global: Global,
     },
+    /// Compare source and target by id and version and repair what differs; exit 1 if a repair failed.
+    Reconcile {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Ids listed per kind.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+        #[command(flatten)]
+        global: Global,
+        #[command(flatten)]
+        metrics: Metrics,
+    },
     /// Stop the workers, lift any write block, delete the target and the state.
     Cancel {
         name: String,
@@ -261,6 +275,12 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
         }
         Command::Rollover { name, global } => rollover::rollover(&global.common(), &name).await.map(|_| true),
         Command::Verify { name, json, samples, global } => verify::verify(&global.common(), &name, json, samples).await,
+        Command::Reconcile { name, json, samples, global, metrics } => {
+            if let Some(addr) = metrics.metrics_addr {
+                indexferry_common::metrics::serve(addr).map_err(anyhow::Error::msg)?;
+            }
+            reconcile::reconcile(&global.common(), &name, json, samples).await
+        }
         Command::Cancel { name, keep_target, global } => {
             cancel::cancel(&global.common(), &name, keep_target).await.map(|_| true)
         }

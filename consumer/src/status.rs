@@ -31,6 +31,7 @@ pub struct Status {
     /// What the running workers cannot reach right now (they keep retrying).
     pub unreachable: Vec<crate::health::Problem>,
     pub last_rollover: Option<crate::state::RolloverRecord>,
+    pub last_reconcile: Option<crate::state::ReconcileRecord>,
     pub last_error: Option<String>,
     pub note: Option<String>,
     /// Whether `rollover` would start now, and if not, the first reason it would refuse.
@@ -197,6 +198,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         kafka_error,
         unreachable: crate::health::read(&dir.path()),
         last_rollover: m.rollover.clone(),
+        last_reconcile: m.reconciled.clone(),
         last_error: m.last_error.clone().or(cp.last_error.clone()),
         note,
         ready: Readiness { ready: false, why_not: None },
@@ -329,6 +331,15 @@ pub fn print(s: &Status) {
             r.write_pause_ms,
             r.grace_ms,
             r.drain_ms
+        );
+    }
+    if let Some(r) = &s.last_reconcile {
+        println!(
+            "  last reconcile: {} repaired {} failed {}; {}",
+            r.finished_at.to_rfc3339(),
+            r.repaired,
+            r.failed,
+            crate::rollover::UNSEEN_DELETE
         );
     }
     if let Some(e) = &s.last_error {

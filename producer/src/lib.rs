@@ -182,6 +182,20 @@ impl Producer {
         Ok(event)
     }
 
+    /// A fault for tests: makes the write and publishes no event, as an application that
+    /// dies between its write and its publish would. The migration never hears of it; only
+    /// a reconcile can repair it. Never call this in an application.
+    #[doc(hidden)]
+    pub async fn write_unpublished(&self, w: &Write) -> Result<()> {
+        use indexferry_common::es::Method;
+        let (method, id, routing, body) = match w {
+            Write::Index { id, source, routing } => (Method::Put, id, routing, Some(Bytes::from(source.clone()))),
+            Write::Delete { id, routing } => (Method::Delete, id, routing, None),
+        };
+        let path = format!("/{}/_doc/{}", self.cfg.alias, encode(id));
+        self.write(method, &path, routing.as_deref(), body).await.map(|_| ())
+    }
+
     fn event(
         &self,
         op: Op,

@@ -74,6 +74,15 @@ pub(crate) struct LoadArgs {
     /// not be published is written again.
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     retry_for: Duration,
+    /// A fault for tests: this percentage of the steady writes is made without publishing
+    /// its event (an application that died between its write and its publish). The
+    /// migration never hears of them; only a reconcile repairs them.
+    #[arg(long, default_value_t = 0.0)]
+    unpublished_percent: f64,
+    /// Skip publishing only during this long from the start of the steady load (then
+    /// "load: unpublished window over" is logged); by default for the whole run.
+    #[arg(long, value_parser = humantime_duration)]
+    unpublished_for: Option<Duration>,
     /// Publish timeout per event (keep it under the rollover grace).
     #[arg(long, default_value = "400ms", value_parser = humantime_duration)]
     publish_timeout: Duration,
@@ -152,9 +161,28 @@ impl Ids {
     }
 }
 
+/// How the steady writes are made: ids, routing and the unpublished fault.
+struct Shape {
+    prefix: String,
+    routed_percent: u32,
+    unpublished_percent: f64,
+    /// Until when writes may go unpublished.
+    unpublished_until: Option<Instant>,
+}
+
+impl Shape {
+    fn skip_publish(&self, rng: &mut impl Rng) -> bool {
+        self.unpublished_percent > 0.0
+            && self.unpublished_until.is_none_or(|u| Instant::now() < u)
+            && rng.random_range(0.0..100.0) < self.unpublished_percent
+    }
+}
+
 #[derive(Default, Serialize)]
 struct Summary {
     done: u64,
+    /// Writes made without publishing their event (`--unpublished-percent`).
+    unpublished: u64,
     failed: u64,
     creates: u64,
     updates: u64,
@@ -168,6 +196,7 @@ struct Summary {
 #[derive(Default)]
 struct Counters {
     done: AtomicU64,
+    unpublished: AtomicU64,
     failed: AtomicU64,
     creates: AtomicU64,
     updates: AtomicU64,
@@ -218,6 +247,18 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 }
             })
         };
+        let shape = Arc::new(Shape {
+            prefix: args.id_prefix.clone(),
+            routed_percent: args.routed_percent,
+            unpublished_percent: args.unpublished_percent,
+            unpublished_until: args.unpublished_for.map(|d| Instant::now() + d),
+        });
+        if let Some(d) = args.unpublished_for.filter(|_| args.unpublished_percent > 0.0) {
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                eprintln!("load: unpublished window over");
+            });
+        }
         let mut workers = tokio::task::JoinSet::new();
         for w in 0..args.concurrency.max(1) {
             let (producer, ids, counters, errors, limiter, budget, cancel) = (
@@ -230,8 +271,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 cancel.clone(),
             );
             let mut gen = DocGen::new(args.seed.wrapping_add(1 + w as u64));
-            let prefix = args.id_prefix.clone();
-            let routed = args.routed_percent;
+            let shape = shape.clone();
             workers.spawn(async move {
                 loop {
                     tokio::select! {
@@ -242,7 +282,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
                         cancel.cancel();
                         break;
                     }
-                    let outcome = one_write(&producer, &mut gen, &ids, mix, &prefix, routed, &counters).await;
+                    let outcome = one_write(&producer, &mut gen, &ids, mix, &shape, &counters).await;
                     match outcome {
                         Ok(()) => counters.done.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
@@ -264,6 +304,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
 
     let summary = Summary {
         done: counters.done.load(Ordering::Relaxed),
+        unpublished: counters.unpublished.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
         creates: counters.creates.load(Ordering::Relaxed),
         updates: counters.updates.load(Ordering::Relaxed),
@@ -274,8 +315,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         first_errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|p| p.into_inner())),
     };
     println!(
-        "load: done={} failed={} creates={} updates={} deletes={} recreates={} initial={} seconds={:.1}",
+        "load: done={} unpublished={} failed={} creates={} updates={} deletes={} recreates={} initial={} seconds={:.1}",
         summary.done,
+        summary.unpublished,
         summary.failed,
         summary.creates,
         summary.updates,
@@ -296,11 +338,13 @@ async fn one_write(
     gen: &mut DocGen,
     ids: &Mutex<Ids>,
     mix: Mix,
-    prefix: &str,
-    routed_percent: u32,
+    shape: &Shape,
     counters: &Counters,
 ) -> Result<(), indexferry_producer::WriteError> {
-    let route = |id: &str| routing_for(id, routed_percent, producer.alias_routing());
+    let prefix = shape.prefix.as_str();
+    let route = |id: &str| routing_for(id, shape.routed_percent, producer.alias_routing());
+    let skip = shape.skip_publish(gen.rng());
+    let write = |w: Write| send(producer, skip, w, counters);
     let total = mix.create + mix.update + mix.delete + mix.recreate;
     let roll = gen.rng().random_range(0..total);
     let lock = || ids.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,8 +354,8 @@ async fn one_write(
             ids.next += 1;
             format!("{prefix}n{}", ids.next)
         };
-        let (doc, routing) = (gen.doc(&id, 1), route(&id));
-        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, routing.as_deref())).await?;
+        let (source, routing) = (gen.doc(&id, 1), route(&id));
+        write(Write::Index { id: id.clone(), source, routing }).await?;
         lock().add(id);
         counters.creates.fetch_add(1, Ordering::Relaxed);
     } else if roll < mix.create + mix.update {
@@ -319,8 +363,8 @@ async fn one_write(
             return Ok(());
         };
         let rev = lock().bump(&id);
-        let (doc, routing) = (gen.doc(&id, rev + 1), route(&id));
-        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, routing.as_deref())).await?;
+        let (source, routing) = (gen.doc(&id, rev + 1), route(&id));
+        write(Write::Index { id, source, routing }).await?;
         counters.updates.fetch_add(1, Ordering::Relaxed);
     } else if roll < mix.create + mix.update + mix.delete {
         let Some(id) = ({
@@ -331,7 +375,7 @@ async fn one_write(
             return Ok(());
         };
         let routing = route(&id);
-        let result = retry_unpublished(producer.retry_for(), || producer.delete(&id, routing.as_deref())).await;
+        let result = write(Write::Delete { id: id.clone(), routing }).await;
         {
             let mut ids = lock();
             if result.is_ok() {
@@ -358,11 +402,29 @@ async fn one_write(
         };
         let Some(id) = id else { return Ok(()) };
         let rev = lock().bump(&id);
-        let (doc, routing) = (gen.doc(&id, rev + 1), route(&id));
-        retry_unpublished(producer.retry_for(), || producer.index(&id, &doc, routing.as_deref())).await?;
+        let (source, routing) = (gen.doc(&id, rev + 1), route(&id));
+        write(Write::Index { id: id.clone(), source, routing }).await?;
         lock().add(id);
         counters.recreates.fetch_add(1, Ordering::Relaxed);
     }
+    Ok(())
+}
+
+/// One write, published (and written again until it is) unless `skip_publish`.
+async fn send(producer: &Producer, skip_publish: bool, w: Write, counters: &Counters) -> Result<(), WriteError> {
+    if skip_publish {
+        producer.write_unpublished(&w).await?;
+        counters.unpublished.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    match &w {
+        Write::Index { id, source, routing } => {
+            retry_unpublished(producer.retry_for(), || producer.index(id, source, routing.as_deref())).await?
+        }
+        Write::Delete { id, routing } => {
+            retry_unpublished(producer.retry_for(), || producer.delete(id, routing.as_deref())).await?
+        }
+    };
     Ok(())
 }
 

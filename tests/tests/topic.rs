@@ -45,6 +45,16 @@ async fn write_blocked(url: &str, index: &str) -> anyhow::Result<bool> {
 /// A one-partition source with two documents, a migration initialised on it and its
 /// snapshot done.
 async fn migration(dir: &Path, state: &Path, prefix: &str) -> anyhow::Result<(Names, Producer)> {
+    migration_with(dir, state, prefix, "").await
+}
+
+/// [`migration`] with `rollover_options` in the recipe's `[rollover]`.
+async fn migration_with(
+    dir: &Path,
+    state: &Path,
+    prefix: &str,
+    rollover_options: &str,
+) -> anyhow::Result<(Names, Producer)> {
     let url = es8();
     let names = Names::new(prefix);
     create_source(&url, &names.src, &names.alias, &names.topic, 1, json!({})).await?;
@@ -52,8 +62,11 @@ async fn migration(dir: &Path, state: &Path, prefix: &str) -> anyhow::Result<(Na
     for id in ["a", "b"] {
         p.index(id, &json!({ "id": id }).to_string(), None).await?;
     }
-    let recipe =
-        RecipeSpec::new(&names.name, &url, &url, &names.topic, &names.src, &names.dst, &names.alias).write(dir)?;
+    let recipe = RecipeSpec {
+        extra: rollover_options,
+        ..RecipeSpec::new(&names.name, &url, &url, &names.topic, &names.src, &names.dst, &names.alias)
+    }
+    .write(dir)?;
     let init = run_ok(indexferry(state, &["init", recipe.to_str().unwrap_or_default()]))?;
     assert!(init.contains("cleanup.policy delete"), "init prints the topic's retention: {init}");
     run_ok(indexferry(state, &["snapshot", &names.name]))?;
@@ -64,7 +77,7 @@ async fn migration(dir: &Path, state: &Path, prefix: &str) -> anyhow::Result<(Na
 async fn events_deleted_before_replay_stop_the_consumer_and_refuse_the_rollover() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
-    let (n, p) = migration(dir.path(), &state, "lost").await?;
+    let (n, p) = migration_with(dir.path(), &state, "lost", "reconcile = false").await?;
     // Offsets 0-1 came before init; 2-6 after it, and 2-4 are deleted unreplayed.
     for i in 0..5 {
         p.index(&format!("late-{i}"), r#"{"late":true}"#, None).await?;
@@ -87,7 +100,8 @@ async fn events_deleted_before_replay_stop_the_consumer_and_refuse_the_rollover(
     assert!(!write_blocked(&es8(), &n.src).await?, "a refused rollover leaves no write block");
 
     // The operator accepts the loss: the rest is replayed, the loss stays on record, and the
-    // rollover still refuses, since nothing repaired what the lost events changed.
+    // rollover (its own reconcile off) still refuses until a reconcile repaired what the
+    // lost events changed.
     run_ok(indexferry(&state, &["consume", &n.name, "--until-caught-up", "--accept-lost-events"]))?;
     let s = status(&state, &n.name)?;
     assert_eq!(s["lost_events"], json!([]), "{s}");
@@ -95,8 +109,12 @@ async fn events_deleted_before_replay_stop_the_consumer_and_refuse_the_rollover(
     assert_eq!(s["accepted_losses"][0]["to"], json!(5), "{s}");
     assert_eq!(s["replay"]["applied"], json!(2), "late-3 and late-4 were replayed: {s}");
     let (ok, err) = stderr_of(indexferry(&state, &["rollover", &n.name]))?;
-    assert!(!ok && err.contains("lost and skipped"), "{err}");
+    assert!(!ok && err.contains("lost and skipped") && err.contains("no clean reconcile pass"), "{err}");
     assert!(!write_blocked(&es8(), &n.src).await?);
+    let out = run_ok(indexferry(&state, &["reconcile", &n.name]))?;
+    assert!(out.contains("missing=3") && out.contains("reconcile: repaired 3"), "late-0..2 are copied: {out}");
+    run_ok(indexferry(&state, &["rollover", &n.name]))?;
+    run_ok(indexferry(&state, &["verify", &n.name]))?;
     Ok(())
 }
 

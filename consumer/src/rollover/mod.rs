@@ -2,10 +2,13 @@
 //!
 //! 1. Preconditions: every snapshot slice done, consumer lag under `max_lag`.
 //! 2. Restore the target's production settings and wait for its shards to be allocated.
+//!    Reconcile (`[rollover] reconcile`, on by default): a full pass, then one over the
+//!    documents changed during it, both before the block.
 //! 3. Block writes on the source (the producer library retries, the application waits).
 //! 4. After `grace`, read the topic's end offsets and wait until the consumer has applied
 //!    everything before them. Recorded deletes are re-applied before the block, and again
-//!    here if a target node restarted since (see `tombstones`).
+//!    here if a target node restarted since (see `tombstones`). Reconcile the documents
+//!    changed since the last pass before the block.
 //! 5. One `_aliases` request moves the alias to the target as its write index.
 //! 6. Record and print the write pause (block → swap).
 //!
@@ -22,7 +25,7 @@ mod tombstones;
 
 use crate::context::{Common, Ctx};
 use crate::replay::loss;
-use crate::state::{running_pid, Migration, RolloverRecord, State};
+use crate::state::{running_pid, Migration, ReconcileRecord, RolloverRecord, State};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
 use indexferry_common::es::Method;
@@ -71,6 +74,10 @@ impl Consumer {
         }
     }
 }
+
+/// What the final pass cannot see, said wherever its result is shown.
+pub const UNSEEN_DELETE: &str = "a delete made without publishing its event in the seconds before the block is not \
+     seen by the final reconcile pass: run `verify` to check";
 
 fn lag(end: &Offsets, at: &Offsets) -> u64 {
     end.iter().map(|(p, e)| (e - at.get(p).copied().unwrap_or(0)).max(0) as u64).sum()
@@ -159,8 +166,8 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// Refuses a rollover while events are missing from the replay: deleted from the topic
-/// before they were replayed, whether found now or accepted earlier (only a reconcile can
-/// repair what they changed).
+/// before they were replayed. Losses accepted earlier need a reconcile to repair what they
+/// changed: the rollover's own, or a clean pass that started after the last of them.
 async fn check_events(ctx: &Ctx) -> anyhow::Result<()> {
     let cp = ctx.dir.read_replay()?;
     let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
@@ -172,15 +179,26 @@ async fn check_events(ctx: &Ctx) -> anyhow::Result<()> {
     if !losses.is_empty() {
         bail!("rollover refused: {}", loss::describe(&ctx.recipe.kafka.topic, &losses));
     }
-    if let Some(first) = cp.accepted_losses.first() {
+    let Some(last) = cp.accepted_losses.iter().max_by_key(|l| l.at) else { return Ok(()) };
+    if ctx.recipe.rollover.reconcile {
+        tracing::info!(
+            ranges = cp.accepted_losses.len(),
+            "events were lost and skipped: the rollover's reconcile repairs their writes"
+        );
+        return Ok(());
+    }
+    let reconciled_since = ctx.migration.reconciled.as_ref().is_some_and(|r| r.clean() && r.started_at > last.at);
+    if !reconciled_since {
         bail!(
-            "rollover refused: {} ranges of events were lost and skipped (--accept-lost-events), the first on partition {} \
-             offsets {}..{}; the target may lack their writes and this version has no reconcile to repair them: \
-             start the migration over (cancel, init) with a retention longer than the migration",
+            "rollover refused: {} ranges of events were lost and skipped (--accept-lost-events), the last on partition {} \
+             offsets {}..{} at {}; the target may lack their writes and no clean reconcile pass started after that: \
+             run `indexferry migration reconcile {}`, or set [rollover] reconcile = true",
             cp.accepted_losses.len(),
-            first.partition,
-            first.from,
-            first.to
+            last.partition,
+            last.from,
+            last.to,
+            last.at.to_rfc3339(),
+            ctx.migration.name
         );
     }
     Ok(())
@@ -247,8 +265,16 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
         tracing::info!(deletes = swept.tombstones, resurrected = swept.resurrected, "re-applied recorded deletes");
     }
 
-    // 3-5. Block writes, grace, drain, swap (steps.rs).
-    let switched = driver.switch_over(consumer, &reader, started, &mut swept).await?;
+    // Writes whose events never arrived are repaired before the block; the pause then only
+    // compares the documents changed since (the `reconcile` step).
+    let reconciled = match r.reconcile {
+        true => Some(reconcile_before_block(ctx).await?),
+        false => None,
+    };
+
+    // 3-5. Block writes, grace, drain, reconcile, swap (steps.rs).
+    let switched =
+        driver.switch_over(consumer, &reader, started, &mut swept, reconciled.as_ref().map(|r| &r.1)).await?;
     let pause = switched.blocked_at.elapsed();
 
     // 6. After the switch: tombstones expire as the production settings say again.
@@ -262,7 +288,26 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
         deletes_reapplied: swept.tombstones,
         resurrections_undone: swept.resurrected,
         finished_after_interruption: false,
+        reconciled: reconciled.is_some(),
+        reconcile_repaired_before: reconciled.as_ref().map_or(0, |r| r.0),
+        reconcile_repaired_in_pause: switched.in_pause.repaired,
+        reconcile_changed_docs: switched.in_pause.changed,
+        reconcile_pause_ms: switched.in_pause.took.as_millis() as u64,
     })
+}
+
+/// A full reconcile pass before the block, then one over the documents changed during it
+/// (so that the pause has fewer to compare); refuses to go on if a repair failed.
+async fn reconcile_before_block(ctx: &Ctx) -> anyhow::Result<(u64, ReconcileRecord)> {
+    let limit = ctx.target.unreachable_timeout();
+    let (full, record) = crate::reconcile::full(ctx, 10, limit).await?;
+    println!("reconcile before the block: {} ({} repaired) in {:.1}s", full.found(), full.repaired, full.seconds);
+    let (again, record) = crate::reconcile::narrow(ctx, &record, limit).await?;
+    let failed = full.failed + again.failed;
+    if failed > 0 {
+        bail!("reconcile: the target refused {failed} repairs; see the log, fix them and run rollover again");
+    }
+    Ok((full.repaired + again.repaired, record))
 }
 
 /// Tombstones expire as the target's production settings say again.
@@ -280,6 +325,13 @@ fn print_result(m: &Migration, r: &RolloverRecord, target_url: &str) {
         println!("rolled over: alias {} -> {} (was {})", p.alias, p.target, p.source);
     }
     println!("write pause: {} ms (grace {} ms, drain {} ms)", r.write_pause_ms, r.grace_ms, r.drain_ms);
+    if r.reconciled {
+        println!(
+            "reconcile: repaired {} before the block and {} in the pause ({} changed documents compared in {} ms)",
+            r.reconcile_repaired_before, r.reconcile_repaired_in_pause, r.reconcile_changed_docs, r.reconcile_pause_ms
+        );
+        println!("note: {UNSEEN_DELETE}");
+    }
     if r.deletes_reapplied > 0 {
         println!(
             "re-applied {} recorded deletes before the switch; {} documents had come back and were deleted again",

@@ -57,6 +57,11 @@ pub(super) async fn finish_switched(ctx: &Ctx) -> anyhow::Result<()> {
         deletes_reapplied: 0,
         resurrections_undone: 0,
         finished_after_interruption: true,
+        reconciled: false,
+        reconcile_repaired_before: 0,
+        reconcile_repaired_in_pause: 0,
+        reconcile_changed_docs: 0,
+        reconcile_pause_ms: 0,
     };
     let m = ctx.dir.update_migration(|m| {
         m.state = State::RolledOver;

@@ -7,6 +7,7 @@
 //! | `grace` | record `rolling_over`, the source blocked        | lift the block                  |
 //! | `drain` | the same                                         | lift the block                  |
 //! | `sweep` | the same                                         | lift the block                  |
+//! | `reconcile` | the same (repairs are external-version writes, harmless if repeated) | lift the block |
 //! | `swap`  | the same, the alias maybe moved                  | read the alias: moved → success, the block stays; not moved → lift the block; unreadable → leave both, a rerun reads them |
 //!
 //! A rerun finding `rolling_over` reads the alias first (see `recover`): moved → it finishes
@@ -17,7 +18,7 @@
 use super::tombstones::{self, Sweep};
 use super::Consumer;
 use crate::context::Ctx;
-use crate::state::State;
+use crate::state::{ReconcileRecord, State};
 use anyhow::{bail, Context as _};
 use indexferry_common::es::Method;
 use indexferry_common::kafka::{OffsetReader, Offsets};
@@ -53,6 +54,16 @@ pub(super) struct Switched {
     pub blocked_at: Instant,
     pub end: Offsets,
     pub drain: Duration,
+    /// The final reconcile pass, if it ran.
+    pub in_pause: InPause,
+}
+
+/// What the final reconcile pass did inside the pause.
+#[derive(Debug, Default)]
+pub(super) struct InPause {
+    pub changed: u64,
+    pub repaired: u64,
+    pub took: Duration,
 }
 
 pub(super) struct Driver<'a> {
@@ -97,6 +108,7 @@ impl<'a> Driver<'a> {
         reader: &Arc<OffsetReader>,
         started: BTreeMap<String, u64>,
         swept: &mut Sweep,
+        reconciled: Option<&ReconcileRecord>,
     ) -> anyhow::Result<Switched> {
         let (ctx, r) = (self.ctx, &self.ctx.recipe.rollover);
         // The record first: whoever finds it after a kill knows a block may be set.
@@ -127,8 +139,12 @@ impl<'a> Driver<'a> {
             Ok(())
         })
         .await?;
+        let in_pause = match reconciled {
+            Some(before) => self.step("reconcile", true, reconcile_changed(ctx, before)).await?,
+            None => InPause::default(),
+        };
         self.step("swap", false, swap(ctx)).await?;
-        Ok(Switched { blocked_at, end, drain })
+        Ok(Switched { blocked_at, end, drain, in_pause })
     }
 
     /// The undo of every step up to the swap, after any failure of the run: lifts the block,
@@ -183,6 +199,19 @@ async fn drain(ctx: &Ctx, consumer: &mut Consumer, reader: &Arc<OffsetReader>) -
         }
         tokio::time::sleep(DRAIN_POLL).await;
     }
+}
+
+/// Compares the documents changed since the pass before the block (the source is blocked:
+/// the set is final); a repair the target refused fails the step.
+async fn reconcile_changed(ctx: &Ctx, before: &ReconcileRecord) -> anyhow::Result<InPause> {
+    let started = Instant::now();
+    let report = crate::reconcile::changed_since(ctx, before, ctx.recipe.rollover.drain_timeout).await?;
+    let changed = report.pairs.iter().map(|p| p.source_docs).sum();
+    tracing::info!(changed, found = %report.found(), repaired = report.repaired, "final reconcile pass");
+    if report.failed > 0 {
+        bail!("reconcile: the target refused {} repairs in the pause; see the log", report.failed);
+    }
+    Ok(InPause { changed, repaired: report.repaired, took: started.elapsed() })
 }
 
 /// One `_aliases` request moves every alias to its target as the write index. When it fails,

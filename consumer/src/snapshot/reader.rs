@@ -29,6 +29,9 @@ pub struct Hit {
     pub primary_term: Option<u64>,
     #[serde(rename = "_routing", default)]
     pub routing: Option<String>,
+    /// Only when the reader asks for it ([`SliceReader::with_version`]).
+    #[serde(rename = "_version", default)]
+    pub version: Option<u64>,
     #[serde(rename = "_source", default)]
     pub source: Option<Box<RawValue>>,
     #[serde(default)]
@@ -79,6 +82,7 @@ pub struct SliceReader {
     size: usize,
     keep_alive: String,
     with_source: bool,
+    with_version: bool,
     pub mode: Mode,
     done: bool,
 }
@@ -132,6 +136,7 @@ impl SliceReader {
             size,
             keep_alive: keep_alive_str(keep_alive),
             with_source: true,
+            with_version: false,
             mode,
             done: false,
         }
@@ -140,6 +145,12 @@ impl SliceReader {
     /// Reads ids only (verify's pass over the target).
     pub fn without_source(mut self) -> Self {
         self.with_source = false;
+        self
+    }
+
+    /// Asks for each hit's `_version` too (reconcile's pass over the target).
+    pub fn with_version(mut self) -> Self {
+        self.with_version = true;
         self
     }
 
@@ -183,6 +194,9 @@ impl SliceReader {
         });
         if !self.with_source {
             body["_source"] = json!(false);
+        }
+        if self.with_version {
+            body["version"] = json!(true);
         }
         if self.slices > 1 {
             body["slice"] = json!({ "id": self.slice, "max": self.slices });

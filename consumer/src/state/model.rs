@@ -52,6 +52,9 @@ pub struct Migration {
     pub cross_cluster: bool,
     #[serde(default)]
     pub rollover: Option<RolloverRecord>,
+    /// The last reconcile pass that went through every pair (`reconcile`, or rollover's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled: Option<ReconcileRecord>,
     #[serde(default)]
     pub last_error: Option<String>,
 }
@@ -89,6 +92,50 @@ pub struct RolloverRecord {
     /// swap, and only finished the bookkeeping (the pause figures are unknown, recorded as 0).
     #[serde(default)]
     pub finished_after_interruption: bool,
+    /// Reconcile ran (before the block, and inside the pause for the documents changed
+    /// since), and what it repaired in each.
+    #[serde(default)]
+    pub reconciled: bool,
+    #[serde(default)]
+    pub reconcile_repaired_before: u64,
+    #[serde(default)]
+    pub reconcile_repaired_in_pause: u64,
+    /// Documents changed since the pass before the block, compared in the pause, and how
+    /// long that took (part of the write pause).
+    #[serde(default)]
+    pub reconcile_changed_docs: u64,
+    #[serde(default)]
+    pub reconcile_pause_ms: u64,
+}
+
+/// A reconcile pass that completed over every pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconcileRecord {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Documents written or deleted to repair the target.
+    pub repaired: u64,
+    /// Repairs the target refused: the pass is not clean.
+    pub failed: u64,
+    pub pairs: Vec<ReconcilePair>,
+}
+
+impl ReconcileRecord {
+    /// Every difference found was repaired.
+    pub fn clean(&self) -> bool {
+        self.failed == 0
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconcilePair {
+    pub source: String,
+    pub target: String,
+    /// Documents per kind: missing, behind, extra, newer_in_target, repaired, failed.
+    pub counts: BTreeMap<String, u64>,
+    /// The source's primary shards' `max_seq_no`, read before the pass: every operation
+    /// at or below it was compared.
+    pub max_seq_no: BTreeMap<u32, i64>,
 }
 
 /// One slice of one pair's snapshot.

@@ -33,8 +33,13 @@ pub struct PairReport {
     pub missing: u64,
     pub extra: u64,
     pub different: u64,
-    /// Ids skipped because the application wrote them after the rollover.
+    /// Ids skipped because the application wrote them into the target after the rollover.
     pub written_after_switch: u64,
+    /// Ids of events after the rollover's end offsets that name the source index: writes
+    /// the source acknowledged whose events the replay never applied (unless the id was
+    /// written into the target after the switch, which supersedes them).
+    pub late_source_events: u64,
+    pub sample_late_source_events: Vec<String>,
     pub sample_missing: Vec<String>,
     pub sample_extra: Vec<String>,
     pub sample_different: Vec<String>,
@@ -53,14 +58,20 @@ pub async fn verify(common: &Common, name: &str, as_json: bool, samples: usize) 
     let skip = match &ctx.migration.rollover {
         Some(r) => {
             let (k, from) = (ctx.recipe.kafka.clone(), r.end_offsets.clone());
-            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &from)).await??
+            let names = after_switch::index_names(&ctx.migration.pairs);
+            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &from, &names)).await??
         }
         None => Default::default(),
     };
+    let none = HashSet::new();
     for p in &ctx.migration.pairs {
-        let mut r = compare(&ctx, &p.source, &p.target, &skip, samples).await?;
-        r.written_after_switch = skip.len() as u64;
-        report.identical &= r.missing == 0 && r.extra == 0 && r.different == 0;
+        let written = skip.written_to(&p.target).unwrap_or(&none);
+        let mut r = compare(&ctx, &p.source, &p.target, written, samples).await?;
+        r.written_after_switch = written.len() as u64;
+        let late = skip.late_for(&p.source, &p.target);
+        r.late_source_events = late.len() as u64;
+        r.sample_late_source_events = late.into_iter().take(samples).collect();
+        report.identical &= r.missing == 0 && r.extra == 0 && r.different == 0 && r.late_source_events == 0;
         report.pairs.push(r);
     }
     if as_json {
@@ -73,6 +84,13 @@ pub async fn verify(common: &Common, name: &str, as_json: bool, samples: usize) 
             );
             if r.written_after_switch > 0 {
                 println!("  {} ids written after the switch were left out", r.written_after_switch);
+            }
+            if r.late_source_events > 0 {
+                println!(
+                    "  {} late events for the source after the rollover's drain (never replayed): {}",
+                    r.late_source_events,
+                    r.sample_late_source_events.join(" ")
+                );
             }
             for (what, ids) in
                 [("missing", &r.sample_missing), ("extra", &r.sample_extra), ("different", &r.sample_different)]

@@ -1,0 +1,330 @@
+//! `reconcile`: source and target compared by id and version, and the differences repaired —
+//! the safety net for writes whose events never reached the topic (an application that died
+//! between its write and its publish, events deleted before replay).
+//!
+//! Per pair, two streamed passes with bounded memory, on a point in time on each side, ids
+//! and versions only (no `_source` is read to compare):
+//!
+//! 1. every source document against the target's `_version`: the target should hold
+//!    `external_version(_primary_term, _seq_no)`. Missing or behind → copied again from the
+//!    source; newer in the target → left alone (the replay got there first);
+//! 2. every target id looked up in the source: absent there (extra) → deleted from the
+//!    target with a version above the target's.
+//!
+//! Every repair is an external-version write, so it never regresses a document, it is safe
+//! while the snapshot and the consumer run, and a second run finds nothing to do. A pass
+//! that completes is recorded with the source shards' `max_seq_no` read before it: rollover
+//! repeats the comparison inside its pause for the documents changed since (`changed`).
+
+mod changed;
+mod pass;
+
+pub(crate) use changed::changed_since;
+
+use crate::context::{Common, Ctx};
+use crate::snapshot::reader::{close_pit, open_pit, Mode, SliceReader};
+use crate::state::{ReconcilePair, ReconcileRecord, State};
+use crate::writer::Writer;
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use indexferry_common::es::{Cluster, Method};
+use indexferry_common::metrics::{RECONCILE_DOCS, RECONCILE_LAST_PASS};
+use pass::Pair;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const PAGE: usize = 1000;
+
+/// What a pass found or did to one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// In the source, not in the target.
+    Missing,
+    /// In the target at a lower version than the source's.
+    Behind,
+    /// In the target only.
+    Extra,
+    /// In the target at a higher version: left alone.
+    NewerInTarget,
+    /// Written or deleted to repair it.
+    Repaired,
+    /// A repair the target refused.
+    Failed,
+}
+
+impl Kind {
+    const ALL: [Kind; 6] =
+        [Kind::Missing, Kind::Behind, Kind::Extra, Kind::NewerInTarget, Kind::Repaired, Kind::Failed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Missing => "missing",
+            Kind::Behind => "behind",
+            Kind::Extra => "extra",
+            Kind::NewerInTarget => "newer_in_target",
+            Kind::Repaired => "repaired",
+            Kind::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PairReport {
+    pub source: String,
+    pub target: String,
+    pub source_docs: u64,
+    pub target_docs: u64,
+    pub counts: BTreeMap<&'static str, u64>,
+    pub samples: BTreeMap<&'static str, Vec<String>>,
+    #[serde(skip)]
+    max_samples: usize,
+}
+
+impl PairReport {
+    fn new(source: &str, target: &str, max_samples: usize) -> Self {
+        let counts = Kind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
+        PairReport { source: source.into(), target: target.into(), counts, max_samples, ..Default::default() }
+    }
+
+    fn note(&mut self, kind: Kind, id: &str) {
+        *self.counts.entry(kind.as_str()).or_default() += 1;
+        metrics::counter!(RECONCILE_DOCS, "pair" => self.source.clone(), "kind" => kind.as_str()).increment(1);
+        let ids = self.samples.entry(kind.as_str()).or_default();
+        if ids.len() < self.max_samples {
+            ids.push(id.to_owned());
+        }
+    }
+
+    pub fn count(&self, kind: Kind) -> u64 {
+        self.counts.get(kind.as_str()).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Nothing needed repairing.
+    pub clean: bool,
+    pub repaired: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    pub pairs: Vec<PairReport>,
+}
+
+impl Report {
+    fn new(pairs: Vec<PairReport>, started: Instant) -> Self {
+        let repaired = pairs.iter().map(|p| p.count(Kind::Repaired)).sum();
+        let failed = pairs.iter().map(|p| p.count(Kind::Failed)).sum();
+        let seconds = started.elapsed().as_secs_f64();
+        Report { clean: repaired == 0 && failed == 0, repaired, failed, seconds, pairs }
+    }
+
+    /// The kinds found (not the repairs), summed over the pairs: "missing 3, extra 1".
+    pub fn found(&self) -> String {
+        let kinds = [Kind::Missing, Kind::Behind, Kind::Extra, Kind::NewerInTarget];
+        let parts: Vec<String> = kinds
+            .iter()
+            .map(|k| (k, self.pairs.iter().map(|p| p.count(*k)).sum::<u64>()))
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{} {n}", k.as_str()))
+            .collect();
+        if parts.is_empty() {
+            "no difference".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// `indexferry migration reconcile`: false (exit 1) when a repair was refused.
+pub async fn reconcile(common: &Common, name: &str, as_json: bool, samples: usize) -> anyhow::Result<bool> {
+    let ctx = Ctx::load(common, name).await?;
+    match ctx.migration.state {
+        State::Initialized => {}
+        State::RollingOver => bail!("migration {name:?} is rolling over; reconcile runs as part of it"),
+        State::RolledOver => bail!(
+            "migration {name:?} is rolled over: the application writes into the target alone now, \
+             so the source is no reference any more"
+        ),
+    }
+    let limit = ctx.target.unreachable_timeout();
+    let (report, _) = full(&ctx, samples, limit).await?;
+    print(&report, as_json)?;
+    Ok(report.failed == 0)
+}
+
+/// A complete pass over every pair, recorded in the state once it went through.
+pub(crate) async fn full(
+    ctx: &Ctx,
+    samples: usize,
+    write_limit: Duration,
+) -> anyhow::Result<(Report, ReconcileRecord)> {
+    let (started_at, started) = (Utc::now(), Instant::now());
+    let writer = Writer::new(ctx.target.clone(), "reconcile", CancellationToken::new());
+    let mut pairs = vec![];
+    let mut marks = vec![];
+    for p in &ctx.migration.pairs {
+        refuses_writes(&ctx.target, &p.target).await?;
+        let max_seq_no = changed::shard_max_seq_no(&ctx.source, &p.source).await?;
+        let mut pair =
+            Pair { ctx, writer: &writer, write_limit, report: PairReport::new(&p.source, &p.target, samples) };
+        compare(&mut pair).await?;
+        pairs.push(pair.report);
+        marks.push(max_seq_no);
+    }
+    let report = Report::new(pairs, started);
+    metrics::gauge!(RECONCILE_LAST_PASS).set(report.seconds);
+    let record = ReconcileRecord {
+        started_at,
+        finished_at: Utc::now(),
+        repaired: report.repaired,
+        failed: report.failed,
+        pairs: report
+            .pairs
+            .iter()
+            .zip(marks)
+            .map(|(p, max_seq_no)| ReconcilePair {
+                source: p.source.clone(),
+                target: p.target.clone(),
+                counts: p.counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                max_seq_no,
+            })
+            .collect(),
+    };
+    let rec = record.clone();
+    ctx.dir.update_migration(move |m| m.reconciled = Some(rec))?;
+    Ok((report, record))
+}
+
+/// The documents changed during `before`'s pass, compared again (still outside the pause),
+/// and a record whose marks are read before this shorter pass: the pause then compares only
+/// what changed since it.
+pub(crate) async fn narrow(
+    ctx: &Ctx,
+    before: &ReconcileRecord,
+    write_limit: Duration,
+) -> anyhow::Result<(Report, ReconcileRecord)> {
+    let mut marks = vec![];
+    for p in &ctx.migration.pairs {
+        marks.push(changed::shard_max_seq_no(&ctx.source, &p.source).await?);
+    }
+    let report = changed_since(ctx, before, write_limit).await?;
+    let mut next = before.clone();
+    for (pair, max_seq_no) in next.pairs.iter_mut().zip(marks) {
+        pair.max_seq_no = max_seq_no;
+    }
+    Ok((report, next))
+}
+
+/// Both passes of one pair.
+async fn compare(pair: &mut Pair<'_>) -> anyhow::Result<()> {
+    let (ctx, source, target) = (pair.ctx, pair.report.source.clone(), pair.report.target.clone());
+    for (c, i) in [(&ctx.source, &source), (&ctx.target, &target)] {
+        c.json::<Value>(Method::Post, &format!("/{i}/_refresh"), &[], None)
+            .await
+            .with_context(|| format!("the {} cluster {} index {i}", c.role(), c.url))?;
+    }
+    let (mut reader, pit) = open(&ctx.source, &source, false).await?;
+    let result = async {
+        loop {
+            let hits = reader
+                .next_page()
+                .await
+                .with_context(|| format!("source cluster {} index {source}", ctx.source.url))?;
+            if hits.is_empty() {
+                return anyhow::Ok(());
+            }
+            pair.source_page(&hits).await?;
+        }
+    }
+    .await;
+    close(&ctx.source, pit).await;
+    result?;
+    let (mut reader, pit) = open(&ctx.target, &target, true).await?;
+    let result = async {
+        loop {
+            let hits = reader
+                .next_page()
+                .await
+                .with_context(|| format!("target cluster {} index {target}", ctx.target.url))?;
+            if hits.is_empty() {
+                return anyhow::Ok(());
+            }
+            pair.target_page(&hits).await?;
+        }
+    }
+    .await;
+    close(&ctx.target, pit).await;
+    result
+}
+
+/// A reader of ids (and, for the target, versions) on a point in time, or a scroll.
+async fn open(cluster: &Cluster, index: &str, versions: bool) -> anyhow::Result<(SliceReader, Option<String>)> {
+    let keep_alive = Duration::from_secs(300);
+    let (mode, pit) = if cluster.flavor.has_pit() {
+        let pit = open_pit(cluster, index, keep_alive)
+            .await
+            .with_context(|| format!("the {} cluster {} index {index}", cluster.role(), cluster.url))?;
+        (Mode::Pit { pit_id: pit.clone(), search_after: None }, Some(pit))
+    } else {
+        (Mode::Scroll { scroll_id: None }, None)
+    };
+    let reader = SliceReader::new(cluster.clone(), index, 0, 1, PAGE, keep_alive, mode).without_source();
+    Ok((if versions { reader.with_version() } else { reader }, pit))
+}
+
+async fn close(cluster: &Cluster, pit: Option<String>) {
+    if let Some(pit) = pit {
+        close_pit(cluster, &pit).await;
+    }
+}
+
+/// Stops before comparing when the target index is write-blocked: its repairs would wait.
+async fn refuses_writes(cluster: &Cluster, index: &str) -> anyhow::Result<()> {
+    let settings: Value = cluster
+        .json(Method::Get, &format!("/{index}/_settings"), &[("flat_settings", "true")], None)
+        .await
+        .with_context(|| format!("the {} cluster {} index {index}", cluster.role(), cluster.url))?;
+    for (_, s) in settings.as_object().into_iter().flatten() {
+        for block in ["index.blocks.write", "index.blocks.read_only", "index.blocks.read_only_allow_delete"] {
+            if s["settings"][block].as_str() == Some("true") {
+                bail!(
+                    "the {} cluster {} refuses writes to index {index} ({block} = true): reconcile cannot repair it; \
+                     lift the block and run it again",
+                    cluster.role(),
+                    cluster.url
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print(report: &Report, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    for r in &report.pairs {
+        let counts: Vec<String> = Kind::ALL.iter().map(|k| format!("{}={}", k.as_str(), r.count(*k))).collect();
+        println!(
+            "reconcile {} -> {}: source={} target={} {}",
+            r.source,
+            r.target,
+            r.source_docs,
+            r.target_docs,
+            counts.join(" ")
+        );
+        for (kind, ids) in r.samples.iter().filter(|(_, ids)| !ids.is_empty()) {
+            println!("  {kind}: {}", ids.join(" "));
+        }
+    }
+    match (report.repaired, report.failed) {
+        (0, 0) => println!("reconcile: clean"),
+        (n, 0) => println!("reconcile: repaired {n}"),
+        (n, f) => println!("reconcile: repaired {n}, FAILED {f} (the target refused them; see the log)"),
+    }
+    Ok(())
+}

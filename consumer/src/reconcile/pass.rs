@@ -1,0 +1,252 @@
+//! The comparison of one pair, page by page, ids and versions only, and the repairs.
+//!
+//! Source pages are judged against the target's `_version` (the version the target should
+//! hold is the source's `external_version(term, seq_no)`); target pages are looked up in
+//! the source. A repair reads the document again from the source (realtime) and writes it
+//! with the version it has then, so it never regresses the target and running it twice
+//! changes nothing.
+
+use super::{Kind, PairReport};
+use crate::context::Ctx;
+use crate::snapshot::reader::Hit;
+use crate::writer::{Doc, Final, Writer};
+use anyhow::{bail, Context as _};
+use indexferry_common::es::{Cluster, Method};
+use indexferry_schemas::external_version;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// One pair under comparison, with the writer its repairs go through.
+pub(super) struct Pair<'a> {
+    pub ctx: &'a Ctx,
+    pub writer: &'a Writer,
+    /// How long a batch of repairs may wait for the target before the pass gives up.
+    pub write_limit: Duration,
+    pub report: PairReport,
+}
+
+#[derive(Deserialize)]
+struct MgetResponse {
+    docs: Vec<MgetDoc>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct MgetDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(default)]
+    found: bool,
+    #[serde(rename = "_version", default)]
+    version: Option<u64>,
+    #[serde(rename = "_seq_no", default)]
+    seq_no: Option<u64>,
+    #[serde(rename = "_primary_term", default)]
+    primary_term: Option<u64>,
+    #[serde(rename = "_routing", default)]
+    routing: Option<String>,
+    #[serde(rename = "_source", default)]
+    source: Option<Box<RawValue>>,
+    /// A document the cluster could not look up (its shard unavailable): neither found nor
+    /// absent, so never taken for absent.
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// What a page of source hits needs: the ids (with routing) the target lacks or holds behind.
+struct Wanted {
+    id: String,
+    routing: Option<String>,
+}
+
+impl Pair<'_> {
+    fn source_index(&self) -> &str {
+        &self.report.source
+    }
+
+    fn target_index(&self) -> &str {
+        &self.report.target
+    }
+
+    /// Pass 1 on one page of source hits (ids, `_seq_no`, `_primary_term`, `_routing`).
+    pub(super) async fn source_page(&mut self, hits: &[Hit]) -> anyhow::Result<()> {
+        self.report.source_docs += hits.len() as u64;
+        let target = self.target_index().to_owned();
+        let found = mget(&self.ctx.target, &target, hits.iter().map(|h| (&h.id, &h.routing)), false).await?;
+        let mut wanted = vec![];
+        for (h, t) in hits.iter().zip(found) {
+            let expected = expected_version(h).with_context(|| format!("source index {}", self.source_index()))?;
+            let kind = match t.version {
+                _ if !t.found => Kind::Missing,
+                Some(v) if v < expected => Kind::Behind,
+                Some(v) if v > expected => Kind::NewerInTarget,
+                _ => continue,
+            };
+            self.report.note(kind, &h.id);
+            if kind != Kind::NewerInTarget {
+                wanted.push(Wanted { id: h.id.clone(), routing: h.routing.clone() });
+            }
+        }
+        self.copy_from_source(wanted).await
+    }
+
+    /// Pass 2 on one page of target hits (ids, `_version`, `_routing`).
+    pub(super) async fn target_page(&mut self, hits: &[Hit]) -> anyhow::Result<()> {
+        self.report.target_docs += hits.len() as u64;
+        let source = self.source_index().to_owned();
+        let found = mget(&self.ctx.source, &source, hits.iter().map(|h| (&h.id, &h.routing)), false).await?;
+        let mut deletes = vec![];
+        for (h, s) in hits.iter().zip(found) {
+            if s.found {
+                continue;
+            }
+            self.report.note(Kind::Extra, &h.id);
+            let version = h.version.with_context(|| {
+                format!("target index {}: the search answer has no _version for {}", self.target_index(), h.id)
+            })?;
+            deletes.push(Doc {
+                index: self.target_index().to_owned(),
+                id: h.id.clone(),
+                version: version + 1,
+                routing: h.routing.clone(),
+                source: None,
+            });
+        }
+        self.write(deletes).await
+    }
+
+    /// Reads the wanted documents from the source as they are now and writes them.
+    async fn copy_from_source(&mut self, wanted: Vec<Wanted>) -> anyhow::Result<()> {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let source = self.source_index().to_owned();
+        let now = mget(&self.ctx.source, &source, wanted.iter().map(|w| (&w.id, &w.routing)), true).await?;
+        let mut docs = vec![];
+        // A document deleted from the source meanwhile: its delete reaches the target by the
+        // replay, or by pass 2.
+        for d in now.into_iter().filter(|d| d.found) {
+            let version = match (d.primary_term, d.seq_no) {
+                (Some(term), Some(seq)) => external_version(term, seq),
+                _ => None,
+            }
+            .with_context(|| {
+                format!("source index {source}: _mget gave no usable _seq_no/_primary_term for {}", d.id)
+            })?;
+            docs.push(Doc {
+                index: self.target_index().to_owned(),
+                id: d.id,
+                version,
+                routing: d.routing,
+                source: d.source,
+            });
+        }
+        self.write(docs).await
+    }
+
+    /// Writes repairs; the target must accept them within `write_limit`.
+    async fn write(&mut self, docs: Vec<Doc>) -> anyhow::Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let target = &self.ctx.target;
+        let outcome = tokio::time::timeout(self.write_limit, self.writer.write(&docs)).await;
+        let finals = match outcome {
+            Ok(Ok(f)) => f,
+            Ok(Err(_)) => bail!(
+                "the target cluster {} stopped taking repairs of index {}: {}",
+                target.url,
+                self.target_index(),
+                self.writer.gave_up().unwrap_or_else(|| "cancelled".into())
+            ),
+            Err(_) => bail!(
+                "the target cluster {} did not accept the repairs of index {} within {}: it refuses writes",
+                target.url,
+                self.target_index(),
+                humantime::format_duration(self.write_limit)
+            ),
+        };
+        for (d, f) in docs.iter().zip(finals) {
+            match f {
+                Final::Applied => self.report.note(Kind::Repaired, &d.id),
+                // The target got there first (the replay, or a parallel run).
+                Final::Stale => {}
+                Final::Rejected(why) => {
+                    tracing::warn!(index = %d.index, id = %d.id, %why, "repair refused by the target");
+                    self.report.note(Kind::Failed, &d.id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The version the target should hold for a source hit.
+fn expected_version(h: &Hit) -> anyhow::Result<u64> {
+    match (h.primary_term, h.seq_no) {
+        (Some(term), Some(seq)) => external_version(term, seq)
+            .with_context(|| format!("document {}: _seq_no {seq} / _primary_term {term} out of range", h.id)),
+        _ => bail!("document {}: the search answer has no _seq_no/_primary_term", h.id),
+    }
+}
+
+/// Looks the ids up in `index` (each with its routing), realtime, in input order.
+async fn mget<'a>(
+    cluster: &Cluster,
+    index: &str,
+    ids: impl Iterator<Item = (&'a String, &'a Option<String>)>,
+    with_source: bool,
+) -> anyhow::Result<Vec<MgetDoc>> {
+    let docs: Vec<Value> = ids
+        .map(|(id, routing)| match routing {
+            Some(r) => json!({ "_id": id, "routing": r }),
+            None => json!({ "_id": id }),
+        })
+        .collect();
+    let asked = docs.len();
+    let body = json!({ "docs": docs });
+    let source = if with_source { "true" } else { "false" };
+    let query = [("_source", source), ("realtime", "true")];
+    let answer: MgetResponse = cluster
+        .json(Method::Post, &format!("/{index}/_mget"), &query, Some(&body))
+        .await
+        .with_context(|| format!("the {} cluster {} index {index}", cluster.role(), cluster.url))?;
+    anyhow::ensure!(
+        answer.docs.len() == asked,
+        "the {} cluster {} index {index}: _mget answered {} documents for {asked}",
+        cluster.role(),
+        cluster.url,
+        answer.docs.len()
+    );
+    if let Some(d) = answer.docs.iter().find(|d| d.error.is_some()) {
+        bail!(
+            "the {} cluster {} index {index}: _mget could not look up {}: {}",
+            cluster.role(),
+            cluster.url,
+            d.id,
+            d.error.as_ref().map(Value::to_string).unwrap_or_default()
+        );
+    }
+    Ok(answer.docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mget_error_is_neither_found_nor_absent() {
+        let d: MgetDoc =
+            serde_json::from_str(r#"{"_id":"a","error":{"type":"no_shard_available_action_exception"}}"#).unwrap();
+        assert!(!d.found && d.error.is_some());
+    }
+
+    #[test]
+    fn expected_version_puts_the_term_above_the_seq_no() {
+        let h: Hit = serde_json::from_str(r#"{"_id":"a","_seq_no":4,"_primary_term":2}"#).unwrap();
+        assert_eq!(expected_version(&h).unwrap(), external_version(2, 4).unwrap());
+        let h: Hit = serde_json::from_str(r#"{"_id":"a"}"#).unwrap();
+        assert!(expected_version(&h).unwrap_err().to_string().contains("document a"));
+    }
+}

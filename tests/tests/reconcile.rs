@@ -1,0 +1,238 @@
+//! Reconcile: writes whose events never reached the topic are repaired, by hand
+//! (`migration reconcile`) and by rollover before and during its pause, so that `verify`
+//! finds the target identical. The application here skips publishing 0.5 % of the writes
+//! it makes before rollover starts (`load --unpublished-percent`, a test-only fault).
+
+use indexferry_common::es::Method;
+use indexferry_tests::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long the load skips publishing some of its writes (from the start of its steady load).
+const UNPUBLISHED_FOR: &str = "15s";
+
+fn number_after(out: &str, prefix: &str) -> Option<u64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Deletes a passed test's indices: the shared clusters have a shard limit.
+async fn drop_indices(url: &str, indices: &[&str]) {
+    if let Ok(c) = cluster(url).await {
+        for i in indices {
+            let _ = c.request(Method::Delete, &format!("/{i}"), &[], None).await;
+        }
+    }
+}
+
+fn verify_report(state: &Path, name: &str) -> anyhow::Result<(Value, bool)> {
+    let out = output(indexferry(state, &["verify", name, "--json"]))?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok((report, out.status.success()))
+}
+
+/// init → run → caught up → (unpublished window over) → rollover → verify identical.
+async fn migrate_with_unpublished_writes(target_url: &str, load_through_rollover: bool) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let source_url = es8();
+    let Names { src, dst, alias, topic, name } = Names::new("rec");
+    create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
+    let faults = ["--unpublished-percent", "0.5", "--unpublished-for", UNPUBLISHED_FOR];
+    let load = Load::start_with(dir.path(), &source_url, &alias, &topic, 2000, 100, &faults)?;
+    wait_docs(&source_url, &src, 2000).await?;
+    let recipe = RecipeSpec {
+        mappings: changed_mappings(),
+        slices: 2,
+        batch_size: 500,
+        ..RecipeSpec::new(&name, &source_url, target_url, &topic, &src, &dst, &alias)
+    }
+    .write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
+    let load_log = dir.path().join("load.log");
+    wait_for("the load's unpublished window to end", Duration::from_secs(120), || {
+        Ok(std::fs::read_to_string(&load_log)?.contains("load: unpublished window over").then_some(()))
+    })
+    .await?;
+    wait_caught_up(&state, &name, Duration::from_secs(180)).await?;
+    let load = if load_through_rollover {
+        Some(load)
+    } else {
+        let report = load.report()?;
+        assert_eq!(report["failed"], json!(0), "{report}");
+        assert!(report["unpublished"].as_u64().unwrap_or(0) > 0, "some writes went unpublished: {report}");
+        None
+    };
+
+    let rolled = output(indexferry(&state, &["rollover", &name]))?;
+    let out = String::from_utf8_lossy(&rolled.stdout).into_owned();
+    eprintln!("{out}\n{}", String::from_utf8_lossy(&rolled.stderr));
+    assert!(rolled.status.success(), "rollover failed");
+    let pause = number_after(&out, "write pause: ").expect("rollover prints the write pause");
+    let repaired = number_after(&out, "reconcile: repaired ").expect("rollover prints what reconcile repaired");
+    assert!(repaired > 0, "the unpublished writes were repaired: {out}");
+    assert!(out.contains("is not seen by the final reconcile pass"), "rollover states the caveat: {out}");
+    // The whole pause is mostly the grace (500 ms) and the block and swap requests, which a
+    // loaded two-core machine slows down: the test bounds what reconcile adds to it.
+    let in_pause = out.lines().find_map(|l| l.split("compared in ").nth(1)).and_then(|l| l.split(' ').next());
+    let in_pause: u64 = in_pause.and_then(|n| n.parse().ok()).expect("rollover prints the final pass's time");
+    assert!(in_pause < 300, "the final reconcile pass takes {in_pause} ms of the {pause} ms pause");
+
+    if let Some(load) = load {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let report = load.report()?;
+        assert_eq!(report["failed"], json!(0), "no write fails across the rollover: {report}");
+        assert!(report["unpublished"].as_u64().unwrap_or(0) > 0, "some writes went unpublished: {report}");
+    }
+    let mut run = run;
+    let exit = wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    assert!(exit.success(), "run exits cleanly: {exit}");
+
+    let (report, ok) = verify_report(&state, &name)?;
+    assert_eq!(report["identical"], json!(true), "{report}");
+    assert_eq!(report["pairs"][0]["late_source_events"], json!(0), "{report}");
+    assert!(ok);
+    drop_indices(&source_url, &[&src]).await;
+    drop_indices(target_url, &[&dst]).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpublished_writes_are_reconciled_in_cluster_with_the_load_through_rollover() -> anyhow::Result<()> {
+    migrate_with_unpublished_writes(&es8(), true).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpublished_writes_are_reconciled_cross_cluster_to_opensearch() -> anyhow::Result<()> {
+    migrate_with_unpublished_writes(&opensearch(), false).await
+}
+
+/// A small in-cluster migration with `run` started and caught up.
+struct Setup {
+    dir: tempfile::TempDir,
+    state: std::path::PathBuf,
+    names: Names,
+    run: Proc,
+}
+
+async fn caught_up_migration(prefix: &str, docs: usize) -> anyhow::Result<Setup> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let url = es8();
+    let names = Names::new(prefix);
+    let Names { src, dst, alias, topic, name } = &names;
+    create_source(&url, src, alias, topic, 2, source_mappings()).await?;
+    let producer = indexferry_producer::Producer::connect(producer_config(&url, topic, alias)).await?;
+    for i in 0..docs {
+        producer.index(&format!("d{i}"), &json!({ "title": format!("doc {i}"), "n": i }).to_string(), None).await?;
+    }
+    producer.flush(Duration::from_secs(10));
+    let recipe = RecipeSpec::new(name, &url, &url, topic, src, dst, alias).write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let run = spawn(indexferry(&state, &["run", name]), &dir.path().join("run.log"))?;
+    wait_caught_up(&state, name, Duration::from_secs(120)).await?;
+    Ok(Setup { dir, state, names, run })
+}
+
+fn kinds(report: &Value) -> (u64, u64, u64, u64) {
+    let c = &report["pairs"][0]["counts"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(u64::MAX);
+    (n("missing"), n("behind"), n("extra"), n("repaired"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_by_hand_repairs_then_finds_nothing_with_the_consumer_running() -> anyhow::Result<()> {
+    let s = caught_up_migration("recman", 50).await?;
+    let (src, dst, name) = (&s.names.src, &s.names.dst, &s.names.name);
+    let c = cluster(&es8()).await?;
+    // Writes the migration never hears of: two new, two updated, two deleted.
+    for id in ["new-1", "new-2", "d1", "d2"] {
+        c.json::<Value>(Method::Put, &format!("/{src}/_doc/{id}"), &[], Some(&json!({ "title": "unpublished" })))
+            .await?;
+    }
+    for id in ["d3", "d4"] {
+        c.json::<Value>(Method::Delete, &format!("/{src}/_doc/{id}"), &[], None).await?;
+    }
+    let (before, _) = verify_report(&s.state, name)?;
+    assert_eq!(before["identical"], json!(false), "the target lacks the unpublished writes: {before}");
+
+    let out = output(indexferry(&s.state, &["reconcile", name, "--json"]))?;
+    let first: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    assert!(out.status.success(), "{first}");
+    assert_eq!(kinds(&first), (2, 2, 2, 6), "missing, behind, extra, repaired: {first}");
+    assert_eq!(first["clean"], json!(false));
+    let extra = first["pairs"][0]["samples"]["extra"].as_array().cloned().unwrap_or_default();
+    assert_eq!(extra, vec![json!("d3"), json!("d4")], "{first}");
+
+    let out = run_ok(indexferry(&s.state, &["reconcile", name]))?;
+    assert!(out.lines().any(|l| l == "reconcile: clean"), "the second run finds nothing: {out}");
+    assert!(
+        out.contains(&format!("reconcile {src} -> {dst}: source=50 target=50 missing=0 behind=0 extra=0")),
+        "{out}"
+    );
+
+    let st = status(&s.state, name)?;
+    assert_eq!(st["last_reconcile"]["repaired"], json!(0), "the last pass is recorded: {st}");
+    assert_eq!(st["last_reconcile"]["failed"], json!(0), "{st}");
+    let (after, ok) = verify_report(&s.state, name)?;
+    assert_eq!(after["identical"], json!(true), "{after}");
+    assert!(ok);
+    assert!(s.run.id() > 0, "the consumer ran throughout");
+    drop(s.dir);
+    drop_indices(&es8(), &[src, dst]).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_stops_on_a_write_blocked_target_or_a_missing_source_and_records_no_pass() -> anyhow::Result<()> {
+    let s = caught_up_migration("recblk", 10).await?;
+    let (src, dst, name) = (&s.names.src, &s.names.dst, &s.names.name);
+    let c = cluster(&es8()).await?;
+    c.json::<Value>(Method::Put, &format!("/{src}/_doc/lost"), &[], Some(&json!({ "title": "unpublished" }))).await?;
+    c.put_settings(dst, json!({ "index.blocks.write": true })).await?;
+    let out = output(indexferry(&s.state, &["reconcile", name]))?;
+    c.put_settings(dst, json!({ "index.blocks.write": null })).await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit 1: {stderr}");
+    assert!(stderr.contains("target cluster") && stderr.contains(dst.as_str()), "names the target: {stderr}");
+    assert!(stderr.contains("refuses writes"), "{stderr}");
+    let st = status(&s.state, name)?;
+    assert_eq!(st["last_reconcile"], Value::Null, "no pass recorded: {st}");
+
+    // A source that is gone stops it too, naming the source.
+    c.json::<Value>(Method::Delete, &format!("/{src}"), &[], None).await?;
+    let out = output(indexferry(&s.state, &["reconcile", name]))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit 1: {stderr}");
+    assert!(stderr.contains("source cluster") && stderr.contains(src.as_str()), "names the source: {stderr}");
+    assert_eq!(status(&s.state, name)?["last_reconcile"], Value::Null, "no pass recorded");
+    drop_indices(&es8(), &[dst]).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reports_a_late_event_for_the_source_after_rollover() -> anyhow::Result<()> {
+    let s = caught_up_migration("reclate", 10).await?;
+    let (src, topic, name) = (&s.names.src, &s.names.topic, &s.names.name);
+    run_ok(indexferry(&s.state, &["rollover", name]))?;
+    // An event the source acknowledged before the block but published after the drain.
+    let late = json!({
+        "schema": indexferry_schemas::SCHEMA_V1, "op": "index", "index": src, "id": "late-1",
+        "seq_no": 900, "primary_term": 1, "version": 1, "source": { "title": "late" }, "ts": "2026-01-01T00:00:00Z",
+    });
+    indexferry_schemas::decode(None, late.to_string().as_bytes())?;
+    publish_raw(topic, &[("late-1", late.to_string().into_bytes())]).await?;
+    let (report, ok) = verify_report(&s.state, name)?;
+    assert_eq!(report["pairs"][0]["late_source_events"], json!(1), "{report}");
+    assert_eq!(report["pairs"][0]["sample_late_source_events"], json!(["late-1"]), "{report}");
+    assert_eq!(report["identical"], json!(false), "{report}");
+    assert!(!ok, "verify fails on a late event");
+    drop_indices(&es8(), &[src, &s.names.dst]).await;
+    Ok(())
+}
