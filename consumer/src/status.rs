@@ -203,14 +203,15 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         note,
         ready: Readiness { ready: false, why_not: None },
     };
-    let why_not = why_not_ready(&s, recipe.rollover.max_lag);
+    let why_not = why_not_ready(&s, &recipe.rollover);
     s.ready = Readiness { ready: why_not.is_none(), why_not };
     Ok(s)
 }
 
 /// The first reason `rollover` would refuse now, in the order it checks them; `None` when
 /// it would start. Worker problems count too: a rollover would meet them.
-fn why_not_ready(s: &Status, max_lag: u64) -> Option<String> {
+fn why_not_ready(s: &Status, rollover: &indexferry_common::config::RolloverConfig) -> Option<String> {
+    let max_lag = rollover.max_lag;
     if s.state == crate::state::State::RolledOver.as_str() {
         return Some("already rolled over".into());
     }
@@ -220,8 +221,15 @@ fn why_not_ready(s: &Status, max_lag: u64) -> Option<String> {
     if let Some(l) = s.lost_events.first() {
         return Some(format!("{} events lost on partition {} before they were replayed", l.events(), l.partition));
     }
-    if let Some(a) = s.accepted_losses.first() {
-        return Some(format!("events lost on partition {} (offsets {}..{}) were skipped", a.partition, a.from, a.to));
+    // Skipped losses need a reconcile: the rollover's own, or a clean pass started since.
+    if let Some(a) = s.accepted_losses.iter().max_by_key(|l| l.at) {
+        let since = s.last_reconcile.as_ref().is_some_and(|r| r.clean() && r.started_at > a.at);
+        if !rollover.reconcile && !since {
+            return Some(format!(
+                "events lost on partition {} (offsets {}..{}) were skipped and no clean reconcile pass ran since",
+                a.partition, a.from, a.to
+            ));
+        }
     }
     let Some(lag) = s.replay.lag_messages else {
         return Some(format!("kafka unreachable: {}", s.kafka_error.as_deref().unwrap_or("no answer")));
