@@ -403,6 +403,42 @@ settings = {{ number_of_shards = {self.shards}, number_of_replicas = 0 }}
                 raise RuntimeError(f"timed out waiting for {what}")
             time.sleep(0.5)
 
+    # --- reconcile ----------------------------------------------------------------------
+    def reconcile(self):
+        """`reconcile` after a snapshot of the same index: with nothing to repair, then with 1 %
+        of the target deleted (up to 10,000 documents: one search page)."""
+        self.reset_state()
+        source, target, name = "bench-source", "bench-target-rec", "bench-reconcile"
+        alias = f"{source}-alias"
+        self.es.call("POST", "/_aliases", {"actions": [{"remove": {"index": "*", "alias": alias}}]}, ok=(404,))
+        self.alias(source, alias)
+        topic = self.topic("bench-reconcile-events")
+        self.es.drop(target)
+        measure(self.ferry_cmd("init", str(self.recipe(name, source, target, alias, topic))))
+        snap = measure(self.ferry_cmd("snapshot", name))
+        clean, repair = [], []
+        for i in range(self.args.runs):
+            m = measure(self.ferry_cmd("reconcile", name), log_to=self.work / f"reconcile-clean-{i}.log")
+            assert "reconcile: clean" in m.out, m.out
+            clean.append(m.wall)
+            self.cost.setdefault("reconcile", []).append(m)
+            self.es.call("POST", f"/{target}/_refresh")
+            page = {"size": min(self.docs // 100, 10_000), "_source": False, "sort": ["_doc"]}
+            ids = [h["_id"] for h in self.es.call("POST", f"/{target}/_search", page)["hits"]["hits"]]
+            body = "".join(json.dumps({"delete": {"_index": target, "_id": i}}) + "\n" for i in ids)
+            self.es.call("POST", "/_bulk?refresh=true", body.encode())
+            m = measure(self.ferry_cmd("reconcile", name), log_to=self.work / f"reconcile-repair-{i}.log")
+            assert f"reconcile: repaired {len(ids)}" in m.out, m.out
+            repair.append(m.wall)
+            log(f"reconcile run {i + 1}: clean {clean[-1]:.1f}s, {len(ids)} to repair {repair[-1]:.1f}s "
+                f"(snapshot {snap.wall:.1f}s)")
+        measure(self.ferry_cmd("cancel", name))
+        self.drop_topic(topic)
+        return {"snapshot_s": snap.wall, "clean_s": median(clean), "repair_1pct_s": median(repair),
+                "clean_s_per_million": median(clean) * 1_000_000 / self.docs,
+                "repair_1pct_s_per_million": median(repair) * 1_000_000 / self.docs,
+                "clean_to_snapshot": median(clean) / snap.wall}
+
     # --- cost ---------------------------------------------------------------------------
     def rss_scaling(self):
         """Peak RSS of the snapshot at 100k documents next to the full runs'."""
@@ -429,8 +465,8 @@ def main():
     ap.add_argument("--baseline-bin", help="another indexferry binary (with consume --until-caught-up) to measure too")
     ap.add_argument("--peers", default="elasticdump,helpers_reindex,python_consumer",
                     help="the peer tools to measure (comma-separated; empty for none)")
-    ap.add_argument("--only", default="snapshot,replay,rollover,cost",
-                    help="comma-separated parts to run (snapshot, replay, rollover, cost)")
+    ap.add_argument("--only", default="snapshot,replay,reconcile,rollover,cost",
+                    help="comma-separated parts to run (snapshot, replay, reconcile, rollover, cost)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     b = Bench(args)
@@ -465,6 +501,8 @@ def main():
         r["replay_events_per_s"]["bulk_ceiling"] = ceiling
     for key, rate in baseline.items():
         r.setdefault(key, {})["indexferry_baseline"] = rate
+    if "reconcile" in only:
+        r["reconcile"] = b.reconcile()
     if "rollover" in only:
         r["rollover_pause_s"] = b.rollovers()
     if "cost" in only:
@@ -496,6 +534,11 @@ def table(r):
         for tool, rate in figures.items():
             ratio = "" if tool == "indexferry" else f"{ours / rate:.2f}x"
             lines.append(f"| {key.split('_')[0]} | {tool} | {rate:,.0f} {unit} | {ratio} |")
+    rec = r.get("reconcile")
+    if rec:
+        lines.append(f"| reconcile, nothing to repair | indexferry | {rec['clean_s_per_million']:.0f} s per million "
+                     f"({rec['clean_to_snapshot']:.2f}x the snapshot's time) | |")
+        lines.append(f"| reconcile, 1 % to repair | indexferry | {rec['repair_1pct_s_per_million']:.0f} s per million | |")
     p = r.get("rollover_pause_s")
     if p:
         lines.append(f"| rollover write pause ({p['count']} rollovers) | indexferry | p50 {p['p50'] * 1000:.0f} ms, "
