@@ -1,6 +1,6 @@
 //! Reading a consistent view of a source index page by page.
 //!
-//! Elasticsearch 8+: one point-in-time per index, sliced, sorted by `_shard_doc`, paged
+//! Elasticsearch 7.17+: one point-in-time per index, sliced, sorted by `_shard_doc`, paged
 //! with `search_after`; the last acknowledged page's sort values are the resume position.
 //! Elsewhere (OpenSearch): sliced scroll, which cannot be resumed after a crash, so an
 //! unfinished slice starts over. Both ask for `seq_no_primary_term` on every hit.
