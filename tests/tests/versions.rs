@@ -54,18 +54,23 @@ async fn migrate_under_load(source_url: &str, target_url: &str) -> anyhow::Resul
     let target = cluster(target_url).await?;
     let aliases: Value = target.json(Method::Get, &format!("/_alias/{alias}"), &[], None).await?;
     assert!(aliases.get(&dst).is_some(), "{alias} points at {dst} on the target: {aliases}");
+    delete_indices(source_url, target_url, &src, &dst).await
+}
+
+/// The shared servers have a shard limit: a passed test leaves nothing behind.
+async fn delete_indices(source_url: &str, target_url: &str, src: &str, dst: &str) -> anyhow::Result<()> {
+    cluster(source_url).await?.request(Method::Delete, &format!("/{src}"), &[], None).await?;
+    cluster(target_url).await?.request(Method::Delete, &format!("/{dst}"), &[], None).await?;
     Ok(())
 }
 
-/// Elasticsearch 7.17 has sliced point-in-time reads: a snapshot killed mid-way resumes
-/// each slice from its checkpoint instead of starting over on a fresh view.
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_7_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
+/// Elasticsearch 7.17 and OpenSearch 3 have sliced point-in-time reads: a snapshot killed
+/// mid-way resumes each slice from its checkpoint instead of starting over on a fresh view.
+async fn snapshot_resumes_after_a_kill(source_url: &str, target_url: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
-    let (source_url, target_url) = (es7(), es8());
     let Names { src, dst, alias, topic, name } = Names::new("versions-kill");
-    let source = create_source(&source_url, &src, &alias, &topic, 1, source_mappings()).await?;
+    let source = create_source(source_url, &src, &alias, &topic, 1, source_mappings()).await?;
     let docs = 6000;
     let mut body = String::new();
     for i in 0..docs {
@@ -80,7 +85,7 @@ async fn elasticsearch_7_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
         slices: 2,
         batch_size: 250,
         throttle: 1500,
-        ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias)
+        ..RecipeSpec::new(&name, source_url, target_url, &topic, &src, &dst, &alias)
     }
     .write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
@@ -101,8 +106,18 @@ async fn elasticsearch_7_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
     let pair = &s["pairs"][0];
     assert_eq!(pair["restarts"], json!(0), "resumed on the same point-in-time, not started over: {pair}");
     assert!(pair["resumes"].as_u64().unwrap_or(0) >= 1, "the kill was followed by a resume: {pair}");
-    assert_eq!(cluster(&target_url).await?.count(&dst, true).await?, docs, "every document copied once");
-    Ok(())
+    assert_eq!(cluster(target_url).await?.count(&dst, true).await?, docs, "every document copied once");
+    delete_indices(source_url, target_url, &src, &dst).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_7_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
+    snapshot_resumes_after_a_kill(&es7(), &es8()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_3_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
+    snapshot_resumes_after_a_kill(&opensearch3(), &es9()).await
 }
 
 /// The routes: test name, source cluster, target cluster.
@@ -121,4 +136,6 @@ routes! {
     elasticsearch_8_to_opensearch_3: es8 => opensearch3,
     opensearch_2_to_opensearch_3: opensearch => opensearch3,
     elasticsearch_7_to_opensearch_2: es7 => opensearch,
+    elasticsearch_7_in_cluster: es7 => es7,
+    opensearch_3_to_elasticsearch_8: opensearch3 => es8,
 }

@@ -41,9 +41,13 @@ impl std::fmt::Display for Flavor {
 
 impl Flavor {
     /// Point-in-time plus `search_after` with the `_shard_doc` tiebreaker and slices
-    /// (Elasticsearch 7.17 and later); other servers are read with sliced scroll.
+    /// (Elasticsearch 7.17 and later, OpenSearch 3); other servers (OpenSearch 2 cannot sort
+    /// on `_shard_doc`) are read with sliced scroll.
     pub fn has_pit(self) -> bool {
-        matches!(self, Flavor::Elasticsearch { major, minor } if major >= 8 || (major == 7 && minor >= 17))
+        match self {
+            Flavor::Elasticsearch { major, minor } => major >= 8 || (major == 7 && minor >= 17),
+            Flavor::OpenSearch { major, .. } => major >= 3,
+        }
     }
 
     /// The flavor a `_nodes` version string names, e.g. `7.17.29`.
@@ -463,7 +467,8 @@ mod tests {
         let pit = |v, elastic| Flavor::from_version(v, elastic).has_pit();
         assert!(pit("7.17.29", true) && pit("8.19.7", true) && pit("9.2.4", true));
         assert!(!pit("7.16.3", true) && !pit("6.8.23", true));
-        assert!(!pit("2.19.6", false) && !pit("3.3.0", false), "OpenSearch is read with scroll");
+        assert!(pit("3.3.0", false));
+        assert!(!pit("2.19.6", false), "OpenSearch 2 is read with scroll: it cannot sort on _shard_doc");
         assert_eq!(Flavor::from_version("3.3.0", false), Flavor::OpenSearch { major: 3, minor: 3 });
     }
 
