@@ -21,6 +21,12 @@ pub fn es9() -> String {
 pub fn opensearch() -> String {
     std::env::var("INDEXFERRY_TEST_OPENSEARCH").unwrap_or_else(|_| "http://127.0.0.1:9202".into())
 }
+pub fn es7() -> String {
+    std::env::var("INDEXFERRY_TEST_ES7").unwrap_or_else(|_| "http://127.0.0.1:9204".into())
+}
+pub fn opensearch3() -> String {
+    std::env::var("INDEXFERRY_TEST_OPENSEARCH3").unwrap_or_else(|_| "http://127.0.0.1:9205".into())
+}
 pub fn brokers() -> String {
     std::env::var("INDEXFERRY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }

@@ -40,7 +40,7 @@ async fn tls_with_a_custom_ca_basic_auth_and_api_keys() -> anyhow::Result<()> {
     let pw = password();
     let c = Cluster::connect(&config(Some("elastic"), Some(&pw), Some(ca.clone())), "source", Duration::from_secs(30))
         .await?;
-    assert!(matches!(c.flavor, indexferry_common::es::Flavor::Elasticsearch { major: 8 }), "{c:?}");
+    assert!(matches!(c.flavor, indexferry_common::es::Flavor::Elasticsearch { major: 8, .. }), "{c:?}");
 
     // A wrong password is refused at once with the cluster's reason, and not retried.
     let started = std::time::Instant::now();

@@ -221,6 +221,19 @@ mod tests {
       {"delete":{"_index":"t","_id":"11","status":400,"error":{"type":"index_closed_exception","reason":"closed","index":"t"}}}
     ]}"#;
 
+    /// Elasticsearch 7.17 names the type in every item.
+    #[test]
+    fn elasticsearch_7_items_carry_a_type() {
+        let answer = r#"{"took":3,"errors":true,"items":[
+          {"index":{"_index":"t","_type":"_doc","_id":"1","_version":5,"result":"created","_shards":{"total":1,"successful":1,"failed":0},"_seq_no":0,"_primary_term":1,"status":201}},
+          {"delete":{"_index":"t","_type":"_doc","_id":"2","status":409,"error":{"type":"version_conflict_engine_exception","reason":"[2]: version conflict","index_uuid":"x","shard":"0","index":"t"}}}
+        ]}"#;
+        let r: BulkResponse = serde_json::from_str(answer).unwrap();
+        assert_eq!(r.items[0].outcome(), Outcome::Applied);
+        assert_eq!(r.items[0].result().seq_no, Some(0));
+        assert_eq!(r.items[1].outcome(), Outcome::Stale);
+    }
+
     #[test]
     fn canned_items_are_judged_one_by_one() {
         let r: BulkResponse = serde_json::from_str(CANNED).unwrap();

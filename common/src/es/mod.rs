@@ -3,8 +3,8 @@
 //! Requests go through [`Cluster::request`], which turns non-2xx answers into
 //! [`Error::ClusterStatus`] carrying the Elasticsearch error type, and retries transient
 //! failures (connection errors, 429, 5xx) with jittered backoff when asked to. The same
-//! code speaks to Elasticsearch 8/9 and OpenSearch 2: the differences that matter (how to
-//! open a point-in-time) hang off [`Flavor`].
+//! code speaks to Elasticsearch 7.17/8/9 and OpenSearch 2/3: the differences that matter
+//! (how to read a consistent view) hang off [`Flavor`].
 
 pub mod alias;
 pub mod bulk;
@@ -26,24 +26,39 @@ use std::time::Duration;
 /// Which server we talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
-    Elasticsearch { major: u32 },
-    OpenSearch { major: u32 },
+    Elasticsearch { major: u32, minor: u32 },
+    OpenSearch { major: u32, minor: u32 },
 }
 
 impl std::fmt::Display for Flavor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Flavor::Elasticsearch { major } => write!(f, "Elasticsearch {major}"),
-            Flavor::OpenSearch { major } => write!(f, "OpenSearch {major}"),
+            Flavor::Elasticsearch { major, .. } => write!(f, "Elasticsearch {major}"),
+            Flavor::OpenSearch { major, .. } => write!(f, "OpenSearch {major}"),
         }
     }
 }
 
 impl Flavor {
-    /// Point-in-time plus `search_after` with the `_shard_doc` tiebreaker and slices; other
-    /// servers are read with sliced scroll.
+    /// Point-in-time plus `search_after` with the `_shard_doc` tiebreaker and slices
+    /// (Elasticsearch 7.17 and later, OpenSearch 3); other servers (OpenSearch 2 cannot sort
+    /// on `_shard_doc`) are read with sliced scroll.
     pub fn has_pit(self) -> bool {
-        matches!(self, Flavor::Elasticsearch { major } if major >= 8)
+        match self {
+            Flavor::Elasticsearch { major, minor } => major >= 8 || (major == 7 && minor >= 17),
+            Flavor::OpenSearch { major, .. } => major >= 3,
+        }
+    }
+
+    /// The flavor a `_nodes` version string names, e.g. `7.17.29`.
+    pub fn from_version(version: &str, is_elastic: bool) -> Flavor {
+        let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if is_elastic {
+            Flavor::Elasticsearch { major, minor }
+        } else {
+            Flavor::OpenSearch { major, minor }
+        }
     }
 }
 
@@ -78,7 +93,7 @@ impl Cluster {
         let mut cluster = Cluster {
             client,
             role,
-            flavor: Flavor::Elasticsearch { major: 0 },
+            flavor: Flavor::Elasticsearch { major: 0, minor: 0 },
             version: String::new(),
             url: redact_url(&url),
             unreachable_timeout: cfg.unreachable_timeout,
@@ -127,8 +142,7 @@ impl Cluster {
             message: format!("unexpected answer to GET /_nodes/_local: {e}"),
         })?;
         let version = nodes.nodes.into_values().next().map(|n| n.version).unwrap_or_default();
-        let major = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
-        self.flavor = if is_elastic { Flavor::Elasticsearch { major } } else { Flavor::OpenSearch { major } };
+        self.flavor = Flavor::from_version(&version, is_elastic);
         self.version = version;
         Ok(())
     }
@@ -446,6 +460,16 @@ mod tests {
             (Some("index_not_found_exception".into()), "index_not_found_exception: no such index [x]".into())
         );
         assert_eq!(parse_error(b"<html>bad gateway"), (None, "<html>bad gateway".into()));
+    }
+
+    #[test]
+    fn point_in_time_from_elasticsearch_7_17() {
+        let pit = |v, elastic| Flavor::from_version(v, elastic).has_pit();
+        assert!(pit("7.17.29", true) && pit("8.19.7", true) && pit("9.2.4", true));
+        assert!(!pit("7.16.3", true) && !pit("6.8.23", true));
+        assert!(pit("3.3.0", false));
+        assert!(!pit("2.19.6", false), "OpenSearch 2 is read with scroll: it cannot sort on _shard_doc");
+        assert_eq!(Flavor::from_version("3.3.0", false), Flavor::OpenSearch { major: 3, minor: 3 });
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Reading a consistent view of a source index page by page.
 //!
-//! Elasticsearch 8+: one point-in-time per index, sliced, sorted by `_shard_doc`, paged
-//! with `search_after`; the last acknowledged page's sort values are the resume position.
-//! Elsewhere (OpenSearch): sliced scroll, which cannot be resumed after a crash, so an
-//! unfinished slice starts over. Both ask for `seq_no_primary_term` on every hit.
+//! Elasticsearch 7.17+ and OpenSearch 3+: one point-in-time per index, sliced, sorted by
+//! `_shard_doc`, paged with `search_after`; the last acknowledged page's sort values are the
+//! resume position. Elsewhere (OpenSearch 2, which cannot sort on `_shard_doc`): sliced
+//! scroll, which cannot be resumed after a crash, so an unfinished slice starts over. Both
+//! ask for `seq_no_primary_term` on every hit.
 //!
 //! Every answer must come from every shard (see [`super::shards`]): a shard that failed is
 //! retried like an unreachable cluster, then named in the error; a shard whose search
@@ -11,7 +12,7 @@
 
 use super::shards::{shards_of_refusal, Incomplete, Shards};
 use indexferry_common::es::Method;
-use indexferry_common::es::{is_transient, Cluster};
+use indexferry_common::es::{is_transient, Cluster, Flavor};
 use indexferry_common::retry::Backoff;
 use indexferry_common::Error;
 use serde::Deserialize;
@@ -87,16 +88,21 @@ pub struct SliceReader {
     done: bool,
 }
 
-/// Opens a point-in-time on `index`.
+/// Opens a point-in-time on `index` (Elasticsearch: `_pit`, OpenSearch: `_search/point_in_time`).
 pub async fn open_pit(cluster: &Cluster, index: &str, keep_alive: Duration) -> Result<String, Error> {
     #[derive(Deserialize)]
     struct Pit {
+        #[serde(alias = "pit_id")]
         id: String,
         #[serde(rename = "_shards", default)]
         shards: Option<Shards>,
     }
     let ka = keep_alive_str(keep_alive);
-    let pit: Pit = cluster.json(Method::Post, &format!("/{index}/_pit"), &[("keep_alive", &ka)], None).await?;
+    let path = match cluster.flavor {
+        Flavor::OpenSearch { .. } => format!("/{index}/_search/point_in_time"),
+        Flavor::Elasticsearch { .. } => format!("/{index}/_pit"),
+    };
+    let pit: Pit = cluster.json(Method::Post, &path, &[("keep_alive", &ka)], None).await?;
     // Elasticsearch 8.16+ refuses to open a point-in-time that misses shards, and says so.
     if let Some(Err(Incomplete::ContextLost(m) | Incomplete::Failed(m))) = pit.shards.map(|s| s.check(index)) {
         close_pit(cluster, &pit.id).await;
@@ -110,8 +116,11 @@ pub async fn open_pit(cluster: &Cluster, index: &str, keep_alive: Duration) -> R
 
 /// Closes a point-in-time (best effort: it expires anyway).
 pub async fn close_pit(cluster: &Cluster, pit_id: &str) {
-    let body = json!({ "id": pit_id });
-    let _ = cluster.json::<Value>(Method::Delete, "/_pit", &[], Some(&body)).await;
+    let (path, body) = match cluster.flavor {
+        Flavor::OpenSearch { .. } => ("/_search/point_in_time", json!({ "pit_id": [pit_id] })),
+        Flavor::Elasticsearch { .. } => ("/_pit", json!({ "id": pit_id })),
+    };
+    let _ = cluster.json::<Value>(Method::Delete, path, &[], Some(&body)).await;
 }
 
 pub fn keep_alive_str(d: Duration) -> String {

@@ -1,0 +1,141 @@
+//! Migrations between major versions, each under a live write load of creates, updates,
+//! deletes and delete-then-recreate: the source index on the older cluster, init, run,
+//! caught up, the load stopped, rollover, and `verify` must find the two indices
+//! identical. One scenario; the routes are a table below. Elasticsearch 7.17 (9204) and
+//! OpenSearch 3 (9205) are started by `dev/stack up es7 opensearch3` (dev/test does).
+
+use indexferry_common::es::Method;
+use indexferry_tests::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Documents written before the migration starts; the load then goes on at `RATE` writes/s.
+const INITIAL: u64 = 2000;
+const RATE: u32 = 100;
+
+async fn migrate_under_load(source_url: &str, target_url: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let Names { src, dst, alias, topic, name } = Names::new("versions");
+    create_source(source_url, &src, &alias, &topic, 3, source_mappings()).await?;
+    let load = Load::start(dir.path(), source_url, &alias, &topic, INITIAL, RATE)?;
+    wait_docs(source_url, &src, INITIAL).await?;
+
+    let recipe = RecipeSpec {
+        mappings: changed_mappings(),
+        slices: 2,
+        batch_size: 500,
+        ..RecipeSpec::new(&name, source_url, target_url, &topic, &src, &dst, &alias)
+    }
+    .write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
+    let caught = wait_caught_up(&state, &name, Duration::from_secs(180)).await;
+    if caught.is_err() {
+        let _ = terminate(&mut run);
+        eprintln!("{}", std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default());
+    }
+    caught?;
+
+    let (done, failed) = load.stop()?;
+    assert_eq!(failed, 0, "no write may fail ({done} done)");
+    run_ok(indexferry(&state, &["rollover", &name]))?;
+    assert_eq!(status(&state, &name)?["state"], "rolled_over");
+    let exit = wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    assert!(exit.success(), "run exits cleanly: {exit}");
+
+    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    assert!(report["pairs"][0]["source_docs"].as_u64().unwrap_or(0) >= INITIAL, "{report}");
+    assert_eq!(report["identical"], json!(true), "{report}");
+    assert!(out.status.success());
+    // The alias now names the target index on the target cluster.
+    let target = cluster(target_url).await?;
+    let aliases: Value = target.json(Method::Get, &format!("/_alias/{alias}"), &[], None).await?;
+    assert!(aliases.get(&dst).is_some(), "{alias} points at {dst} on the target: {aliases}");
+    delete_indices(source_url, target_url, &src, &dst).await
+}
+
+/// The shared servers have a shard limit: a passed test leaves nothing behind.
+async fn delete_indices(source_url: &str, target_url: &str, src: &str, dst: &str) -> anyhow::Result<()> {
+    cluster(source_url).await?.request(Method::Delete, &format!("/{src}"), &[], None).await?;
+    cluster(target_url).await?.request(Method::Delete, &format!("/{dst}"), &[], None).await?;
+    Ok(())
+}
+
+/// Elasticsearch 7.17 and OpenSearch 3 have sliced point-in-time reads: a snapshot killed
+/// mid-way resumes each slice from its checkpoint instead of starting over on a fresh view.
+async fn snapshot_resumes_after_a_kill(source_url: &str, target_url: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let Names { src, dst, alias, topic, name } = Names::new("versions-kill");
+    let source = create_source(source_url, &src, &alias, &topic, 1, source_mappings()).await?;
+    let docs = 6000;
+    let mut body = String::new();
+    for i in 0..docs {
+        body.push_str(&format!("{{\"index\":{{\"_id\":\"d{i}\"}}}}\n{{\"id\":\"d{i}\",\"revision\":{i}}}\n"));
+    }
+    let path = format!("/{src}/_bulk");
+    let answer = source.request(Method::Post, &path, &[("refresh", "true")], Some(body.into())).await?;
+    let answer: Value = serde_json::from_slice(&answer)?;
+    assert_eq!(answer["errors"], json!(false), "the source documents are written");
+
+    let recipe = RecipeSpec {
+        slices: 2,
+        batch_size: 250,
+        throttle: 1500,
+        ..RecipeSpec::new(&name, source_url, target_url, &topic, &src, &dst, &alias)
+    }
+    .write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let log = dir.path().join("snapshot.log");
+    let mut snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
+    wait_for("the snapshot copies 1,500 documents", Duration::from_secs(60), || {
+        Ok((status(&state, &name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) >= 1500).then_some(()))
+    })
+    .await?;
+    kill9(&mut snapshot)?;
+    let _snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
+    let s = wait_for("the snapshot to finish", Duration::from_secs(120), || {
+        let s = status(&state, &name)?;
+        Ok((s["pairs"][0]["done"] == json!(true)).then_some(s))
+    })
+    .await
+    .inspect_err(|_| eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default()))?;
+    let pair = &s["pairs"][0];
+    assert_eq!(pair["restarts"], json!(0), "resumed on the same point-in-time, not started over: {pair}");
+    assert!(pair["resumes"].as_u64().unwrap_or(0) >= 1, "the kill was followed by a resume: {pair}");
+    assert_eq!(cluster(target_url).await?.count(&dst, true).await?, docs, "every document copied once");
+    delete_indices(source_url, target_url, &src, &dst).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_7_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
+    snapshot_resumes_after_a_kill(&es7(), &es8()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_3_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
+    snapshot_resumes_after_a_kill(&opensearch3(), &es9()).await
+}
+
+/// The routes: test name, source cluster, target cluster.
+macro_rules! routes {
+    ($($test:ident: $from:ident => $to:ident,)*) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $test() -> anyhow::Result<()> {
+            migrate_under_load(&$from(), &$to()).await
+        }
+    )*};
+}
+
+routes! {
+    elasticsearch_7_to_elasticsearch_8: es7 => es8,
+    elasticsearch_7_to_elasticsearch_9: es7 => es9,
+    elasticsearch_8_to_opensearch_3: es8 => opensearch3,
+    opensearch_2_to_opensearch_3: opensearch => opensearch3,
+    elasticsearch_7_to_opensearch_2: es7 => opensearch,
+    elasticsearch_7_in_cluster: es7 => es7,
+    opensearch_3_to_elasticsearch_8: opensearch3 => es8,
+}
