@@ -7,7 +7,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, Uni
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::net::SocketAddr;
 
-/// Events replayed, by `op` (index/delete) and `result` (applied/stale/dead_lettered/ignored).
+/// Events replayed, by `op` (index/delete/unknown) and `result` (applied/stale/dead_lettered).
 pub const EVENTS: &str = "indexferry_events_total";
 /// Events naming a pair's alias instead of its source index, applied to that pair, by `alias`.
 pub const EVENTS_BY_ALIAS: &str = "indexferry_events_by_alias_total";
@@ -17,7 +17,8 @@ pub const EVENTS_UNKNOWN_INDEX: &str = "indexferry_events_unknown_index_total";
 pub const LAG_MESSAGES: &str = "indexferry_consumer_lag_messages";
 /// Age of the newest applied event's write, per `partition`: how far behind the target is.
 pub const LAG_SECONDS: &str = "indexferry_consumer_lag_seconds";
-/// Documents the snapshot wrote, by `pair` and `result` (applied/stale/dead_lettered).
+/// Documents the snapshot wrote, by `pair` and `result` (applied/stale); refused ones are
+/// counted in [`DEAD_LETTERS`].
 pub const SNAPSHOT_DOCS: &str = "indexferry_snapshot_documents_total";
 /// Snapshot progress of a `pair`, 0 to 1.
 pub const SNAPSHOT_PROGRESS: &str = "indexferry_snapshot_progress_ratio";
@@ -29,7 +30,8 @@ pub const RETRIES: &str = "indexferry_retries_total";
 pub const STATE: &str = "indexferry_migration_state";
 /// Write pause of the last rollover.
 pub const ROLLOVER_PAUSE: &str = "indexferry_rollover_write_pause_seconds";
-/// Messages sent to the dead-letter topic, by `reason` class.
+/// Messages sent to the dead-letter topic, by `kind` (decode/rejected) and `stage`
+/// (snapshot/replay).
 pub const DEAD_LETTERS: &str = "indexferry_dead_letters_total";
 /// Documents a reconcile pass found or repaired, by `pair` (source index) and `kind`
 /// (missing/behind/extra/newer_in_target/repaired/failed).
