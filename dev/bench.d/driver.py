@@ -406,7 +406,7 @@ settings = {{ number_of_shards = {self.shards}, number_of_replicas = 0 }}
     # --- reconcile ----------------------------------------------------------------------
     def reconcile(self):
         """`reconcile` after a snapshot of the same index: with nothing to repair, then with 1 %
-        of the target deleted (up to 10,000 documents: one search page)."""
+        of the source rewritten without events (up to 10,000 documents: one search page)."""
         self.reset_state()
         source, target, name = "bench-source", "bench-target-rec", "bench-reconcile"
         alias = f"{source}-alias"
@@ -422,10 +422,13 @@ settings = {{ number_of_shards = {self.shards}, number_of_replicas = 0 }}
             assert "reconcile: clean" in m.out, m.out
             clean.append(m.wall)
             self.cost.setdefault("reconcile", []).append(m)
-            self.es.call("POST", f"/{target}/_refresh")
-            page = {"size": min(self.docs // 100, 10_000), "_source": False, "sort": ["_doc"]}
-            ids = [h["_id"] for h in self.es.call("POST", f"/{target}/_search", page)["hits"]["hits"]]
-            body = "".join(json.dumps({"delete": {"_index": target, "_id": i}}) + "\n" for i in ids)
+            # 1 % of the source written again with no event, as an application that died
+            # between its write and its publish: the target is behind on those.
+            page = {"size": min(self.docs // 100, 10_000), "sort": ["_doc"]}
+            hits = self.es.call("POST", f"/{source}/_search", page)["hits"]["hits"]
+            ids = [h["_id"] for h in hits]
+            body = "".join(json.dumps({"index": {"_index": source, "_id": h["_id"]}}) + "\n"
+                           + json.dumps(h["_source"]) + "\n" for h in hits)
             self.es.call("POST", "/_bulk?refresh=true", body.encode())
             m = measure(self.ferry_cmd("reconcile", name), log_to=self.work / f"reconcile-repair-{i}.log")
             assert f"reconcile: repaired {len(ids)}" in m.out, m.out
