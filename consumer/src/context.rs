@@ -81,6 +81,14 @@ pub async fn end_offsets(recipe: &Recipe, timeout: Duration) -> anyhow::Result<O
         .with_context(|| format!("kafka at {}", recipe.kafka.brokers))
 }
 
+/// The topic's partitions with their first available and end offsets, off the async runtime.
+pub async fn watermarks(recipe: &Recipe, timeout: Duration) -> anyhow::Result<indexferry_common::kafka::Watermarks> {
+    let (k, topic) = (recipe.kafka.clone(), recipe.kafka.topic.clone());
+    tokio::task::spawn_blocking(move || indexferry_common::kafka::watermarks(&k, &topic, timeout))
+        .await?
+        .with_context(|| format!("kafka at {}", recipe.kafka.brokers))
+}
+
 pub async fn connect(recipe: &Recipe, deadline: Duration) -> anyhow::Result<(Cluster, Cluster)> {
     let source = Cluster::connect(&recipe.source, "source", deadline).await?;
     let target = if recipe.cross_cluster() {

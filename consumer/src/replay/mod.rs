@@ -176,21 +176,15 @@ pub async fn run_until_caught_up(ctx: Arc<Ctx>, cancel: CancellationToken, optio
 async fn watermarks_at_start(ctx: &Ctx, cancel: &CancellationToken) -> Option<Watermarks> {
     let mut backoff = Backoff::standard(None);
     loop {
-        let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            indexferry_common::kafka::watermarks(&k, &topic, Duration::from_secs(10))
-        })
-        .await;
-        match read {
-            Ok(Ok(marks)) => {
+        match crate::context::watermarks(&ctx.recipe, Duration::from_secs(10)).await {
+            Ok(marks) => {
                 crate::health::ok("kafka");
                 return Some(marks);
             }
-            Ok(Err(e)) => {
-                crate::health::failing("kafka", &e.to_string());
-                tracing::warn!(error = %e, "cannot read the topic's offsets; retrying");
+            Err(e) => {
+                crate::health::failing("kafka", &format!("{e:#}"));
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the topic's offsets; retrying");
             }
-            Err(e) => tracing::warn!(error = %e, "offset reader failed; retrying"),
         }
         tokio::select! {
             _ = cancel.cancelled() => return None,
@@ -202,11 +196,7 @@ async fn watermarks_at_start(ctx: &Ctx, cancel: &CancellationToken) -> Option<Wa
 /// The error a fatal receive ends the replay with: a loss of events, named, when the topic's
 /// offsets show one.
 async fn explain_fatal(ctx: &Ctx, cp: &ReplayCheckpoint, reason: String) -> anyhow::Error {
-    let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
-    let marks =
-        tokio::task::spawn_blocking(move || indexferry_common::kafka::watermarks(&k, &topic, Duration::from_secs(10)))
-            .await;
-    if let Ok(Ok(marks)) = marks {
+    if let Ok(marks) = crate::context::watermarks(&ctx.recipe, Duration::from_secs(10)).await {
         let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
         if !losses.is_empty() {
             return anyhow::anyhow!("{}", loss::describe(&ctx.recipe.kafka.topic, &losses));

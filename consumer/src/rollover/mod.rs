@@ -170,11 +170,9 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
 /// changed: the rollover's own, or a clean pass that started after the last of them.
 async fn check_events(ctx: &Ctx) -> anyhow::Result<()> {
     let cp = ctx.dir.read_replay()?;
-    let (k, topic) = (ctx.recipe.kafka.clone(), ctx.recipe.kafka.topic.clone());
-    let marks =
-        tokio::task::spawn_blocking(move || indexferry_common::kafka::watermarks(&k, &topic, Duration::from_secs(10)))
-            .await?
-            .context("cannot read the topic's offsets")?;
+    let marks = crate::context::watermarks(&ctx.recipe, Duration::from_secs(10))
+        .await
+        .context("cannot read the topic's offsets")?;
     let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
     if !losses.is_empty() {
         bail!("rollover refused: {}", loss::describe(&ctx.recipe.kafka.topic, &losses));
