@@ -77,11 +77,11 @@ async fn migrate_with_unpublished_writes(target_url: &str, load_through_rollover
     let repaired = number_after(&out, "reconcile: repaired ").expect("rollover prints what reconcile repaired");
     assert!(repaired > 0, "the unpublished writes were repaired: {out}");
     assert!(out.contains("is not seen by the final reconcile pass"), "rollover states the caveat: {out}");
-    // The whole pause is mostly the grace (500 ms) and the block and swap requests, which a
-    // loaded two-core machine slows down: the test bounds what reconcile adds to it.
-    let in_pause = out.lines().find_map(|l| l.split("compared in ").nth(1)).and_then(|l| l.split(' ').next());
-    let in_pause: u64 = in_pause.and_then(|n| n.parse().ok()).expect("rollover prints the final pass's time");
-    assert!(in_pause < 300, "the final reconcile pass takes {in_pause} ms of the {pause} ms pause");
+    // The pass inside the pause compares only the documents changed since the pass before
+    // the block, not the index (its time is a benchmark figure, not a test's).
+    let changed = out.lines().find_map(|l| l.split(" in the pause (").nth(1)).and_then(|l| l.split(' ').next());
+    let changed: u64 = changed.and_then(|n| n.parse().ok()).expect("rollover prints the final pass's size");
+    assert!(changed < 2000, "the final reconcile pass compared {changed} documents in the {pause} ms pause");
 
     if let Some(load) = load {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -234,5 +234,38 @@ async fn verify_reports_a_late_event_for_the_source_after_rollover() -> anyhow::
     assert_eq!(report["identical"], json!(false), "{report}");
     assert!(!ok, "verify fails on a late event");
     drop_indices(&es8(), &[src, &s.names.dst]).await;
+    Ok(())
+}
+
+/// A target that keeps a delete newer than the source's document (a tombstone: here written
+/// by hand, as a replayed delete of a later incarnation would leave it) refuses the copy as
+/// stale. The document is still missing, so the pass is not clean and exits 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_refused_by_a_newer_delete_in_the_target_is_a_failed_repair() -> anyhow::Result<()> {
+    let s = caught_up_migration("recstale", 5).await?;
+    let (src, dst, name) = (&s.names.src, &s.names.dst, &s.names.name);
+    let c = cluster(&es8()).await?;
+    c.json::<Value>(Method::Put, &format!("/{src}/_doc/ghost"), &[], Some(&json!({ "title": "unpublished" })))
+        .await?;
+    let newer = (1u64 << 60).to_string();
+    let newest = ((1u64 << 60) + 1).to_string();
+    let external = |v: &str| vec![("version", v.to_owned()), ("version_type", "external".to_owned())];
+    let q = external(&newer);
+    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    c.json::<Value>(Method::Put, &format!("/{dst}/_doc/ghost"), &q, Some(&json!({ "title": "later" }))).await?;
+    let q = external(&newest);
+    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    c.json::<Value>(Method::Delete, &format!("/{dst}/_doc/ghost"), &q, None).await?;
+
+    let out = output(indexferry(&s.state, &["reconcile", name, "--json"]))?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    assert_eq!(out.status.code(), Some(1), "a repair that cannot land fails the pass: {report}");
+    assert_eq!(report["clean"], json!(false), "{report}");
+    assert_eq!(report["failed"], json!(1), "{report}");
+    assert_eq!(report["pairs"][0]["samples"]["failed"], json!(["ghost"]), "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("newer delete"), "the log says why");
+    drop(s.dir);
+    drop_indices(&es8(), &[src, dst]).await;
     Ok(())
 }

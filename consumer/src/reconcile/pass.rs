@@ -113,7 +113,8 @@ impl Pair<'_> {
                 source: None,
             });
         }
-        self.write(deletes).await
+        // A stale delete: the target holds a newer write, which its own event brought.
+        self.write(deletes).await.map(drop)
     }
 
     /// Reads the wanted documents from the source as they are now and writes them.
@@ -142,13 +143,49 @@ impl Pair<'_> {
                 source: d.source,
             });
         }
-        self.write(docs).await
+        let stale = self.write(docs).await?;
+        self.check_stale_copies(stale).await
     }
 
-    /// Writes repairs; the target must accept them within `write_limit`.
-    async fn write(&mut self, docs: Vec<Doc>) -> anyhow::Result<()> {
-        if docs.is_empty() {
+    /// Copies the target refused as stale: fine where it holds the document at that version
+    /// or newer (the replay got there first). Where it holds none, it keeps a delete newer
+    /// than the source's document (a tombstone), which no external-version write can pass
+    /// until the target forgets it (`index.gc_deletes`): the document stays missing, so the
+    /// repair failed — unless the source changed it meanwhile, which the next pass judges.
+    async fn check_stale_copies(&mut self, stale: Vec<Doc>) -> anyhow::Result<()> {
+        if stale.is_empty() {
             return Ok(());
+        }
+        let target = self.target_index().to_owned();
+        let in_target = mget(&self.ctx.target, &target, stale.iter().map(|d| (&d.id, &d.routing)), false).await?;
+        let absent: Vec<&Doc> = stale.iter().zip(in_target).filter(|(_, t)| !t.found).map(|(d, _)| d).collect();
+        if absent.is_empty() {
+            return Ok(());
+        }
+        let source = self.source_index().to_owned();
+        let in_source = mget(&self.ctx.source, &source, absent.iter().map(|d| (&d.id, &d.routing)), false).await?;
+        for (d, s) in absent.into_iter().zip(in_source) {
+            let now = match (s.found, s.primary_term, s.seq_no) {
+                (true, Some(term), Some(seq)) => external_version(term, seq),
+                _ => None,
+            };
+            if now == Some(d.version) {
+                tracing::warn!(
+                    index = %d.index, id = %d.id, version = d.version,
+                    "repair refused: the target keeps a newer delete of this document than the source's copy; \
+                     it cannot be copied until the target forgets that delete (index.gc_deletes)"
+                );
+                self.report.note(Kind::Failed, &d.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes repairs; the target must accept them within `write_limit`. Returns those it
+    /// refused as stale.
+    async fn write(&mut self, docs: Vec<Doc>) -> anyhow::Result<Vec<Doc>> {
+        if docs.is_empty() {
+            return Ok(vec![]);
         }
         let target = &self.ctx.target;
         let outcome = tokio::time::timeout(self.write_limit, self.writer.write(&docs)).await;
@@ -167,18 +204,19 @@ impl Pair<'_> {
                 humantime::format_duration(self.write_limit)
             ),
         };
-        for (d, f) in docs.iter().zip(finals) {
+        let mut stale = vec![];
+        for (d, f) in docs.into_iter().zip(finals) {
             match f {
                 Final::Applied => self.report.note(Kind::Repaired, &d.id),
-                // The target got there first (the replay, or a parallel run).
-                Final::Stale => {}
+                // The target holds this version or newer: judged by the caller.
+                Final::Stale => stale.push(d),
                 Final::Rejected(why) => {
                     tracing::warn!(index = %d.index, id = %d.id, %why, "repair refused by the target");
                     self.report.note(Kind::Failed, &d.id);
                 }
             }
         }
-        Ok(())
+        Ok(stale)
     }
 }
 
