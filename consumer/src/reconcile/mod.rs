@@ -3,7 +3,8 @@
 //! between its write and its publish, events deleted before replay).
 //!
 //! Per pair, two streamed passes with bounded memory, on a point in time on each side, ids
-//! and versions only (no `_source` is read to compare):
+//! and versions only (no `_source` is read to compare), run at once, each in the snapshot's
+//! number of slices:
 //!
 //! 1. every source document against the target's `_version`: the target should hold
 //!    `external_version(_primary_term, _seq_no)`. Missing or behind → copied again from the
@@ -98,6 +99,20 @@ impl PairReport {
         }
     }
 
+    /// Adds the counts and samples of another part of the same pair (another slice).
+    fn merge(&mut self, part: PairReport) {
+        self.source_docs += part.source_docs;
+        self.target_docs += part.target_docs;
+        for (kind, n) in part.counts {
+            *self.counts.entry(kind).or_default() += n;
+        }
+        for (kind, ids) in part.samples {
+            let mine = self.samples.entry(kind).or_default();
+            let room = self.max_samples.saturating_sub(mine.len());
+            mine.extend(ids.into_iter().take(room));
+        }
+    }
+
     pub fn count(&self, kind: Kind) -> u64 {
         self.counts.get(kind.as_str()).copied().unwrap_or(0)
     }
@@ -168,10 +183,7 @@ pub(crate) async fn full(
     for p in &ctx.migration.pairs {
         refuses_writes(&ctx.target, &p.target).await?;
         let max_seq_no = changed::shard_max_seq_no(&ctx.source, &p.source).await?;
-        let mut pair =
-            Pair { ctx, writer: &writer, write_limit, report: PairReport::new(&p.source, &p.target, samples) };
-        compare(&mut pair).await?;
-        pairs.push(pair.report);
+        pairs.push(compare(ctx, &writer, write_limit, &p.source, &p.target, samples).await?);
         marks.push(max_seq_no);
     }
     let report = Report::new(pairs, started);
@@ -218,66 +230,119 @@ pub(crate) async fn narrow(
     Ok((report, next))
 }
 
-/// Both passes of one pair.
-async fn compare(pair: &mut Pair<'_>) -> anyhow::Result<()> {
-    let (ctx, source, target) = (pair.ctx, pair.report.source.clone(), pair.report.target.clone());
-    for (c, i) in [(&ctx.source, &source), (&ctx.target, &target)] {
+/// Which side a slice of the comparison reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Pass 1: source documents judged against the target.
+    Source,
+    /// Pass 2: target documents looked up in the source.
+    Target,
+}
+
+/// Both passes of one pair, at once and each in the snapshot's number of slices: every
+/// slice waits on one request at a time, so together they keep both clusters busy.
+async fn compare(
+    ctx: &Ctx,
+    writer: &Writer,
+    write_limit: Duration,
+    source: &str,
+    target: &str,
+    samples: usize,
+) -> anyhow::Result<PairReport> {
+    for (c, i) in [(&ctx.source, source), (&ctx.target, target)] {
         c.json::<Value>(Method::Post, &format!("/{i}/_refresh"), &[], None)
             .await
             .with_context(|| format!("the {} cluster {} index {i}", c.role(), c.url))?;
     }
-    let (mut reader, pit) = open(&ctx.source, &source, false).await?;
-    let result = async {
-        loop {
-            let hits = reader
-                .next_page()
-                .await
-                .with_context(|| format!("source cluster {} index {source}", ctx.source.url))?;
-            if hits.is_empty() {
-                return anyhow::Ok(());
-            }
-            pair.source_page(&hits).await?;
+    let source_view = View::open(&ctx.source, source).await?;
+    let target_view = match View::open(&ctx.target, target).await {
+        Ok(v) => v,
+        Err(e) => {
+            source_view.close().await;
+            return Err(e);
         }
-    }
-    .await;
-    close(&ctx.source, pit).await;
-    result?;
-    let (mut reader, pit) = open(&ctx.target, &target, true).await?;
-    let result = async {
-        loop {
-            let hits = reader
-                .next_page()
-                .await
-                .with_context(|| format!("target cluster {} index {target}", ctx.target.url))?;
-            if hits.is_empty() {
-                return anyhow::Ok(());
-            }
-            pair.target_page(&hits).await?;
-        }
-    }
-    .await;
-    close(&ctx.target, pit).await;
-    result
-}
-
-/// A reader of ids (and, for the target, versions) on a point in time, or a scroll.
-async fn open(cluster: &Cluster, index: &str, versions: bool) -> anyhow::Result<(SliceReader, Option<String>)> {
-    let keep_alive = Duration::from_secs(300);
-    let (mode, pit) = if cluster.flavor.has_pit() {
-        let pit = open_pit(cluster, index, keep_alive)
-            .await
-            .with_context(|| format!("the {} cluster {} index {index}", cluster.role(), cluster.url))?;
-        (Mode::Pit { pit_id: pit.clone(), search_after: None }, Some(pit))
-    } else {
-        (Mode::Scroll { scroll_id: None }, None)
     };
-    let reader = SliceReader::new(cluster.clone(), index, 0, 1, PAGE, keep_alive, mode).without_source();
-    Ok((if versions { reader.with_version() } else { reader }, pit))
+    let slices = ctx.recipe.snapshot.slices;
+    let passes = (0..slices).flat_map(|s| [(Side::Source, s), (Side::Target, s)]).map(|(side, slice)| {
+        let view = if side == Side::Source { &source_view } else { &target_view };
+        let pair = Pair { ctx, writer, write_limit, report: PairReport::new(source, target, samples) };
+        compare_slice(pair, view, side, slice, slices)
+    });
+    let done = futures::future::try_join_all(passes).await;
+    source_view.close().await;
+    target_view.close().await;
+    let mut report = PairReport::new(source, target, samples);
+    for part in done? {
+        report.merge(part);
+    }
+    Ok(report)
 }
 
-async fn close(cluster: &Cluster, pit: Option<String>) {
-    if let Some(pit) = pit {
-        close_pit(cluster, &pit).await;
+/// One slice of one side, page by page.
+async fn compare_slice(
+    mut pair: Pair<'_>,
+    view: &View,
+    side: Side,
+    slice: u32,
+    slices: u32,
+) -> anyhow::Result<PairReport> {
+    let mut reader = view.reader(slice, slices, side == Side::Target);
+    loop {
+        let hits = reader.next_page().await.with_context(|| {
+            format!("the {} cluster {} index {} (slice {slice})", view.cluster.role(), view.cluster.url, view.index)
+        })?;
+        if hits.is_empty() {
+            return Ok(pair.report);
+        }
+        match side {
+            Side::Source => pair.source_page(&hits).await?,
+            Side::Target => pair.target_page(&hits).await?,
+        }
+    }
+}
+
+/// One index's consistent view: a point in time its slices share, or (where the cluster
+/// has none usable) a sliced scroll each slice opens for itself.
+struct View {
+    cluster: Cluster,
+    index: String,
+    pit: Option<String>,
+}
+
+const KEEP_ALIVE: Duration = Duration::from_secs(300);
+
+impl View {
+    async fn open(cluster: &Cluster, index: &str) -> anyhow::Result<View> {
+        let pit = match cluster.flavor.has_pit() {
+            true => Some(
+                open_pit(cluster, index, KEEP_ALIVE)
+                    .await
+                    .with_context(|| format!("the {} cluster {} index {index}", cluster.role(), cluster.url))?,
+            ),
+            false => None,
+        };
+        Ok(View { cluster: cluster.clone(), index: index.to_owned(), pit })
+    }
+
+    /// A reader of ids (and, with `versions`, `_version`) for one slice.
+    fn reader(&self, slice: u32, slices: u32, versions: bool) -> SliceReader {
+        let mode = match &self.pit {
+            Some(pit) => Mode::Pit { pit_id: pit.clone(), search_after: None },
+            None => Mode::Scroll { scroll_id: None },
+        };
+        let reader = SliceReader::new(self.cluster.clone(), &self.index, slice, slices, PAGE, KEEP_ALIVE, mode)
+            .without_source();
+        if versions {
+            reader.with_version()
+        } else {
+            reader
+        }
+    }
+
+    async fn close(self) {
+        if let Some(pit) = self.pit {
+            close_pit(&self.cluster, &pit).await;
+        }
     }
 }
 
