@@ -245,8 +245,7 @@ async fn a_copy_refused_by_a_newer_delete_in_the_target_is_a_failed_repair() -> 
     let s = caught_up_migration("recstale", 5).await?;
     let (src, dst, name) = (&s.names.src, &s.names.dst, &s.names.name);
     let c = cluster(&es8()).await?;
-    c.json::<Value>(Method::Put, &format!("/{src}/_doc/ghost"), &[], Some(&json!({ "title": "unpublished" })))
-        .await?;
+    c.json::<Value>(Method::Put, &format!("/{src}/_doc/ghost"), &[], Some(&json!({ "title": "unpublished" }))).await?;
     let newer = (1u64 << 60).to_string();
     let newest = ((1u64 << 60) + 1).to_string();
     let external = |v: &str| vec![("version", v.to_owned()), ("version_type", "external".to_owned())];

@@ -76,6 +76,7 @@ pub(crate) async fn changed_since(
                 let hits = changed_page(src, &p.source, *shard, after).await?;
                 let Some(last) = hits.last().and_then(|h| h.seq_no) else { break };
                 after = last as i64;
+                pair.report.source_docs += hits.len() as u64;
                 pair.source_page(&hits).await?;
             }
         }

@@ -2,15 +2,16 @@
 //! the safety net for writes whose events never reached the topic (an application that died
 //! between its write and its publish, events deleted before replay).
 //!
-//! Per pair, two streamed passes with bounded memory, on a point in time on each side, ids
-//! and versions only (no `_source` is read to compare), run at once, each in the snapshot's
-//! number of slices:
+//! Per pair, ids and versions only (no `_source` is read to compare), with bounded memory:
 //!
-//! 1. every source document against the target's `_version`: the target should hold
-//!    `external_version(_primary_term, _seq_no)`. Missing or behind → copied again from the
-//!    source; newer in the target → left alone (the replay got there first);
-//! 2. every target id looked up in the source: absent there (extra) → deleted from the
-//!    target with a version above the target's.
+//! 1. both indices are scanned at once on a point in time each, in the snapshot's number of
+//!    slices, into a sorted spill on disk, and merged by id (`spill`): the clusters pay two
+//!    scans, no lookup per document;
+//! 2. what the merge finds different is looked up again, realtime, and repaired (`pass`):
+//!    a source document missing in the target or behind (the target should hold
+//!    `external_version(_primary_term, _seq_no)`) → copied again from the source; newer in
+//!    the target → left alone (the replay got there first); a target document the source
+//!    no longer has (extra) → deleted from the target with a version above the target's.
 //!
 //! Every repair is an external-version write, so it never regresses a document, it is safe
 //! while the snapshot and the consumer run, and a second run finds nothing to do. A pass
@@ -19,6 +20,7 @@
 
 mod changed;
 mod pass;
+mod spill;
 
 pub(crate) use changed::changed_since;
 
@@ -33,6 +35,7 @@ use indexferry_common::metrics::{RECONCILE_DOCS, RECONCILE_LAST_PASS};
 use pass::Pair;
 use serde::Serialize;
 use serde_json::Value;
+use spill::{Cursor, Difference, Spill};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -96,20 +99,6 @@ impl PairReport {
         let ids = self.samples.entry(kind.as_str()).or_default();
         if ids.len() < self.max_samples {
             ids.push(id.to_owned());
-        }
-    }
-
-    /// Adds the counts and samples of another part of the same pair (another slice).
-    fn merge(&mut self, part: PairReport) {
-        self.source_docs += part.source_docs;
-        self.target_docs += part.target_docs;
-        for (kind, n) in part.counts {
-            *self.counts.entry(kind).or_default() += n;
-        }
-        for (kind, ids) in part.samples {
-            let mine = self.samples.entry(kind).or_default();
-            let room = self.max_samples.saturating_sub(mine.len());
-            mine.extend(ids.into_iter().take(room));
         }
     }
 
@@ -230,17 +219,8 @@ pub(crate) async fn narrow(
     Ok((report, next))
 }
 
-/// Which side a slice of the comparison reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    /// Pass 1: source documents judged against the target.
-    Source,
-    /// Pass 2: target documents looked up in the source.
-    Target,
-}
-
-/// Both passes of one pair, at once and each in the snapshot's number of slices: every
-/// slice waits on one request at a time, so together they keep both clusters busy.
+/// One pair: both indices scanned at once, each in the snapshot's number of slices, into
+/// a spill merged by id; then what differs is looked up again and repaired.
 async fn compare(
     ctx: &Ctx,
     writer: &Writer,
@@ -249,6 +229,31 @@ async fn compare(
     target: &str,
     samples: usize,
 ) -> anyhow::Result<PairReport> {
+    let spill = Spill::open(&ctx.dir.path())?;
+    let mut pair = Pair { ctx, writer, write_limit, report: PairReport::new(source, target, samples) };
+    (pair.report.source_docs, pair.report.target_docs) = scan(ctx, &spill, source, target).await?;
+    let mut cursor = Cursor::default();
+    loop {
+        let differences = spill.differences(&mut cursor, PAGE)?;
+        if differences.is_empty() {
+            return Ok(pair.report);
+        }
+        let (mut in_source, mut in_target) = (vec![], vec![]);
+        for d in differences {
+            match d {
+                Difference::Source(h) => in_source.push(h),
+                Difference::Target(h) => in_target.push(h),
+            }
+        }
+        pair.source_page(&in_source).await?;
+        pair.target_page(&in_target).await?;
+    }
+}
+
+/// Both indices' ids and versions into the spill, every slice of both at once (each waits
+/// on one request at a time: together they keep both clusters busy). The documents read on
+/// each side.
+async fn scan(ctx: &Ctx, spill: &Spill, source: &str, target: &str) -> anyhow::Result<(u64, u64)> {
     for (c, i) in [(&ctx.source, source), (&ctx.target, target)] {
         c.json::<Value>(Method::Post, &format!("/{i}/_refresh"), &[], None)
             .await
@@ -263,41 +268,31 @@ async fn compare(
         }
     };
     let slices = ctx.recipe.snapshot.slices;
-    let passes = (0..slices).flat_map(|s| [(Side::Source, s), (Side::Target, s)]).map(|(side, slice)| {
-        let view = if side == Side::Source { &source_view } else { &target_view };
-        let pair = Pair { ctx, writer, write_limit, report: PairReport::new(source, target, samples) };
-        compare_slice(pair, view, side, slice, slices)
+    let reads = (0..slices).flat_map(|s| [(&source_view, s), (&target_view, s)]).map(|(view, slice)| {
+        let versions = std::ptr::eq(view, &target_view);
+        scan_slice(spill, view, versions, slice, slices)
     });
-    let done = futures::future::try_join_all(passes).await;
+    let done = futures::future::try_join_all(reads).await;
     source_view.close().await;
     target_view.close().await;
-    let mut report = PairReport::new(source, target, samples);
-    for part in done? {
-        report.merge(part);
-    }
-    Ok(report)
+    let counts = done?;
+    let on = |target: bool| counts.iter().filter(|(t, _)| *t == target).map(|(_, n)| n).sum();
+    Ok((on(false), on(true)))
 }
 
-/// One slice of one side, page by page.
-async fn compare_slice(
-    mut pair: Pair<'_>,
-    view: &View,
-    side: Side,
-    slice: u32,
-    slices: u32,
-) -> anyhow::Result<PairReport> {
-    let mut reader = view.reader(slice, slices, side == Side::Target);
+/// One slice of one index into the spill: (whether it is the target, documents read).
+async fn scan_slice(spill: &Spill, view: &View, target: bool, slice: u32, slices: u32) -> anyhow::Result<(bool, u64)> {
+    let mut reader = view.reader(slice, slices, target);
+    let mut read = 0;
     loop {
         let hits = reader.next_page().await.with_context(|| {
             format!("the {} cluster {} index {} (slice {slice})", view.cluster.role(), view.cluster.url, view.index)
         })?;
         if hits.is_empty() {
-            return Ok(pair.report);
+            return Ok((target, read));
         }
-        match side {
-            Side::Source => pair.source_page(&hits).await?,
-            Side::Target => pair.target_page(&hits).await?,
-        }
+        read += hits.len() as u64;
+        spill.put(target, &hits).with_context(|| format!("index {}", view.index))?;
     }
 }
 
@@ -330,8 +325,8 @@ impl View {
             Some(pit) => Mode::Pit { pit_id: pit.clone(), search_after: None },
             None => Mode::Scroll { scroll_id: None },
         };
-        let reader = SliceReader::new(self.cluster.clone(), &self.index, slice, slices, PAGE, KEEP_ALIVE, mode)
-            .without_source();
+        let reader =
+            SliceReader::new(self.cluster.clone(), &self.index, slice, slices, PAGE, KEEP_ALIVE, mode).without_source();
         if versions {
             reader.with_version()
         } else {

@@ -1,8 +1,8 @@
 //! The comparison of one pair, page by page, ids and versions only, and the repairs.
 //!
-//! Source pages are judged against the target's `_version` (the version the target should
-//! hold is the source's `external_version(term, seq_no)`); target pages are looked up in
-//! the source. A repair reads the document again from the source (realtime) and writes it
+//! Source hits are judged against the target's `_version` (the version the target should
+//! hold is the source's `external_version(term, seq_no)`); target hits are looked up in the
+//! source. Both are read realtime: what the scans found different may have converged since. A repair reads the document again from the source (realtime) and writes it
 //! with the version it has then, so it never regresses the target and running it twice
 //! changes nothing.
 
@@ -69,9 +69,9 @@ impl Pair<'_> {
         &self.report.target
     }
 
-    /// Pass 1 on one page of source hits (ids, `_seq_no`, `_primary_term`, `_routing`).
+    /// Source hits (ids, `_seq_no`, `_primary_term`, `_routing`) judged against the target
+    /// as it is now: missing or behind there → copied again.
     pub(super) async fn source_page(&mut self, hits: &[Hit]) -> anyhow::Result<()> {
-        self.report.source_docs += hits.len() as u64;
         let target = self.target_index().to_owned();
         let found = mget(&self.ctx.target, &target, hits.iter().map(|h| (&h.id, &h.routing)), false).await?;
         let mut wanted = vec![];
@@ -91,9 +91,9 @@ impl Pair<'_> {
         self.copy_from_source(wanted).await
     }
 
-    /// Pass 2 on one page of target hits (ids, `_version`, `_routing`).
+    /// Target hits (ids, `_version`, `_routing`) looked up in the source as it is now: absent
+    /// there → deleted from the target.
     pub(super) async fn target_page(&mut self, hits: &[Hit]) -> anyhow::Result<()> {
-        self.report.target_docs += hits.len() as u64;
         let source = self.source_index().to_owned();
         let found = mget(&self.ctx.source, &source, hits.iter().map(|h| (&h.id, &h.routing)), false).await?;
         let mut deletes = vec![];
@@ -243,6 +243,9 @@ async fn mget<'a>(
         })
         .collect();
     let asked = docs.len();
+    if asked == 0 {
+        return Ok(vec![]);
+    }
     let body = json!({ "docs": docs });
     let source = if with_source { "true" } else { "false" };
     let query = [("_source", source), ("realtime", "true")];
