@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Top,
+    /// Log lines on stderr as `text`, or as `json`: one object per line, the final error included.
+    #[arg(long, global = true, env = "INDEXFERRY_LOG_FORMAT", default_value = "text")]
+    log_format: indexferry_common::logging::Format,
 }
 
 #[derive(Subcommand)]
@@ -213,12 +216,12 @@ impl Global {
 }
 
 fn main() {
-    indexferry_common::logging::init();
     let cli = Cli::parse();
+    indexferry_common::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            indexferry_common::logging::fatal(&format!("cannot start the runtime: {e}"));
             std::process::exit(1);
         }
     };
@@ -227,7 +230,7 @@ fn main() {
         Ok(true) => std::process::exit(0),
         Ok(false) => std::process::exit(1),
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            indexferry_common::logging::fatal(&format!("{e:#}"));
             std::process::exit(1);
         }
     }
