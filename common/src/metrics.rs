@@ -3,32 +3,39 @@
 //! Conventions: `indexferry_` prefix, `_total` counters, `_seconds` histograms with explicit
 //! buckets, one family with a `result` label rather than one name per result.
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use std::net::SocketAddr;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Events replayed, by `op` (index/delete/unknown) and `result` (applied/stale/dead_lettered).
 pub const EVENTS: &str = "indexferry_events_total";
 /// Events naming a pair's alias instead of its source index, applied to that pair, by `alias`.
 pub const EVENTS_BY_ALIAS: &str = "indexferry_events_by_alias_total";
-/// Events ignored because their `index` is neither a source, an alias nor a target of the migration.
+/// Events ignored because their `index` is neither a source, an alias nor a target of the
+/// migration, by `index`.
 pub const EVENTS_UNKNOWN_INDEX: &str = "indexferry_events_unknown_index_total";
 /// Messages waiting to be applied, per `partition`.
 pub const LAG_MESSAGES: &str = "indexferry_consumer_lag_messages";
 /// Age of the newest applied event's write, per `partition`: how far behind the target is.
 pub const LAG_SECONDS: &str = "indexferry_consumer_lag_seconds";
-/// Documents the snapshot wrote, by `pair` and `result` (applied/stale); refused ones are
-/// counted in [`DEAD_LETTERS`].
+/// Documents the snapshot wrote, by `pair` (the source index) and `result` (applied/stale);
+/// refused ones are counted in [`DEAD_LETTERS`].
 pub const SNAPSHOT_DOCS: &str = "indexferry_snapshot_documents_total";
-/// Snapshot progress of a `pair`, 0 to 1.
+/// Snapshot progress of a `pair` (the source index), 0 to 1.
 pub const SNAPSHOT_PROGRESS: &str = "indexferry_snapshot_progress_ratio";
 /// Duration of `_bulk` requests, by `phase` (snapshot/replay).
 pub const BULK_SECONDS: &str = "indexferry_bulk_request_duration_seconds";
-/// Retries of cluster or Kafka work, by `cluster` and `what`.
+/// Retries of cluster requests, by `cluster` (source/target) and `what` (request: any request;
+/// read: a snapshot page; snapshot/replay: a `_bulk`).
 pub const RETRIES: &str = "indexferry_retries_total";
-/// 1 for the current `state` of the migration, 0 for the others.
+/// 1 for the current `state` of the migration (initialized/rolling_over/rolled_over), 0 for the
+/// others; workers follow the state file, so a rollover run elsewhere shows here.
 pub const STATE: &str = "indexferry_migration_state";
-/// Write pause of the last rollover.
+/// Write pause of the last rollover, no labels: 0 until one is recorded in the migration's
+/// state, which workers follow.
 pub const ROLLOVER_PAUSE: &str = "indexferry_rollover_write_pause_seconds";
 /// Messages sent to the dead-letter topic, by `kind` (decode/rejected) and `stage`
 /// (snapshot/replay).
@@ -50,24 +57,111 @@ pub fn describe() {
     describe_counter!(SNAPSHOT_DOCS, "Documents written by the snapshot, by pair and result.");
     describe_gauge!(SNAPSHOT_PROGRESS, "Snapshot progress per pair, 0 to 1.");
     describe_histogram!(BULK_SECONDS, Unit::Seconds, "Duration of _bulk requests, by phase.");
-    describe_counter!(RETRIES, "Retries of cluster or Kafka work.");
+    describe_counter!(RETRIES, "Retries of cluster requests, by cluster and what.");
     describe_gauge!(STATE, "1 for the migration's current state.");
     describe_gauge!(ROLLOVER_PAUSE, Unit::Seconds, "Write pause of the last rollover.");
-    describe_counter!(DEAD_LETTERS, "Messages sent to the dead-letter topic, by reason.");
+    describe_counter!(DEAD_LETTERS, "Messages sent to the dead-letter topic, by kind and stage.");
     describe_counter!(RECONCILE_DOCS, "Documents a reconcile pass found or repaired, by pair and kind.");
     describe_gauge!(RECONCILE_LAST_PASS, Unit::Seconds, "Duration of the last complete reconcile pass.");
 }
 
-/// Serves `/metrics` on `addr` (the CLI defaults to loopback).
+/// Serves `/metrics` on `addr` (the CLI defaults to loopback), from a thread of its own.
+/// Every metric is described; [`zero_common`] and the workers' own zeroing make the names
+/// a dashboard queries exist before anything has happened.
 pub fn serve(addr: SocketAddr) -> Result<(), String> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(BULK_SECONDS.into()), BULK_BUCKETS)
         .map_err(|e| e.to_string())?
-        .install()
+        .install_recorder()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     describe();
+    zero_common();
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = answer(stream, &handle);
+            }
+        })
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     Ok(())
+}
+
+static SCRAPES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times `/metrics` was served: a worker that stops after a rollover waits for
+/// the next scrape, so that the final state and pause are recorded.
+pub fn scrapes() -> u64 {
+    SCRAPES.load(Ordering::Relaxed)
+}
+
+/// One HTTP/1.x request: `GET /metrics` (or `/`) gets the text exposition format.
+fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let path = line.split_whitespace().nth(1).unwrap_or_default();
+    let (status, body) = match path.split('?').next() {
+        Some("/metrics" | "/") => {
+            handle.run_upkeep();
+            let body = handle.render();
+            SCRAPES.fetch_add(1, Ordering::Relaxed);
+            ("200 OK", body)
+        }
+        _ => ("404 Not Found", "not found: try /metrics\n".to_owned()),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+/// The label values each family takes whatever the migration: registered at zero at start.
+const EVENT_OPS: &[&str] = &["index", "delete", "unknown"];
+const EVENT_RESULTS: &[&str] = &["applied", "stale", "dead_lettered"];
+const DEAD_LETTER_KINDS: &[&str] = &["decode", "rejected"];
+const STAGES: &[&str] = &["snapshot", "replay"];
+
+/// The series every worker exports from its start: dead letters, bulk latency and the last
+/// rollover pause (0 until the state records one). The state gauge is set by the caller.
+pub fn zero_common() {
+    for kind in DEAD_LETTER_KINDS {
+        for stage in STAGES {
+            counter!(DEAD_LETTERS, "kind" => *kind, "stage" => *stage).increment(0);
+        }
+    }
+    for phase in STAGES {
+        let _ = histogram!(BULK_SECONDS, "phase" => *phase);
+    }
+    gauge!(ROLLOVER_PAUSE).set(0.0);
+}
+
+/// The replay's series at zero: events by op and result. The lag per partition is measured
+/// as soon as the replay has read the topic's offsets.
+pub fn zero_replay() {
+    for op in EVENT_OPS {
+        for result in EVENT_RESULTS {
+            counter!(EVENTS, "op" => *op, "result" => *result).increment(0);
+        }
+    }
+}
+
+/// The snapshot's series of `pair` (its source index) at zero; progress is set by the caller.
+pub fn zero_snapshot(pair: &str) {
+    for result in ["applied", "stale"] {
+        counter!(SNAPSHOT_DOCS, "pair" => pair.to_owned(), "result" => result).increment(0);
+    }
 }
 
 pub fn retry(cluster: &'static str, what: &'static str) {

@@ -17,9 +17,15 @@ use indexferry_common::kafka;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     let recipe = Recipe::load(recipe_path, &common.overrides)?;
+    let span = tracing::info_span!("init", migration = %recipe.name);
+    init_recipe(common, recipe_path, recipe).instrument(span).await
+}
+
+async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> anyhow::Result<()> {
     let dir = StateDir::new(&common.state_dir, &recipe.name);
     if dir.exists() {
         bail!(

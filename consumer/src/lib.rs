@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod context;
 pub mod deadletter;
+pub mod gauges;
 pub mod health;
 pub mod init;
 pub mod overview;
@@ -18,15 +19,3 @@ pub mod state;
 pub mod status;
 pub mod verify;
 pub mod writer;
-
-/// Sets the migration-state gauge: 1 for the current state.
-pub fn set_state_metric(current: state::State) {
-    use state::State::*;
-    for s in [Initialized, RollingOver, RolledOver] {
-        metrics::gauge!(indexferry_common::metrics::STATE, "state" => s.as_str()).set(if s == current {
-            1.0
-        } else {
-            0.0
-        });
-    }
-}

@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Top,
+    /// Log lines on stderr as `text`, or as `json`: one object per line, the final error included.
+    #[arg(long, global = true, env = "INDEXFERRY_LOG_FORMAT", default_value = "text")]
+    log_format: indexferry_common::logging::Format,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +81,10 @@ struct Metrics {
     /// Serve Prometheus metrics on this address (`:9464` binds loopback).
     #[arg(long, env = "INDEXFERRY_METRICS_ADDR", value_parser = parse_metrics_addr)]
     metrics_addr: Option<SocketAddr>,
+    /// After the rollover, a worker whose metrics were scraped keeps serving them until one
+    /// more scrape has read the final state and write pause, at most this long.
+    #[arg(long, env = "INDEXFERRY_METRICS_LINGER", default_value = "2m", value_parser = parse_duration)]
+    metrics_linger: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -213,12 +220,12 @@ impl Global {
 }
 
 fn main() {
-    indexferry_common::logging::init();
     let cli = Cli::parse();
+    indexferry_common::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            indexferry_common::logging::fatal(&format!("cannot start the runtime: {e}"));
             std::process::exit(1);
         }
     };
@@ -227,7 +234,7 @@ fn main() {
         Ok(true) => std::process::exit(0),
         Ok(false) => std::process::exit(1),
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            indexferry_common::logging::fatal(&format!("{e:#}"));
             std::process::exit(1);
         }
     }
@@ -293,9 +300,13 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
         tracing::info!(%addr, "serving metrics");
     }
     let common = global.common();
-    indexferry_consumer::health::init(&indexferry_consumer::state::StateDir::new(&common.state_dir, name).path());
+    let dir = indexferry_consumer::state::StateDir::new(&common.state_dir, name);
+    indexferry_consumer::health::init(&dir.path());
     let result = work_on(which, name, &common).await;
     indexferry_consumer::health::finish();
+    if metrics.metrics_addr.is_some() && result.is_ok() {
+        indexferry_consumer::gauges::linger(&dir, metrics.metrics_linger).await;
+    }
     result
 }
 
@@ -311,7 +322,8 @@ async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<b
     let cancel = CancellationToken::new();
     shutdown::install(cancel.clone());
     shutdown::watch_state(ctx.dir.clone(), cancel.clone());
-    indexferry_consumer::set_state_metric(ctx.migration.state);
+    let (snapshots, replays) = (!matches!(which, Worker::Consume { .. }), !matches!(which, Worker::Snapshot { .. }));
+    indexferry_consumer::gauges::start(&ctx, snapshots, replays);
     match which {
         Worker::Snapshot { .. } => snapshot::run(ctx, cancel).await?,
         Worker::Consume { until_caught_up: false, replay: opts } => replay::run(ctx, cancel, None, opts).await?,

@@ -2,7 +2,12 @@
 //! token, workers finish or abandon their current batch and flush their checkpoints; a
 //! second signal exits at once (nothing is lost: the checkpoint only ever trails the target).
 
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How often a worker reads the migration's state: under the shortest write pause (the
+/// default grace alone is 500 ms), so that its state gauge shows `rolling_over`.
+pub const STATE_POLL: Duration = Duration::from_millis(400);
 
 pub fn install(cancel: CancellationToken) {
     tokio::spawn(async move {
@@ -29,10 +34,11 @@ pub fn install(cancel: CancellationToken) {
 }
 
 /// Cancels `cancel` once the migration is rolled over or its state is removed (cancel),
-/// so workers started before those commands stop by themselves.
+/// so workers started before those commands stop by themselves. Reads the state every
+/// [`STATE_POLL`], and sets the state and rollover-pause gauges from it (see `gauges`).
 pub fn watch_state(dir: crate::state::StateDir, cancel: CancellationToken) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(STATE_POLL);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -44,7 +50,10 @@ pub fn watch_state(dir: crate::state::StateDir, cancel: CancellationToken) {
             })
             .await
             {
-                Ok(Ok(m)) => m.state == crate::state::State::RolledOver,
+                Ok(Ok(m)) => {
+                    crate::gauges::follow(&m);
+                    m.state == crate::state::State::RolledOver
+                }
                 Ok(Err(crate::state::StateError::NotFound { .. })) => true,
                 _ => false,
             };

@@ -242,7 +242,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 loop {
                     tokio::select! {
                         _ = c.cancelled() => break,
-                        _ = tick.tick() => eprintln!("load: done={} failed={}", counters.done.load(Ordering::Relaxed), counters.failed.load(Ordering::Relaxed)),
+                        _ = tick.tick() => indexferry_common::say!("load: done={} failed={}", counters.done.load(Ordering::Relaxed), counters.failed.load(Ordering::Relaxed)),
                     }
                 }
             })
@@ -256,7 +256,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         if let Some(d) = args.unpublished_for.filter(|_| args.unpublished_percent > 0.0) {
             tokio::spawn(async move {
                 tokio::time::sleep(d).await;
-                eprintln!("load: unpublished window over");
+                indexferry_common::say!("load: unpublished window over");
             });
         }
         let mut workers = tokio::task::JoinSet::new();
@@ -288,7 +288,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
                         Err(e) => {
                             let mut errs = errors.lock().unwrap_or_else(|p| p.into_inner());
                             if errs.len() < 10 {
-                                eprintln!("load: write failed: {e}");
+                                indexferry_common::say!("load: write failed: {e}");
                                 errs.push(e.to_string());
                             }
                             counters.failed.fetch_add(1, Ordering::Relaxed)
@@ -528,7 +528,7 @@ async fn initial_load(
         }
         ids.next = ids.next.max(next);
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!(
+            indexferry_common::say!(
                 "load: initial {written}/{} ({:.0} docs/s)",
                 args.initial,
                 written as f64 / started.elapsed().as_secs_f64()
@@ -539,7 +539,7 @@ async fn initial_load(
             continue;
         }
     }
-    eprintln!("load: initial {written} documents in {:.1}s", started.elapsed().as_secs_f64());
+    indexferry_common::say!("load: initial {written} documents in {:.1}s", started.elapsed().as_secs_f64());
     Ok(written)
 }
 
@@ -565,7 +565,7 @@ async fn create_index(cluster: &Cluster, index: &str, args: &LoadArgs) -> anyhow
         properties: Default::default(),
     };
     indexferry_common::kafka::ensure_topic(&kafka, &args.topic, args.partitions).await?;
-    eprintln!("load: created index {index} behind alias {} and topic {}", args.alias, args.topic);
+    indexferry_common::say!("load: created index {index} behind alias {} and topic {}", args.alias, args.topic);
     Ok(())
 }
 
@@ -579,7 +579,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("load: stopping");
+        indexferry_common::say!("load: stopping");
         cancel.cancel();
     });
 }

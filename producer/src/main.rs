@@ -21,6 +21,9 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as `text`, or as `json`: one object per line, the final error included.
+    #[arg(long, global = true, env = "INDEXFERRY_LOG_FORMAT", default_value = "text")]
+    log_format: indexferry_common::logging::Format,
 }
 
 #[derive(Subcommand)]
@@ -51,8 +54,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
-    indexferry_common::logging::init();
     let cli = Cli::parse();
+    indexferry_common::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Publish { brokers, topic, dry_run } => publish(&brokers, &topic, dry_run).await,
         Command::Load(args) => load::run(*args).await,
@@ -61,7 +64,7 @@ async fn main() {
         Command::Fill(args) => bench::fill(&args).await,
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        indexferry_common::logging::fatal(&format!("{e:#}"));
         std::process::exit(1);
     }
 }
@@ -86,7 +89,7 @@ async fn publish(brokers: &str, topic: &str, dry_run: bool) -> anyhow::Result<()
             }
             Ok(_) => published += 1,
             Err(e) => {
-                eprintln!("line {}: invalid event: {e}", n + 1);
+                indexferry_common::say!("line {}: invalid event: {e}", n + 1);
                 invalid += 1;
             }
         }

@@ -132,13 +132,7 @@ async fn run_serves_prometheus_metrics_on_loopback() -> anyhow::Result<()> {
     let _run = spawn(cmd, &s.dir.path().join("run.log"))?;
     s.producer.index("m1", r#"{"i":1}"#, None).await?;
     s.producer.delete("d1", None).await?;
-    let body = wait_for("metrics with events and lag", Duration::from_secs(30), || {
-        let body = scrape(port).unwrap_or_default();
-        Ok((body.contains("indexferry_events_total") && body.contains("indexferry_consumer_lag_messages"))
-            .then_some(body))
-    })
-    .await?;
-    for needle in [
+    let needles = [
         // The snapshot may copy m1 first, making its event stale: either way it is counted.
         r#"indexferry_events_total{op="index",result="#,
         r#"indexferry_events_total{op="delete",result="applied"} 1"#,
@@ -147,9 +141,16 @@ async fn run_serves_prometheus_metrics_on_loopback() -> anyhow::Result<()> {
         "indexferry_bulk_request_duration_seconds_bucket{",
         r#"indexferry_consumer_lag_messages{partition="0"} 0"#,
         r#"indexferry_migration_state{state="initialized"} 1"#,
-    ] {
-        assert!(body.contains(needle), "{needle} missing from:\n{body}");
-    }
+    ];
+    // Every series exists from the start (at zero): wait for the values.
+    let mut last = String::new();
+    let found = wait_for("metrics with the events applied and no lag", Duration::from_secs(30), || {
+        last = scrape(port).unwrap_or_default();
+        Ok(needles.iter().all(|n| last.contains(n)).then_some(()))
+    })
+    .await;
+    let missing: Vec<&str> = needles.into_iter().filter(|n| !last.contains(n)).collect();
+    assert!(found.is_ok(), "{missing:?} missing from:\n{last}");
     Ok(())
 }
 

@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What the operator allows the replay.
 #[derive(Debug, Clone, Copy, Default)]
@@ -127,10 +128,11 @@ pub async fn run(
             cut = batches.recv(), if inflight.len() < cfg.in_flight => {
                 let Some(cut) = cut else { break }; // cancelled, or the cutter met a fatal error
                 let topic = topic.as_str();
+                let span = tracing::info_span!("replay_batch", size = cut.messages.len(), offsets = %offset_ranges(&cut.messages));
                 inflight.push_back(async move {
                     let result = Batch::decode(&cut.messages, recipe).apply(writer, dead_letters, topic).await;
                     (cut, result)
-                });
+                }.instrument(span));
             }
         }
     }
@@ -212,6 +214,16 @@ struct Cut {
     /// markers take offsets and are never delivered, so the messages alone would leave the
     /// checkpoint short of the end offset for good.
     positions: Offsets,
+}
+
+/// A batch's offsets per partition, `0:17..42 2:5..9` (first and last message), for its span.
+fn offset_ranges(messages: &[OwnedMessage]) -> String {
+    let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for m in messages {
+        let r = ranges.entry(m.partition()).or_insert((m.offset(), m.offset()));
+        *r = (r.0.min(m.offset()), r.1.max(m.offset()));
+    }
+    ranges.iter().map(|(p, (a, b))| format!("{p}:{a}..{b}")).collect::<Vec<_>>().join(" ")
 }
 
 /// Cuts batches from the stream into `out` until cancelled (or `out` is closed). A fatal

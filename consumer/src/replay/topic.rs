@@ -28,10 +28,14 @@ pub(super) fn follow(
     checkpoints: watch::Receiver<BTreeMap<i32, PartitionCheckpoint>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // The lag is measured at once, then every INTERVAL.
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(INTERVAL) => {}
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(INTERVAL) => {}
+                }
             }
             let (c, t) = (consumer.clone(), topic.clone());
             let Ok(Ok(marks)) = tokio::task::spawn_blocking(move || watermarks(&c, &t)).await else { continue };

@@ -30,7 +30,6 @@ use anyhow::{bail, Context as _};
 use chrono::Utc;
 use indexferry_common::es::Method;
 use indexferry_common::kafka::{OffsetReader, Offsets};
-use indexferry_common::metrics::ROLLOVER_PAUSE;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,7 +124,6 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
         Err(e) => return Err(fail(&ctx, driver.undo(e).await)),
     };
 
-    metrics::gauge!(ROLLOVER_PAUSE).set(record.write_pause_ms as f64 / 1000.0);
     let m = ctx.dir.update_migration(|m| {
         m.state = State::RolledOver;
         m.rollover = Some(record.clone());

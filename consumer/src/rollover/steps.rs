@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How often the drain checks the consumer's checkpoint.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
@@ -91,12 +92,13 @@ impl<'a> Driver<'a> {
         if self.signal.is_cancelled() {
             return Err(Interrupted(name).into());
         }
-        tracing::info!(step = name, "rollover step");
+        let span = tracing::info_span!("rollover_step", step = name);
+        span.in_scope(|| tracing::info!("rollover step"));
         if !interruptible {
-            return f.await;
+            return f.instrument(span).await;
         }
         tokio::select! {
-            r = f => r,
+            r = f.instrument(span) => r,
             _ = self.signal.cancelled() => Err(Interrupted(name).into()),
         }
     }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The point-in-time all slices of one index read, stored under `pit/<pair>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,7 +132,11 @@ async fn run_pair(shared: &Arc<Shared>, pair: usize, cancel: &CancellationToken)
                 None => Mode::Scroll { scroll_id: None },
             };
             let (shared, copied, pair_cancel) = (shared.clone(), copied.clone(), pair_cancel.clone());
-            tasks.spawn(async move { run_slice(&shared, pair, s as u32, cp, mode, &copied, &pair_cancel).await });
+            let span = tracing::info_span!("snapshot_slice", pair = %info.source, slice = s);
+            tasks.spawn(
+                async move { run_slice(&shared, pair, s as u32, cp, mode, &copied, &pair_cancel).await }
+                    .instrument(span),
+            );
         }
         let mut lost = None;
         let mut failure = None;
@@ -263,6 +268,7 @@ async fn run_slice(
             cp.done = true;
             cp.updated_at = Some(Utc::now());
             shared.store.put(&slice_key(pair, slice), &cp)?;
+            tracing::info!(copied = cp.copied, "snapshot slice done");
             return Ok(SliceEnd::Done);
         }
         if let Some(limiter) = &shared.throttle {
@@ -368,7 +374,9 @@ struct Progress {
 impl Progress {
     fn start(label: &str, total: u64, copied: Arc<AtomicU64>) -> Progress {
         use std::io::IsTerminal;
-        if std::io::stderr().is_terminal() {
+        if std::io::stderr().is_terminal()
+            && indexferry_common::logging::format() == indexferry_common::logging::Format::Text
+        {
             let bar = indicatif::ProgressBar::new(total.max(1));
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
