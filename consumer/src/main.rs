@@ -33,10 +33,10 @@ struct Global {
     /// Where migrations keep their state.
     #[arg(long, global = true, env = "INDEXFERRY_STATE_DIR", default_value = ".indexferry")]
     state_dir: PathBuf,
-    /// Source cluster URL (overrides the recipe).
+    /// Source cluster URL, or a comma-separated list of its nodes (overrides the recipe).
     #[arg(long, global = true, env = "INDEXFERRY_SOURCE_URL")]
     source_url: Option<String>,
-    /// Target cluster URL (overrides the recipe).
+    /// Target cluster URL, or a comma-separated list of its nodes (overrides the recipe).
     #[arg(long, global = true, env = "INDEXFERRY_TARGET_URL")]
     target_url: Option<String>,
     /// Kafka bootstrap servers (overrides the recipe).
