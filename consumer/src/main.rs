@@ -137,6 +137,19 @@ enum Command {
         #[command(flatten)]
         global: Global,
     },
+    /// The dead-lettered events and documents: kind, reason, id, offset; `--replay` publishes
+    /// them again to the migration's topic once their cause is fixed.
+    Deadletters {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Publish the letters not replayed yet to the migration's topic, and mark them replayed.
+        #[arg(long)]
+        replay: bool,
+        #[command(flatten)]
+        global: Global,
+    },
     /// Every migration in the state directory, with its state and last rollover.
     List {
         /// Print JSON.
@@ -273,6 +286,7 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+        Command::Deadletters { name, json, replay, global } => deadletters(&global.common(), &name, json, replay).await,
         Command::Rollover { name, global } => rollover::rollover(&global.common(), &name).await.map(|_| true),
         Command::Verify { name, json, samples, global } => verify::verify(&global.common(), &name, json, samples).await,
         Command::Reconcile { name, json, samples, global, metrics } => {
@@ -285,6 +299,17 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
             cancel::cancel(&global.common(), &name, keep_target).await.map(|_| true)
         }
     }
+}
+
+async fn deadletters(common: &Common, name: &str, json: bool, replay: bool) -> anyhow::Result<bool> {
+    use indexferry_consumer::deadletters as dl;
+    match (replay, json) {
+        (true, true) => println!("{}", serde_json::to_string_pretty(&dl::replay(common, name).await?)?),
+        (true, false) => dl::print_replay(&dl::replay(common, name).await?),
+        (false, true) => println!("{}", serde_json::to_string_pretty(&dl::list(common, name).await?)?),
+        (false, false) => dl::print(&dl::list(common, name).await?),
+    }
+    Ok(true)
 }
 
 async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> anyhow::Result<bool> {
