@@ -40,7 +40,8 @@ pub struct Recipe {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// One or more node URLs; the first is used.
+    /// One or more node URLs of the cluster: requests go to the node that answered last and
+    /// fail over to the next URL when a connection fails (`es::Cluster`).
     #[serde(deserialize_with = "one_or_many")]
     pub url: Vec<String>,
     #[serde(default)]
@@ -221,6 +222,11 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Ve
     })
 }
 
+/// A comma-separated override (`--source-url a,b`) as a URL list.
+fn url_list(urls: &str) -> Vec<String> {
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
+}
+
 /// Values that replace what the recipe says: set from CLI flags, else from the
 /// environment (`INDEXFERRY_SOURCE_URL`, ...).
 #[derive(Debug, Clone, Default)]
@@ -272,13 +278,13 @@ impl Recipe {
 
     fn apply(&mut self, o: &Overrides, env: &dyn Fn(&str) -> Option<String>) {
         let pick = |flag: &Option<String>, var: &str| flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()));
-        if let Some(url) = pick(&o.source_url, "INDEXFERRY_SOURCE_URL") {
-            self.source.url = vec![url];
+        if let Some(urls) = pick(&o.source_url, "INDEXFERRY_SOURCE_URL") {
+            self.source.url = url_list(&urls);
         }
-        if let Some(url) = pick(&o.target_url, "INDEXFERRY_TARGET_URL") {
+        if let Some(urls) = pick(&o.target_url, "INDEXFERRY_TARGET_URL") {
             match &mut self.target {
-                Some(t) => t.url = vec![url],
-                None => self.target = Some(ClusterConfig { url: vec![url], ..self.source.clone() }),
+                Some(t) => t.url = url_list(&urls),
+                None => self.target = Some(ClusterConfig { url: url_list(&urls), ..self.source.clone() }),
             }
         }
         if let Some(b) = pick(&o.brokers, "INDEXFERRY_KAFKA_BROKERS") {
@@ -413,9 +419,10 @@ impl Recipe {
         self.target.as_ref().unwrap_or(&self.source)
     }
 
-    /// Source and target are different clusters (compared by their first URL).
+    /// Source and target are different clusters: their URL lists share no URL (`init` then
+    /// tells clusters apart by their UUIDs).
     pub fn cross_cluster(&self) -> bool {
-        self.target.as_ref().is_some_and(|t| t.url.first() != self.source.url.first())
+        self.target.as_ref().is_some_and(|t| !t.url.iter().any(|u| self.source.url.contains(u)))
     }
 
     pub fn dead_letter_topic(&self) -> String {

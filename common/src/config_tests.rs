@@ -81,6 +81,9 @@ fn overrides_flags_then_environment() {
     assert_eq!(r.kafka.brokers, "flag:2", "a flag wins over the environment");
     assert!(r.cross_cluster());
     assert_eq!(r.target_cluster().url, vec!["http://other:9201"]);
+    let flags = Overrides { source_url: Some("http://a:9200, http://b:9200".into()), ..Default::default() };
+    r.apply(&flags, &|_| None);
+    assert_eq!(r.source.url, vec!["http://a:9200", "http://b:9200"], "an override takes a comma-separated list");
     assert_eq!(r.source.password.as_ref().unwrap().expose(), "s3cret");
     assert!(!format!("{r:?}").contains("s3cret"), "secrets never print");
 }

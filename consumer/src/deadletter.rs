@@ -32,6 +32,9 @@ pub struct DeadLetter {
     pub index: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The document's routing, when the letter is not an event (a snapshot's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The original message or document, as text (invalid UTF-8 replaced).
@@ -51,6 +54,7 @@ impl DeadLetter {
             offset: None,
             index: None,
             id: None,
+            routing: None,
             key: None,
             payload: None,
             at: Utc::now(),

@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod context;
 pub mod deadletter;
+pub mod deadletters;
 pub mod gauges;
 pub mod health;
 pub mod init;

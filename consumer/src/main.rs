@@ -36,10 +36,10 @@ struct Global {
     /// Where migrations keep their state.
     #[arg(long, global = true, env = "INDEXFERRY_STATE_DIR", default_value = ".indexferry")]
     state_dir: PathBuf,
-    /// Source cluster URL (overrides the recipe).
+    /// Source cluster URL, or a comma-separated list of its nodes (overrides the recipe).
     #[arg(long, global = true, env = "INDEXFERRY_SOURCE_URL")]
     source_url: Option<String>,
-    /// Target cluster URL (overrides the recipe).
+    /// Target cluster URL, or a comma-separated list of its nodes (overrides the recipe).
     #[arg(long, global = true, env = "INDEXFERRY_TARGET_URL")]
     target_url: Option<String>,
     /// Kafka bootstrap servers (overrides the recipe).
@@ -141,6 +141,19 @@ enum Command {
         /// readiness) until Ctrl-C or the rollover.
         #[arg(long)]
         watch: bool,
+        #[command(flatten)]
+        global: Global,
+    },
+    /// The dead-lettered events and documents: kind, reason, id, offset; `--replay` publishes
+    /// them again to the migration's topic once their cause is fixed.
+    Deadletters {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Publish the letters not replayed yet to the migration's topic, and mark them replayed.
+        #[arg(long)]
+        replay: bool,
         #[command(flatten)]
         global: Global,
     },
@@ -280,6 +293,7 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+        Command::Deadletters { name, json, replay, global } => deadletters(&global.common(), &name, json, replay).await,
         Command::Rollover { name, global } => rollover::rollover(&global.common(), &name).await.map(|_| true),
         Command::Verify { name, json, samples, global } => verify::verify(&global.common(), &name, json, samples).await,
         Command::Reconcile { name, json, samples, global, metrics } => {
@@ -292,6 +306,17 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
             cancel::cancel(&global.common(), &name, keep_target).await.map(|_| true)
         }
     }
+}
+
+async fn deadletters(common: &Common, name: &str, json: bool, replay: bool) -> anyhow::Result<bool> {
+    use indexferry_consumer::deadletters as dl;
+    match (replay, json) {
+        (true, true) => println!("{}", serde_json::to_string_pretty(&dl::replay(common, name).await?)?),
+        (true, false) => dl::print_replay(&dl::replay(common, name).await?),
+        (false, true) => println!("{}", serde_json::to_string_pretty(&dl::list(common, name).await?)?),
+        (false, false) => dl::print(&dl::list(common, name).await?),
+    }
+    Ok(true)
 }
 
 async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> anyhow::Result<bool> {

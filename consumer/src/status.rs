@@ -171,7 +171,13 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
     let note = m.cross_cluster.then(|| match m.state {
         crate::state::State::RolledOver => format!(
             "cross-cluster: the alias is on the target cluster {}; the application must now point at it",
-            recipe.target_cluster().url.first().map(|u| indexferry_common::es::redact_url(u)).unwrap_or_default()
+            recipe
+                .target_cluster()
+                .url
+                .iter()
+                .map(|u| indexferry_common::es::redact_url(u))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         _ => "cross-cluster: after rollover the application must point at the target cluster".to_owned(),
     });

@@ -8,6 +8,7 @@
 
 pub mod alias;
 pub mod bulk;
+mod nodes;
 
 use crate::config::ClusterConfig;
 use crate::retry::{classify, Backoff, Verdict};
@@ -19,8 +20,10 @@ use elasticsearch::http::headers::{HeaderMap, HeaderValue, ACCEPT_ENCODING, CONT
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 pub use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
+use nodes::{Node, Nodes};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which server we talk to.
@@ -65,12 +68,12 @@ impl Flavor {
 /// A connected cluster: a client plus what we learned about the server.
 #[derive(Clone)]
 pub struct Cluster {
-    client: Elasticsearch,
+    nodes: Arc<Nodes>,
     /// "source" or "target": names the cluster in errors and logs.
     role: &'static str,
     pub flavor: Flavor,
     pub version: String,
-    /// The first URL, without credentials, for messages.
+    /// The recipe's URLs (comma-separated when several), without credentials, for messages.
     pub url: String,
     /// How long a worker keeps retrying while this cluster does not answer.
     unreachable_timeout: Duration,
@@ -88,14 +91,17 @@ pub type Query<'a> = &'a [(&'a str, &'a str)];
 impl Cluster {
     /// Builds the client and asks the node for its version, retrying for `deadline`.
     pub async fn connect(cfg: &ClusterConfig, role: &'static str, deadline: Duration) -> Result<Cluster> {
-        let client = build_client(cfg, role)?;
-        let url = cfg.url.first().cloned().unwrap_or_default();
+        let nodes = cfg.url.iter().map(|u| build_node(cfg, u, role)).collect::<Result<Vec<_>>>()?;
+        if nodes.is_empty() {
+            return Err(Error::Cluster { cluster: role.into(), message: "no URL".into() });
+        }
+        let nodes = Nodes::new(nodes);
         let mut cluster = Cluster {
-            client,
+            url: nodes.urls(),
+            nodes: Arc::new(nodes),
             role,
             flavor: Flavor::Elasticsearch { major: 0, minor: 0 },
             version: String::new(),
-            url: redact_url(&url),
             unreachable_timeout: cfg.unreachable_timeout,
         };
         let mut backoff = Backoff::standard(Some(deadline));
@@ -129,11 +135,11 @@ impl Cluster {
         struct Node {
             version: String,
         }
-        let response =
+        let (response, node) =
             self.send(Method::Get, "/_nodes/_local", &[("filter_path", "nodes.*.version")], None, None).await?;
         let is_elastic = response.headers().get("x-elastic-product").is_some();
         let status = response.status_code().as_u16();
-        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let body = response.bytes().await.map_err(|e| self.transport_error(node, e))?;
         if !(200..300).contains(&status) {
             return Err(self.status_error(Method::Get, "/_nodes/_local", status, &body));
         }
@@ -167,6 +173,8 @@ impl Cluster {
         self.role = role;
     }
 
+    /// Sends to the node that answered last; a connection that fails tries the next URL
+    /// (see [`nodes`]). Returns the answer and the node that gave it.
     async fn send(
         &self,
         method: Method,
@@ -174,13 +182,33 @@ impl Cluster {
         query: Query<'_>,
         body: Option<Bytes>,
         content_type: Option<&'static str>,
-    ) -> Result<elasticsearch::http::response::Response> {
+    ) -> Result<(elasticsearch::http::response::Response, usize)> {
         let mut headers = HeaderMap::new();
         if let Some(ct) = content_type {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         let query = (!query.is_empty()).then_some(query);
-        self.client.send(method, path, headers, query, body, None).await.map_err(|e| self.transport_error(e))
+        let mut failures = Vec::new();
+        for i in self.nodes.order() {
+            let node = self.nodes.get(i);
+            match node.client.send(method, path, headers.clone(), query, body.clone(), None).await {
+                Ok(response) => {
+                    self.nodes.answered(i, self.role);
+                    return Ok((response, i));
+                }
+                Err(e) if nodes::is_connect_error(&e) => {
+                    if self.nodes.len() > 1 {
+                        tracing::warn!(cluster = self.role, url = %node.url, error = %e, "node not reachable, trying the next URL");
+                    }
+                    failures.push((node.url.clone(), nodes::describe(&e)));
+                }
+                Err(e) => {
+                    self.nodes.failed(i);
+                    return Err(self.transport_error(i, e));
+                }
+            }
+        }
+        Err(nodes::all_failed(self.role, &failures))
     }
 
     /// One request, no retry, whatever the status: `(status, body)`.
@@ -192,9 +220,9 @@ impl Cluster {
         body: Option<Bytes>,
     ) -> Result<(u16, Bytes)> {
         let ct = if path.ends_with("_bulk") { "application/x-ndjson" } else { "application/json" };
-        let response = self.send(method, path, query, body, Some(ct)).await?;
+        let (response, node) = self.send(method, path, query, body, Some(ct)).await?;
         let status = response.status_code().as_u16();
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(node, e))?;
         Ok((status, bytes))
     }
 
@@ -328,8 +356,9 @@ impl Cluster {
             .map_err(|e| Error::Cluster { cluster: self.role.into(), message: format!("unexpected _bulk answer: {e}") })
     }
 
-    fn transport_error(&self, e: elasticsearch::Error) -> Error {
-        Error::Cluster { cluster: self.role.into(), message: format!("request to {} failed: {e}", self.url) }
+    fn transport_error(&self, node: usize, e: elasticsearch::Error) -> Error {
+        let url = &self.nodes.get(node).url;
+        Error::Cluster { cluster: self.role.into(), message: format!("request to {url} failed: {e}") }
     }
 
     pub fn status_error(&self, method: Method, path: &str, status: u16, body: &[u8]) -> Error {
@@ -408,10 +437,14 @@ pub fn redact_url(u: &str) -> String {
     }
 }
 
-fn build_client(cfg: &ClusterConfig, role: &'static str) -> Result<Elasticsearch> {
+/// A client for one of the cluster's URLs.
+fn build_node(cfg: &ClusterConfig, raw_url: &str, role: &'static str) -> Result<Node> {
+    Ok(Node { client: build_client(cfg, raw_url, role)?, url: redact_url(raw_url) })
+}
+
+fn build_client(cfg: &ClusterConfig, raw_url: &str, role: &'static str) -> Result<Elasticsearch> {
     let err = |message: String| Error::Cluster { cluster: role.into(), message };
-    let first = cfg.url.first().ok_or_else(|| err("no URL".into()))?;
-    let mut url = url::Url::parse(first).map_err(|_| err(format!("invalid URL {}", redact_url(first))))?;
+    let mut url = url::Url::parse(raw_url).map_err(|_| err(format!("invalid URL {}", redact_url(raw_url))))?;
     // Credentials written into the URL become basic auth, and leave the URL: request errors
     // quote the URL, and the password must never be printed.
     let (url_user, url_password) = (url.username().to_owned(), url.password().map(str::to_owned));

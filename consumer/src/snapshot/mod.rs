@@ -295,6 +295,7 @@ async fn run_slice(
                     let mut l = DeadLetter::new("rejected", "snapshot", reason);
                     l.index = Some(info.source.clone());
                     l.id = Some(h.id);
+                    l.routing = h.routing;
                     letters.push(l);
                 }
             }
@@ -314,6 +315,7 @@ async fn run_slice(
                     let mut l = DeadLetter::new("rejected", "snapshot", reason.clone());
                     l.index = Some(info.source.clone());
                     l.id = Some(doc.id.clone());
+                    l.routing = doc.routing.clone();
                     l.payload = doc.source.as_ref().map(|s| s.get().to_owned());
                     letters.push(l);
                 }
