@@ -170,7 +170,8 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
     let lag_total = ends.as_ref().map(|_| partitions.iter().filter_map(|p| p.lag_messages).sum::<i64>() as u64);
     let note = m.cross_cluster.then(|| match m.state {
         crate::state::State::RolledOver => format!(
-            "cross-cluster: the alias is on the target cluster {}; the application must now point at it",
+            "cross-cluster: the alias is on the target cluster {}; producers configured for it follow the switch marker, \
+             other writers must point at it",
             recipe
                 .target_cluster()
                 .url

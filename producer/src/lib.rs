@@ -5,6 +5,9 @@
 //! once both are acknowledged. A write refused by a write block — the few hundred
 //! milliseconds of a rollover — is retried for a bounded time, so the application sees
 //! latency, not errors; after the alias moves, the retried write lands in the new index.
+//! After a cross-cluster switch the alias lives on another cluster: a blocked write reads
+//! the marker the rollover left on the source and follows it there, if the application
+//! configured that cluster ([`ProducerConfig::follow`]; see the `follow` module).
 //!
 //! An alias with an `index_routing` (or `routing`) applies it to every write that names no
 //! routing of its own; the alias is read once at [`Producer::connect`], and the events of
@@ -16,9 +19,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod docs;
+mod follow;
 
 use bytes::Bytes;
 use chrono::Utc;
+use follow::{FollowError, Route};
 use indexferry_common::config::ClusterConfig;
 use indexferry_common::es::bulk::{BulkItem, Outcome};
 use indexferry_common::es::{is_transient, Cluster};
@@ -31,6 +36,8 @@ use rdkafka::util::Timeout;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub type Result<T, E = WriteError> = std::result::Result<T, E>;
@@ -54,6 +61,13 @@ pub enum WriteError {
     /// The write is in the index but its event is not on the topic: retry the write.
     #[error("document written but its change event could not be published ({0}); retry the write")]
     Publish(String),
+    /// The alias moved to a cluster this producer has no connection configured for.
+    #[error(
+        "writes to {alias:?} are blocked: migration {migration:?} moved it from {from} to the cluster {urls}, \
+         for which this producer has no connection configured; add that cluster to the producer's follow list \
+         (ProducerConfig::follow, `load --follow-url`) or point the application at it"
+    )]
+    UnknownCluster { alias: String, from: String, migration: String, urls: String },
     #[error("{0}")]
     Setup(String),
 }
@@ -74,6 +88,10 @@ pub struct ProducerConfig {
     /// [`indexferry_common::config::PRODUCER_RETRY_WINDOW`], which a recipe's rollover
     /// `grace` + `drain_timeout` must stay under).
     pub retry_for: Duration,
+    /// The clusters writes may follow a cross-cluster switch to, with their credentials and
+    /// TLS settings; matched against the URLs the switch marker names. Empty: a switched
+    /// alias fails the writes with [`WriteError::UnknownCluster`].
+    pub follow: Vec<ClusterConfig>,
 }
 
 impl ProducerConfig {
@@ -86,6 +104,7 @@ impl ProducerConfig {
             alias: alias.to_owned(),
             publish_timeout: Duration::from_millis(400),
             retry_for: indexferry_common::config::PRODUCER_RETRY_WINDOW,
+            follow: vec![],
         }
     }
 }
@@ -98,13 +117,16 @@ pub enum Write {
 }
 
 pub struct Producer {
-    cluster: Cluster,
+    /// The cluster and alias writes go to; replaced when a switch is followed.
+    route: RwLock<Arc<Route>>,
+    /// When the switch marker was last read.
+    marker_read: tokio::sync::Mutex<Option<Instant>>,
+    /// Writes acknowledged (and published) on a cluster followed to.
+    writes_after_switch: AtomicU64,
     /// Replaced when librdkafka reports a fatal error (an idempotent producer can meet one
     /// when the broker restarts; the instance is unusable afterwards).
     kafka: std::sync::RwLock<std::sync::Arc<FutureProducer>>,
     cfg: ProducerConfig,
-    /// The routing the alias applies to writes that name none (its `index_routing`).
-    alias_routing: Option<String>,
 }
 
 /// What the cluster answers to a single-document write.
@@ -140,16 +162,40 @@ impl Producer {
         .await
         .map_err(|e| WriteError::Setup(e.to_string()))?
         .map_err(|e| WriteError::Setup(format!("kafka: {e}")))?;
-        Ok(Producer { cluster, kafka: std::sync::RwLock::new(std::sync::Arc::new(kafka)), cfg, alias_routing })
+        let route = Route { cluster, name: cfg.alias.clone(), alias_routing, followed: false };
+        Ok(Producer {
+            route: RwLock::new(Arc::new(route)),
+            marker_read: tokio::sync::Mutex::new(None),
+            writes_after_switch: AtomicU64::new(0),
+            kafka: std::sync::RwLock::new(std::sync::Arc::new(kafka)),
+            cfg,
+        })
     }
 
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
+    fn route(&self) -> Arc<Route> {
+        self.route.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The routing the alias applies to writes that name none, as read at connect.
-    pub fn alias_routing(&self) -> Option<&str> {
-        self.alias_routing.as_deref()
+    /// The cluster writes go to now.
+    pub fn cluster(&self) -> Cluster {
+        self.route().cluster.clone()
+    }
+
+    /// The routing the alias applies to writes that name none, as read at connect (or when
+    /// a switch was followed).
+    pub fn alias_routing(&self) -> Option<String> {
+        self.route().alias_routing.clone()
+    }
+
+    /// The cluster followed to after a cross-cluster switch, if any.
+    pub fn followed_to(&self) -> Option<String> {
+        let route = self.route();
+        route.followed.then(|| route.cluster.url.clone())
+    }
+
+    /// Writes acknowledged by a cluster followed to, their events published.
+    pub fn writes_after_switch(&self) -> u64 {
+        self.writes_after_switch.load(Ordering::Relaxed)
     }
 
     /// How long a refused write is retried (`ProducerConfig::retry_for`): also how long a
@@ -163,22 +209,21 @@ impl Producer {
     pub async fn index(&self, id: &str, source: &str, routing: Option<&str>) -> Result<ChangeEvent> {
         let raw = RawValue::from_string(source.to_owned())
             .map_err(|e| WriteError::Refused(format!("source is not JSON: {e}")))?;
-        let path = format!("/{}/_doc/{}", self.cfg.alias, encode(id));
-        let ack = self
-            .write(indexferry_common::es::Method::Put, &path, routing, Some(Bytes::from(source.to_owned())))
-            .await?;
-        let event = self.event(Op::Index, id, routing, Some(raw), ack);
+        let (ack, route) =
+            self.write(indexferry_common::es::Method::Put, id, routing, Some(Bytes::from(source.to_owned()))).await?;
+        let event = self.event(&route, Op::Index, id, routing, Some(raw), ack);
         self.publish(&event).await?;
+        self.count_after_switch(&route, 1);
         Ok(event)
     }
 
     /// Deletes a document. Deleting a missing document is not an error: it is a write
     /// with a sequence number like any other, and its event is published.
     pub async fn delete(&self, id: &str, routing: Option<&str>) -> Result<ChangeEvent> {
-        let path = format!("/{}/_doc/{}", self.cfg.alias, encode(id));
-        let ack = self.write(indexferry_common::es::Method::Delete, &path, routing, None).await?;
-        let event = self.event(Op::Delete, id, routing, None, ack);
+        let (ack, route) = self.write(indexferry_common::es::Method::Delete, id, routing, None).await?;
+        let event = self.event(&route, Op::Delete, id, routing, None, ack);
         self.publish(&event).await?;
+        self.count_after_switch(&route, 1);
         Ok(event)
     }
 
@@ -192,12 +237,18 @@ impl Producer {
             Write::Index { id, source, routing } => (Method::Put, id, routing, Some(Bytes::from(source.clone()))),
             Write::Delete { id, routing } => (Method::Delete, id, routing, None),
         };
-        let path = format!("/{}/_doc/{}", self.cfg.alias, encode(id));
-        self.write(method, &path, routing.as_deref(), body).await.map(|_| ())
+        self.write(method, id, routing.as_deref(), body).await.map(|_| ())
+    }
+
+    fn count_after_switch(&self, route: &Route, n: u64) {
+        if route.followed {
+            self.writes_after_switch.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     fn event(
         &self,
+        route: &Route,
         op: Op,
         id: &str,
         routing: Option<&str>,
@@ -213,33 +264,40 @@ impl Producer {
             primary_term: ack.primary_term,
             version: ack.version,
             // Where the document lives: the write's routing, else the one the alias applied.
-            routing: routing.or(self.alias_routing.as_deref()).map(str::to_owned),
+            routing: routing.or(route.alias_routing.as_deref()).map(str::to_owned),
             source,
             ts: Utc::now(),
         }
     }
 
+    /// One document write through the current route, retried while blocked or failing
+    /// transiently; a block makes it look for the switch marker. Returns the route it landed on.
     async fn write(
         &self,
         method: indexferry_common::es::Method,
-        path: &str,
+        id: &str,
         routing: Option<&str>,
         body: Option<Bytes>,
-    ) -> Result<WriteResponse> {
+    ) -> Result<(WriteResponse, Arc<Route>)> {
         let query: Vec<(&str, &str)> = routing.map(|r| ("routing", r)).into_iter().collect();
         let started = Instant::now();
         let mut backoff = write_backoff(self.cfg.retry_for);
         let is_delete = matches!(method, indexferry_common::es::Method::Delete);
         loop {
-            let err = match self.cluster.request_raw(method, path, &query, body.clone()).await {
-                Ok((200..=299, bytes)) => return parse_ack(&bytes),
+            let route = self.route();
+            let path = format!("/{}/_doc/{}", route.name, encode(id));
+            let err = match route.cluster.request_raw(method, &path, &query, body.clone()).await {
+                Ok((200..=299, bytes)) => return Ok((parse_ack(&bytes)?, route)),
                 // A delete of a missing document answers 404 with a full acknowledgement.
-                Ok((404, bytes)) if is_delete && parse_ack(&bytes).is_ok() => return parse_ack(&bytes),
-                Ok((status, bytes)) => self.cluster.status_error(method, path, status, &bytes),
+                Ok((404, bytes)) if is_delete && parse_ack(&bytes).is_ok() => return Ok((parse_ack(&bytes)?, route)),
+                Ok((status, bytes)) => route.cluster.status_error(method, &path, status, &bytes),
                 Err(e) => e,
             };
             if !is_transient(&err) {
                 return Err(WriteError::Refused(err.to_string()));
+            }
+            if err.error_type() == Some("cluster_block_exception") && self.follow_switch(&route).await? {
+                continue;
             }
             match backoff.next_delay() {
                 Some(d) => {
@@ -250,6 +308,42 @@ impl Producer {
                     return Err(WriteError::Blocked { waited: started.elapsed(), last: err.to_string() })
                 }
                 None => return Err(WriteError::GaveUp { waited: started.elapsed(), last: err.to_string() }),
+            }
+        }
+    }
+
+    /// Reads the switch marker behind `seen` (at most every [`follow::CHECK_EVERY`], one
+    /// reader at a time) and follows it; true when writes go elsewhere now.
+    async fn follow_switch(&self, seen: &Arc<Route>) -> Result<bool> {
+        let mut last = self.marker_read.lock().await;
+        if !Arc::ptr_eq(&self.route(), seen) {
+            return Ok(true);
+        }
+        if last.is_some_and(|at| at.elapsed() < follow::CHECK_EVERY) {
+            return Ok(false);
+        }
+        *last = Some(Instant::now());
+        let marker = match follow::marker(seen).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the switch marker yet");
+                return Ok(false);
+            }
+        };
+        match follow::follow(&marker, &self.cfg, seen).await {
+            Ok(route) => {
+                tracing::warn!(
+                    from = %seen.cluster.url, to = %route.cluster.url, write_to = %route.name, migration = %marker.migration,
+                    "the alias moved to another cluster: writes follow it there"
+                );
+                *self.route.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(route);
+                Ok(true)
+            }
+            Err(FollowError::Final(e)) => Err(e),
+            Err(FollowError::NotYet(e)) => {
+                tracing::warn!(error = %e, "cannot follow the switch yet; retrying");
+                Ok(false)
             }
         }
     }
@@ -290,13 +384,14 @@ impl Producer {
     /// Returns, in order, each write's event or error. Used for initial loads.
     pub async fn bulk(&self, writes: &[Write]) -> Result<Vec<Result<ChangeEvent>>> {
         use std::fmt::Write as _;
+        let route = self.route();
         let mut body = String::with_capacity(writes.len() * 1100);
         for w in writes {
             let (op, id, routing) = match w {
                 Write::Index { id, routing, .. } => ("index", id, routing),
                 Write::Delete { id, routing } => ("delete", id, routing),
             };
-            let _ = write!(body, r#"{{"{op}":{{"_index":{},"_id":{}"#, json_str(&self.cfg.alias), json_str(id));
+            let _ = write!(body, r#"{{"{op}":{{"_index":{},"_id":{}"#, json_str(&route.name), json_str(id));
             if let Some(r) = routing {
                 let _ = write!(body, r#","routing":{}"#, json_str(r));
             }
@@ -308,7 +403,7 @@ impl Producer {
         }
         let mut backoff = write_backoff(self.cfg.retry_for);
         let response = loop {
-            match self.cluster.bulk(Bytes::from(body.clone())).await {
+            match route.cluster.bulk(Bytes::from(body.clone())).await {
                 Ok(r) => break r,
                 Err(e) if is_transient(&e) => match backoff.next_delay() {
                     Some(d) => tokio::time::sleep(d).await,
@@ -319,7 +414,7 @@ impl Producer {
         };
         let mut out = Vec::with_capacity(writes.len());
         for (w, item) in writes.iter().zip(&response.items) {
-            out.push(self.bulk_event(w, item));
+            out.push(self.bulk_event(&route, w, item));
         }
         let payloads: Vec<(String, Vec<u8>)> = out.iter().flatten().map(|e| (e.id.clone(), e.to_json())).collect();
         let kafka = self.kafka();
@@ -332,15 +427,16 @@ impl Producer {
         let mut delivered = delivered.into_iter();
         for slot in out.iter_mut() {
             if slot.is_ok() {
-                if let Some(Err((e, _))) = delivered.next() {
-                    *slot = Err(WriteError::Publish(e.to_string()));
+                match delivered.next() {
+                    Some(Err((e, _))) => *slot = Err(WriteError::Publish(e.to_string())),
+                    _ => self.count_after_switch(&route, 1),
                 }
             }
         }
         Ok(out)
     }
 
-    fn bulk_event(&self, w: &Write, item: &BulkItem) -> Result<ChangeEvent> {
+    fn bulk_event(&self, route: &Route, w: &Write, item: &BulkItem) -> Result<ChangeEvent> {
         let r = item.result();
         match item.outcome() {
             Outcome::Applied => {}
@@ -358,9 +454,9 @@ impl Producer {
         Ok(match w {
             Write::Index { id, source, routing } => {
                 let raw = RawValue::from_string(source.clone()).map_err(|e| WriteError::Refused(e.to_string()))?;
-                self.event(Op::Index, id, routing.as_deref(), Some(raw), ack)
+                self.event(route, Op::Index, id, routing.as_deref(), Some(raw), ack)
             }
-            Write::Delete { id, routing } => self.event(Op::Delete, id, routing.as_deref(), None, ack),
+            Write::Delete { id, routing } => self.event(route, Op::Delete, id, routing.as_deref(), None, ack),
         })
     }
 

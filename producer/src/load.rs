@@ -86,6 +86,35 @@ pub(crate) struct LoadArgs {
     /// Publish timeout per event (keep it under the rollover grace).
     #[arg(long, default_value = "400ms", value_parser = humantime_duration)]
     publish_timeout: Duration,
+    /// A cluster the writes may follow a cross-cluster switch to (repeatable, or
+    /// comma-separated); matched against the URLs of the marker the rollover leaves.
+    #[arg(long = "follow-url", env = "INDEXFERRY_FOLLOW_URL", value_delimiter = ',')]
+    follow_urls: Vec<String>,
+    /// User for the clusters followed to.
+    #[arg(long, env = "INDEXFERRY_FOLLOW_USERNAME")]
+    follow_username: Option<String>,
+    /// Password for the clusters followed to.
+    #[arg(long, env = "INDEXFERRY_FOLLOW_PASSWORD", hide_env_values = true)]
+    follow_password: Option<String>,
+    /// PEM file of the CA of the clusters followed to.
+    #[arg(long, env = "INDEXFERRY_FOLLOW_CA_CERT")]
+    follow_ca_cert: Option<std::path::PathBuf>,
+}
+
+impl LoadArgs {
+    /// The clusters to follow a switch to, each with the `--follow-*` credentials.
+    fn follow(&self) -> Vec<indexferry_common::config::ClusterConfig> {
+        self.follow_urls
+            .iter()
+            .map(|url| {
+                let mut c = indexferry_common::config::ClusterConfig::at(url);
+                c.username = self.follow_username.clone();
+                c.password = self.follow_password.clone().map(indexferry_common::secret::Secret::new);
+                c.ca_cert = self.follow_ca_cert.clone();
+                c
+            })
+            .collect()
+    }
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -190,6 +219,10 @@ struct Summary {
     recreates: u64,
     initial: u64,
     seconds: f64,
+    /// Writes acknowledged by the cluster followed to after a cross-cluster switch.
+    writes_after_switch: u64,
+    /// That cluster, if the writes followed a switch.
+    switched_to: Option<String>,
     first_errors: Vec<String>,
 }
 
@@ -209,9 +242,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mut cfg = ProducerConfig::new(&args.url, &args.brokers, &args.topic, &args.alias);
     cfg.retry_for = args.retry_for;
     cfg.publish_timeout = args.publish_timeout;
+    cfg.follow = args.follow();
     let producer = Arc::new(Producer::connect(cfg).await?);
     if let Some(index) = &args.create_index {
-        create_index(producer.cluster(), index, &args).await?;
+        create_index(&producer.cluster(), index, &args).await?;
     }
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
@@ -235,14 +269,19 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             });
         }
         let reporter = {
-            let (c, counters) = (cancel.clone(), counters.clone());
+            let (c, counters, p) = (cancel.clone(), counters.clone(), producer.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 tick.tick().await;
                 loop {
                     tokio::select! {
                         _ = c.cancelled() => break,
-                        _ = tick.tick() => indexferry_common::say!("load: done={} failed={}", counters.done.load(Ordering::Relaxed), counters.failed.load(Ordering::Relaxed)),
+                        _ = tick.tick() => indexferry_common::say!(
+                            "load: done={} failed={} writes_after_switch={}",
+                            counters.done.load(Ordering::Relaxed),
+                            counters.failed.load(Ordering::Relaxed),
+                            p.writes_after_switch()
+                        ),
                     }
                 }
             })
@@ -312,10 +351,12 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         recreates: counters.recreates.load(Ordering::Relaxed),
         initial,
         seconds: started.elapsed().as_secs_f64(),
+        writes_after_switch: producer.writes_after_switch(),
+        switched_to: producer.followed_to(),
         first_errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|p| p.into_inner())),
     };
     println!(
-        "load: done={} unpublished={} failed={} creates={} updates={} deletes={} recreates={} initial={} seconds={:.1}",
+        "load: done={} unpublished={} failed={} creates={} updates={} deletes={} recreates={} initial={} writes_after_switch={} seconds={:.1}",
         summary.done,
         summary.unpublished,
         summary.failed,
@@ -324,6 +365,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         summary.deletes,
         summary.recreates,
         summary.initial,
+        summary.writes_after_switch,
         summary.seconds
     );
     if let Some(path) = &args.report {
@@ -342,7 +384,8 @@ async fn one_write(
     counters: &Counters,
 ) -> Result<(), indexferry_producer::WriteError> {
     let prefix = shape.prefix.as_str();
-    let route = |id: &str| routing_for(id, shape.routed_percent, producer.alias_routing());
+    let alias_routing = producer.alias_routing();
+    let route = |id: &str| routing_for(id, shape.routed_percent, alias_routing.as_deref());
     let skip = shape.skip_publish(gen.rng());
     let write = |w: Write| send(producer, skip, w, counters);
     let total = mix.create + mix.update + mix.delete + mix.recreate;
@@ -502,13 +545,14 @@ async fn initial_load(
     let mut in_flight = tokio::task::JoinSet::new();
     let mut next = 0u64;
     let mut last_report = Instant::now();
+    let alias_routing = producer.alias_routing();
     while next < args.initial || !in_flight.is_empty() {
         while next < args.initial && in_flight.len() < 3 && !cancel.is_cancelled() {
             let end = (next + BATCH).min(args.initial);
             let writes: Vec<Write> = (next..end)
                 .map(|i| {
                     let id = format!("{}{i}", args.id_prefix);
-                    let routing = routing_for(&id, args.routed_percent, producer.alias_routing());
+                    let routing = routing_for(&id, args.routed_percent, alias_routing.as_deref());
                     Write::Index { source: gen.doc(&id, 1), id, routing }
                 })
                 .collect();

@@ -125,6 +125,51 @@ async fn a_migration_over_tls_with_a_password() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The producer follows a switch to a cluster behind TLS and a password with the credentials
+/// and CA the application configured for it; the marker carries none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_producer_follows_a_switch_to_a_cluster_with_tls_and_a_password() -> anyhow::Result<()> {
+    let (ca, pw, url, source_url) = (ca()?, password(), tls_url(), es8());
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let Names { src, dst, alias, topic, name } = Names::new("tlsfollow");
+    create_source(&source_url, &src, &alias, &topic, 1, source_mappings()).await?;
+    let mut pcfg = producer_config(&source_url, &topic, &alias);
+    pcfg.follow = vec![config(Some("elastic"), Some(&pw), Some(ca.clone()))];
+    let p = Producer::connect(pcfg).await?;
+    for i in 0..100 {
+        p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
+    }
+    let mut spec = RecipeSpec::new(&name, &source_url, &url, &topic, &src, &dst, &alias);
+    spec.target_options = format!("username = \"elastic\"\nca_cert = {:?}\n", ca.display().to_string());
+    let recipe = spec.write(dir.path())?;
+    let cmd = |args: &[&str]| {
+        let mut c = indexferry(&state, args);
+        c.env("INDEXFERRY_TARGET_PASSWORD", &pw);
+        c
+    };
+    let mut seen = run_ok(cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    seen.push_str(&run_ok(cmd(&["snapshot", &name]))?);
+    seen.push_str(&run_ok(cmd(&["rollover", &name]))?);
+
+    // Blocked on the source, the write reads the marker and lands on the TLS cluster.
+    let e = p.index("after-1", r#"{"i":-1}"#, None).await?;
+    assert_eq!(e.index, dst, "the write landed in the target index: {e:?}");
+    assert_eq!(p.followed_to().as_deref(), Some(url.trim_end_matches('/')));
+    assert_eq!(p.writes_after_switch(), 1);
+    p.delete("d0", None).await?;
+    let admin = Cluster::connect(&config(Some("elastic"), Some(&pw), Some(ca)), "t", Duration::from_secs(30)).await?;
+    let got: Value = admin.json(Method::Get, &format!("/{dst}/_doc/after-1"), &[], None).await?;
+    assert_eq!(got["_source"], json!({ "i": -1 }), "{got}");
+    let out = run_ok(cmd(&["verify", &name]))?;
+    assert!(out.contains("verify: identical") && out.contains("2 ids written after the switch"), "{out}");
+    seen.push_str(&out);
+    let meta: Value = cluster(&source_url).await?.json(Method::Get, &format!("/{src}/_mapping"), &[], None).await?;
+    seen.push_str(&meta.to_string());
+    assert!(!seen.contains(&pw), "the password leaked:\n{seen}");
+    Ok(())
+}
+
 /// The stack starts es8-tls with `http.max_content_length=256kb`: a bulk request over it is
 /// refused with 413. A batch too large is split until it fits; a document too large alone
 /// is dead-lettered with the reason, and everything else still arrives.

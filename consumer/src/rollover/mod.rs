@@ -10,7 +10,8 @@
 //!    here if a target node restarted since (see `tombstones`). Reconcile the documents
 //!    changed since the last pass before the block.
 //! 5. One `_aliases` request moves the alias to the target as its write index.
-//! 6. Record and print the write pause (block → swap).
+//! 6. Record and print the write pause (block → swap). Cross-cluster, once no consumer
+//!    replays any more, leave the switch marker on the source (`marker`).
 //!
 //! Any failure after the block, or SIGINT/SIGTERM before the swap, lifts it again and leaves
 //! the migration resumable (`steps` lists the steps from the block on, with their undo). A
@@ -19,6 +20,7 @@
 //! its state; with none running, rollover replays in-process.
 
 mod alias;
+mod marker;
 pub(crate) mod recover;
 mod steps;
 mod tombstones;
@@ -89,6 +91,12 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx::load(common, name).await?);
     let m = &ctx.migration;
     if m.state == State::RolledOver {
+        // Killed after the record and before the marker: the marker is still owed.
+        if m.cross_cluster && !marker::present(&ctx).await? {
+            marker::write(&ctx).await?;
+            println!("the switch marker was missing on the source and is now written");
+            return Ok(());
+        }
         bail!("migration {name:?} was already rolled over");
     }
     // A rollover killed at `rolling_over`: the alias says whether it had switched.
@@ -129,6 +137,7 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
         m.rollover = Some(record.clone());
         m.last_error = None;
     })?;
+    marker::write(&ctx).await.context("the switch happened, but the switch marker could not be written")?;
     print_result(&m, &record, &ctx.target.url);
     Ok(())
 }
@@ -336,8 +345,10 @@ fn print_result(m: &Migration, r: &RolloverRecord, target_url: &str) {
     }
     if m.cross_cluster {
         println!(
-            "the alias now lives on the target cluster {target_url}: point the application (and its producer) at that cluster; \
-             the source stays write-blocked so no write goes astray"
+            "the alias now lives on the target cluster {target_url}; the source stays write-blocked so no write goes astray, \
+             and says so in its mapping's _meta ({}): producers configured for that cluster follow by themselves, \
+             point any other writer at it",
+            indexferry_schemas::switch::KEY
         );
     } else {
         println!("the source index stays write-blocked; delete it once you no longer need it");

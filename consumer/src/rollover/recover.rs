@@ -5,7 +5,7 @@
 use super::{print_result, restore_gc_deletes};
 use crate::context::Ctx;
 use crate::state::{PairInfo, RolloverRecord, State};
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use chrono::Utc;
 use indexferry_common::es::Cluster;
 
@@ -68,6 +68,7 @@ pub(super) async fn finish_switched(ctx: &Ctx) -> anyhow::Result<()> {
         m.rollover = Some(record.clone());
         m.last_error = None;
     })?;
+    super::marker::write(ctx).await.context("the switch happened, but the switch marker could not be written")?;
     println!("an interrupted rollover had already switched the alias; its bookkeeping is now finished");
     print_result(&m, &record, &ctx.target.url);
     Ok(())
