@@ -5,10 +5,8 @@
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 /// Events replayed, by `op` (index/delete/unknown) and `result` (applied/stale/dead_lettered).
 pub const EVENTS: &str = "indexferry_events_total";
@@ -69,7 +67,7 @@ pub fn describe() {
 /// Every metric is described; [`zero_common`] and the workers' own zeroing make the names
 /// a dashboard queries exist before anything has happened.
 pub fn serve(addr: SocketAddr) -> Result<(), String> {
-    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(BULK_SECONDS.into()), BULK_BUCKETS)
         .map_err(|e| e.to_string())?
@@ -80,8 +78,8 @@ pub fn serve(addr: SocketAddr) -> Result<(), String> {
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = answer(stream, &handle);
+            for request in server.incoming_requests() {
+                let _ = answer(request, &handle);
             }
         })
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
@@ -96,35 +94,20 @@ pub fn scrapes() -> u64 {
     SCRAPES.load(Ordering::Relaxed)
 }
 
-/// One HTTP/1.x request: `GET /metrics` (or `/`) gets the text exposition format.
-fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let path = line.split_whitespace().nth(1).unwrap_or_default();
-    let (status, body) = match path.split('?').next() {
+/// `GET /metrics` (or `/`) gets the text exposition format.
+fn answer(request: tiny_http::Request, handle: &PrometheusHandle) -> std::io::Result<()> {
+    let (status, body) = match request.url().split('?').next() {
         Some("/metrics" | "/") => {
             handle.run_upkeep();
             let body = handle.render();
             SCRAPES.fetch_add(1, Ordering::Relaxed);
-            ("200 OK", body)
+            (200, body)
         }
-        _ => ("404 Not Found", "not found: try /metrics\n".to_owned()),
+        _ => (404, "not found: try /metrics\n".to_owned()),
     };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
+    let content_type = tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        .map_err(|()| std::io::Error::other("content type header"))?;
+    request.respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(content_type))
 }
 
 /// The label values each family takes whatever the migration: registered at zero at start.
