@@ -3,12 +3,14 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod add;
 pub mod cancel;
 pub mod context;
 pub mod deadletter;
 pub mod health;
 pub mod init;
 pub mod overview;
+pub mod patterns;
 pub mod reconcile;
 pub mod replay;
 pub mod rollover;
@@ -16,6 +18,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod state;
 pub mod status;
+pub mod templates;
 pub mod verify;
 pub mod writer;
 
