@@ -41,16 +41,19 @@ const LEGACY_KEYS: [&str; 6] = ["index_patterns", "order", "version", "settings"
 const COMPOSABLE_KEYS: [&str; 6] = ["index_patterns", "template", "composed_of", "priority", "version", "_meta"];
 const COMPONENT_KEYS: [&str; 3] = ["template", "version", "_meta"];
 
-/// The templates to copy, components first; refuses a data-stream template and (without
+/// The templates to copy, in the order they can be put: legacy first (Elasticsearch refuses
+/// a legacy template overlapping a composable one that exists), then components, then the
+/// composable templates using them. Refuses a data-stream template and (without
 /// `overwrite`) a template the target holds with another body.
 pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[Planned]) -> anyhow::Result<Vec<Copy>> {
+    let mut legacy_copies = vec![];
     let mut copies = vec![];
     let legacy: Map<String, Value> = get_or_empty(source, "/_template").await?;
     for (name, t) in legacy.iter().filter(|(n, _)| !n.starts_with('.')) {
         let Some(over) = covers(t, pairs, recipe) else { continue };
         let mut body = pick(t, &LEGACY_KEYS);
         lay(&mut body["mappings"], &over);
-        copies.push(Copy { kind: Kind::Legacy, name: name.clone(), body });
+        legacy_copies.push(Copy { kind: Kind::Legacy, name: name.clone(), body });
     }
     let composable: Value = get_or_empty(source, "/_index_template").await?;
     let mut components = vec![];
@@ -89,7 +92,7 @@ pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[
     }
     parts.extend(copies);
     let mut out = vec![];
-    for c in parts {
+    for c in legacy_copies.into_iter().chain(parts) {
         if differs(target, &c).await? {
             if !recipe.templates.overwrite {
                 bail!(
@@ -108,7 +111,7 @@ pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[
     Ok(out)
 }
 
-/// Puts the templates on the target, in order (components before the templates using them).
+/// Puts the templates on the target, in the order [`plan`] gives.
 pub async fn apply(target: &Cluster, copies: &[Copy]) -> anyhow::Result<()> {
     for c in copies {
         target

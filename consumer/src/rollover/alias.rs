@@ -2,8 +2,34 @@
 //! search routing, write flag — recorded at `init`, on the target index. A pair from a
 //! pattern carries every alias of its source index.
 
+use crate::context::Ctx;
 use crate::state::PairInfo;
+use indexferry_common::es::Method;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The pairs, with the aliases each index of a pattern holds on the source now: the
+/// application may have moved its write alias to another day's index since `init`.
+/// Read inside the pause (one request per pattern); the record's aliases if that fails.
+pub(super) async fn current(ctx: &Ctx) -> Vec<PairInfo> {
+    let mut pairs = ctx.migration.pairs.clone();
+    for entry in ctx.recipe.pairs.iter().filter(|p| p.is_pattern()) {
+        let path = format!("/{}/_alias", entry.source);
+        let now = match ctx.source.json::<BTreeMap<String, Value>>(Method::Get, &path, &[], None).await {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(pattern = %entry.source, error = %e, "cannot read the aliases again; moving those recorded");
+                continue;
+            }
+        };
+        for p in pairs.iter_mut().filter(|p| p.pattern.as_ref() == Some(&entry.source)) {
+            let held = now.get(&p.source).and_then(|e| e["aliases"].as_object());
+            p.aliases =
+                held.into_iter().flatten().filter_map(|(k, v)| Some((k.clone(), v.as_object()?.clone()))).collect();
+        }
+    }
+    pairs
+}
 
 /// What `_aliases` takes in an `add` action and `GET /_alias` describes.
 const CARRIED: [&str; 5] = ["filter", "index_routing", "search_routing", "is_write_index", "is_hidden"];

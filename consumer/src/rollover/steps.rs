@@ -220,7 +220,7 @@ async fn reconcile_changed(ctx: &Ctx, before: &ReconcileRecord) -> anyhow::Resul
 async fn swap(ctx: &Ctx) -> anyhow::Result<()> {
     let m = &ctx.migration;
     let mut actions = vec![];
-    for p in &m.pairs {
+    for p in &super::alias::current(ctx).await {
         if !m.cross_cluster {
             actions.extend(super::alias::remove_actions(p));
         }

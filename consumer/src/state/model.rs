@@ -92,7 +92,7 @@ pub struct PairInfo {
 impl PairInfo {
     /// The aliases rollover moves onto the target, each with its definition on the source.
     pub fn moved_aliases(&self) -> Vec<(&str, Option<&serde_json::Map<String, serde_json::Value>>)> {
-        if self.aliases.is_empty() {
+        if self.aliases.is_empty() && self.pattern.is_none() {
             return vec![(self.alias.as_str(), self.alias_definition.as_ref())];
         }
         self.aliases.iter().map(|(a, d)| (a.as_str(), Some(d))).collect()
