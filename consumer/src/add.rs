@@ -58,9 +58,15 @@ pub async fn add(common: &Common, name: &str, index: &str, exclude: bool) -> any
     crate::init::create_target(&ctx.target, &planned, &ctx.recipe.rollover.gc_deletes).await?;
     let start = end_offsets(&ctx.recipe, Duration::from_secs(15)).await?;
     let mut pair = crate::init::pair_info(&planned, source_docs);
-    pair.start_offsets = Some(start);
+    pair.start_offsets = Some(start.clone());
     ctx.dir.update_migration(|m| m.pairs.push(pair.clone())).context("cannot record the new pair")?;
-    println!("added {} -> {} to migration {name} ({source_docs} documents); copying it", pair.source, pair.target);
+    let offsets: Vec<String> = start.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    println!(
+        "added {} -> {} to migration {name} ({source_docs} documents); its events are replayed from offsets {}; copying it",
+        pair.source,
+        pair.target,
+        offsets.join(" ")
+    );
 
     let ctx = Arc::new(ctx.reloaded()?);
     let cancel = CancellationToken::new();
