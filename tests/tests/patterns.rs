@@ -382,3 +382,24 @@ async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow:
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_making_data_streams_is_refused_at_init() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (source_url, target_url) = (es8(), opensearch());
+    let (src, dst) = (cluster(&source_url).await?, cluster(&target_url).await?);
+    let base = unique("ds");
+    let (topic, name, template) = (unique("ds-events"), unique("ds"), format!("{base}-streams"));
+    day(&src, &format!("{base}-2026.11.01"), json!({}), 1).await?;
+    // Made after the index (Elasticsearch refuses a plain index under a data-stream template).
+    let body = json!({ "index_patterns": [format!("{base}-*")], "data_stream": {}, "priority": 400,
+        "template": { "mappings": { "properties": { "@timestamp": { "type": "date" } } } } });
+    src.json::<Value>(Method::Put, &format!("/_index_template/{template}"), &[], Some(&body)).await?;
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let r = recipe(dir.path(), &name, &target_url, &topic, &format!("{base}-*"), "{source}", "", "")?;
+    let e = refused(dir.path(), &r, &name, &dst, &[format!("{base}-2026.11.01")]).await;
+    let _ = src.request(Method::Delete, &format!("/_index_template/{template}"), &[], None).await;
+    let e = e?;
+    assert!(e.contains(&template) && e.contains("data streams"), "{e}");
+    Ok(())
+}
