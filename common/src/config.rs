@@ -35,6 +35,16 @@ pub struct Recipe {
     pub replay: ReplayConfig,
     #[serde(default)]
     pub rollover: RolloverConfig,
+    #[serde(default)]
+    pub templates: TemplatesConfig,
+}
+
+/// Index templates copied to the target cluster (cross-cluster migrations).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// Replace a template the target already holds with a different body, instead of refusing.
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -91,11 +101,18 @@ pub struct KafkaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndexPair {
-    /// The concrete source index (not the alias).
+    /// The concrete source index (not the alias), or a pattern with `*` (`stats-*`): each
+    /// index it matches at `init` becomes a pair.
     pub source: String,
+    /// The target index; for a pattern, a template where `{source}` is the matched name.
     pub target: String,
-    /// The alias the application reads and writes through; moved at rollover.
+    /// The alias the application reads and writes through; moved at rollover. Not given
+    /// with a pattern: every alias of every matched index moves.
+    #[serde(default)]
     pub alias: String,
+    /// With a pattern: names (or patterns) of matching indices to leave alone.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// The target's mappings, inline...
     #[serde(default)]
     pub mappings: Option<toml::Table>,
@@ -375,17 +392,7 @@ impl Recipe {
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.pairs.iter().enumerate() {
-            for (what, v) in [("source", &p.source), ("target", &p.target), ("alias", &p.alias)] {
-                if v.is_empty()
-                    || v.starts_with(['_', '-', '+'])
-                    || v.chars().any(|c| c.is_ascii_uppercase() || "\\/*?\"<>| ,#:".contains(c))
-                {
-                    return Err(format!("indices[{i}].{what}: {v:?} is not a valid index or alias name"));
-                }
-            }
-            if p.source == p.target && !self.cross_cluster() {
-                return Err(format!("indices[{i}]: source and target are the same index {:?}", p.source));
-            }
+            validate_pair(i, p, self.cross_cluster())?;
             if !seen.insert(&p.source) {
                 return Err(format!("indices[{i}].source: {:?} appears twice; one source feeds one target", p.source));
             }
@@ -448,7 +455,87 @@ impl Recipe {
     }
 }
 
+fn valid_name(v: &str, wildcard: bool) -> bool {
+    !(v.is_empty()
+        || v.starts_with(['_', '-', '+'])
+        || v.chars().any(|c| c.is_ascii_uppercase() || "\\/?\"<>| ,#:".contains(c) || (c == '*' && !wildcard)))
+}
+
+fn validate_pair(i: usize, p: &IndexPair, cross_cluster: bool) -> std::result::Result<(), String> {
+    let bad = |what: &str, v: &str| Err(format!("indices[{i}].{what}: {v:?} is not a valid index or alias name"));
+    if !valid_name(&p.source, true) {
+        return bad("source", &p.source);
+    }
+    if !valid_name(&p.target.replace("{source}", "x"), false) {
+        return bad("target", &p.target);
+    }
+    if p.is_pattern() {
+        if !p.alias.is_empty() {
+            return Err(format!(
+                "indices[{i}].alias: {:?} is given with the pattern {:?}; a pattern moves every alias of every matched \
+                 index, drop `alias`",
+                p.alias, p.source
+            ));
+        }
+        if let Some(x) = p.exclude.iter().find(|x| !valid_name(x, true)) {
+            return bad("exclude", x);
+        }
+        return Ok(());
+    }
+    if p.target.contains("{source}") {
+        return Err(format!("indices[{i}].target: `{{source}}` is for a pattern source; {:?} is one index", p.source));
+    }
+    if !p.exclude.is_empty() {
+        return Err(format!("indices[{i}].exclude: only a pattern source (with `*`) excludes indices"));
+    }
+    if !valid_name(&p.alias, false) {
+        return bad("alias", &p.alias);
+    }
+    if p.source == p.target && !cross_cluster {
+        return Err(format!("indices[{i}]: source and target are the same index {:?}", p.source));
+    }
+    Ok(())
+}
+
+/// `name` matches the index pattern `pattern`, where `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
 impl IndexPair {
+    /// The source names a pattern (`*`), not one index.
+    pub fn is_pattern(&self) -> bool {
+        self.source.contains('*')
+    }
+
+    /// The target of the matched index `source`: the `target` template with `{source}` filled.
+    pub fn target_for(&self, source: &str) -> String {
+        self.target.replace("{source}", source)
+    }
+
+    /// `index` is one this pattern entry leaves alone (`exclude`).
+    pub fn excludes(&self, index: &str) -> bool {
+        self.exclude.iter().any(|x| glob_match(x, index))
+    }
+
     /// Mappings as JSON for the create-index request.
     pub fn mappings_json(&self) -> Option<serde_json::Value> {
         self.mappings.as_ref().and_then(|m| serde_json::to_value(m).ok())

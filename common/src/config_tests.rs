@@ -156,3 +156,27 @@ fn rollover_pause_stays_under_the_producer_retry_window() {
     );
     assert!(parse(&format!("{MINIMAL}[rollover]\ngrace = \"1s\"\ndrain_timeout = \"28s\"\n")).is_ok());
 }
+
+#[test]
+fn a_pattern_entry_takes_a_source_template_and_no_alias() {
+    let base = MINIMAL
+        .replace("source = \"records-v1\"", "source = \"stats-*\"")
+        .replace("target = \"records-v2\"", "target = \"{source}-v2\"");
+    let r = parse(&base.replace("alias = \"records\"\n", "exclude = [\"stats-old-*\"]\n")).unwrap();
+    assert!(r.pairs[0].is_pattern());
+    assert_eq!(r.pairs[0].target_for("stats-a"), "stats-a-v2");
+    assert!(r.pairs[0].excludes("stats-old-1") && !r.pairs[0].excludes("stats-new"));
+    let e = parse(&base).unwrap_err().to_string();
+    assert!(e.contains("indices[0].alias") && e.contains("drop `alias`"), "{e}");
+    let named = MINIMAL.replace("target = \"records-v2\"", "target = \"{source}-v2\"");
+    let e = parse(&named).unwrap_err().to_string();
+    assert!(e.contains("indices[0].target") && e.contains("`{source}` is for a pattern"), "{e}");
+}
+
+#[test]
+fn globs_match_like_index_patterns() {
+    assert!(glob_match("stats-*", "stats-a-2026.11.01"));
+    assert!(glob_match("stats-*-v2", "stats-a-v2") && !glob_match("stats-*-v2", "stats-a-v3"));
+    assert!(glob_match("*", "x") && glob_match("a*b*c", "abbbc") && !glob_match("a*b*c", "acb"));
+    assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+}

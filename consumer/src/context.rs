@@ -3,7 +3,7 @@
 
 use crate::state::{Migration, StateDir};
 use anyhow::{bail, Context as _};
-use indexferry_common::config::{Overrides, Recipe};
+use indexferry_common::config::{IndexPair, Overrides, Recipe};
 use indexferry_common::es::Cluster;
 use indexferry_common::kafka::Offsets;
 use std::path::{Path, PathBuf};
@@ -37,14 +37,23 @@ impl Ctx {
         same_cluster(&migration, &target, migration.target_uuid.as_deref()).await?;
         Ok(Ctx { dir, migration, recipe, source, target })
     }
+
+    /// The same connections with the migration record read again (a pair was added).
+    pub fn reloaded(&self) -> anyhow::Result<Ctx> {
+        let migration = self.dir.load_migration()?;
+        let mut recipe = self.recipe.clone();
+        add_matched(&mut recipe, &migration);
+        Ok(Ctx { dir: self.dir.clone(), migration, recipe, source: self.source.clone(), target: self.target.clone() })
+    }
 }
 
 /// Parses the recipe kept in the state (files it referenced were read at `init`), with the
 /// overrides; refuses a topic other than the one `init` recorded its offsets on.
 pub fn stored_recipe(m: &Migration, overrides: &Overrides) -> anyhow::Result<Recipe> {
     let base = Path::new(&m.recipe_path).parent().unwrap_or(Path::new(".")).to_owned();
-    let recipe = Recipe::parse_stored(&m.recipe_text, Path::new(&m.recipe_path), &base, overrides)
+    let mut recipe = Recipe::parse_stored(&m.recipe_text, Path::new(&m.recipe_path), &base, overrides)
         .with_context(|| format!("recipe of migration {:?}", m.name))?;
+    add_matched(&mut recipe, m);
     if let Some(recorded) = m.topic.as_deref().filter(|t| *t != recipe.kafka.topic) {
         bail!(
             "kafka topic {:?} is not the topic migration {:?} was initialised on ({recorded:?}): its recorded offsets \
@@ -54,6 +63,26 @@ pub fn stored_recipe(m: &Migration, overrides: &Overrides) -> anyhow::Result<Rec
         );
     }
     Ok(recipe)
+}
+
+/// The indices a pattern matched become pairs of their own, for the replay to route events
+/// by name; the pattern entries stay (no event names them). Pairs of an earlier record go.
+fn add_matched(recipe: &mut Recipe, m: &Migration) {
+    recipe.pairs.retain(|p| !is_matched(m, p));
+    recipe.pairs.extend(m.pairs.iter().filter(|p| p.pattern.is_some()).map(|p| IndexPair {
+        source: p.source.clone(),
+        target: p.target.clone(),
+        alias: p.alias.clone(),
+        exclude: vec![],
+        mappings: None,
+        mappings_file: None,
+        settings: None,
+        settings_file: None,
+    }));
+}
+
+fn is_matched(m: &Migration, p: &IndexPair) -> bool {
+    m.pairs.iter().any(|q| q.pattern.is_some() && q.source == p.source)
 }
 
 /// Refuses a cluster other than the one `init` recorded (a URL override pointing elsewhere).

@@ -7,6 +7,7 @@
 //! source first); every later event is replayed.
 
 use crate::context::{connect, end_offsets, Common};
+use crate::patterns::Planned;
 use crate::state::{Db, Migration, PairInfo, State, StateDir, MIGRATION_KEY};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
@@ -39,9 +40,18 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     tracing::info!(source = %format!("{} {}", source.flavor, source.version), target = %format!("{} {}", target.flavor, target.version), "clusters reachable");
 
     let (source_uuid, target_uuid) = (source.uuid().await?, target.uuid().await?);
-    for (i, pair) in recipe.pairs.iter().enumerate() {
+    for (i, pair) in recipe.pairs.iter().enumerate().filter(|(_, p)| !p.is_pattern()) {
         check_pair(&source, &target, i, pair).await?;
     }
+    let cross = match (&source_uuid, &target_uuid) {
+        (Some(s), Some(t)) => s != t,
+        _ => recipe.cross_cluster(),
+    };
+    let planned = crate::patterns::plan(&source, &target, &recipe, cross).await?;
+    let templates = match cross {
+        true => crate::templates::plan(&source, &target, &recipe, &planned).await?,
+        false => vec![],
+    };
     let start_offsets = end_offsets(&recipe, Duration::from_secs(15)).await?;
     let retention = kafka::retention(&recipe.kafka, &recipe.kafka.topic)
         .await
@@ -59,19 +69,13 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         .await
         .context("cannot create the dead-letter topic")?;
 
+    crate::templates::apply(&target, &templates).await?;
     let mut pairs = Vec::new();
     let mut created: Vec<&str> = Vec::new();
-    for pair in &recipe.pairs {
-        let source_docs = source.count(&pair.source, true).await?;
-        // The alias moves at rollover with its filter, routings and write flag.
-        let alias_definition = source
-            .alias_definitions(&pair.alias)
-            .await
-            .with_context(|| format!("cannot read alias {:?} on the source cluster", pair.alias))?
-            .remove(&pair.source);
-        let production = pair.production_settings();
-        match create_target(&target, pair, &production, &recipe.rollover.gc_deletes).await {
-            Ok(()) => created.push(&pair.target),
+    for p in &planned {
+        let source_docs = source.count(&p.source, true).await?;
+        match create_target(&target, p, &recipe.rollover.gc_deletes).await {
+            Ok(()) => created.push(&p.target),
             Err(e) => {
                 for t in created {
                     let _ = target.request(Method::Delete, &format!("/{t}"), &[], None).await;
@@ -79,14 +83,7 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
                 return Err(e);
             }
         }
-        pairs.push(PairInfo {
-            source: pair.source.clone(),
-            target: pair.target.clone(),
-            alias: pair.alias.clone(),
-            source_docs,
-            production_settings: production,
-            alias_definition,
-        });
+        pairs.push(pair_info(p, source_docs));
     }
 
     let migration = Migration {
@@ -99,16 +96,14 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         pairs,
         source_server: format!("{} {}", source.flavor, source.version),
         target_server: format!("{} {}", target.flavor, target.version),
-        cross_cluster: match (&source_uuid, &target_uuid) {
-            (Some(s), Some(t)) => s != t,
-            _ => recipe.cross_cluster(),
-        },
+        cross_cluster: cross,
         source_uuid,
         target_uuid,
         topic: Some(recipe.kafka.topic.clone()),
         rollover: None,
         reconciled: None,
         last_error: None,
+        excluded: vec![],
     };
     let store = dir.open(Db::Meta)?;
     store.put(MIGRATION_KEY, &migration)?;
@@ -125,7 +120,18 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         if migration.cross_cluster { "" } else { ", the same cluster as the source" }
     );
     for p in &migration.pairs {
-        println!("  {} -> {} (alias {}, {} documents)", p.source, p.target, p.alias, p.source_docs);
+        let aliases: Vec<&str> = p.moved_aliases().into_iter().map(|(a, _)| a).collect();
+        let matched = p.pattern.as_deref().map_or(String::new(), |pat| format!("matches {pat}, "));
+        println!(
+            "  {} -> {} ({matched}aliases {}, {} documents)",
+            p.source,
+            p.target,
+            aliases.join(" "),
+            p.source_docs
+        );
+    }
+    for t in &templates {
+        println!("  template {} copied to the target ({})", t.name, t.kind.api());
     }
     let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
     println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
@@ -171,26 +177,35 @@ async fn check_pair(
     Ok(())
 }
 
-/// Creates the target with the recipe's mappings and settings, tuned for loading: no
-/// replicas, no refresh, delete tombstones kept for `gc_deletes`. Rollover restores the
-/// production values.
-async fn create_target(
-    target: &Cluster,
-    pair: &indexferry_common::config::IndexPair,
-    production: &serde_json::Map<String, Value>,
-    gc_deletes: &str,
-) -> anyhow::Result<()> {
-    let mut settings = production.clone();
+/// What the migration record keeps of a pair `init` or `add` created.
+pub(crate) fn pair_info(p: &Planned, source_docs: u64) -> PairInfo {
+    PairInfo {
+        source: p.source.clone(),
+        target: p.target.clone(),
+        alias: p.alias.clone(),
+        source_docs,
+        production_settings: p.production.clone(),
+        alias_definition: p.alias_definition.clone(),
+        pattern: p.pattern.clone(),
+        aliases: p.aliases.clone(),
+        start_offsets: None,
+    }
+}
+
+/// Creates the target with its mappings and settings, tuned for loading: no replicas, no
+/// refresh, delete tombstones kept for `gc_deletes`. Rollover restores the production values.
+pub(crate) async fn create_target(target: &Cluster, p: &Planned, gc_deletes: &str) -> anyhow::Result<()> {
+    let mut settings = p.production.clone();
     settings.insert("index.number_of_replicas".into(), json!(0));
     settings.insert("index.refresh_interval".into(), json!("-1"));
     settings.insert("index.gc_deletes".into(), json!(gc_deletes));
     let mut body = json!({ "settings": settings });
-    if let Some(m) = pair.mappings_json() {
-        body["mappings"] = m;
+    if let Some(m) = &p.mappings {
+        body["mappings"] = m.clone();
     }
     target
-        .json::<Value>(Method::Put, &format!("/{}", pair.target), &[("wait_for_active_shards", "1")], Some(&body))
+        .json::<Value>(Method::Put, &format!("/{}", p.target), &[("wait_for_active_shards", "1")], Some(&body))
         .await
-        .with_context(|| format!("cannot create target index {:?}", pair.target))?;
+        .with_context(|| format!("cannot create target index {:?} on the target cluster {}", p.target, target.url))?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod add;
 pub mod cancel;
 pub mod context;
 pub mod deadletter;
@@ -11,6 +12,7 @@ pub mod gauges;
 pub mod health;
 pub mod init;
 pub mod overview;
+pub mod patterns;
 pub mod reconcile;
 pub mod replay;
 pub mod rollover;
@@ -18,5 +20,6 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod state;
 pub mod status;
+pub mod templates;
 pub mod verify;
 pub mod writer;

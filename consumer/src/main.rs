@@ -197,6 +197,17 @@ enum Command {
         #[command(flatten)]
         metrics: Metrics,
     },
+    /// Take an index created after `init` that matches a recipe pattern into the migration
+    /// (creates its target and copies it), or leave it behind with --exclude.
+    Add {
+        name: String,
+        index: String,
+        /// Record the index as not migrated instead: rollover then goes ahead without it.
+        #[arg(long)]
+        exclude: bool,
+        #[command(flatten)]
+        global: Global,
+    },
     /// Stop the workers, lift any write block, delete the target and the state.
     Cancel {
         name: String,
@@ -301,6 +312,9 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
                 indexferry_common::metrics::serve(addr).map_err(anyhow::Error::msg)?;
             }
             reconcile::reconcile(&global.common(), &name, json, samples).await
+        }
+        Command::Add { name, index, exclude, global } => {
+            indexferry_consumer::add::add(&global.common(), &name, &index, exclude).await.map(|_| true)
         }
         Command::Cancel { name, keep_target, global } => {
             cancel::cancel(&global.common(), &name, keep_target).await.map(|_| true)

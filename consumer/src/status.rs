@@ -34,8 +34,18 @@ pub struct Status {
     pub last_reconcile: Option<crate::state::ReconcileRecord>,
     pub last_error: Option<String>,
     pub note: Option<String>,
+    /// Indices matching a recipe pattern that are neither migrated nor excluded (read from
+    /// the source cluster; empty when it does not answer within seconds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmigrated: Vec<Unmigrated>,
     /// Whether `rollover` would start now, and if not, the first reason it would refuse.
     pub ready: Readiness,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Unmigrated {
+    pub index: String,
+    pub pattern: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -208,11 +218,42 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         last_reconcile: m.reconciled.clone(),
         last_error: m.last_error.clone().or(cp.last_error.clone()),
         note,
+        unmigrated: if m.state == crate::state::State::Initialized { unmigrated(&m, &recipe, common) } else { vec![] },
         ready: Readiness { ready: false, why_not: None },
     };
     let why_not = why_not_ready(&s, &recipe.rollover);
     s.ready = Readiness { ready: why_not.is_none(), why_not };
     Ok(s)
+}
+
+/// Asks the source cluster which indices match a pattern and are not migrated, within a few
+/// seconds (status also works while the clusters are down). Called off the async runtime.
+fn unmigrated(
+    m: &crate::state::Migration,
+    recipe: &indexferry_common::config::Recipe,
+    common: &Common,
+) -> Vec<Unmigrated> {
+    if !recipe.pairs.iter().any(|p| p.is_pattern()) {
+        return vec![];
+    }
+    let Ok(handle) = tokio::runtime::Handle::try_current() else { return vec![] };
+    let ask = async {
+        let source = indexferry_common::es::Cluster::connect(
+            &recipe.source,
+            "source",
+            common.connect_timeout.min(Duration::from_secs(3)),
+        )
+        .await?;
+        crate::patterns::unmigrated(&source, recipe, m).await
+    };
+    match handle.block_on(tokio::time::timeout(Duration::from_secs(5), ask)) {
+        Ok(Ok(found)) => found.into_iter().map(|(index, pattern)| Unmigrated { index, pattern }).collect(),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %format!("{e:#}"), "cannot list the indices matching the patterns");
+            vec![]
+        }
+        Err(_) => vec![],
+    }
 }
 
 /// The first reason `rollover` would refuse now, in the order it checks them; `None` when
@@ -221,6 +262,9 @@ fn why_not_ready(s: &Status, rollover: &indexferry_common::config::RolloverConfi
     let max_lag = rollover.max_lag;
     if s.state == crate::state::State::RolledOver.as_str() {
         return Some("already rolled over".into());
+    }
+    if let Some(u) = s.unmigrated.first() {
+        return Some(crate::patterns::describe_unmigrated(&s.name, &u.index, &u.pattern));
     }
     if let Some(p) = s.pairs.iter().find(|p| !p.done) {
         return Some(format!("snapshot of {} at {:.1}%", p.source, p.percent));
@@ -281,6 +325,9 @@ pub fn print(s: &Status) {
             p.stale,
             p.dead_lettered
         );
+    }
+    for u in &s.unmigrated {
+        println!("  NOT MIGRATED: {} (matches {}; `add` it, or `add --exclude` it)", u.index, u.pattern);
     }
     println!();
     println!(

@@ -43,19 +43,65 @@ pub struct Options {
 }
 
 /// Replays until `cancel`. `applied` (if given) receives the checkpointed positions after
-/// every batch, for an in-process rollover to wait on.
+/// every batch, for an in-process rollover to wait on. A pair added to the migration
+/// (`add`) while it runs is taken in: the replay starts again with it.
 pub async fn run(
-    ctx: Arc<Ctx>,
+    mut ctx: Arc<Ctx>,
     cancel: CancellationToken,
     applied: Option<watch::Sender<Offsets>>,
     options: Options,
 ) -> anyhow::Result<()> {
     let store = ctx.dir.open(Db::Replay)?;
     let _pid = PidGuard::create(&ctx.dir, "consume")?;
+    while run_once(&ctx, &store, &cancel, applied.as_ref(), options).await? {
+        ctx = Arc::new(ctx.reloaded()?);
+        tracing::info!(pairs = ctx.migration.pairs.len(), "a pair was added to the migration: replaying with it");
+    }
+    Ok(())
+}
+
+/// Cancels the returned token once the record holds more pairs than `known`.
+fn watch_pairs(ctx: &Ctx, cancel: &CancellationToken) -> CancellationToken {
+    let added = cancel.child_token();
+    let (dir, known, token) = (ctx.dir.clone(), ctx.migration.pairs.len(), added.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let dir = dir.clone();
+            let now = tokio::task::spawn_blocking(move || dir.load_migration().map(|m| m.pairs.len())).await;
+            if matches!(now, Ok(Ok(n)) if n > known) {
+                token.cancel();
+                return;
+            }
+        }
+    });
+    added
+}
+
+/// One replay with the pairs `ctx` knows; `Ok(true)` when it stopped because a pair was added.
+async fn run_once(
+    ctx: &Arc<Ctx>,
+    store: &Store,
+    outer: &CancellationToken,
+    applied: Option<&watch::Sender<Offsets>>,
+    options: Options,
+) -> anyhow::Result<bool> {
+    let cancel = watch_pairs(ctx, outer);
+    let _stop_watch = cancel.clone().drop_guard();
     let recipe = &ctx.recipe;
     let topic = recipe.kafka.topic.clone();
     let mut cp: ReplayCheckpoint = store.get(REPLAY_KEY)?.unwrap_or_default();
-    let Some(marks) = watermarks_at_start(&ctx, &cancel).await else { return Ok(()) };
+    // The events of a pair added since were ignored as outside the migration: back to the
+    // offsets `add` recorded before its snapshot, once (stale copies of the others are no-ops).
+    if cp.rewind_for_added(&ctx.migration.pairs, &ctx.migration.start_offsets) {
+        tracing::info!(partitions = ?cp.partitions, "going back for the events of an added pair");
+        store.put(REPLAY_KEY, &cp)?;
+        store.flush()?;
+    }
+    let Some(marks) = watermarks_at_start(ctx, &cancel).await else { return Ok(added(outer, &cancel)) };
     let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
     if !losses.is_empty() {
         if !options.accept_lost_events {
@@ -91,7 +137,7 @@ pub async fn run(
         cancel.clone(),
         positions_rx,
     );
-    if let Some(tx) = &applied {
+    if let Some(tx) = applied {
         let _ = tx.send(positions.clone());
     }
 
@@ -121,7 +167,7 @@ pub async fn run(
                 store.put_all(&entries)?;
                 mirror_commit(&consumer, &topic, &cp);
                 let _ = positions_tx.send(cp.partitions.clone());
-                if let Some(tx) = &applied {
+                if let Some(tx) = applied {
                     let _ = tx.send(cp.positions(&ctx.migration.start_offsets, positions.keys().copied()));
                 }
             }
@@ -145,8 +191,9 @@ pub async fn run(
     let fatal = fatal.lock().ok().and_then(|mut f| f.take());
     if let Some(reason) = fatal {
         cancel.cancel();
-        return Err(explain_fatal(&ctx, &cp, reason).await);
+        return Err(explain_fatal(ctx, &cp, reason).await);
     }
+    let reload = added(outer, &cancel);
     tracing::info!(
         applied = cp.applied,
         stale = cp.stale,
@@ -154,7 +201,13 @@ pub async fn run(
         ignored = cp.ignored,
         "replay stopped"
     );
-    writer.check()
+    writer.check()?;
+    Ok(reload)
+}
+
+/// The replay's own token was cancelled by a pair being added, not by the caller.
+fn added(outer: &CancellationToken, own: &CancellationToken) -> bool {
+    own.is_cancelled() && !outer.is_cancelled()
 }
 
 /// Replays until the end offsets read at start are applied, then stops

@@ -23,12 +23,18 @@ pub(crate) enum Switch {
 pub(crate) async fn switch(target: &Cluster, pairs: &[PairInfo]) -> anyhow::Result<Switch> {
     let mut moved = vec![];
     let mut not_moved = vec![];
+    let mut held = std::collections::BTreeMap::new();
     for p in pairs {
-        let on = target.alias_indices(&p.alias).await?;
-        if on.contains(&p.target) {
-            moved.push(format!("{} -> {}", p.alias, p.target));
-        } else {
-            not_moved.push(format!("{} -> {}", p.alias, on.join(",")));
+        for (alias, _) in p.moved_aliases() {
+            if !held.contains_key(alias) {
+                held.insert(alias, target.alias_indices(alias).await?);
+            }
+            let on = &held[alias];
+            if on.contains(&p.target) {
+                moved.push(format!("{alias} -> {}", p.target));
+            } else {
+                not_moved.push(format!("{alias} -> {}", on.join(",")));
+            }
         }
     }
     match (moved.is_empty(), not_moved.is_empty()) {

@@ -216,17 +216,17 @@ async fn reconcile_changed(ctx: &Ctx, before: &ReconcileRecord) -> anyhow::Resul
     Ok(InPause { changed, repaired: report.repaired, took: started.elapsed() })
 }
 
-/// One `_aliases` request moves every alias to its target as the write index. When it fails,
+/// One `_aliases` request moves every alias of every pair to its target. When it fails,
 /// the alias is read first: the request may have taken effect with its answer lost (or a
 /// retry of it refused because it had), and then the switch is done.
 async fn swap(ctx: &Ctx) -> anyhow::Result<()> {
     let m = &ctx.migration;
     let mut actions = vec![];
-    for p in &m.pairs {
+    for p in &super::alias::current(ctx).await {
         if !m.cross_cluster {
-            actions.push(json!({ "remove": { "index": p.source, "alias": p.alias } }));
+            actions.extend(super::alias::remove_actions(p));
         }
-        actions.push(super::alias::add_action(p));
+        actions.extend(super::alias::add_actions(p));
     }
     let Err(swap) =
         ctx.target.json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions }))).await

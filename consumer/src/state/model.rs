@@ -57,6 +57,10 @@ pub struct Migration {
     pub reconciled: Option<ReconcileRecord>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Indices matching a recipe pattern that the operator chose to leave alone
+    /// (`add --exclude`), on top of the recipe's `exclude`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +76,27 @@ pub struct PairInfo {
     /// rollover gives the target the same. `None` in a migration recorded before it was kept.
     #[serde(default)]
     pub alias_definition: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The recipe pattern this index matched (`None`: the recipe named it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Every alias of a matched index with its definition, moved at rollover (empty for a
+    /// named index: `alias` alone moves).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// A pair added after `init` (`add`): the topic's end offsets before its snapshot opened.
+    /// The replay goes back to them once for it (see `ReplayCheckpoint::rewound_for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_offsets: Option<Offsets>,
+}
+
+impl PairInfo {
+    /// The aliases rollover moves onto the target, each with its definition on the source.
+    pub fn moved_aliases(&self) -> Vec<(&str, Option<&serde_json::Map<String, serde_json::Value>>)> {
+        if self.aliases.is_empty() && self.pattern.is_none() {
+            return vec![(self.alias.as_str(), self.alias_definition.as_ref())];
+        }
+        self.aliases.iter().map(|(a, d)| (a.as_str(), Some(d))).collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -187,6 +212,11 @@ pub struct ReplayCheckpoint {
     /// said so (`--accept-lost-events`). Only a reconcile can repair what they changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accepted_losses: Vec<AcceptedLoss>,
+    /// Pairs added after `init` whose events this replay went back for: their events before
+    /// `add` were ignored as outside the migration, so the checkpoint was lowered to the
+    /// pair's `start_offsets` once, atomically with this mark.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub rewound_for: std::collections::BTreeSet<String>,
 }
 
 /// A range of a partition's events that were gone when the consumer came to them.
@@ -201,6 +231,32 @@ pub struct AcceptedLoss {
 }
 
 impl ReplayCheckpoint {
+    /// Lowers the checkpoint to the start offsets of each added pair not gone back for yet,
+    /// and marks it; `true` if anything changed (the caller saves it before replaying).
+    pub fn rewind_for_added(&mut self, pairs: &[PairInfo], init: &Offsets) -> bool {
+        let mut changed = false;
+        for p in pairs {
+            let Some(start) = &p.start_offsets else { continue };
+            if self.rewound_for.contains(&p.source) {
+                continue;
+            }
+            for (part, o) in start {
+                let at = self.partitions.get(part).map_or(init.get(part).copied().unwrap_or(0), |c| c.next_offset);
+                if at > *o {
+                    self.partitions.entry(*part).or_default().next_offset = *o;
+                }
+            }
+            self.rewound_for.insert(p.source.clone());
+            changed = true;
+        }
+        changed
+    }
+
+    /// An added pair whose events the replay has not gone back for yet.
+    pub fn pending_rewind<'p>(&self, pairs: &'p [PairInfo]) -> Option<&'p PairInfo> {
+        pairs.iter().find(|p| p.start_offsets.is_some() && !self.rewound_for.contains(&p.source))
+    }
+
     /// Next offsets per partition: the checkpoint, else the offset recorded at `init`, else 0
     /// for a partition added to the topic since (all its events came after `init`). Covers the
     /// partitions in `start`, in the checkpoint and in `current` (the topic's partitions now).

@@ -72,8 +72,10 @@ pub(super) fn index_names(pairs: &[crate::state::PairInfo]) -> HashMap<String, (
         names.insert(p.source.clone(), (p.source.clone(), true));
     }
     // A target of the same name as its source (another cluster) is the target after the switch.
-    for p in pairs {
+    for p in pairs.iter().filter(|p| !p.alias.is_empty()) {
         names.insert(p.alias.clone(), (p.target.clone(), false));
+    }
+    for p in pairs {
         names.insert(p.target.clone(), (p.target.clone(), false));
     }
     names
@@ -142,6 +144,9 @@ mod tests {
             source_docs: 0,
             production_settings: Default::default(),
             alias_definition: None,
+            pattern: None,
+            aliases: Default::default(),
+            start_offsets: None,
         }
     }
 

@@ -1,0 +1,214 @@
+//! Index templates, cross-cluster: the indices the application creates after the switch
+//! (tomorrow's daily index) must get the new mapping on the target cluster too. `init`
+//! copies the legacy (`_template`), composable (`_index_template`) and component
+//! (`_component_template`) templates whose patterns cover the migrated indices, with the
+//! recipe's mappings laid over the template's own. A template the target holds with another
+//! body is refused by name unless `[templates] overwrite = true`; a template that makes data
+//! streams is refused.
+
+use crate::patterns::{merge, Planned};
+use anyhow::{bail, Context as _};
+use indexferry_common::config::{glob_match, Recipe};
+use indexferry_common::es::{Cluster, Method};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Legacy,
+    Composable,
+    Component,
+}
+
+impl Kind {
+    pub fn api(self) -> &'static str {
+        match self {
+            Kind::Legacy => "_template",
+            Kind::Composable => "_index_template",
+            Kind::Component => "_component_template",
+        }
+    }
+}
+
+/// A template to put on the target.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    pub kind: Kind,
+    pub name: String,
+    pub body: Value,
+}
+
+const LEGACY_KEYS: [&str; 6] = ["index_patterns", "order", "version", "settings", "mappings", "aliases"];
+const COMPOSABLE_KEYS: [&str; 6] = ["index_patterns", "template", "composed_of", "priority", "version", "_meta"];
+const COMPONENT_KEYS: [&str; 3] = ["template", "version", "_meta"];
+
+/// The templates to copy, in the order they can be put: legacy first (Elasticsearch refuses
+/// a legacy template overlapping a composable one that exists), then components, then the
+/// composable templates using them. Refuses a data-stream template and (without
+/// `overwrite`) a template the target holds with another body.
+pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[Planned]) -> anyhow::Result<Vec<Copy>> {
+    let mut legacy_copies = vec![];
+    let mut copies = vec![];
+    let legacy: Map<String, Value> = get_or_empty(source, "/_template").await?;
+    for (name, t) in legacy.iter().filter(|(n, _)| !n.starts_with('.')) {
+        let Some(over) = covers(t, pairs, recipe) else { continue };
+        let mut body = pick(t, &LEGACY_KEYS);
+        lay(&mut body["mappings"], &over);
+        legacy_copies.push(Copy { kind: Kind::Legacy, name: name.clone(), body });
+    }
+    let composable: Value = get_or_empty(source, "/_index_template").await?;
+    let mut components = vec![];
+    for entry in composable["index_templates"].as_array().into_iter().flatten() {
+        let (name, t) = (entry["name"].as_str().unwrap_or_default(), &entry["index_template"]);
+        if name.starts_with('.') {
+            continue;
+        }
+        let Some(over) = covers(t, pairs, recipe) else { continue };
+        if t.get("data_stream").is_some_and(|d| !d.is_null()) {
+            bail!(
+                "index template {name:?} on the source cluster {} makes data streams of {}: data streams are not \
+                 migrated; narrow the recipe's patterns",
+                source.url,
+                t["index_patterns"]
+            );
+        }
+        let mut body = pick(t, &COMPOSABLE_KEYS);
+        lay(&mut body["template"]["mappings"], &over);
+        components
+            .extend(t["composed_of"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned));
+        copies.push(Copy { kind: Kind::Composable, name: name.to_owned(), body });
+    }
+    components.sort();
+    components.dedup();
+    let mut parts = vec![];
+    for name in components {
+        let found: Value = get_or_empty(source, &format!("/_component_template/{name}")).await?;
+        for c in found["component_templates"].as_array().into_iter().flatten() {
+            parts.push(Copy {
+                kind: Kind::Component,
+                name: name.clone(),
+                body: pick(&c["component_template"], &COMPONENT_KEYS),
+            });
+        }
+    }
+    parts.extend(copies);
+    let mut out = vec![];
+    for c in legacy_copies.into_iter().chain(parts) {
+        if differs(target, &c).await? {
+            if !recipe.templates.overwrite {
+                bail!(
+                    "template {:?} ({}) already exists on the target cluster {} with another body than the source's \
+                     (with the recipe's mappings): delete it, or set [templates] overwrite = true",
+                    c.name,
+                    c.kind.api(),
+                    target.url
+                );
+            }
+            out.push(c);
+        } else if !exists(target, &c).await? {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Puts the templates on the target, in the order [`plan`] gives.
+pub async fn apply(target: &Cluster, copies: &[Copy]) -> anyhow::Result<()> {
+    for c in copies {
+        target
+            .json::<Value>(Method::Put, &format!("/{}/{}", c.kind.api(), c.name), &[], Some(&c.body))
+            .await
+            .with_context(|| {
+                format!("cannot put template {:?} ({}) on the target cluster {}", c.name, c.kind.api(), target.url)
+            })?;
+    }
+    Ok(())
+}
+
+/// The recipe mappings for the template when one of its patterns covers a migrated index
+/// (`Some(null)` when the recipe has none for it); `None` when it covers none.
+fn covers(t: &Value, pairs: &[Planned], recipe: &Recipe) -> Option<Value> {
+    let patterns: Vec<&str> = match &t["index_patterns"] {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let covered: Vec<&Planned> = pairs.iter().filter(|p| patterns.iter().any(|tp| glob_match(tp, &p.source))).collect();
+    let first = covered.first()?;
+    let entry = recipe.pairs.iter().find(|e| Some(&e.source) == first.pattern.as_ref() || e.source == first.source);
+    Some(entry.and_then(|e| e.mappings_json()).unwrap_or(Value::Null))
+}
+
+fn lay(slot: &mut Value, over: &Value) {
+    if over.is_null() {
+        return;
+    }
+    if slot.is_null() {
+        *slot = json!({});
+    }
+    merge(slot, over);
+}
+
+fn pick(t: &Value, keys: &[&str]) -> Value {
+    Value::Object(
+        keys.iter().filter_map(|k| Some(((*k).to_owned(), t.get(*k).filter(|v| !v.is_null())?.clone()))).collect(),
+    )
+}
+
+async fn get_or_empty<T: serde::de::DeserializeOwned + Default>(c: &Cluster, path: &str) -> anyhow::Result<T> {
+    match c.json::<T>(Method::Get, path, &[], None).await {
+        Ok(v) => Ok(v),
+        Err(e) if e.status() == Some(404) => Ok(T::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {path} on the {} cluster {}", c.role(), c.url)),
+    }
+}
+
+/// The template as the target holds it now (`None`: absent).
+async fn on_target(target: &Cluster, c: &Copy) -> anyhow::Result<Option<Value>> {
+    let found: Value = get_or_empty(target, &format!("/{}/{}", c.kind.api(), c.name)).await?;
+    Ok(match c.kind {
+        Kind::Legacy => found.get(&c.name).cloned(),
+        Kind::Composable => found["index_templates"].get(0).map(|t| t["index_template"].clone()),
+        Kind::Component => found["component_templates"].get(0).map(|t| t["component_template"].clone()),
+    })
+}
+
+async fn exists(target: &Cluster, c: &Copy) -> anyhow::Result<bool> {
+    Ok(on_target(target, c).await?.is_some())
+}
+
+/// The target holds the template, and some part of it differs from what would be put.
+async fn differs(target: &Cluster, c: &Copy) -> anyhow::Result<bool> {
+    let Some(held) = on_target(target, c).await? else { return Ok(false) };
+    let ours = c.body.as_object().cloned().unwrap_or_default();
+    Ok(ours.iter().any(|(k, v)| !same(v, held.get(k).unwrap_or(&Value::Null))))
+}
+
+/// Equal as a cluster would store them: scalars compared as text (settings come back as
+/// strings), objects key by key.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w)),
+        (Value::String(x), y) | (y, Value::String(x)) if !y.is_object() && !y.is_array() => {
+            *x == y.as_str().map_or_else(|| y.to_string(), str::to_owned)
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_settings_compare_as_text() {
+        assert!(same(&json!({ "index": { "number_of_shards": 1 } }), &json!({ "index": { "number_of_shards": "1" } })));
+        assert!(!same(
+            &json!({ "properties": { "n": { "type": "long" } } }),
+            &json!({ "properties": { "n": { "type": "keyword" } } })
+        ));
+        assert!(!same(&json!({ "a": 1 }), &json!({ "a": 1, "b": 2 })));
+    }
+}
