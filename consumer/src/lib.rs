@@ -11,6 +11,7 @@ pub mod gauges;
 pub mod health;
 pub mod init;
 pub mod overview;
+pub mod plan;
 pub mod reconcile;
 pub mod replay;
 pub mod rollover;
