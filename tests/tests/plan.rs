@@ -207,6 +207,7 @@ async fn an_interrupted_plan_leaves_no_temporary_index() -> anyhow::Result<()> {
     let mut child: Proc = plan(&["--source-url", &source_url, "--target-url", &target_url, "--indices", &src,
         "--sample", "10000", "--brokers", &brokers(), "--topic", &topic])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()?
         .into();
     let target = cluster(&target_url).await?;
@@ -234,3 +235,70 @@ async fn write_docs_at(url: &str, index: &str, docs: &[Value]) -> anyhow::Result
     Ok(())
 }
 
+
+/// A mapping parameter the target does not know, and no rule for it: the target's own
+/// reason is the report (exit 1), and nothing is left on the target.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_refusing_the_converted_index_is_reported() -> anyhow::Result<()> {
+    let (source_url, target_url) = (es8(), opensearch());
+    let Names { src, alias, topic, .. } = Names::new("plan-refused");
+    let mappings = json!({ "properties": { "k": { "type": "keyword", "time_series_dimension": true } } });
+    create_source(&source_url, &src, &alias, &topic, 1, mappings).await?;
+    write_docs(&source_url, &src, &[json!({ "k": "a" })]).await?;
+    let args = ["--source-url", &source_url, "--target-url", &target_url, "--indices", &src, "--brokers", &brokers(), "--topic", &topic];
+    let (code, report) = plan_json(&args)?;
+    let rejection = &report["plans"][0]["proof"]["rejections"][0];
+    assert_eq!(rejection["stage"], "create", "{report}");
+    assert!(rejection["reason"].as_str().unwrap_or_default().contains("time_series_dimension"), "{rejection}");
+    assert_eq!(code, 1, "{report}");
+    assert!(report["decisions"][0].as_str().unwrap_or_default().contains("refuses the converted index"), "{report}");
+    assert_eq!(leftovers(&target_url, &src).await?, Vec::<String>::new());
+    delete(&source_url, &src).await
+}
+
+/// A source behind TLS and a password: the recipe names the user and the CA, never the
+/// password, and `init` takes it with the password from the environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_over_tls_writes_a_recipe_without_the_password() -> anyhow::Result<()> {
+    let tls_url = std::env::var("INDEXFERRY_TEST_ES8_TLS").unwrap_or_else(|_| "https://127.0.0.1:9203".into());
+    let password = std::env::var("INDEXFERRY_TLS_PASSWORD").unwrap_or_else(|_| "indexferry-secret".into());
+    let ca = std::process::Command::new(dev_script("stack")).arg("tls-ca").output()?;
+    anyhow::ensure!(ca.status.success(), "dev/stack tls-ca: {}", String::from_utf8_lossy(&ca.stderr));
+    let ca = String::from_utf8(ca.stdout)?.trim().to_owned();
+    let mut cfg = cluster_config(&tls_url);
+    cfg.username = Some("elastic".into());
+    cfg.password = Some(indexferry_common::secret::Secret::new(password.clone()));
+    cfg.ca_cert = Some(ca.clone().into());
+    let source = indexferry_common::es::Cluster::connect(&cfg, "source", Duration::from_secs(30)).await?;
+    let Names { src, alias, topic, .. } = Names::new("plan-tls");
+    let body = json!({ "settings": { "index.number_of_shards": 1, "index.number_of_replicas": 0 },
+        "aliases": { &alias: { "is_write_index": true } } });
+    source.json::<Value>(Method::Put, &format!("/{src}"), &[], Some(&body)).await?;
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    source.request(Method::Post, &format!("/{src}/_doc/a"), &[("refresh", "true")], Some(r#"{"k":"a"}"#.into())).await?;
+
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("recipes");
+    let target_url = es9();
+    let mut c = plan(&["--source-url", &tls_url, "--source-username", "elastic", "--source-ca-cert", &ca,
+        "--target-url", &target_url, "--indices", &src, "--brokers", &brokers(), "--topic", &topic,
+        "--out", out.to_str().unwrap_or_default(), "--json"]);
+    c.env("INDEXFERRY_SOURCE_PASSWORD", &password);
+    let answer = output(c)?;
+    let report: Value = serde_json::from_slice(&answer.stdout)
+        .map_err(|e| anyhow::anyhow!("no report ({e}): {}", String::from_utf8_lossy(&answer.stderr)))?;
+    assert_eq!(answer.status.code(), Some(0), "{report}");
+    let recipe = recipe_of(&report)?;
+    let text = std::fs::read_to_string(&recipe)?;
+    assert!(text.contains("username = \"elastic\"") && text.contains(&format!("ca_cert = {ca:?}")), "{text}");
+    assert!(!text.contains(&password), "the password is not written: {text}");
+    let state = dir.path().join("state");
+    let mut init = indexferry(&state, &["init", &recipe]);
+    init.env("INDEXFERRY_SOURCE_PASSWORD", &password);
+    run_ok(init)?;
+    let mut cancel = indexferry(&state, &["cancel", &alias]);
+    cancel.env("INDEXFERRY_SOURCE_PASSWORD", &password);
+    run_ok(cancel)?;
+    source.request(Method::Delete, &format!("/{src}"), &[], None).await?;
+    Ok(())
+}

@@ -36,6 +36,19 @@ pub struct Options {
     /// The cluster to migrate to; without it, a migration inside the source cluster.
     #[arg(long, env = "INDEXFERRY_TARGET_URL")]
     pub target_url: Option<String>,
+    /// User for the source (password in INDEXFERRY_SOURCE_PASSWORD; or an API key in
+    /// INDEXFERRY_SOURCE_API_KEY; or credentials in the URL).
+    #[arg(long, env = "INDEXFERRY_SOURCE_USERNAME")]
+    pub source_username: Option<String>,
+    /// PEM file of the CA that signed the source's certificate.
+    #[arg(long)]
+    pub source_ca_cert: Option<PathBuf>,
+    /// User for the target (password in INDEXFERRY_TARGET_PASSWORD, API key in INDEXFERRY_TARGET_API_KEY).
+    #[arg(long, env = "INDEXFERRY_TARGET_USERNAME")]
+    pub target_username: Option<String>,
+    /// PEM file of the CA that signed the target's certificate.
+    #[arg(long)]
+    pub target_ca_cert: Option<PathBuf>,
     /// Which source indices to plan (an index pattern, comma-separated patterns allowed).
     #[arg(long, default_value = "*")]
     pub indices: String,
@@ -105,15 +118,36 @@ pub async fn plan(opts: &Options) -> anyhow::Result<bool> {
     Ok(report.migratable)
 }
 
-async fn connect(url: &str, role: &'static str, timeout: Duration) -> anyhow::Result<Cluster> {
+/// A cluster's settings from the flags and, for secrets, the environment only (as recipes).
+pub fn cluster_config(url: &str, username: Option<&str>, ca_cert: Option<&std::path::Path>, role: &str) -> ClusterConfig {
+    use indexferry_common::config as c;
+    let (password_var, key_var) = match role {
+        "source" => (c::ENV_SOURCE_PASSWORD, c::ENV_SOURCE_API_KEY),
+        _ => (c::ENV_TARGET_PASSWORD, c::ENV_TARGET_API_KEY),
+    };
+    let env = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty()).map(indexferry_common::secret::Secret::new);
+    let mut cfg = ClusterConfig::at(url);
+    cfg.url = url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+    cfg.username = username.map(str::to_owned);
+    cfg.password = username.and_then(|_| env(password_var));
+    cfg.api_key = if username.is_none() { env(key_var) } else { None };
+    cfg.ca_cert = ca_cert.map(std::path::Path::to_path_buf);
+    cfg
+}
+
+async fn connect(cfg: &ClusterConfig, role: &'static str, timeout: Duration) -> anyhow::Result<Cluster> {
     // The error names the cluster and its URL (without credentials).
-    Ok(Cluster::connect(&ClusterConfig::at(url), role, timeout).await?)
+    Ok(Cluster::connect(cfg, role, timeout).await?)
 }
 
 async fn build(opts: &Options) -> anyhow::Result<Report> {
-    let source = connect(&opts.source_url, "source", opts.connect_timeout).await?;
+    let source_cfg = cluster_config(&opts.source_url, opts.source_username.as_deref(), opts.source_ca_cert.as_deref(), "source");
+    let source = connect(&source_cfg, "source", opts.connect_timeout).await?;
     let target = match &opts.target_url {
-        Some(u) => connect(u, "target", opts.connect_timeout).await?,
+        Some(u) => {
+            let cfg = cluster_config(u, opts.target_username.as_deref(), opts.target_ca_cert.as_deref(), "target");
+            connect(&cfg, "target", opts.connect_timeout).await?
+        }
         None => {
             let mut t = source.clone();
             t.set_role("target");
@@ -221,9 +255,16 @@ fn write_recipes(
         "{} at {} -> {} at {}, {} sample document(s) per index",
         source.flavor, source.url, target.flavor, target.url, opts.sample
     );
+    let credentials = |user: &Option<String>, ca: &Option<PathBuf>, role: &str| recipe::Credentials {
+        username: user.clone(),
+        ca_cert: ca.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()),
+        role: role.to_uppercase(),
+    };
     let clusters = recipe::Clusters {
         source_url: &source.url,
+        source: credentials(&opts.source_username, &opts.source_ca_cert, "source"),
         target_url: opts.target_url.as_ref().map(|_| target.url.as_str()),
+        target: credentials(&opts.target_username, &opts.target_ca_cert, "target"),
         header,
         brokers: opts.brokers.as_deref().unwrap_or("CHANGE-ME:9092"),
         topic: opts.topic.as_deref().unwrap_or("CHANGE-ME"),

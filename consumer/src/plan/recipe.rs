@@ -101,9 +101,30 @@ pub fn looks_daily(name: &str) -> bool {
     digits.chars().filter(char::is_ascii_digit).count() >= 8
 }
 
+/// How the recipe reaches a cluster; secrets stay in the environment.
+pub struct Credentials {
+    pub username: Option<String>,
+    pub ca_cert: Option<String>,
+    /// `SOURCE` or `TARGET`, for the environment variables' names.
+    pub role: String,
+}
+
+impl Credentials {
+    fn write(&self, t: &mut String) {
+        if let Some(u) = &self.username {
+            let _ = writeln!(t, "# password: set INDEXFERRY_{}_PASSWORD\nusername = {}", self.role, quote(u));
+        }
+        if let Some(ca) = &self.ca_cert {
+            let _ = writeln!(t, "ca_cert = {}", quote(ca));
+        }
+    }
+}
+
 pub struct Clusters<'a> {
     pub source_url: &'a str,
+    pub source: Credentials,
     pub target_url: Option<&'a str>,
+    pub target: Credentials,
     pub header: String,
     pub brokers: &'a str,
     pub topic: &'a str,
@@ -119,9 +140,11 @@ pub fn write(out: &Path, group: &str, plans: &[&IndexPlan], clusters: &Clusters<
         let _ = writeln!(t, "# {} indices look daily ({}...): an index pattern can replace their pairs.", daily.len(), daily[0]);
     }
     let _ = writeln!(t, "name = {}", quote(group));
-    let _ = writeln!(t, "\n[source]\nurl = {}", quote(clusters.source_url));
+    let _ = writeln!(t, "\n[source]\nurl = {}", urls(clusters.source_url));
+    clusters.source.write(&mut t);
     if let Some(u) = clusters.target_url {
-        let _ = writeln!(t, "\n[target]\nurl = {}", quote(u));
+        let _ = writeln!(t, "\n[target]\nurl = {}", urls(u));
+        clusters.target.write(&mut t);
     }
     let _ = writeln!(t, "\n[kafka]\nbrokers = {}\ntopic = {}", quote(clusters.brokers), quote(clusters.topic));
     for p in plans {
@@ -176,6 +199,12 @@ fn pair(t: &mut String, out: &Path, p: &IndexPlan) -> anyhow::Result<()> {
     let alias = p.alias.as_deref().unwrap_or("CHOOSE-AN-ALIAS");
     let _ = writeln!(t, "alias = {}\nmappings_file = {}\nsettings_file = {}", quote(alias), quote(&mappings), quote(&settings));
     Ok(())
+}
+
+/// A cluster's comma-separated node URLs as the recipe's `url`: a string, or a list.
+fn urls(list: &str) -> String {
+    let all: Vec<String> = list.split(',').map(quote).collect();
+    if all.len() == 1 { all[0].clone() } else { format!("[{}]", all.join(", ")) }
 }
 
 /// A TOML basic string: JSON's escaping is valid TOML.
