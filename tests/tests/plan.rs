@@ -19,9 +19,8 @@ fn plan(args: &[&str]) -> Command {
 /// Runs `plan --json`: (exit code, report).
 fn plan_json(args: &[&str]) -> anyhow::Result<(i32, Value)> {
     let out = output(plan(&[args, &["--json"]].concat()))?;
-    let report = serde_json::from_slice(&out.stdout).map_err(|e| {
-        anyhow::anyhow!("plan printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr))
-    })?;
+    let report = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("plan printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
     Ok((out.status.code().unwrap_or(-1), report))
 }
 
@@ -69,8 +68,18 @@ async fn elasticsearch_8_flattened_is_planned_to_opensearch_and_the_recipe_migra
     let out = dir.path().join("recipes");
     let out_s = out.to_str().unwrap_or_default();
     let (code, report) = plan_json(&[
-        "--source-url", &source_url, "--target-url", &target_url, "--indices", &src,
-        "--brokers", &brokers(), "--topic", &topic, "--out", out_s,
+        "--source-url",
+        &source_url,
+        "--target-url",
+        &target_url,
+        "--indices",
+        &src,
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+        "--out",
+        out_s,
     ])?;
     let p = &report["plans"][0];
     let rewrite = p["rewrites"].as_array().and_then(|r| r.iter().find(|r| r["path"] == "user")).cloned();
@@ -122,7 +131,18 @@ async fn elasticsearch_7_to_9_rewrites_a_camel_case_date_and_reports_rejected_do
     docs.extend((0..3).map(|i| json!({ "d": "2024-05-01", " ": i })));
     write_docs(&source_url, &src, &docs).await?;
 
-    let args = ["--source-url", &source_url, "--target-url", &target_url, "--indices", &src, "--brokers", &brokers(), "--topic", &topic];
+    let args = [
+        "--source-url",
+        &source_url,
+        "--target-url",
+        &target_url,
+        "--indices",
+        &src,
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+    ];
     let (code, report) = plan_json(&args)?;
     let p = &report["plans"][0];
     let rewrite = p["rewrites"].as_array().and_then(|r| r.iter().find(|r| r["path"] == "d.format")).cloned();
@@ -153,8 +173,20 @@ async fn elasticsearch_7_recipe_with_a_rewrite_is_taken_by_init() -> anyhow::Res
     create_source(&source_url, &src, &alias, &topic, 1, mappings).await?;
     write_docs(&source_url, &src, &[json!({ "d": "2024-05-01T10:00:00Z" }), json!({ "d": "2024-05-02" })]).await?;
     let out = dir.path().join("recipes");
-    let args = ["--source-url", &source_url, "--target-url", &target_url, "--indices", &src, "--brokers", &brokers(),
-        "--topic", &topic, "--out", out.to_str().unwrap_or_default()];
+    let args = [
+        "--source-url",
+        &source_url,
+        "--target-url",
+        &target_url,
+        "--indices",
+        &src,
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+        "--out",
+        out.to_str().unwrap_or_default(),
+    ];
     let (code, report) = plan_json(&args)?;
     assert_eq!((code, &report["decisions"]), (0, &json!([])), "{report}");
     let state = dir.path().join("state");
@@ -182,12 +214,14 @@ async fn plan_exit_codes_and_bad_input() -> anyhow::Result<()> {
     assert!(stderr.contains("127.0.0.1:1") && stderr.trim().lines().count() == 1, "{stderr}");
     // Without Kafka settings the recipe is not runnable as written: a decision, exit 1.
     let Names { src, alias, topic, .. } = Names::new("plan-codes");
-    create_source(&source_url, &src, &alias, &topic, 1, json!({ "properties": { "k": { "type": "keyword" } } })).await?;
+    create_source(&source_url, &src, &alias, &topic, 1, json!({ "properties": { "k": { "type": "keyword" } } }))
+        .await?;
     write_docs(&source_url, &src, &[json!({ "k": "a" })]).await?;
     let (code, report) = plan_json(&["--source-url", &source_url, "--indices", &src])?;
     assert_eq!(code, 1, "{report}");
     assert!(report["decisions"].to_string().contains("--brokers"), "{report}");
-    let (code, report) = plan_json(&["--source-url", &source_url, "--indices", &src, "--brokers", &brokers(), "--topic", &topic])?;
+    let (code, report) =
+        plan_json(&["--source-url", &source_url, "--indices", &src, "--brokers", &brokers(), "--topic", &topic])?;
     assert_eq!(code, 0, "{report}");
     assert_eq!(leftovers(&source_url, &src).await?, Vec::<String>::new(), "in one cluster too");
     delete(&source_url, &src).await
@@ -198,18 +232,31 @@ async fn plan_exit_codes_and_bad_input() -> anyhow::Result<()> {
 async fn an_interrupted_plan_leaves_no_temporary_index() -> anyhow::Result<()> {
     let (source_url, target_url) = (es8(), opensearch());
     let Names { src, alias, topic, .. } = Names::new("plan-int");
-    create_source(&source_url, &src, &alias, &topic, 1, json!({ "properties": { "k": { "type": "keyword" } } })).await?;
+    create_source(&source_url, &src, &alias, &topic, 1, json!({ "properties": { "k": { "type": "keyword" } } }))
+        .await?;
     let filler = "x".repeat(2000);
     let docs: Vec<Value> = (0..10_000).map(|i| json!({ "k": format!("k{i}"), "body": filler })).collect();
     for chunk in docs.chunks(2000) {
         write_docs_at(&source_url, &src, chunk).await?;
     }
-    let mut child: Proc = plan(&["--source-url", &source_url, "--target-url", &target_url, "--indices", &src,
-        "--sample", "10000", "--brokers", &brokers(), "--topic", &topic])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?
-        .into();
+    let mut child: Proc = plan(&[
+        "--source-url",
+        &source_url,
+        "--target-url",
+        &target_url,
+        "--indices",
+        &src,
+        "--sample",
+        "10000",
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()?
+    .into();
     let target = cluster(&target_url).await?;
     let limit = std::time::Instant::now() + Duration::from_secs(60);
     while leftovers(&target_url, &src).await?.is_empty() {
@@ -235,7 +282,6 @@ async fn write_docs_at(url: &str, index: &str, docs: &[Value]) -> anyhow::Result
     Ok(())
 }
 
-
 /// A mapping parameter the target does not know, and no rule for it: the target's own
 /// reason is the report (exit 1), and nothing is left on the target.
 #[tokio::test(flavor = "multi_thread")]
@@ -245,7 +291,18 @@ async fn a_target_refusing_the_converted_index_is_reported() -> anyhow::Result<(
     let mappings = json!({ "properties": { "k": { "type": "keyword", "time_series_dimension": true } } });
     create_source(&source_url, &src, &alias, &topic, 1, mappings).await?;
     write_docs(&source_url, &src, &[json!({ "k": "a" })]).await?;
-    let args = ["--source-url", &source_url, "--target-url", &target_url, "--indices", &src, "--brokers", &brokers(), "--topic", &topic];
+    let args = [
+        "--source-url",
+        &source_url,
+        "--target-url",
+        &target_url,
+        "--indices",
+        &src,
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+    ];
     let (code, report) = plan_json(&args)?;
     let rejection = &report["plans"][0]["proof"]["rejections"][0];
     assert_eq!(rejection["stage"], "create", "{report}");
@@ -275,14 +332,32 @@ async fn a_plan_over_tls_writes_a_recipe_without_the_password() -> anyhow::Resul
         "aliases": { &alias: { "is_write_index": true } } });
     source.json::<Value>(Method::Put, &format!("/{src}"), &[], Some(&body)).await?;
     indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
-    source.request(Method::Post, &format!("/{src}/_doc/a"), &[("refresh", "true")], Some(r#"{"k":"a"}"#.into())).await?;
+    source
+        .request(Method::Post, &format!("/{src}/_doc/a"), &[("refresh", "true")], Some(r#"{"k":"a"}"#.into()))
+        .await?;
 
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("recipes");
     let target_url = es9();
-    let mut c = plan(&["--source-url", &tls_url, "--source-username", "elastic", "--source-ca-cert", &ca,
-        "--target-url", &target_url, "--indices", &src, "--brokers", &brokers(), "--topic", &topic,
-        "--out", out.to_str().unwrap_or_default(), "--json"]);
+    let mut c = plan(&[
+        "--source-url",
+        &tls_url,
+        "--source-username",
+        "elastic",
+        "--source-ca-cert",
+        &ca,
+        "--target-url",
+        &target_url,
+        "--indices",
+        &src,
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+        "--out",
+        out.to_str().unwrap_or_default(),
+        "--json",
+    ]);
     c.env("INDEXFERRY_SOURCE_PASSWORD", &password);
     let answer = output(c)?;
     let report: Value = serde_json::from_slice(&answer.stdout)

@@ -175,9 +175,10 @@ async fn templates(cluster: &Cluster) -> Vec<Template> {
             out.push(Template { name, kind: "legacy", index_patterns: strings(&t["index_patterns"]) });
         }
     }
-    for (path, key, kind) in
-        [("/_index_template", "index_templates", "composable"), ("/_component_template", "component_templates", "component")]
-    {
+    for (path, key, kind) in [
+        ("/_index_template", "index_templates", "composable"),
+        ("/_component_template", "component_templates", "component"),
+    ] {
         if let Ok(v) = cluster.json::<Value>(Method::Get, path, &[], None).await {
             for t in v[key].as_array().into_iter().flatten() {
                 let name = t["name"].as_str().unwrap_or_default().to_owned();

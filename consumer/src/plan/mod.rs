@@ -119,7 +119,12 @@ pub async fn plan(opts: &Options) -> anyhow::Result<bool> {
 }
 
 /// A cluster's settings from the flags and, for secrets, the environment only (as recipes).
-pub fn cluster_config(url: &str, username: Option<&str>, ca_cert: Option<&std::path::Path>, role: &str) -> ClusterConfig {
+pub fn cluster_config(
+    url: &str,
+    username: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
+    role: &str,
+) -> ClusterConfig {
     use indexferry_common::config as c;
     let (password_var, key_var) = match role {
         "source" => (c::ENV_SOURCE_PASSWORD, c::ENV_SOURCE_API_KEY),
@@ -141,7 +146,8 @@ async fn connect(cfg: &ClusterConfig, role: &'static str, timeout: Duration) -> 
 }
 
 async fn build(opts: &Options) -> anyhow::Result<Report> {
-    let source_cfg = cluster_config(&opts.source_url, opts.source_username.as_deref(), opts.source_ca_cert.as_deref(), "source");
+    let source_cfg =
+        cluster_config(&opts.source_url, opts.source_username.as_deref(), opts.source_ca_cert.as_deref(), "source");
     let source = connect(&source_cfg, "source", opts.connect_timeout).await?;
     let target = match &opts.target_url {
         Some(u) => {
@@ -157,10 +163,15 @@ async fn build(opts: &Options) -> anyhow::Result<Report> {
     let rules = rules::Rules::load()?;
     let mut inv = inventory::read(&source, &opts.indices, true).await?;
     if inv.indices.is_empty() {
-        return Err(Usage(format!("--indices {:?} matches no index on the source cluster at {}", opts.indices, source.url)).into());
+        return Err(Usage(format!(
+            "--indices {:?} matches no index on the source cluster at {}",
+            opts.indices, source.url
+        ))
+        .into());
     }
     let target_inv = inventory::read(&target, "*", false).await?;
-    let pair = rules::Pair { source: source.flavor, target: target.flavor, target_plugins: inventory::plugins(&target).await };
+    let pair =
+        rules::Pair { source: source.flavor, target: target.flavor, target_plugins: inventory::plugins(&target).await };
     let mut plans = Vec::new();
     for index in std::mem::take(&mut inv.indices) {
         let p = plan_index(&source, &target, &rules, &pair, &inv, &target_inv, index, opts).await?;
@@ -225,17 +236,32 @@ async fn plan_index(
     p.mappings = converted.mappings;
     p.settings = converted.settings;
     if converted.refused.is_empty() {
-        let proof = prove::prove(source, target, &p.index.name, &p.mappings, &mut p.settings, &mut p.rewrites, opts.sample as usize)
-            .await
-            .with_context(|| format!("proving index {:?} on the target at {}", p.index.name, target.url))?;
+        let proof = prove::prove(
+            source,
+            target,
+            &p.index.name,
+            &p.mappings,
+            &mut p.settings,
+            &mut p.rewrites,
+            opts.sample as usize,
+        )
+        .await
+        .with_context(|| format!("proving index {:?} on the target at {}", p.index.name, target.url))?;
         for r in &proof.rejections {
             p.decisions.push(match r.stage {
                 "create" => format!("the target refuses the converted index: {}", r.reason),
-                _ => format!("the target rejected {} of {} sample documents: {} (e.g. {})", r.count, proof.sampled, r.reason, r.ids.join(", ")),
+                _ => format!(
+                    "the target rejected {} of {} sample documents: {} (e.g. {})",
+                    r.count,
+                    proof.sampled,
+                    r.reason,
+                    r.ids.join(", ")
+                ),
             });
         }
         if proof.accepted > 0 {
-            p.estimate = Some(recipe::estimate(&p.index, proof.accepted as f64 / proof.bulk_seconds, proof.avg_doc_bytes));
+            p.estimate =
+                Some(recipe::estimate(&p.index, proof.accepted as f64 / proof.bulk_seconds, proof.avg_doc_bytes));
         }
         p.proof = Some(proof);
     }
@@ -287,7 +313,11 @@ fn print(r: &Report) {
         let closed = if i.closed { ", closed" } else { "" };
         println!(
             "\nindex {}  {} docs, {} bytes, {} shard(s), {} replica(s){closed}  aliases: {}",
-            i.name, i.docs, i.size_bytes, i.shards, i.replicas,
+            i.name,
+            i.docs,
+            i.size_bytes,
+            i.shards,
+            i.replicas,
             if p.aliases.is_empty() { "-".into() } else { p.aliases.join(", ") }
         );
         for w in &p.rewrites {
@@ -295,7 +325,10 @@ fn print(r: &Report) {
         }
         if let Some(proof) = &p.proof {
             if proof.created {
-                println!("  proven on the target: created; {}/{} sample documents accepted in {:.2}s", proof.accepted, proof.sampled, proof.bulk_seconds);
+                println!(
+                    "  proven on the target: created; {}/{} sample documents accepted in {:.2}s",
+                    proof.accepted, proof.sampled, proof.bulk_seconds
+                );
             }
             for rej in &proof.rejections {
                 println!("  rejected ({}, {}x): {}", rej.stage, rej.count, rej.reason);
@@ -311,7 +344,12 @@ fn print(r: &Report) {
     {
         let (inv, which) = (s, "source");
         for tpl in &inv.templates {
-            println!("{which} template ({}) {} [{}]: not copied by indexferry", tpl.kind, tpl.name, tpl.index_patterns.join(", "));
+            println!(
+                "{which} template ({}) {} [{}]: not copied by indexferry",
+                tpl.kind,
+                tpl.name,
+                tpl.index_patterns.join(", ")
+            );
         }
         for d in &inv.data_streams {
             println!("{which} data stream {d}: indexferry migrates indices behind aliases, not data streams");

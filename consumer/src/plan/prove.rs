@@ -77,7 +77,8 @@ impl Drop for Temp {
 
 /// A temporary index name for `index`, unique per run.
 pub fn temp_name(index: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let stem: String = index.trim_start_matches(['.', '_', '-', '+']).chars().take(180).collect();
     format!("{TEMP_PREFIX}{stem}-{:08x}", nanos ^ std::process::id())
 }

@@ -34,7 +34,9 @@ pub struct Estimate {
 
 pub fn estimate(index: &Index, docs_per_s: f64, avg_doc_bytes: u64) -> Estimate {
     let slices = if index.docs < 50_000 { 1 } else { index.shards.clamp(2, 8) };
-    let batch = (TARGET_BULK_BYTES / avg_doc_bytes.max(1)).clamp(100, 5000) / 100 * 100;
+    // Never above the default, the best `dev/bench` measured; lower for large documents.
+    let most = indexferry_common::config::SnapshotConfig::default().batch_size as u64;
+    let batch = (TARGET_BULK_BYTES / avg_doc_bytes.max(1)).clamp(100, most) / 100 * 100;
     let rate = docs_per_s.max(1.0);
     let partitions = match index.docs {
         0..10_000_000 => 3,
@@ -76,7 +78,8 @@ pub fn groups(indices: &[&Index], aliases: &[Alias]) -> BTreeMap<String, Vec<Str
         labels.entry(label).or_default().push(name);
     }
     for members in labels.into_values() {
-        let first_alias = by_alias.iter().find(|(_, m)| m.iter().any(|x| members.iter().any(|y| y == x))).map(|(a, _)| *a);
+        let first_alias =
+            by_alias.iter().find(|(_, m)| m.iter().any(|x| members.iter().any(|y| y == x))).map(|(a, _)| *a);
         let name = first_alias.map(str::to_owned).unwrap_or_else(|| members[0].clone());
         out.insert(sanitize(&name), members);
     }
@@ -137,7 +140,12 @@ pub fn write(out: &Path, group: &str, plans: &[&IndexPlan], clusters: &Clusters<
     let _ = writeln!(t, "# Written by `indexferry plan`: {}", clusters.header);
     let daily: Vec<&str> = plans.iter().map(|p| p.index.name.as_str()).filter(|n| looks_daily(n)).collect();
     if daily.len() > 1 {
-        let _ = writeln!(t, "# {} indices look daily ({}...): an index pattern can replace their pairs.", daily.len(), daily[0]);
+        let _ = writeln!(
+            t,
+            "# {} indices look daily ({}...): an index pattern can replace their pairs.",
+            daily.len(),
+            daily[0]
+        );
     }
     let _ = writeln!(t, "name = {}", quote(group));
     let _ = writeln!(t, "\n[source]\nurl = {}", urls(clusters.source_url));
@@ -163,7 +171,11 @@ pub fn write(out: &Path, group: &str, plans: &[&IndexPlan], clusters: &Clusters<
             e.partitions
         );
         let _ = writeln!(t, "[snapshot]\nslices = {}\nbatch_size = {}", e.slices, e.batch_size);
-        let _ = writeln!(t, "\n# What the consumer drains in about 5 s at the sample's rate.\n[rollover]\nmax_lag = {}", e.max_lag);
+        let _ = writeln!(
+            t,
+            "\n# What the consumer drains in about 5 s at the sample's rate.\n[rollover]\nmax_lag = {}",
+            e.max_lag
+        );
     }
     let path = out.join(format!("{group}.toml"));
     std::fs::write(&path, t).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
@@ -172,13 +184,21 @@ pub fn write(out: &Path, group: &str, plans: &[&IndexPlan], clusters: &Clusters<
 
 fn pair(t: &mut String, out: &Path, p: &IndexPlan) -> anyhow::Result<()> {
     let i = &p.index;
-    let _ = writeln!(t, "\n# {}: {} documents, {} bytes, {} shard(s), {} replica(s)", i.name, i.docs, i.size_bytes, i.shards, i.replicas);
+    let _ = writeln!(
+        t,
+        "\n# {}: {} documents, {} bytes, {} shard(s), {} replica(s)",
+        i.name, i.docs, i.size_bytes, i.shards, i.replicas
+    );
     for r in &p.rewrites {
         let _ = writeln!(t, "# rewrite [{}] {}: {} -> {}\n#   {}", r.rule, r.path, r.from, r.to, r.why);
     }
     match &p.proof {
         Some(proof) if proof.created && proof.rejections.is_empty() => {
-            let _ = writeln!(t, "# proven on the target: index created, {}/{} sample documents accepted", proof.accepted, proof.sampled);
+            let _ = writeln!(
+                t,
+                "# proven on the target: index created, {}/{} sample documents accepted",
+                proof.accepted, proof.sampled
+            );
         }
         Some(proof) => {
             for r in &proof.rejections {
@@ -197,14 +217,24 @@ fn pair(t: &mut String, out: &Path, p: &IndexPlan) -> anyhow::Result<()> {
     std::fs::write(out.join(&settings), serde_json::to_vec_pretty(&p.settings)?)?;
     let _ = writeln!(t, "[[indices]]\nsource = {}\ntarget = {}", quote(&i.name), quote(&p.target_name));
     let alias = p.alias.as_deref().unwrap_or("CHOOSE-AN-ALIAS");
-    let _ = writeln!(t, "alias = {}\nmappings_file = {}\nsettings_file = {}", quote(alias), quote(&mappings), quote(&settings));
+    let _ = writeln!(
+        t,
+        "alias = {}\nmappings_file = {}\nsettings_file = {}",
+        quote(alias),
+        quote(&mappings),
+        quote(&settings)
+    );
     Ok(())
 }
 
 /// A cluster's comma-separated node URLs as the recipe's `url`: a string, or a list.
 fn urls(list: &str) -> String {
     let all: Vec<String> = list.split(',').map(quote).collect();
-    if all.len() == 1 { all[0].clone() } else { format!("[{}]", all.join(", ")) }
+    if all.len() == 1 {
+        all[0].clone()
+    } else {
+        format!("[{}]", all.join(", "))
+    }
 }
 
 /// A TOML basic string: JSON's escaping is valid TOML.

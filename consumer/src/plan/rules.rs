@@ -199,7 +199,9 @@ impl Rules {
     fn convert_field(&self, pair: &Pair, path: &str, field: &mut Map<String, Value>, out: &mut Converted) {
         let ty = field.get("type").and_then(Value::as_str).unwrap_or("object").to_owned();
         if let Some(rule) = self.field_type.iter().find(|r| r.ty == ty && r.when.applies(pair)) {
-            if let Some(plugin) = rule.requires_plugin.as_deref().filter(|p| !pair.target_plugins.iter().any(|t| t == p)) {
+            if let Some(plugin) =
+                rule.requires_plugin.as_deref().filter(|p| !pair.target_plugins.iter().any(|t| t == p))
+            {
                 out.refused.push(format!(
                     "field {path:?} is {ty}: the target needs the {plugin} plugin for {} and does not have it",
                     rule.replace
@@ -315,7 +317,10 @@ mod tests {
     fn date_formats_become_snake_case() {
         let r = Rules::load().unwrap();
         assert_eq!(r.date_format("dateOptionalTime").as_deref(), Some("date_optional_time"));
-        assert_eq!(r.date_format("strictDateOptionalTime||epochMillis").as_deref(), Some("strict_date_optional_time||epoch_millis"));
+        assert_eq!(
+            r.date_format("strictDateOptionalTime||epochMillis").as_deref(),
+            Some("strict_date_optional_time||epoch_millis")
+        );
         assert_eq!(r.date_format("8yyyy-MM-dd").as_deref(), Some("yyyy-MM-dd"));
         assert_eq!(r.date_format("yyyy-MM-dd'T'HH:mm"), None, "a custom pattern stays");
         assert_eq!(r.date_format("date_optional_time"), None);
