@@ -377,3 +377,31 @@ async fn a_plan_over_tls_writes_a_recipe_without_the_password() -> anyhow::Resul
     source.request(Method::Delete, &format!("/{src}"), &[], None).await?;
     Ok(())
 }
+
+/// An index whose `_source` is disabled cannot be copied: named with the reason, exit 1,
+/// and no recipe pair for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_without_source_is_named_unmigratable() -> anyhow::Result<()> {
+    let source_url = es8();
+    let Names { src, alias, topic, .. } = Names::new("plan-nosource");
+    create_source(&source_url, &src, &alias, &topic, 1, json!({ "_source": { "enabled": false } })).await?;
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("recipes");
+    let args = [
+        "--source-url",
+        &source_url,
+        "--indices",
+        &src,
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+        "--out",
+        out.to_str().unwrap_or_default(),
+    ];
+    let (code, report) = plan_json(&args)?;
+    assert_eq!(code, 1, "{report}");
+    assert!(report["plans"][0]["blocker"].as_str().unwrap_or_default().contains("_source is disabled"), "{report}");
+    assert_eq!(report["recipes"], json!([]), "nothing to write: {report}");
+    delete(&source_url, &src).await
+}

@@ -320,6 +320,27 @@ fn print(r: &Report) {
             i.replicas,
             if p.aliases.is_empty() { "-".into() } else { p.aliases.join(", ") }
         );
+        for a in s.aliases.iter().filter(|a| a.index == i.name) {
+            let mut traits = Vec::new();
+            if a.is_write_index == Some(true) {
+                traits.push("write index".to_owned());
+            }
+            if let Some(f) = &a.filter {
+                traits.push(format!("filter {f}"));
+            }
+            if let Some(r) = &a.index_routing {
+                traits.push(format!("index routing {r}"));
+            }
+            if let Some(r) = &a.search_routing {
+                traits.push(format!("search routing {r}"));
+            }
+            if !traits.is_empty() {
+                println!("  alias {}: {}", a.name, traits.join(", "));
+            }
+        }
+        if let Some(b) = &i.blocker {
+            println!("  cannot be migrated: {b}");
+        }
         for w in &p.rewrites {
             println!("  rewrite [{}] {}: {} -> {}", w.rule, w.path, w.from, w.to);
         }
