@@ -13,6 +13,7 @@ pub mod health;
 pub mod init;
 pub mod overview;
 pub mod patterns;
+pub mod plan;
 pub mod reconcile;
 pub mod replay;
 pub mod rollover;

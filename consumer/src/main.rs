@@ -29,6 +29,8 @@ enum Top {
     /// Create, run, watch, switch over and check migrations.
     #[command(subcommand)]
     Migration(Command),
+    /// Inventory a cluster, prove on the target what will break, and write the recipes.
+    Plan(indexferry_consumer::plan::Options),
 }
 
 #[derive(Args, Clone)]
@@ -253,14 +255,28 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let Top::Migration(command) = cli.command;
-    match runtime.block_on(execute(command)) {
+    let result = match cli.command {
+        Top::Migration(command) => runtime.block_on(execute(command)),
+        Top::Plan(opts) => runtime.block_on(plan(opts)),
+    };
+    match result {
         Ok(true) => std::process::exit(0),
         Ok(false) => std::process::exit(1),
         Err(e) => {
             indexferry_common::logging::fatal(&format!("{e:#}"));
-            std::process::exit(1);
+            let usage = e.downcast_ref::<indexferry_consumer::plan::Usage>().is_some();
+            std::process::exit(if usage { 2 } else { 1 });
         }
+    }
+}
+
+/// `plan` until done or a signal: an interrupted plan drops its temporary index on the way out.
+async fn plan(opts: indexferry_consumer::plan::Options) -> anyhow::Result<bool> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = indexferry_consumer::plan::plan(&opts) => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the temporary index was deleted"),
+        _ = term.recv() => anyhow::bail!("terminated; the temporary index was deleted"),
     }
 }
 
