@@ -193,7 +193,7 @@ async fn the_worker_shows_the_rollover_state_and_its_write_pause() -> anyhow::Re
     let ms = recorded["last_rollover"]["write_pause_ms"].as_f64().unwrap_or(-1.0);
     assert!(pause >= 3.0 && (pause - ms / 1000.0).abs() < 0.001, "pause {pause}s, recorded {ms} ms: {after}");
     let exit =
-        wait_for("the worker to exit after its final scrape", Duration::from_secs(10), || Ok(run.try_wait()?)).await?;
+        wait_for("the worker to exit after its final scrape", Duration::from_secs(60), || Ok(run.try_wait()?)).await?;
     assert!(exit.success(), "{}", std::fs::read_to_string(dir.path().join("run.log"))?);
     Ok(())
 }
