@@ -7,6 +7,7 @@
 //! source first); every later event is replayed.
 
 use crate::context::{connect, end_offsets, Common};
+use crate::snapshot::method;
 use crate::state::{Db, Migration, PairInfo, State, StateDir, MIGRATION_KEY};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
@@ -36,6 +37,11 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     for (i, pair) in recipe.pairs.iter().enumerate() {
         check_pair(&source, &target, i, pair).await?;
     }
+    let cross_cluster = match (&source_uuid, &target_uuid) {
+        (Some(s), Some(t)) => s != t,
+        _ => recipe.cross_cluster(),
+    };
+    let (snapshot_method, why) = method::choose(recipe.snapshot.method, &source, &target, cross_cluster).await?;
     let start_offsets = end_offsets(&recipe, Duration::from_secs(15)).await?;
     let retention = kafka::retention(&recipe.kafka, &recipe.kafka.topic)
         .await
@@ -93,16 +99,14 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
         pairs,
         source_server: format!("{} {}", source.flavor, source.version),
         target_server: format!("{} {}", target.flavor, target.version),
-        cross_cluster: match (&source_uuid, &target_uuid) {
-            (Some(s), Some(t)) => s != t,
-            _ => recipe.cross_cluster(),
-        },
+        cross_cluster,
         source_uuid,
         target_uuid,
         topic: Some(recipe.kafka.topic.clone()),
         rollover: None,
         reconciled: None,
         last_error: None,
+        snapshot_method,
     };
     let store = dir.open(Db::Meta)?;
     store.put(MIGRATION_KEY, &migration)?;
@@ -121,6 +125,7 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
     for p in &migration.pairs {
         println!("  {} -> {} (alias {}, {} documents)", p.source, p.target, p.alias, p.source_docs);
     }
+    println!("  snapshot method {}: {why}", snapshot_method.as_str());
     let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
     println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
     println!(

@@ -88,7 +88,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
     let m = dir.load_migration()?;
     let recipe = stored_recipe(&m, &common.overrides)?;
     let slices = dir.read_snapshot()?;
-    let want = recipe.snapshot.slices as usize;
+    let want = crate::snapshot::parts_per_pair(&m, &recipe);
     let pairs = m
         .pairs
         .iter()

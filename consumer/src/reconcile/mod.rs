@@ -226,7 +226,8 @@ async fn compare(pair: &mut Pair<'_>) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("the {} cluster {} index {i}", c.role(), c.url))?;
     }
-    let (mut reader, pit) = open(&ctx.source, &source, false).await?;
+    // With `_version`: a target copied by `_reindex` holds the source's (see pass.rs).
+    let (mut reader, pit) = open(&ctx.source, &source, true).await?;
     let result = async {
         loop {
             let hits = reader
