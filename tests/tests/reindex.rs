@@ -138,12 +138,16 @@ async fn reindex_from_a_host_not_allowlisted_fails_in_one_line() -> anyhow::Resu
     let state = dir.path().join("state");
     // The stack allowlists 127.0.0.1:*, not localhost.
     let source = es7().replace("127.0.0.1", "localhost");
-    let (recipe, names) = prepared(dir.path(), "rxallow", &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let out = output(indexferry(&state, &["snapshot", &names.name]))?;
+    let (recipe, _names) = prepared(dir.path(), "rxallow", &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
+    // Init reads the target's allowlist and refuses.
+    let out = output(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let line = failure_line(&out);
-    assert!(line.contains("not allowlisted") && line.contains("reindex.remote.allowlist"), "{line}");
-    assert_eq!(status(&state, &names.name)?["pairs"][0]["copied"], json!(0));
+    assert!(line.contains("[localhost:9204] not allowlisted in reindex.remote.allowlist"), "{line}");
+    // `auto` takes the search method instead, and says why.
+    let text = std::fs::read_to_string(&recipe)?.replace("method = \"reindex\"", "method = \"auto\"");
+    std::fs::write(&recipe, text)?;
+    let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    assert!(out.contains("snapshot method search: auto: [localhost:9204] not allowlisted"), "{out}");
     Ok(())
 }
 
@@ -168,5 +172,59 @@ async fn a_reindex_task_failing_halfway_ends_the_snapshot_in_one_line_and_counts
     let s = status(&state, &names.name)?;
     assert_eq!(s["pairs"][0]["done"], json!(false), "{s}");
     assert_eq!(s["pairs"][0]["copied"], json!(0), "nothing reported as copied: {s}");
+    Ok(())
+}
+
+/// A migration of `docs` documents with method `reindex` throttled to `throttle` docs/s, its
+/// worker started and killed once its task copies: the task runs on, unattended.
+async fn orphaned_task(dir: &Path, prefix: &str, docs: usize, throttle: u32) -> anyhow::Result<Names> {
+    let state = dir.join("state");
+    let url = opensearch3();
+    let all: Vec<Value> = (0..docs).map(|i| json!({ "n": i })).collect();
+    let (recipe, names) = prepared(dir, prefix, &url, &url, &all, json!({})).await?;
+    let text = std::fs::read_to_string(&recipe)?
+        .replace("throttle_docs_per_s = 0", &format!("throttle_docs_per_s = {throttle}"))
+        .replace("batch_size = 100", "batch_size = 20");
+    std::fs::write(&recipe, text)?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut worker = spawn(indexferry(&state, &["snapshot", &names.name]), &dir.join("worker.log"))?;
+    wait_for("the task's first copies", Duration::from_secs(60), || {
+        Ok((status(&state, &names.name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) > 0).then_some(()))
+    })
+    .await?;
+    kill9(&mut worker)?;
+    Ok(names)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_throttle_rethrottles_the_running_task() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    // 2,000 documents at 10 docs/s would take minutes.
+    let names = orphaned_task(dir.path(), "rxthrottle", 2000, 10).await?;
+    let started = std::time::Instant::now();
+    let out = run_ok(indexferry(&state, &["snapshot", &names.name, "--throttle", "0"]))?;
+    assert!(out.contains("2000 documents"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(60), "rethrottled: {:?}", started.elapsed());
+    let s = status(&state, &names.name)?;
+    assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["restarts"].clone()), (json!(true), json!(0)), "{s}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_cancels_the_running_reindex_task() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let names = orphaned_task(dir.path(), "rxcancel", 2000, 10).await?;
+    let out = run_ok(indexferry(&state, &["cancel", &names.name]))?;
+    let task = out
+        .lines()
+        .find_map(|l| l.strip_prefix("cancelled reindex task "))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no task cancelled: {out}"))?;
+    let c = cluster(&opensearch3()).await?;
+    let t: Value = c.json(indexferry_common::es::Method::Get, &format!("/_tasks/{task}"), &[], None).await?;
+    assert_eq!(t["completed"], json!(true), "{t}");
+    assert_eq!(t["response"]["canceled"], json!("by user request"), "{t}");
     Ok(())
 }

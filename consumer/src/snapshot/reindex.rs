@@ -85,8 +85,11 @@ async fn run_pair(ctx: &Arc<Ctx>, store: &Store, pair: usize, cancel: &Cancellat
         Some(t) => {
             cp.resumes += 1;
             if cp.requests_per_second != Some(rps) {
-                task::rethrottle(runner(ctx), &t, rps).await.ok();
-                cp.requests_per_second = Some(rps);
+                match task::rethrottle(runner(ctx), &t, rps).await {
+                    Ok(()) => cp.requests_per_second = Some(rps),
+                    // A task that just finished has nothing to rethrottle.
+                    Err(e) => tracing::warn!(pair = %label, task = %t, error = %format!("{e:#}"), "cannot rethrottle"),
+                }
             }
             tracing::info!(pair = %label, task = %t, "reattaching to the reindex task");
             t
@@ -104,6 +107,7 @@ async fn run_pair(ctx: &Arc<Ctx>, store: &Store, pair: usize, cancel: &Cancellat
         };
         match state {
             TaskState::Running(c) => {
+                tracing::debug!(task = %task_id, copied = c.copied(), total = c.total, "reindex task running");
                 record(ctx, store, pair, &mut cp, c, false)?;
                 copied.store(cp.copied, Ordering::Relaxed);
             }
@@ -227,6 +231,22 @@ fn record(
     done: bool,
 ) -> anyhow::Result<()> {
     let label = ctx.migration.pairs[pair].source.clone();
+    // A slice that finishes between the two reads of a sliced task's status is missed once:
+    // counts only grow while a task runs.
+    let c = if done {
+        c
+    } else {
+        Counts {
+            total: c.total.max(cp.total.unwrap_or(0)),
+            created: c.created,
+            updated: c.updated,
+            version_conflicts: c.version_conflicts,
+            noops: c.noops,
+        }
+    };
+    if !done && c.copied() < cp.copied {
+        return Ok(());
+    }
     let (applied, stale) = (c.applied(), c.version_conflicts + c.noops);
     metrics::counter!(SNAPSHOT_DOCS, "pair" => label.clone(), "result" => "applied")
         .increment(applied.saturating_sub(cp.applied));

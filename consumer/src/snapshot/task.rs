@@ -49,7 +49,19 @@ struct TaskAnswer {
 #[derive(Debug, Deserialize)]
 struct TaskInfo {
     #[serde(default)]
-    status: Option<Counts>,
+    status: Option<Value>,
+}
+
+impl TaskInfo {
+    fn counts(&self) -> Option<Counts> {
+        self.status.as_ref().and_then(|s| serde_json::from_value(s.clone()).ok())
+    }
+
+    /// A sliced task's slices: the finished ones' counts, `None` for those still running.
+    fn slices(&self) -> Option<Vec<Option<Counts>>> {
+        let slices = self.status.as_ref()?.get("slices")?.as_array()?;
+        Some(slices.iter().map(|s| serde_json::from_value(s.clone()).ok()).collect())
+    }
 }
 
 /// Where a task is.
@@ -87,7 +99,50 @@ pub(crate) async fn state(runner: &Cluster, task: &str) -> anyhow::Result<TaskSt
         Err(e) if e.status() == Some(404) => return Ok(TaskState::Vanished),
         Err(e) => return Err(e).with_context(|| format!("cannot read reindex task {task}")),
     };
-    Ok(judge(answer))
+    let sliced = answer.task.as_ref().is_some_and(|t| t.slices().is_some());
+    match judge(answer) {
+        TaskState::Running(_) if sliced => Ok(TaskState::Running(sliced_counts(runner, task).await?)),
+        other => Ok(other),
+    }
+}
+
+/// A sliced task's counts while it runs: its own status holds only the finished slices, the
+/// running ones are its child tasks.
+async fn sliced_counts(runner: &Cluster, task: &str) -> anyhow::Result<Counts> {
+    #[derive(Deserialize)]
+    struct Listed {
+        #[serde(default)]
+        nodes: std::collections::HashMap<String, ListedNode>,
+    }
+    #[derive(Deserialize)]
+    struct ListedNode {
+        #[serde(default)]
+        tasks: std::collections::HashMap<String, TaskInfo>,
+    }
+    let parent: TaskAnswer = runner
+        .json(Method::Get, &format!("/_tasks/{task}"), &[], None)
+        .await
+        .with_context(|| format!("cannot read reindex task {task}"))?;
+    let finished: Vec<Counts> = parent
+        .task
+        .and_then(|t| t.slices())
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect();
+    let listed: Listed = runner
+        .json(Method::Get, "/_tasks", &[("parent_task_id", task), ("detailed", "true")], None)
+        .await
+        .with_context(|| format!("cannot list the slices of reindex task {task}"))?;
+    let running: Vec<Counts> =
+        listed.nodes.into_values().flat_map(|n| n.tasks.into_values()).filter_map(|t| t.counts()).collect();
+    Ok(finished.iter().chain(&running).fold(Counts::default(), |a, c| Counts {
+        total: a.total + c.total,
+        created: a.created + c.created,
+        updated: a.updated + c.updated,
+        version_conflicts: a.version_conflicts + c.version_conflicts,
+        noops: a.noops + c.noops,
+    }))
 }
 
 fn judge(answer: TaskAnswer) -> TaskState {
@@ -95,7 +150,7 @@ fn judge(answer: TaskAnswer) -> TaskState {
         return TaskState::Failed(describe_error(e));
     }
     if !answer.completed {
-        return TaskState::Running(answer.task.and_then(|t| t.status).unwrap_or_default());
+        return TaskState::Running(answer.task.and_then(|t| t.counts()).unwrap_or_default());
     }
     let Some(response) = answer.response else {
         return TaskState::Failed("the task completed without a response".into());
@@ -216,6 +271,19 @@ mod tests {
         );
         let TaskState::Running(c) = s else { panic!("{s:?}") };
         assert_eq!((c.total, c.copied(), c.applied()), (10, 6, 4));
+    }
+
+    #[test]
+    fn a_sliced_task_lists_its_finished_slices() {
+        let t: TaskInfo = serde_json::from_str(
+            r#"{"status":{"total":0,"created":0,"slices":[null,{"slice_id":1,"total":5,"created":5}]}}"#,
+        )
+        .unwrap();
+        let slices = t.slices().unwrap();
+        assert_eq!(slices.len(), 2);
+        assert_eq!((slices[0], slices[1].map(|c| c.created)), (None, Some(5)));
+        let plain: TaskInfo = serde_json::from_str(r#"{"status":{"total":3,"created":1}}"#).unwrap();
+        assert!(plain.slices().is_none());
     }
 
     #[test]
