@@ -126,8 +126,11 @@ async fn chaos() -> anyhow::Result<()> {
     // `INDEXFERRY_CHAOS_METHOD=reindex` (`dev/chaos --method reindex`): the snapshot is a
     // reindex from remote, Elasticsearch 7 into OpenSearch 3 (both have the module).
     let method = std::env::var("INDEXFERRY_CHAOS_METHOD").unwrap_or_else(|_| "search".into());
-    let (servers, (source_url, target_url)) =
-        if method == "reindex" { (("es7", "opensearch3"), (es7(), opensearch3())) } else { (("es8", "es9"), (es8(), es9())) };
+    let (servers, (source_url, target_url)) = if method == "reindex" {
+        (("es7", "opensearch3"), (es7(), opensearch3()))
+    } else {
+        (("es8", "es9"), (es8(), es9()))
+    };
     let Names { src, dst, alias, topic, name } = Names::new("chaos");
     create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
     let initial = 3000 + 150 * faults as u64;

@@ -126,7 +126,9 @@ async fn reindex_is_refused_at_init_on_a_cluster_without_the_module() -> anyhow:
     let out = output(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let line = failure_line(&out);
     assert!(
-        line.contains("[snapshot] method = \"reindex\"") && line.contains("has no reindex module") && line.contains(&url),
+        line.contains("[snapshot] method = \"reindex\"")
+            && line.contains("has no reindex module")
+            && line.contains(&url),
         "{line}"
     );
     Ok(())
@@ -138,7 +140,8 @@ async fn reindex_from_a_host_not_allowlisted_fails_in_one_line() -> anyhow::Resu
     let state = dir.path().join("state");
     // The stack allowlists 127.0.0.1:*, not localhost.
     let source = es7().replace("127.0.0.1", "localhost");
-    let (recipe, _names) = prepared(dir.path(), "rxallow", &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
+    let (recipe, _names) =
+        prepared(dir.path(), "rxallow", &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
     // Init reads the target's allowlist and refuses.
     let out = output(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let line = failure_line(&out);
@@ -226,5 +229,44 @@ async fn cancel_cancels_the_running_reindex_task() -> anyhow::Result<()> {
     let t: Value = c.json(indexferry_common::es::Method::Get, &format!("/_tasks/{task}"), &[], None).await?;
     assert_eq!(t["completed"], json!(true), "{t}");
     assert_eq!(t["response"]["canceled"], json!("by user request"), "{t}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_too_large_for_the_remote_buffer_ends_the_snapshot_in_one_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let source_url = es7();
+    let (recipe, names) = prepared(dir.path(), "rxbuffer", &source_url, &opensearch3(), &[], json!({})).await?;
+    // 900 documents of 130 KB: one batch of 1,000 is past the 100mb the target's client for
+    // reindex from remote buffers.
+    let blob = "x".repeat(130_000);
+    let source = cluster(&source_url).await?;
+    for chunk in 0..9 {
+        let mut body = String::new();
+        for i in chunk * 100..(chunk + 1) * 100 {
+            body.push_str(&format!(
+                "{}\n{}\n",
+                json!({ "index": { "_index": names.src, "_id": i.to_string() } }),
+                json!({ "n": i.to_string(), "blob": blob })
+            ));
+        }
+        source.request(indexferry_common::es::Method::Post, "/_bulk", &[], Some(body.into())).await?;
+    }
+    let text = std::fs::read_to_string(&recipe)?.replace("batch_size = 100", "batch_size = 1000");
+    std::fs::write(&recipe, text)?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let out = output(indexferry(&state, &["snapshot", &names.name]))?;
+    let line = failure_line(&out);
+    assert!(
+        line.contains(&format!("the reindex of {} into {}", names.src, names.dst))
+            && line.contains("buffer limit [104857600]")
+            && line.contains("lower [snapshot] batch_size"),
+        "{line}"
+    );
+    let s = status(&state, &names.name)?;
+    assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["copied"].clone()), (json!(false), json!(0)), "{s}");
+    run_ok(indexferry(&state, &["cancel", &names.name]))?;
+    source.request(indexferry_common::es::Method::Delete, &format!("/{}", names.src), &[], None).await?;
     Ok(())
 }

@@ -43,7 +43,8 @@ pub async fn choose(
         },
         true => None,
     };
-    let what = if cross_cluster { "reindex from remote (run by the target cluster)" } else { "a sliced in-cluster _reindex" };
+    let what =
+        if cross_cluster { "reindex from remote (run by the target cluster)" } else { "a sliced in-cluster _reindex" };
     match (wanted, obstacle) {
         (SnapshotMethod::Reindex, Some(why)) => {
             bail!("[snapshot] method = \"reindex\": {why}; use method = \"search\" (or \"auto\")")

@@ -250,7 +250,8 @@ fn record(
     let (applied, stale) = (c.applied(), c.version_conflicts + c.noops);
     metrics::counter!(SNAPSHOT_DOCS, "pair" => label.clone(), "result" => "applied")
         .increment(applied.saturating_sub(cp.applied));
-    metrics::counter!(SNAPSHOT_DOCS, "pair" => label.clone(), "result" => "stale").increment(stale.saturating_sub(cp.stale));
+    metrics::counter!(SNAPSHOT_DOCS, "pair" => label.clone(), "result" => "stale")
+        .increment(stale.saturating_sub(cp.stale));
     cp.applied = applied;
     cp.stale = stale;
     cp.copied = c.copied();
@@ -269,7 +270,10 @@ fn record(
 }
 
 /// Cancels the running `_reindex` tasks recorded in the snapshot state (for `cancel`).
-pub(crate) async fn cancel_tasks(runner: &Cluster, checkpoints: &[((usize, u32), SliceCheckpoint)]) -> anyhow::Result<()> {
+pub(crate) async fn cancel_tasks(
+    runner: &Cluster,
+    checkpoints: &[((usize, u32), SliceCheckpoint)],
+) -> anyhow::Result<()> {
     for (_, cp) in checkpoints.iter().filter(|(_, c)| !c.done) {
         if let Some(t) = &cp.task {
             task::cancel(runner, t).await?;

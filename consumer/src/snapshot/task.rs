@@ -76,7 +76,12 @@ pub(crate) enum TaskState {
 }
 
 /// Starts `_reindex` with `body` and returns the task id (`node:id`).
-pub(crate) async fn start(runner: &Cluster, body: &Value, slices: u32, requests_per_second: f64) -> anyhow::Result<String> {
+pub(crate) async fn start(
+    runner: &Cluster,
+    body: &Value,
+    slices: u32,
+    requests_per_second: f64,
+) -> anyhow::Result<String> {
     let (slices, rps) = (slices.to_string(), rps_param(requests_per_second));
     let query = [("wait_for_completion", "false"), ("slices", slices.as_str()), ("requests_per_second", rps.as_str())];
     let bytes = bytes::Bytes::from(serde_json::to_vec(body)?);
@@ -84,8 +89,9 @@ pub(crate) async fn start(runner: &Cluster, body: &Value, slices: u32, requests_
     if !(200..300).contains(&status) {
         bail!("{}", refusal(runner, status, &answer));
     }
-    let v: Value = serde_json::from_slice(&answer)
-        .with_context(|| format!("the {} cluster {} answered POST /_reindex with no JSON", runner.role(), runner.url))?;
+    let v: Value = serde_json::from_slice(&answer).with_context(|| {
+        format!("the {} cluster {} answered POST /_reindex with no JSON", runner.role(), runner.url)
+    })?;
     v.get("task").and_then(Value::as_str).map(str::to_owned).with_context(|| {
         format!("the {} cluster {} answered POST /_reindex without a task id: {v}", runner.role(), runner.url)
     })
@@ -123,13 +129,8 @@ async fn sliced_counts(runner: &Cluster, task: &str) -> anyhow::Result<Counts> {
         .json(Method::Get, &format!("/_tasks/{task}"), &[], None)
         .await
         .with_context(|| format!("cannot read reindex task {task}"))?;
-    let finished: Vec<Counts> = parent
-        .task
-        .and_then(|t| t.slices())
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .collect();
+    let finished: Vec<Counts> =
+        parent.task.and_then(|t| t.slices()).unwrap_or_default().into_iter().flatten().collect();
     let listed: Listed = runner
         .json(Method::Get, "/_tasks", &[("parent_task_id", task), ("detailed", "true")], None)
         .await
@@ -303,7 +304,10 @@ mod tests {
         );
         assert_eq!(
             s,
-            TaskState::Failed("1 failure(s), the first: document 7 of dst: mapper_parsing_exception: failed to parse field [n]".into())
+            TaskState::Failed(
+                "1 failure(s), the first: document 7 of dst: mapper_parsing_exception: failed to parse field [n]"
+                    .into()
+            )
         );
     }
 
@@ -319,7 +323,9 @@ mod tests {
 
     #[test]
     fn a_cancelled_task_is_a_failure() {
-        let s = state_of(r#"{"completed":true,"response":{"total":3,"created":1,"canceled":"by user request","failures":[]}}"#);
+        let s = state_of(
+            r#"{"completed":true,"response":{"total":3,"created":1,"canceled":"by user request","failures":[]}}"#,
+        );
         assert_eq!(s, TaskState::Failed("the task was cancelled (by user request)".into()));
     }
 }
