@@ -100,12 +100,28 @@ async fn run_pair(ctx: &Arc<Ctx>, store: &Store, pair: usize, cancel: &Cancellat
     let started = Instant::now();
     let copied = Arc::new(AtomicU64::new(cp.copied));
     let progress = Progress::start(&label, info.source_docs, copied.clone());
+    let mut unreachable_since: Option<Instant> = None;
     let result = loop {
         let state = tokio::select! {
             _ = cancel.cancelled() => break Ok(false),
             s = task::state(runner(ctx), &task_id) => s?,
         };
+        if !matches!(state, TaskState::Unreachable(_)) {
+            unreachable_since = None;
+        }
         match state {
+            TaskState::Unreachable(why) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > runner(ctx).unreachable_timeout() {
+                    break Err(anyhow::anyhow!(
+                        "the {} cluster {} did not answer about reindex task {task_id} for {:?}: {why}",
+                        runner(ctx).role(),
+                        runner(ctx).url,
+                        runner(ctx).unreachable_timeout()
+                    ));
+                }
+                tracing::warn!(pair = %label, task = %task_id, error = %why, "cannot read the reindex task, retrying");
+            }
             TaskState::Running(c) => {
                 tracing::debug!(task = %task_id, copied = c.copied(), total = c.total, "reindex task running");
                 record(ctx, store, pair, &mut cp, c, false)?;

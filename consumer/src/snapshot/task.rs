@@ -73,6 +73,8 @@ pub(crate) enum TaskState {
     Failed(String),
     /// The cluster knows no such task (a node restart forgot it before it stored a result).
     Vanished,
+    /// The cluster does not answer (a restart, a network cut): ask again later.
+    Unreachable(String),
 }
 
 /// Starts `_reindex` with `body` and returns the task id (`node:id`).
@@ -103,6 +105,7 @@ pub(crate) async fn state(runner: &Cluster, task: &str) -> anyhow::Result<TaskSt
     let answer = match runner.json::<TaskAnswer>(Method::Get, &path, &[], None).await {
         Ok(a) => a,
         Err(e) if e.status() == Some(404) => return Ok(TaskState::Vanished),
+        Err(e) if indexferry_common::es::is_transient(&e) => return Ok(TaskState::Unreachable(e.to_string())),
         Err(e) => return Err(e).with_context(|| format!("cannot read reindex task {task}")),
     };
     let sliced = answer.task.as_ref().is_some_and(|t| t.slices().is_some());
