@@ -270,3 +270,52 @@ async fn a_batch_too_large_for_the_remote_buffer_ends_the_snapshot_in_one_line()
     source.request(indexferry_common::es::Method::Delete, &format!("/{}", names.src), &[], None).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_the_cluster_forgot_is_started_again() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let names = orphaned_task(dir.path(), "rxvanish", 500, 50).await?;
+    // What a node restart does to a running task: gone, with no stored result. Here: the
+    // task is cancelled and its stored result deleted.
+    let c = cluster(&opensearch3()).await?;
+    let listed: Value = c
+        .json(indexferry_common::es::Method::Get, "/_tasks", &[("actions", "*reindex"), ("detailed", "true")], None)
+        .await?;
+    let id = listed["nodes"]
+        .as_object()
+        .into_iter()
+        .flat_map(|n| n.values())
+        .flat_map(|n| n["tasks"].as_object().cloned().unwrap_or_default())
+        .find(|(_, t)| {
+            t["parent_task_id"].is_null() && t["description"].as_str().is_some_and(|d| d.contains(names.src.as_str()))
+        })
+        .map(|(id, _)| id)
+        .ok_or_else(|| anyhow::anyhow!("no running task for {}: {listed}", names.src))?;
+    c.json::<Value>(indexferry_common::es::Method::Post, &format!("/_tasks/{id}/_cancel"), &[], None).await?;
+    let forget = || async {
+        let (code, _) = c
+            .request_raw(
+                indexferry_common::es::Method::Delete,
+                &format!("/.tasks/_doc/{id}"),
+                &[("refresh", "true")],
+                None,
+            )
+            .await?;
+        anyhow::Ok(code)
+    };
+    // The result is stored once the cancellation reaches every slice.
+    let mut code = forget().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while code != 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        code = forget().await?;
+    }
+    assert_eq!(code, 200, "the stored result of {id} deleted");
+    let out = run_ok(indexferry(&state, &["snapshot", &names.name, "--throttle", "0"]))?;
+    assert!(out.contains("500 documents"), "{out}");
+    let s = status(&state, &names.name)?;
+    assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["restarts"].clone()), (json!(true), json!(1)), "{s}");
+    assert_eq!(c.count(&names.dst, true).await?, 500);
+    Ok(())
+}
