@@ -47,6 +47,7 @@ async fn converges(prefix: &str, source_url: &str, target_url: &str) -> anyhow::
             return Err(e);
         }
     };
+    assert_eq!(s["snapshot_method"], json!("reindex"), "{s}");
     let pair = &s["pairs"][0];
     assert!(pair["resumes"].as_u64().unwrap_or(0) >= 1, "the worker reattached: {pair}");
     assert!(pair["copied"].as_u64().unwrap_or(0) > before, "{pair}");
