@@ -139,11 +139,43 @@ pub struct SnapshotConfig {
     /// has to come back and resume where it was rather than start its slices over.
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// How the documents are copied: `search` (point-in-time read and bulk writes by
+    /// indexferry), `reindex` (the cluster's own `_reindex`, run as tasks on the target
+    /// cluster: sliced in-cluster, from remote across clusters) or `auto` (see `init`).
+    pub method: SnapshotMethod,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        SnapshotConfig { batch_size: 2000, slices: 2, throttle_docs_per_s: 0, keep_alive: Duration::from_secs(600) }
+        SnapshotConfig {
+            batch_size: 2000,
+            slices: 2,
+            throttle_docs_per_s: 0,
+            keep_alive: Duration::from_secs(600),
+            method: SnapshotMethod::Auto,
+        }
+    }
+}
+
+/// `[snapshot] method`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMethod {
+    /// `reindex` where the cluster that would run it has the module and it was measured
+    /// faster, else `search`; `init` records the choice.
+    #[default]
+    Auto,
+    Search,
+    Reindex,
+}
+
+impl SnapshotMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMethod::Auto => "auto",
+            SnapshotMethod::Search => "search",
+            SnapshotMethod::Reindex => "reindex",
+        }
     }
 }
 

@@ -68,6 +68,15 @@ fn bad_values_are_named() {
 }
 
 #[test]
+fn snapshot_method_defaults_to_auto_and_names_a_wrong_value() {
+    assert_eq!(parse(MINIMAL).unwrap().snapshot.method, crate::config::SnapshotMethod::Auto);
+    let r = parse(&format!("{MINIMAL}\n[snapshot]\nmethod = \"reindex\"\n")).unwrap();
+    assert_eq!(r.snapshot.method, crate::config::SnapshotMethod::Reindex);
+    let msg = parse(&format!("{MINIMAL}\n[snapshot]\nmethod = \"scroll\"\n")).unwrap_err().to_string();
+    assert!(msg.contains("method") && msg.contains("reindex"), "{msg}");
+}
+
+#[test]
 fn overrides_flags_then_environment() {
     let mut r: Recipe = toml::from_str(MINIMAL).unwrap();
     let env: HashMap<&str, &str> = [

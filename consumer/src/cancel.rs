@@ -32,6 +32,8 @@ pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::R
     for role in ["snapshot", "consume"] {
         stop(&dir, role).await;
     }
+    // `_reindex` tasks run on in the cluster after their worker stops.
+    crate::snapshot::cancel_tasks(&target, &dir.read_snapshot()?).await?;
     let sources: Vec<&str> = m.pairs.iter().map(|p| p.source.as_str()).collect();
     if !switched {
         source

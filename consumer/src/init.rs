@@ -8,6 +8,7 @@
 
 use crate::context::{connect, end_offsets, Common};
 use crate::patterns::Planned;
+use crate::snapshot::method;
 use crate::state::{Db, Migration, PairInfo, State, StateDir, MIGRATION_KEY};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
@@ -52,6 +53,7 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         true => crate::templates::plan(&source, &target, &recipe, &planned).await?,
         false => vec![],
     };
+    let (snapshot_method, why) = method::choose(recipe.snapshot.method, &source, &target, cross).await?;
     let start_offsets = end_offsets(&recipe, Duration::from_secs(15)).await?;
     let retention = kafka::retention(&recipe.kafka, &recipe.kafka.topic)
         .await
@@ -104,6 +106,7 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         reconciled: None,
         last_error: None,
         excluded: vec![],
+        snapshot_method,
     };
     let store = dir.open(Db::Meta)?;
     store.put(MIGRATION_KEY, &migration)?;
@@ -133,6 +136,7 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     for t in &templates {
         println!("  template {} copied to the target ({})", t.name, t.kind.api());
     }
+    println!("  snapshot method {}: {why}", snapshot_method.as_str());
     let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
     println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
     println!(

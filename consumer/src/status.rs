@@ -18,6 +18,8 @@ pub struct Status {
     pub source: String,
     pub target: String,
     pub pairs: Vec<PairStatus>,
+    /// `search` or `reindex`, as `init` chose.
+    pub snapshot_method: String,
     pub snapshot_worker_pid: Option<i32>,
     pub consumer_pid: Option<i32>,
     pub replay: ReplayStatus,
@@ -98,7 +100,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
     let m = dir.load_migration()?;
     let recipe = stored_recipe(&m, &common.overrides)?;
     let slices = dir.read_snapshot()?;
-    let want = recipe.snapshot.slices as usize;
+    let want = crate::snapshot::parts_per_pair(&m, &recipe);
     let pairs = m
         .pairs
         .iter()
@@ -199,6 +201,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         source: m.source_server.clone(),
         target: m.target_server.clone(),
         pairs,
+        snapshot_method: m.snapshot_method.as_str().to_owned(),
         snapshot_worker_pid: running_pid(&dir, "snapshot"),
         consumer_pid: running_pid(&dir, "consume"),
         replay: ReplayStatus {
@@ -303,7 +306,12 @@ pub fn print(s: &Status) {
     println!("migration {}: {}", s.name, s.state);
     println!("  {} -> {}{}", s.source, s.target, if s.cross_cluster { " (cross-cluster)" } else { "" });
     let pid = |p: Option<i32>| p.map_or("not running".to_owned(), |p| format!("running (pid {p})"));
-    println!("  snapshot worker: {}   consumer: {}", pid(s.snapshot_worker_pid), pid(s.consumer_pid));
+    println!(
+        "  snapshot worker ({}): {}   consumer: {}",
+        s.snapshot_method,
+        pid(s.snapshot_worker_pid),
+        pid(s.consumer_pid)
+    );
     println!();
     println!(
         "  {:<40} {:>21} {:>7} {:>9} {:>8} {:>9} {:>7}",

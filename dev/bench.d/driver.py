@@ -180,7 +180,9 @@ class Bench:
         return median(rates)
 
     # --- indexferry ---------------------------------------------------------------------
-    def recipe(self, name, source, target, alias, topic, extra=""):
+    def recipe(self, name, source, target, alias, topic, extra="", method="search"):
+        # The method is explicit: `auto` would take `_reindex` where the module is there, and
+        # the figures of the other measures would change meaning.
         path = self.work / f"{name}.toml"
         path.write_text(
             f"""name = "{name}"
@@ -195,6 +197,8 @@ target = "{target}"
 alias = "{alias}"
 mappings_file = "{self.mappings_file}"
 settings = {{ number_of_shards = {self.shards}, number_of_replicas = 0 }}
+[snapshot]
+method = "{method}"
 {extra}"""
         )
         return path
@@ -233,14 +237,14 @@ settings = {{ number_of_shards = {self.shards}, number_of_replicas = 0 }}
     def reset_state(self):
         shutil.rmtree(self.work / "state", ignore_errors=True)
 
-    def ferry_snapshot(self, source, n, label):
+    def ferry_snapshot(self, source, n, label, method="search"):
         self.reset_state()
         alias = f"{source}-alias"
         self.es.call("POST", "/_aliases", {"actions": [{"remove": {"index": "*", "alias": alias}}]}, ok=(404,))
         self.alias(source, alias)
         topic = self.topic("bench-snapshot-events")
         self.es.drop("bench-target-ixf")
-        recipe = self.recipe("bench-snapshot", source, "bench-target-ixf", alias, topic)
+        recipe = self.recipe("bench-snapshot", source, "bench-target-ixf", alias, topic, method=method)
         measure(self.ferry_cmd("init", str(recipe)))
         m = measure(self.ferry_cmd("snapshot", "bench-snapshot"), log_to=self.work / f"{label}.log")
         got = self.es.count("bench-target-ixf")
@@ -248,13 +252,44 @@ settings = {{ number_of_shards = {self.shards}, number_of_replicas = 0 }}
         measure(self.ferry_cmd("cancel", "bench-snapshot"))
         return m
 
-    def snapshot_indexferry(self):
+    def snapshot_indexferry(self, method="search"):
+        rates = []
+        cost = "snapshot" if method == "search" else f"snapshot_{method}"
+        for i in range(self.args.runs):
+            m = self.ferry_snapshot("bench-source", self.docs, f"{cost}-{i}", method=method)
+            rates.append(self.docs / m.wall)
+            self.cost.setdefault(cost, []).append(m)
+            log(f"indexferry {cost} run {i + 1}: {rates[-1]:.0f} docs/s, cpu {m.cpu:.1f}s, rss {m.rss >> 20} MiB")
+        return median(rates)
+
+    def has_reindex(self):
+        nodes = self.es.call("GET", "/_nodes/plugins?filter_path=nodes.*.modules.name")["nodes"]
+        return all(any(m["name"] == "reindex" for m in n.get("modules", [])) for n in nodes.values())
+
+    def server_reindex(self):
+        """The cluster's own copy, as a user would run it: a sliced `_reindex` (slices = shard
+        count) into a fresh index with the same mappings, waited for through its task."""
         rates = []
         for i in range(self.args.runs):
-            m = self.ferry_snapshot("bench-source", self.docs, f"snapshot-{i}")
-            rates.append(self.docs / m.wall)
-            self.cost.setdefault("snapshot", []).append(m)
-            log(f"indexferry snapshot run {i + 1}: {rates[-1]:.0f} docs/s, cpu {m.cpu:.1f}s, rss {m.rss >> 20} MiB")
+            self.es.create("bench-target-peer", self.mappings, self.shards)
+            body = {"conflicts": "proceed", "source": {"index": "bench-source", "size": 2000},
+                    "dest": {"index": "bench-target-peer", "version_type": "external"}}
+            server_before, started = server_cpu(), time.monotonic()
+            task = self.es.call("POST", f"/_reindex?slices={self.shards}&wait_for_completion=false", body)["task"]
+            while True:
+                t = self.es.call("GET", f"/_tasks/{task}")
+                if t.get("completed"):
+                    break
+                time.sleep(0.2)
+            wall = time.monotonic() - started
+            failures = t.get("error") or (t.get("response") or {}).get("failures")
+            assert not failures, f"_reindex failed: {failures}"
+            got = self.es.count("bench-target-peer")
+            assert got == self.docs, f"_reindex copied {got} of {self.docs}"
+            rates.append(self.docs / wall)
+            self.cost.setdefault("server_reindex", []).append(Measured(wall, 0.0, 0, "", server_cpu() - server_before))
+            log(f"server_reindex run {i + 1}: {rates[-1]:.0f} docs/s")
+        self.es.drop("bench-target-peer")
         return median(rates)
 
     # --- peers --------------------------------------------------------------------------
@@ -466,7 +501,7 @@ def main():
     ap.add_argument("--out", default="bench-results.json")
     ap.add_argument("--work", required=True)
     ap.add_argument("--baseline-bin", help="another indexferry binary (with consume --until-caught-up) to measure too")
-    ap.add_argument("--peers", default="elasticdump,helpers_reindex,python_consumer",
+    ap.add_argument("--peers", default="elasticdump,helpers_reindex,server_reindex,python_consumer",
                     help="the peer tools to measure (comma-separated; empty for none)")
     ap.add_argument("--only", default="snapshot,replay,reconcile,rollover,cost",
                     help="comma-separated parts to run (snapshot, replay, reconcile, rollover, cost)")
@@ -496,6 +531,13 @@ def main():
             r["snapshot_docs_per_s"]["elasticdump"] = b.elasticdump_copy()
         if "helpers_reindex" in peers:
             r["snapshot_docs_per_s"]["helpers_reindex"] = b.helpers_reindex()
+        if "server_reindex" in peers:
+            if b.has_reindex():
+                # The method `reindex` as an indexferry figure, and the plain `_reindex` beside it.
+                r["snapshot_docs_per_s"]["indexferry_reindex"] = b.snapshot_indexferry("reindex")
+                r["snapshot_docs_per_s"]["server_reindex"] = b.server_reindex()
+            else:
+                log("server_reindex: the cluster has no reindex module; not measured")
         r["snapshot_docs_per_s"]["bulk_ceiling"] = ceiling
     if "replay" in only:
         r["replay_events_per_s"] = {"indexferry": b.replay_indexferry(keep_topic="python_consumer" in peers)}

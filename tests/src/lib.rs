@@ -230,6 +230,8 @@ pub struct RecipeSpec<'a> {
     pub source_options: String,
     /// TOML lines added to `[target]`; in one cluster, to `[source]` as well.
     pub target_options: String,
+    /// `[snapshot] method`.
+    pub method: &'a str,
     /// `[rollover] grace`.
     pub grace: &'a str,
     pub extra: &'a str,
@@ -260,6 +262,7 @@ impl<'a> RecipeSpec<'a> {
             throttle: 0,
             source_options: String::new(),
             target_options: String::new(),
+            method: "search",
             grace: "500ms",
             extra: "",
         }
@@ -296,6 +299,7 @@ settings = {{ number_of_shards = 2, number_of_replicas = 0, refresh_interval = "
 slices = {slices}
 batch_size = {batch}
 throttle_docs_per_s = {throttle}
+method = "{method}"
 
 [rollover]
 grace = "{grace}"
@@ -312,6 +316,7 @@ grace = "{grace}"
             slices = self.slices,
             batch = self.batch_size,
             throttle = self.throttle,
+            method = self.method,
             grace = self.grace,
             extra = self.extra,
         );

@@ -123,7 +123,14 @@ async fn chaos() -> anyhow::Result<()> {
     let faults: usize = std::env::var("INDEXFERRY_CHAOS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(ALL.len());
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
-    let (source_url, target_url) = (es8(), es9());
+    // `INDEXFERRY_CHAOS_METHOD=reindex` (`dev/chaos --method reindex`): the snapshot is a
+    // reindex from remote, Elasticsearch 7 into OpenSearch 3 (both have the module).
+    let method = std::env::var("INDEXFERRY_CHAOS_METHOD").unwrap_or_else(|_| "search".into());
+    let (servers, (source_url, target_url)) = if method == "reindex" {
+        (("es7", "opensearch3"), (es7(), opensearch3()))
+    } else {
+        (("es8", "es9"), (es8(), es9()))
+    };
     let Names { src, dst, alias, topic, name } = Names::new("chaos");
     create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
     let initial = 3000 + 150 * faults as u64;
@@ -139,6 +146,7 @@ async fn chaos() -> anyhow::Result<()> {
         slices: 2,
         batch_size: 200,
         throttle,
+        method: &method,
         ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias)
     }
     .write(dir.path())?;
@@ -191,8 +199,8 @@ async fn chaos() -> anyhow::Result<()> {
                 true
             }
             Fault::RestartKafka => restart("kafka").map(|()| true)?,
-            Fault::RestartSource => restart("es8").map(|()| true)?,
-            Fault::RestartTarget => restart("es9").map(|()| true)?,
+            Fault::RestartSource => restart(servers.0).map(|()| true)?,
+            Fault::RestartTarget => restart(servers.1).map(|()| true)?,
             Fault::BlockTarget => {
                 target.put_settings(&dst, json!({ "index.blocks.write": true })).await?;
                 tokio::time::sleep(Duration::from_secs(3)).await;

@@ -101,6 +101,7 @@ async fn changed_page(cluster: &Cluster, index: &str, shard: u32, after: i64) ->
         "size": PAGE,
         "_source": false,
         "seq_no_primary_term": true,
+        "version": true,
         "track_total_hits": false,
         "query": { "range": { "_seq_no": { "gt": after } } },
         // An index that never held a document has no `_seq_no` mapping to sort on.

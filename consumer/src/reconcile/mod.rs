@@ -269,8 +269,8 @@ async fn scan(ctx: &Ctx, spill: &Spill, source: &str, target: &str) -> anyhow::R
     };
     let slices = ctx.recipe.snapshot.slices;
     let reads = (0..slices).flat_map(|s| [(&source_view, s), (&target_view, s)]).map(|(view, slice)| {
-        let versions = std::ptr::eq(view, &target_view);
-        scan_slice(spill, view, versions, slice, slices)
+        let target = std::ptr::eq(view, &target_view);
+        scan_slice(spill, view, target, slice, slices)
     });
     let done = futures::future::try_join_all(reads).await;
     source_view.close().await;
@@ -282,7 +282,7 @@ async fn scan(ctx: &Ctx, spill: &Spill, source: &str, target: &str) -> anyhow::R
 
 /// One slice of one index into the spill: (whether it is the target, documents read).
 async fn scan_slice(spill: &Spill, view: &View, target: bool, slice: u32, slices: u32) -> anyhow::Result<(bool, u64)> {
-    let mut reader = view.reader(slice, slices, target);
+    let mut reader = view.reader(slice, slices);
     let mut read = 0;
     loop {
         let hits = reader.next_page().await.with_context(|| {
@@ -319,19 +319,16 @@ impl View {
         Ok(View { cluster: cluster.clone(), index: index.to_owned(), pit })
     }
 
-    /// A reader of ids (and, with `versions`, `_version`) for one slice.
-    fn reader(&self, slice: u32, slices: u32, versions: bool) -> SliceReader {
+    /// A reader of ids and `_version`s for one slice (on the source, `_seq_no` and
+    /// `_primary_term` too; its `_version` is what a copy by `_reindex` holds, see pass.rs).
+    fn reader(&self, slice: u32, slices: u32) -> SliceReader {
         let mode = match &self.pit {
             Some(pit) => Mode::Pit { pit_id: pit.clone(), search_after: None },
             None => Mode::Scroll { scroll_id: None },
         };
-        let reader =
-            SliceReader::new(self.cluster.clone(), &self.index, slice, slices, PAGE, KEEP_ALIVE, mode).without_source();
-        if versions {
-            reader.with_version()
-        } else {
-            reader
-        }
+        SliceReader::new(self.cluster.clone(), &self.index, slice, slices, PAGE, KEEP_ALIVE, mode)
+            .without_source()
+            .with_version()
     }
 
     async fn close(self) {

@@ -79,6 +79,8 @@ impl Pair<'_> {
             let expected = expected_version(h).with_context(|| format!("source index {}", self.source_index()))?;
             let kind = match t.version {
                 _ if !t.found => Kind::Missing,
+                Some(v) if is_reindex_copy(v) && Some(v) == h.version => continue,
+                Some(v) if is_reindex_copy(v) => Kind::Behind,
                 Some(v) if v < expected => Kind::Behind,
                 Some(v) if v > expected => Kind::NewerInTarget,
                 _ => continue,
@@ -218,6 +220,13 @@ impl Pair<'_> {
         }
         Ok(stale)
     }
+}
+
+/// A target version below every `external_version` (2^47, term 1 and up) is a copy by
+/// server-side `_reindex`, which keeps the source's own `_version`: in sync when it equals
+/// the source's `_version`, else behind (a repair's external version lands above it).
+pub(super) fn is_reindex_copy(target_version: u64) -> bool {
+    target_version < 1 << indexferry_schemas::SEQ_NO_BITS
 }
 
 /// The version the target should hold for a source hit.

@@ -7,6 +7,7 @@
 //! The store is a throw-away RocksDB in the migration's state folder (no write-ahead log, no
 //! compaction), removed when the pass ends. Memory stays bounded whatever the index size.
 
+use super::pass::is_reindex_copy;
 use crate::snapshot::reader::Hit;
 use anyhow::Context as _;
 use indexferry_schemas::external_version;
@@ -54,20 +55,22 @@ impl Spill {
         Ok(Spill { db, _dir: dir })
     }
 
-    /// Stores one page of source hits (`_seq_no`, `_primary_term`) or target hits (`_version`).
+    /// Stores one page of source hits (`_primary_term`, `_seq_no`, `_version`) or target hits
+    /// (`_version`).
     pub(super) fn put(&self, target: bool, hits: &[Hit]) -> anyhow::Result<()> {
         let mut batch = WriteBatch::default();
         for h in hits {
-            let (side, a, b) = match target {
-                false => (SOURCE, h.primary_term, h.seq_no),
-                true => (TARGET, h.version, Some(0)),
+            let (side, numbers) = match target {
+                false => (SOURCE, [h.primary_term, h.seq_no, h.version]),
+                true => (TARGET, [h.version, Some(0), Some(0)]),
             };
-            let (Some(a), Some(b)) = (a, b) else {
-                anyhow::bail!("document {}: the search answer lacks its version or _seq_no/_primary_term", h.id);
-            };
-            let mut value = Vec::with_capacity(16);
-            value.extend_from_slice(&a.to_be_bytes());
-            value.extend_from_slice(&b.to_be_bytes());
+            let mut value = Vec::with_capacity(24);
+            for n in numbers {
+                let n = n.with_context(|| {
+                    format!("document {}: the search answer lacks its _version or _seq_no/_primary_term", h.id)
+                })?;
+                value.extend_from_slice(&n.to_be_bytes());
+            }
             batch.put(key(side, &h.id, h.routing.as_deref())?, value);
         }
         let mut opts = WriteOptions::default();
@@ -94,8 +97,7 @@ impl Spill {
                     let (hit, version) = (source.hit()?, target.version());
                     source.advance()?;
                     target.advance()?;
-                    let expected = external_version(hit.primary_term.unwrap_or(0), hit.seq_no.unwrap_or(0));
-                    if expected == Some(version) {
+                    if in_sync(&hit, version) {
                         continue;
                     }
                     Difference::Source(hit)
@@ -117,6 +119,15 @@ impl Spill {
         cursor.target = target.last;
         Ok(out)
     }
+}
+
+/// Whether the target's `version` is the one a source hit calls for: its
+/// `external_version`, or for a copy by server-side `_reindex` the source's own `_version`.
+fn in_sync(source: &Hit, version: u64) -> bool {
+    if is_reindex_copy(version) {
+        return source.version == Some(version);
+    }
+    external_version(source.primary_term.unwrap_or(0), source.seq_no.unwrap_or(0)) == Some(version)
 }
 
 /// `side`, the id's length, the id, then the routing (a document's key is its id and routing).
@@ -187,15 +198,15 @@ impl<'a> Side<'a> {
         self.load()
     }
 
-    fn numbers(&self) -> (u64, u64) {
-        let v = self.current.as_ref().map(|(_, v)| &v[..]).unwrap_or(&[0; 16]);
-        let a = u64::from_be_bytes(v[0..8].try_into().unwrap_or_default());
-        let b = u64::from_be_bytes(v[8..16].try_into().unwrap_or_default());
-        (a, b)
+    /// The three numbers stored with the current entry.
+    fn numbers(&self) -> [u64; 3] {
+        let v = self.current.as_ref().map(|(_, v)| &v[..]).unwrap_or(&[0; 24]);
+        let n = |i: usize| v.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+        [n(0), n(1), n(2)]
     }
 
     fn version(&self) -> u64 {
-        self.numbers().0
+        self.numbers()[0]
     }
 
     /// The current entry as a search hit.
@@ -204,9 +215,9 @@ impl<'a> Side<'a> {
         let mut full = vec![self.side];
         full.extend_from_slice(k);
         let (id, routing) = parse_key(&full)?;
-        let (a, b) = self.numbers();
+        let [a, b, c] = self.numbers();
         let (primary_term, seq_no, version) = match self.side {
-            SOURCE => (Some(a), Some(b), None),
+            SOURCE => (Some(a), Some(b), Some(c)),
             _ => (None, None, Some(a)),
         };
         Ok(Hit { id, seq_no, primary_term, routing, version, source: None, sort: None })
@@ -223,7 +234,7 @@ mod tests {
             seq_no: Some(seq),
             primary_term: Some(term),
             routing: None,
-            version: None,
+            version: Some(3),
             source: None,
             sort: None,
         }
@@ -255,8 +266,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spill = Spill::open(dir.path()).unwrap();
         let v = |t, s| external_version(t, s).unwrap();
-        // same, behind, missing, newer in target, extra, same under a routing.
+        // same, behind, missing, newer in target, extra, same under a routing; copies by
+        // `_reindex` (the source's `_version`, 3): the same, and one behind.
         spill.put(false, &[hit("a", 1, 1), hit("b", 1, 5), hit("c", 1, 2), hit("d", 1, 3)]).unwrap();
+        spill.put(false, &[hit("x1", 1, 8), hit("x2", 1, 9)]).unwrap();
         let mut routed = hit("r", 2, 9);
         routed.routing = Some("x".into());
         spill.put(false, &[routed]).unwrap();
@@ -269,6 +282,8 @@ mod tests {
                     versioned("d", v(1, 7), None),
                     versioned("e", 3, None),
                     versioned("r", v(2, 9), Some("x")),
+                    versioned("x1", 3, None),
+                    versioned("x2", 2, None),
                 ],
             )
             .unwrap();
@@ -282,7 +297,7 @@ mod tests {
             }
             all.extend(chunk);
         }
-        assert_eq!(ids(&all), ["s:b", "s:c", "s:d", "t:e"]);
+        assert_eq!(ids(&all), ["s:b", "s:c", "s:d", "t:e", "s:x2"]);
         let Difference::Target(e) = &all[3] else { panic!() };
         assert_eq!(e.version, Some(3));
         let Difference::Source(b) = &all[0] else { panic!() };

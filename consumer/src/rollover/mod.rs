@@ -164,7 +164,7 @@ fn fail(ctx: &Ctx, e: anyhow::Error) -> anyhow::Error {
 
 fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
     let slices = ctx.dir.read_snapshot()?;
-    let want = ctx.recipe.snapshot.slices as usize;
+    let want = crate::snapshot::parts_per_pair(&ctx.migration, &ctx.recipe);
     for (i, p) in ctx.migration.pairs.iter().enumerate() {
         let done = slices.iter().filter(|((pair, _), cp)| *pair == i && cp.done).count();
         if done < want {

@@ -9,8 +9,13 @@
 //! the worker was down, the index's slices start over on a new one: slices of different
 //! points in time would not partition the index.
 
+pub mod method;
 pub mod reader;
+mod reindex;
 mod shards;
+mod task;
+
+pub(crate) use reindex::cancel_tasks;
 
 use crate::context::Ctx;
 use crate::deadletter::{DeadLetter, DeadLetters};
@@ -19,6 +24,7 @@ use crate::writer::{Doc, Final, Writer};
 use anyhow::Context as _;
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use indexferry_common::config::{Recipe, SnapshotMethod};
 use indexferry_common::es::Method;
 use indexferry_common::metrics::{SNAPSHOT_DOCS, SNAPSHOT_PROGRESS};
 use reader::{close_pit, open_pit, Mode, ReadError, SliceReader};
@@ -58,10 +64,22 @@ struct Shared {
     batch: usize,
 }
 
+/// How many checkpoints make one pair's snapshot: one per slice of the search method, or
+/// the one `_reindex` task of the `reindex` method.
+pub fn parts_per_pair(m: &crate::state::Migration, recipe: &Recipe) -> usize {
+    match m.snapshot_method {
+        SnapshotMethod::Reindex => 1,
+        _ => recipe.snapshot.slices as usize,
+    }
+}
+
 /// Runs the snapshot of every index pair to completion (or until `cancel`).
 pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()> {
     let store = ctx.dir.open(Db::Snapshot)?;
     let _pid = PidGuard::create(&ctx.dir, "snapshot")?;
+    if ctx.migration.snapshot_method == SnapshotMethod::Reindex {
+        return reindex::run(&ctx, &store, &cancel).await;
+    }
     let cfg = &ctx.recipe.snapshot;
     let throttle = NonZeroU32::new(cfg.throttle_docs_per_s).map(|rate| {
         let burst = NonZeroU32::new(cfg.batch_size as u32).unwrap_or(NonZeroU32::MIN).max(rate);

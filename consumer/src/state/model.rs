@@ -1,6 +1,7 @@
 //! What is stored: the migration record and the checkpoints.
 
 use chrono::{DateTime, Utc};
+use indexferry_common::config::SnapshotMethod;
 use indexferry_common::kafka::Offsets;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,6 +62,13 @@ pub struct Migration {
     /// (`add --exclude`), on top of the recipe's `exclude`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded: Vec<String>,
+    /// The snapshot method `init` chose (`search` when recorded before there was a choice).
+    #[serde(default = "search_method")]
+    pub snapshot_method: SnapshotMethod,
+}
+
+fn search_method() -> SnapshotMethod {
+    SnapshotMethod::Search
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +192,17 @@ pub struct SliceCheckpoint {
     pub restarts: u64,
     pub started_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The `_reindex` task copying this part (method `reindex`), `node:id` on the cluster
+    /// that runs it; kept until it is done so a restarted worker reattaches to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The task's `requests_per_second` (-1 unthrottled): a different throttle at the next
+    /// start is applied with `_rethrottle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// Documents the task has to copy (its `status.total`), once it knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

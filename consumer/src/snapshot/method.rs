@@ -1,0 +1,165 @@
+//! Which snapshot method a migration uses: `init` resolves `[snapshot] method` once, says
+//! why, and records the answer, so every later worker copies the same way.
+
+use anyhow::{bail, Context as _};
+use indexferry_common::config::SnapshotMethod;
+use indexferry_common::es::{Cluster, Flavor, Method};
+use serde_json::Value;
+
+/// Whether `auto` takes `_reindex` in-cluster where the module is there. Measured on the
+/// stack's OpenSearch 3.3 (one node, an index of 2 shards, 200,000 documents of ~1 KB, a
+/// shared 2-core machine), `indexferry migration snapshot` alone: the search method copied
+/// 3,548 docs/s, the `reindex` method 8,026 docs/s (a plain sliced `_reindex` of the same
+/// index into a fresh one: 5,725 docs/s, the first, cold run). The cluster's own copy is
+/// 2.3x faster, so `auto` takes it; dev/bench's `snapshot_docs_per_s.indexferry_reindex`
+/// and `.server_reindex` are the figures to revisit this with.
+pub const AUTO_REINDEX_IN_CLUSTER: bool = true;
+
+/// Whether `auto` takes reindex from remote across clusters. The API cannot slice it: it
+/// runs as one task. Measured from the stack's Elasticsearch 7.17 into its OpenSearch 3.3
+/// (the same 200,000 documents, 2 shards): one reindex-from-remote task 5,916 docs/s, the
+/// search method with 2 slices 4,613 docs/s. Two tasks splitting the source by `_seq_no`
+/// range were slower (3,543 docs/s together), so the method runs one task.
+pub const AUTO_REINDEX_FROM_REMOTE: bool = true;
+
+/// The method to use and why, for `init` to print.
+pub async fn choose(
+    wanted: SnapshotMethod,
+    source: &Cluster,
+    target: &Cluster,
+    cross_cluster: bool,
+) -> anyhow::Result<(SnapshotMethod, String)> {
+    if wanted == SnapshotMethod::Search {
+        return Ok((SnapshotMethod::Search, "the recipe asks for it".into()));
+    }
+    let obstacle = match has_module(target).await? {
+        false => Some(format!(
+            "the target cluster {} ({} {}) has no reindex module",
+            target.url, target.flavor, target.version
+        )),
+        true if cross_cluster => match remote_obstacle(source, target) {
+            Some(why) => Some(why),
+            None => not_allowlisted(source, target).await?,
+        },
+        true => None,
+    };
+    let what =
+        if cross_cluster { "reindex from remote (run by the target cluster)" } else { "a sliced in-cluster _reindex" };
+    match (wanted, obstacle) {
+        (SnapshotMethod::Reindex, Some(why)) => {
+            bail!("[snapshot] method = \"reindex\": {why}; use method = \"search\" (or \"auto\")")
+        }
+        (SnapshotMethod::Reindex, None) => Ok((SnapshotMethod::Reindex, format!("the recipe asks for it: {what}"))),
+        (_, Some(why)) => Ok((SnapshotMethod::Search, format!("auto: {why}"))),
+        (_, None) if cross_cluster && !AUTO_REINDEX_FROM_REMOTE => Ok((
+            SnapshotMethod::Search,
+            "auto: reindex from remote is one unsliced scroll, not measured faster than the sliced search".into(),
+        )),
+        (_, None) if !cross_cluster && !AUTO_REINDEX_IN_CLUSTER => {
+            Ok((SnapshotMethod::Search, "auto: _reindex was not measured faster here".into()))
+        }
+        (_, None) => Ok((
+            SnapshotMethod::Reindex,
+            format!("auto: the cluster has the reindex module, and {what} measured faster than the search method"),
+        )),
+    }
+}
+
+/// True when every node of `cluster` has the reindex module (or plugin).
+pub async fn has_module(cluster: &Cluster) -> anyhow::Result<bool> {
+    let v: Value = cluster
+        .json(Method::Get, "/_nodes/plugins", &[("filter_path", "nodes.*.modules.name,nodes.*.plugins.name")], None)
+        .await
+        .with_context(|| format!("cannot list the modules of the {} cluster {}", cluster.role(), cluster.url))?;
+    let nodes = v.get("nodes").and_then(Value::as_object).cloned().unwrap_or_default();
+    let named = |node: &Value, field: &str| {
+        node.get(field)
+            .and_then(Value::as_array)
+            .is_some_and(|list| list.iter().any(|m| m.get("name").and_then(Value::as_str) == Some("reindex")))
+    };
+    Ok(!nodes.is_empty() && nodes.values().all(|n| named(n, "modules") || named(n, "plugins")))
+}
+
+/// Why the target cannot pull from the source, if it cannot. Elasticsearch 7's reindex
+/// from remote requires `_type` in every hit, which servers from Elasticsearch 8 and
+/// OpenSearch 2 on no longer send.
+fn remote_obstacle(source: &Cluster, target: &Cluster) -> Option<String> {
+    let typeless = match source.flavor {
+        Flavor::Elasticsearch { major, .. } => major >= 8,
+        Flavor::OpenSearch { major, .. } => major >= 2,
+    };
+    matches!(target.flavor, Flavor::Elasticsearch { major: 7, .. }).then_some(()).filter(|_| typeless).map(|_| {
+        format!(
+            "the target cluster {} ({} {}) cannot reindex from remote from {} {}: it requires _type in the source's hits",
+            target.url, target.flavor, target.version, source.flavor, source.version
+        )
+    })
+}
+
+/// Why the target would refuse to pull from the source: its `reindex.remote.allowlist`
+/// (`whitelist` on Elasticsearch) lacks the source's `host:port`. `None` when it has it, or
+/// when the settings cannot be read (the cluster then says so when the task starts).
+async fn not_allowlisted(source: &Cluster, target: &Cluster) -> anyhow::Result<Option<String>> {
+    let Some(host) = host_port(&source.url) else { return Ok(None) };
+    let path = "/_nodes/settings";
+    let Ok(v) = target.json::<Value>(Method::Get, path, &[("filter_path", "nodes.*.settings.reindex")], None).await
+    else {
+        return Ok(None);
+    };
+    let nodes = v.get("nodes").and_then(Value::as_object).cloned().unwrap_or_default();
+    tracing::debug!(%host, settings = %v, "reindex allowlist");
+    let refused = nodes.values().any(|n| {
+        let remote = &n["settings"]["reindex"]["remote"];
+        let list = remote.get("allowlist").or_else(|| remote.get("whitelist"));
+        let patterns: Vec<String> = match list {
+            Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_owned()).collect(),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            _ => vec![],
+        };
+        !patterns.iter().any(|p| glob(p, &host))
+    });
+    Ok(refused.then(|| {
+        format!(
+            "[{host}] not allowlisted in reindex.remote.allowlist of the target cluster {} (reindex.remote.whitelist \
+             on Elasticsearch): add it there to reindex from remote",
+            target.url
+        )
+    }))
+}
+
+/// `host:port` of a URL such as `http://user@127.0.0.1:9204/`.
+fn host_port(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(host.to_owned()).filter(|h| !h.is_empty())
+}
+
+/// `*` matches any run of characters, as the allowlist's patterns do.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head)
+                && (0..=text.len() - head.len()).any(|i| {
+                    let rest = &text[head.len() + i..];
+                    glob(tail, rest)
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_patterns_match_host_and_port() {
+        assert!(glob("127.0.0.1:*", "127.0.0.1:9204"));
+        assert!(glob("*:9204", "localhost:9204"));
+        assert!(!glob("127.0.0.1:*", "localhost:9204"));
+        assert!(glob("es-*.example:92*", "es-1.example:9200"));
+        assert_eq!(host_port("http://u:p@localhost:9204/").as_deref(), Some("localhost:9204"));
+        assert_eq!(host_port("https://10.0.0.1:9200").as_deref(), Some("10.0.0.1:9200"));
+    }
+}

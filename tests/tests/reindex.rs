@@ -1,0 +1,322 @@
+//! The `reindex` snapshot method on the real servers (OpenSearch 3 and Elasticsearch 7 of the
+//! stack carry the reindex module): `_reindex` tasks copy with the source's own `_version`,
+//! the replay's events (versions >= 2^47) beat every copy, and the migration converges under
+//! writes, deletes and a killed worker; reconcile then reads the copies as in sync. And the
+//! bad inputs, each one line naming the cause.
+
+use indexferry_tests::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// Init, a snapshot worker killed mid-task and started again, the consumer throughout, a live
+/// load; then reconcile (clean), rollover and verify (identical).
+async fn converges(prefix: &str, source_url: &str, target_url: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let Names { src, dst, alias, topic, name } = Names::new(prefix);
+    create_source(source_url, &src, &alias, &topic, 3, source_mappings()).await?;
+    let load = Load::start(dir.path(), source_url, &alias, &topic, 4000, 100)?;
+    wait_docs(source_url, &src, 4000).await?;
+    let recipe = RecipeSpec {
+        method: "reindex",
+        batch_size: 200,
+        // Slow enough to kill the worker while its task runs.
+        throttle: 800,
+        ..RecipeSpec::new(&name, source_url, target_url, &topic, &src, &dst, &alias)
+    }
+    .write(dir.path())?;
+    let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    assert!(out.contains("snapshot method reindex: the recipe asks for it"), "{out}");
+
+    let log = dir.path().join("workers.log");
+    let mut snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
+    let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
+    wait_for("the task's first copies", Duration::from_secs(60), || {
+        Ok((status(&state, &name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) >= 400).then_some(()))
+    })
+    .await?;
+    kill9(&mut snapshot)?;
+    // The task runs on without its worker; a new worker reattaches to it.
+    let before = status(&state, &name)?["pairs"][0]["copied"].as_u64().unwrap_or(0);
+    snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
+    let s = match wait_caught_up(&state, &name, Duration::from_secs(180)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+            return Err(e);
+        }
+    };
+    assert_eq!(s["snapshot_method"], json!("reindex"), "{s}");
+    let pair = &s["pairs"][0];
+    assert!(pair["resumes"].as_u64().unwrap_or(0) >= 1, "the worker reattached: {pair}");
+    assert!(pair["copied"].as_u64().unwrap_or(0) > before, "{pair}");
+    let (done, failed) = load.stop()?;
+    assert_eq!(failed, 0, "{done} writes, none failed");
+    wait_caught_up(&state, &name, Duration::from_secs(60)).await?;
+    let worker = wait_for("the snapshot worker's exit", Duration::from_secs(30), || Ok(snapshot.try_wait()?)).await?;
+    assert!(worker.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+
+    // Copies hold the source's `_version`: reconcile must not take them for behind.
+    let out = run_ok(indexferry(&state, &["reconcile", &name]))?;
+    assert!(out.contains("missing=0 behind=0 extra=0"), "{out}");
+    assert!(out.lines().any(|l| l == "reconcile: clean"), "{out}");
+
+    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    assert!(out.contains("write pause:"), "{out}");
+    let exit = wait_for("consumer exit after rollover", Duration::from_secs(30), || Ok(consume.try_wait()?)).await?;
+    let _ = exit;
+    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["identical"], json!(true), "{report}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reindex_in_cluster_converges_under_writes_deletes_and_a_killed_worker() -> anyhow::Result<()> {
+    converges("rxin", &opensearch3(), &opensearch3()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reindex_from_remote_converges_under_writes_deletes_and_a_killed_worker() -> anyhow::Result<()> {
+    converges("rxremote", &es7(), &opensearch3()).await
+}
+
+/// A recipe asking for `reindex` between `source_url` and `target_url`, `docs` documents.
+async fn prepared(
+    dir: &Path,
+    prefix: &str,
+    source_url: &str,
+    target_url: &str,
+    docs: &[Value],
+    target_mappings: Value,
+) -> anyhow::Result<(std::path::PathBuf, Names)> {
+    let names = Names::new(prefix);
+    // The source takes any `n`; the target may be stricter.
+    let keyword = json!({ "properties": { "n": { "type": "keyword" } } });
+    let c = create_source(source_url, &names.src, &names.alias, &names.topic, 1, keyword).await?;
+    let mut body = String::new();
+    for (i, d) in docs.iter().enumerate() {
+        body.push_str(&format!("{}\n{d}\n", json!({ "index": { "_index": names.src, "_id": i.to_string() } })));
+    }
+    if !body.is_empty() {
+        c.request(indexferry_common::es::Method::Post, "/_bulk", &[("refresh", "true")], Some(body.into())).await?;
+    }
+    let recipe = RecipeSpec {
+        method: "reindex",
+        mappings: target_mappings,
+        ..RecipeSpec::new(&names.name, source_url, target_url, &names.topic, &names.src, &names.dst, &names.alias)
+    }
+    .write(dir)?;
+    Ok((recipe, names))
+}
+
+/// The last line of stderr, after checking the command failed.
+fn failure_line(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a failure: {stderr}");
+    stderr.lines().last().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reindex_is_refused_at_init_on_a_cluster_without_the_module() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let url = es8();
+    let (recipe, _names) = prepared(dir.path(), "rxnomod", &url, &url, &[json!({ "n": 1 })], json!({})).await?;
+    let out = output(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let line = failure_line(&out);
+    assert!(
+        line.contains("[snapshot] method = \"reindex\"")
+            && line.contains("has no reindex module")
+            && line.contains(&url),
+        "{line}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reindex_from_a_host_not_allowlisted_fails_in_one_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    // The stack allowlists 127.0.0.1:*, not localhost.
+    let source = es7().replace("127.0.0.1", "localhost");
+    let (recipe, _names) =
+        prepared(dir.path(), "rxallow", &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
+    // Init reads the target's allowlist and refuses.
+    let out = output(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let line = failure_line(&out);
+    assert!(line.contains("[localhost:9204] not allowlisted in reindex.remote.allowlist"), "{line}");
+    // `auto` takes the search method instead, and says why.
+    let text = std::fs::read_to_string(&recipe)?.replace("method = \"reindex\"", "method = \"auto\"");
+    std::fs::write(&recipe, text)?;
+    let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    assert!(out.contains("snapshot method search: auto: [localhost:9204] not allowlisted"), "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reindex_task_failing_halfway_ends_the_snapshot_in_one_line_and_counts_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let url = opensearch3();
+    // Document 150 does not fit the target's mapping: the task stops at its batch.
+    let docs: Vec<Value> = (0..300).map(|i| if i == 150 { json!({ "n": "abc" }) } else { json!({ "n": i }) }).collect();
+    let mappings = json!({ "properties": { "n": { "type": "integer" } } });
+    let (recipe, names) = prepared(dir.path(), "rxhalf", &url, &url, &docs, mappings).await?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let out = output(indexferry(&state, &["snapshot", &names.name]))?;
+    let line = failure_line(&out);
+    assert!(
+        line.contains(&format!("the reindex of {} into {}", names.src, names.dst))
+            && line.contains("document 150")
+            && line.contains("mapper_parsing_exception"),
+        "{line}"
+    );
+    let s = status(&state, &names.name)?;
+    assert_eq!(s["pairs"][0]["done"], json!(false), "{s}");
+    assert_eq!(s["pairs"][0]["copied"], json!(0), "nothing reported as copied: {s}");
+    Ok(())
+}
+
+/// A migration of `docs` documents with method `reindex` throttled to `throttle` docs/s, its
+/// worker started and killed once its task copies: the task runs on, unattended.
+async fn orphaned_task(dir: &Path, prefix: &str, docs: usize, throttle: u32) -> anyhow::Result<Names> {
+    let state = dir.join("state");
+    let url = opensearch3();
+    let all: Vec<Value> = (0..docs).map(|i| json!({ "n": i })).collect();
+    let (recipe, names) = prepared(dir, prefix, &url, &url, &all, json!({})).await?;
+    let text = std::fs::read_to_string(&recipe)?
+        .replace("throttle_docs_per_s = 0", &format!("throttle_docs_per_s = {throttle}"))
+        .replace("batch_size = 100", "batch_size = 20");
+    std::fs::write(&recipe, text)?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut worker = spawn(indexferry(&state, &["snapshot", &names.name]), &dir.join("worker.log"))?;
+    wait_for("the task's first copies", Duration::from_secs(60), || {
+        Ok((status(&state, &names.name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) > 0).then_some(()))
+    })
+    .await?;
+    kill9(&mut worker)?;
+    Ok(names)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_throttle_rethrottles_the_running_task() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    // 2,000 documents at 10 docs/s would take minutes.
+    let names = orphaned_task(dir.path(), "rxthrottle", 2000, 10).await?;
+    let started = std::time::Instant::now();
+    let out = run_ok(indexferry(&state, &["snapshot", &names.name, "--throttle", "0"]))?;
+    assert!(out.contains("2000 documents"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(60), "rethrottled: {:?}", started.elapsed());
+    let s = status(&state, &names.name)?;
+    assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["restarts"].clone()), (json!(true), json!(0)), "{s}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_cancels_the_running_reindex_task() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let names = orphaned_task(dir.path(), "rxcancel", 2000, 10).await?;
+    let out = run_ok(indexferry(&state, &["cancel", &names.name]))?;
+    let task = out
+        .lines()
+        .find_map(|l| l.strip_prefix("cancelled reindex task "))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no task cancelled: {out}"))?;
+    let c = cluster(&opensearch3()).await?;
+    let t: Value = c.json(indexferry_common::es::Method::Get, &format!("/_tasks/{task}"), &[], None).await?;
+    assert_eq!(t["completed"], json!(true), "{t}");
+    assert_eq!(t["response"]["canceled"], json!("by user request"), "{t}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_too_large_for_the_remote_buffer_ends_the_snapshot_in_one_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let source_url = es7();
+    let (recipe, names) = prepared(dir.path(), "rxbuffer", &source_url, &opensearch3(), &[], json!({})).await?;
+    // 900 documents of 130 KB: one batch of 1,000 is past the 100mb the target's client for
+    // reindex from remote buffers.
+    let blob = "x".repeat(130_000);
+    let source = cluster(&source_url).await?;
+    for chunk in 0..9 {
+        let mut body = String::new();
+        for i in chunk * 100..(chunk + 1) * 100 {
+            body.push_str(&format!(
+                "{}\n{}\n",
+                json!({ "index": { "_index": names.src, "_id": i.to_string() } }),
+                json!({ "n": i.to_string(), "blob": blob })
+            ));
+        }
+        source.request(indexferry_common::es::Method::Post, "/_bulk", &[], Some(body.into())).await?;
+    }
+    let text = std::fs::read_to_string(&recipe)?.replace("batch_size = 100", "batch_size = 1000");
+    std::fs::write(&recipe, text)?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let out = output(indexferry(&state, &["snapshot", &names.name]))?;
+    let line = failure_line(&out);
+    assert!(
+        line.contains(&format!("the reindex of {} into {}", names.src, names.dst))
+            && line.contains("buffer limit [104857600]")
+            && line.contains("lower [snapshot] batch_size"),
+        "{line}"
+    );
+    let s = status(&state, &names.name)?;
+    assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["copied"].clone()), (json!(false), json!(0)), "{s}");
+    run_ok(indexferry(&state, &["cancel", &names.name]))?;
+    source.request(indexferry_common::es::Method::Delete, &format!("/{}", names.src), &[], None).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_the_cluster_forgot_is_started_again() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let names = orphaned_task(dir.path(), "rxvanish", 500, 50).await?;
+    // What a node restart does to a running task: gone, with no stored result. Here: the
+    // task is cancelled and its stored result deleted.
+    let c = cluster(&opensearch3()).await?;
+    let listed: Value = c
+        .json(indexferry_common::es::Method::Get, "/_tasks", &[("actions", "*reindex"), ("detailed", "true")], None)
+        .await?;
+    let id = listed["nodes"]
+        .as_object()
+        .into_iter()
+        .flat_map(|n| n.values())
+        .flat_map(|n| n["tasks"].as_object().cloned().unwrap_or_default())
+        .find(|(_, t)| {
+            t["parent_task_id"].is_null() && t["description"].as_str().is_some_and(|d| d.contains(names.src.as_str()))
+        })
+        .map(|(id, _)| id)
+        .ok_or_else(|| anyhow::anyhow!("no running task for {}: {listed}", names.src))?;
+    c.json::<Value>(indexferry_common::es::Method::Post, &format!("/_tasks/{id}/_cancel"), &[], None).await?;
+    let forget = || async {
+        let (code, _) = c
+            .request_raw(
+                indexferry_common::es::Method::Delete,
+                &format!("/.tasks/_doc/{id}"),
+                &[("refresh", "true")],
+                None,
+            )
+            .await?;
+        anyhow::Ok(code)
+    };
+    // The result is stored once the cancellation reaches every slice.
+    let mut code = forget().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while code != 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        code = forget().await?;
+    }
+    assert_eq!(code, 200, "the stored result of {id} deleted");
+    let out = run_ok(indexferry(&state, &["snapshot", &names.name, "--throttle", "0"]))?;
+    assert!(out.contains("500 documents"), "{out}");
+    let s = status(&state, &names.name)?;
+    assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["restarts"].clone()), (json!(true), json!(1)), "{s}");
+    assert_eq!(c.count(&names.dst, true).await?, 500);
+    Ok(())
+}
