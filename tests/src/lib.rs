@@ -233,6 +233,8 @@ pub struct RecipeSpec<'a> {
     /// `[rollover] grace`.
     pub grace: &'a str,
     pub extra: &'a str,
+    /// TOML lines before `[source]`, with `name` (`prefix = "..."`).
+    pub top: String,
 }
 
 impl<'a> RecipeSpec<'a> {
@@ -262,6 +264,7 @@ impl<'a> RecipeSpec<'a> {
             target_options: String::new(),
             grace: "500ms",
             extra: "",
+            top: String::new(),
         }
     }
 
@@ -276,7 +279,8 @@ impl<'a> RecipeSpec<'a> {
             format!("[target]\nurl = \"{}\"\n{target}", self.target_url)
         };
         let text = format!(
-            r#"name = "{name}"
+            r#"{top}
+name = "{name}"
 [source]
 url = "{source_url}"
 {source_options}
@@ -301,6 +305,7 @@ throttle_docs_per_s = {throttle}
 grace = "{grace}"
 {extra}
 "#,
+            top = self.top,
             name = self.name,
             source_url = self.source_url,
             brokers = brokers(),
