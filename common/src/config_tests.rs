@@ -189,7 +189,10 @@ fn a_prefix_goes_before_every_name_but_the_topic() {
     assert_eq!(r.group_id(), "tenant-a-indexferry-records-v2");
     assert_eq!(r.kafka.topic, "records.changes", "tenants share the topic");
     let p = &r.pairs[0];
-    assert_eq!((p.source.as_str(), p.target.as_str(), p.alias.as_str()), ("tenant-a-records-v1", "tenant-a-records-v2", "tenant-a-records"));
+    assert_eq!(
+        (p.source.as_str(), p.target.as_str(), p.alias.as_str()),
+        ("tenant-a-records-v1", "tenant-a-records-v2", "tenant-a-records")
+    );
     assert!(r.owns("tenant-a-x") && !r.owns("tenant-b-x"));
     let given = text.replace("topic = \"records.changes\"", "topic = \"records.changes\"\ngroup_id = \"ferry\"");
     assert_eq!(parse(&given).unwrap().group_id(), "tenant-a-ferry");

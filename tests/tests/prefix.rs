@@ -236,7 +236,8 @@ async fn a_prefix_that_makes_a_name_over_255_bytes_is_refused_at_init_in_one_lin
     let state = root.path().join("state");
     let mut t = Tenant::new(root.path(), "long")?;
     t.prefix = format!("{}-", "l".repeat(252));
-    let out = output(indexferry(&state, &["init", t.recipe(&url, &unique("long-events"), "")?.to_str().unwrap_or("")]))?;
+    let out =
+        output(indexferry(&state, &["init", t.recipe(&url, &unique("long-events"), "")?.to_str().unwrap_or("")]))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let line = stderr.trim_end();
@@ -245,4 +246,82 @@ async fn a_prefix_that_makes_a_name_over_255_bytes_is_refused_at_init_in_one_lin
     assert!(line.contains(&format!("with the prefix {:?}", t.prefix)), "the prefix is named: {stderr}");
     assert!(!state.exists() || std::fs::read_dir(&state)?.next().is_none(), "nothing was created");
     Ok(())
+}
+
+/// A prefixed pattern recipe, cross-cluster (es8 → es9): only the tenant's days are matched
+/// and moved, only the tenant's own template is copied, and an alias outside the prefix on a
+/// matched day is refused at `init` by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefixed_pattern_migrates_only_the_tenants_days_and_templates() -> anyhow::Result<()> {
+    let (source_url, target_url) = (es8(), es9());
+    let (src, dst) = (cluster(&source_url).await?, cluster(&target_url).await?);
+    let root = tempfile::tempdir()?;
+    let state = root.path().join("state");
+    let (a, b) = (Tenant::new(root.path(), "ta")?, Tenant::new(root.path(), "tb")?);
+    let (own_template, shared_template, shared_alias) = (a.name("stats"), unique("shared-tpl"), unique("shared-read"));
+    let legacy = |patterns: Value, order: u32| json!({ "index_patterns": patterns, "order": order });
+    let templates = [
+        (own_template.clone(), legacy(json!([a.name("stats-*")]), 1)),
+        (shared_template.clone(), legacy(json!([a.name("stats-*"), b.name("stats-*")]), 2)),
+    ];
+    for (name, body) in &templates {
+        src.json::<Value>(Method::Put, &format!("/_template/{name}"), &[], Some(body)).await?;
+    }
+    let days = [a.name("stats-2026.11.01"), a.name("stats-2026.11.02"), b.name("stats-2026.11.01")];
+    for (i, day) in days.iter().enumerate() {
+        let alias = if i < 2 { a.name("stats") } else { b.name("stats") };
+        let mut aliases = json!({ alias: {} });
+        if i == 1 {
+            aliases[shared_alias.as_str()] = json!({});
+        }
+        let body = json!({ "settings": { "index.number_of_replicas": 0 }, "aliases": aliases });
+        src.json::<Value>(Method::Put, &format!("/{day}"), &[], Some(&body)).await?;
+        src.json::<Value>(Method::Put, &format!("/{day}/_doc/1"), &[("refresh", "true")], Some(&json!({ "n": i })))
+            .await?;
+    }
+    let topic = unique("tenant-days-events");
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let text = format!(
+        "prefix = {:?}\nname = \"stats\"\n[source]\nurl = \"{source_url}\"\n[target]\nurl = \"{target_url}\"\n\
+         [kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n[[indices]]\nsource = \"stats-*\"\ntarget = \"v2-{{source}}\"\n",
+        a.prefix,
+        brokers()
+    );
+    let r = a.dir.join("stats.toml");
+    std::fs::write(&r, text)?;
+    let result = async {
+        let out = output(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(&shared_alias) && err.contains("prefix"), "{err}");
+        assert!(!dst.exists(&a.name("v2-stats-2026.11.01")).await?, "nothing created");
+        src.json::<Value>(Method::Delete, &format!("/{}/_alias/{shared_alias}", days[1]), &[], None).await?;
+
+        let out = run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+        for day in &days[..2] {
+            let target = day.replacen(&a.prefix, &a.name("v2-"), 1);
+            assert!(out.contains(&format!("{day} -> {target}")), "{out}");
+        }
+        assert!(!out.contains(&b.prefix), "tenant B's day is not matched: {out}");
+        assert!(out.contains(&format!("template {own_template} copied")), "{out}");
+        assert!(out.contains(&format!("template {shared_template} (_template) not copied")), "{out}");
+        let name = a.name("stats");
+        run_ok(indexferry(&state, &["snapshot", &name]))?;
+        run_ok(indexferry(&state, &["rollover", &name]))?;
+        let out = run_ok(indexferry(&state, &["verify", &name]))?;
+        assert!(out.contains("verify: identical"), "{out}");
+        let moved: Value = dst.json(Method::Get, &format!("/_alias/{}", a.name("stats")), &[], None).await?;
+        assert_eq!(moved.as_object().map(|m| m.len()), Some(2), "the tenant's read alias spans its days: {moved}");
+        assert!(!dst.exists(&b.name("v2-stats-2026.11.01")).await?, "tenant B's day was not migrated");
+        let theirs: Value = src.json(Method::Get, &format!("/{}/_alias", days[2]), &[], None).await?;
+        assert!(theirs[&days[2]]["aliases"].get(b.name("stats")).is_some(), "B's alias stayed: {theirs}");
+        let held: Value = dst.json(Method::Get, "/_template", &[], None).await?;
+        assert!(held.get(&shared_template).is_none(), "the shared template stayed behind");
+        anyhow::Ok(())
+    }
+    .await;
+    for (name, _) in &templates {
+        let _ = src.request(Method::Delete, &format!("/_template/{name}"), &[], None).await;
+        let _ = dst.request(Method::Delete, &format!("/_template/{name}"), &[], None).await;
+    }
+    result
 }
