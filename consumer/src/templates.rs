@@ -45,7 +45,40 @@ const COMPONENT_KEYS: [&str; 3] = ["template", "version", "_meta"];
 /// a legacy template overlapping a composable one that exists), then components, then the
 /// composable templates using them. Refuses a data-stream template and (without
 /// `overwrite`) a template the target holds with another body.
-pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[Planned]) -> anyhow::Result<Vec<Copy>> {
+///
+/// With a prefix, a template is the tenant's only if its name and every pattern carry the
+/// prefix; one that covers the tenant's indices but not only them is left behind (its name
+/// is in the second list): copying it would change other tenants' indices on the target.
+pub async fn plan(
+    source: &Cluster,
+    target: &Cluster,
+    recipe: &Recipe,
+    pairs: &[Planned],
+) -> anyhow::Result<(Vec<Copy>, Vec<String>)> {
+    let (copies, foreign) = candidates(source, recipe, pairs).await?;
+    let mut out = vec![];
+    for c in copies {
+        if differs(target, &c).await? {
+            if !recipe.templates.overwrite {
+                bail!(
+                    "template {:?} ({}) already exists on the target cluster {} with another body than the source's \
+                     (with the recipe's mappings): delete it, or set [templates] overwrite = true",
+                    c.name,
+                    c.kind.api(),
+                    target.url
+                );
+            }
+            out.push(c);
+        } else if !exists(target, &c).await? {
+            out.push(c);
+        }
+    }
+    Ok((out, foreign))
+}
+
+/// The templates covering the migrated indices, in put order, and those left out as not the
+/// tenant's.
+async fn candidates(source: &Cluster, recipe: &Recipe, pairs: &[Planned]) -> anyhow::Result<(Vec<Copy>, Vec<String>)> {
     let mut legacy_copies = vec![];
     let mut copies = vec![];
     let legacy: Map<String, Value> = get_or_empty(source, "/_template").await?;
@@ -91,24 +124,19 @@ pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[
         }
     }
     parts.extend(copies);
-    let mut out = vec![];
-    for c in legacy_copies.into_iter().chain(parts) {
-        if differs(target, &c).await? {
-            if !recipe.templates.overwrite {
-                bail!(
-                    "template {:?} ({}) already exists on the target cluster {} with another body than the source's \
-                     (with the recipe's mappings): delete it, or set [templates] overwrite = true",
-                    c.name,
-                    c.kind.api(),
-                    target.url
-                );
-            }
-            out.push(c);
-        } else if !exists(target, &c).await? {
-            out.push(c);
-        }
-    }
-    Ok(out)
+    let all: Vec<Copy> = legacy_copies.into_iter().chain(parts).collect();
+    let (mine, foreign): (Vec<Copy>, Vec<Copy>) = all.into_iter().partition(|c| tenants(c, recipe));
+    Ok((mine, foreign.into_iter().map(|c| format!("{} ({})", c.name, c.kind.api())).collect()))
+}
+
+/// The template belongs to the recipe's tenant: its name and its patterns carry the prefix.
+fn tenants(c: &Copy, recipe: &Recipe) -> bool {
+    let patterns = match &c.body["index_patterns"] {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    recipe.owns(&c.name) && patterns.iter().all(|p| recipe.owns(p))
 }
 
 /// Puts the templates on the target, in the order [`plan`] gives.
