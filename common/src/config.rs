@@ -20,8 +20,14 @@ pub const PRODUCER_RETRY_WINDOW: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
-    /// The migration's name: the key of its state and the default consumer group.
+    /// The migration's name: the key of its state and the default consumer group. With a
+    /// `prefix`, the prefix followed by the name the recipe gives.
     pub name: String,
+    /// Put before every index, alias and pattern name of the recipe, its name (the state's
+    /// key) and its consumer group, so that tenants sharing one cluster and one topic never
+    /// meet (see [`Recipe::owns`]). Empty: no prefix.
+    #[serde(default)]
+    pub prefix: String,
     pub source: ClusterConfig,
     /// Defaults to the source cluster (an in-cluster migration).
     #[serde(default)]
@@ -124,6 +130,10 @@ pub struct IndexPair {
     pub settings: Option<toml::Table>,
     #[serde(default)]
     pub settings_file: Option<PathBuf>,
+    /// The recipe's prefix, already put before `source`, `target`, `alias` and `exclude`; a
+    /// pattern's `{source}` stands for the matched name without it (see [`IndexPair::target_for`]).
+    #[serde(skip)]
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +314,7 @@ impl Recipe {
     pub fn parse(text: &str, origin: &Path, base: &Path, overrides: &Overrides) -> Result<Recipe> {
         let err = |message: String| Error::Recipe { path: origin.into(), message };
         let mut recipe: Recipe = toml::from_str(text).map_err(|e| err(describe_toml_error(&e)))?;
+        recipe.apply_prefix().map_err(err)?;
         recipe.apply(overrides, &|name| std::env::var(name).ok());
         recipe.resolve_files(base).map_err(err)?;
         recipe.validate().map_err(err)?;
@@ -319,6 +330,7 @@ impl Recipe {
             p.mappings_file = None;
             p.settings_file = None;
         }
+        recipe.apply_prefix().map_err(err)?;
         recipe.apply(overrides, &|name| std::env::var(name).ok());
         recipe.resolve_files(base).map_err(err)?;
         recipe.validate().map_err(err)?;
@@ -356,6 +368,45 @@ impl Recipe {
                 t.api_key = Some(Secret::new(k));
             }
         }
+    }
+
+    /// Puts the prefix before every name the recipe gives (see `prefix`): the migration's
+    /// name, the consumer group (given or default: `<prefix>indexferry-<name>`), and each
+    /// entry's source, target, alias and exclusions. The topic is not prefixed: tenants may
+    /// share it, and each migration applies only the events of its own indices.
+    fn apply_prefix(&mut self) -> std::result::Result<(), String> {
+        let prefix = self.prefix.clone();
+        if prefix.is_empty() {
+            return Ok(());
+        }
+        if !valid_name(&prefix, false)
+            || prefix.starts_with('.')
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "prefix: {prefix:?} must use only lowercase letters, digits, '-', '_' and '.', and not start with \
+                 '-', '_' or '.'"
+            ));
+        }
+        let group = self.kafka.group_id.take().unwrap_or_else(|| format!("indexferry-{}", self.name));
+        self.kafka.group_id = Some(format!("{prefix}{group}"));
+        self.name = format!("{prefix}{}", self.name);
+        for p in &mut self.pairs {
+            for name in [&mut p.source, &mut p.target].into_iter().chain(p.exclude.iter_mut()) {
+                *name = format!("{prefix}{name}");
+            }
+            if !p.alias.is_empty() {
+                p.alias = format!("{prefix}{}", p.alias);
+            }
+            p.prefix = prefix.clone();
+        }
+        Ok(())
+    }
+
+    /// `index` is one of this recipe's: it carries the prefix (every name does without one).
+    /// Events of other indices on a shared topic belong to other tenants.
+    pub fn owns(&self, index: &str) -> bool {
+        index.starts_with(&self.prefix)
     }
 
     fn resolve_files(&mut self, base: &Path) -> std::result::Result<(), String> {
@@ -425,9 +476,14 @@ impl Recipe {
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.pairs.iter().enumerate() {
             validate_pair(i, p, self.cross_cluster())?;
+            self.check_length(i, p)?;
             if !seen.insert(&p.source) {
                 return Err(format!("indices[{i}].source: {:?} appears twice; one source feeds one target", p.source));
             }
+        }
+        // The name is the state's folder name (and in the consumer group's).
+        if self.name.len() > MAX_NAME_BYTES {
+            return Err(too_long("name", &self.name, &self.prefix));
         }
         if self.snapshot.batch_size == 0 || self.snapshot.batch_size > 10_000 {
             return Err("snapshot.batch_size: must be between 1 and 10000".into());
@@ -450,6 +506,17 @@ impl Recipe {
                 humantime::format_duration(r.grace),
                 humantime::format_duration(PRODUCER_RETRY_WINDOW)
             ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a name over the clusters' 255-byte limit (for a pattern's target, its fixed part).
+    fn check_length(&self, i: usize, p: &IndexPair) -> std::result::Result<(), String> {
+        let target = p.target.replace("{source}", "");
+        for (what, name) in [("source", p.source.as_str()), ("target", &target), ("alias", p.alias.as_str())] {
+            if name.len() > MAX_NAME_BYTES {
+                return Err(too_long(&format!("indices[{i}].{what}"), name, &self.prefix));
+            }
         }
         Ok(())
     }
@@ -485,6 +552,18 @@ impl Recipe {
     pub fn is_target(&self, index: &str) -> bool {
         self.pairs.iter().any(|p| p.target == index)
     }
+}
+
+/// The longest index or alias name Elasticsearch and OpenSearch accept, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// The refusal of a name over [`MAX_NAME_BYTES`], naming the prefix that made it so.
+pub fn too_long(field: &str, name: &str, prefix: &str) -> String {
+    let by = if prefix.is_empty() { String::new() } else { format!(" with the prefix {prefix:?}") };
+    format!(
+        "{field}: {name:?} is {} bytes{by}, over the {MAX_NAME_BYTES}-byte limit for index, alias and migration names",
+        name.len()
+    )
 }
 
 fn valid_name(v: &str, wildcard: bool) -> bool {
@@ -558,9 +637,10 @@ impl IndexPair {
         self.source.contains('*')
     }
 
-    /// The target of the matched index `source`: the `target` template with `{source}` filled.
+    /// The target of the matched index `source`: the `target` template with `{source}` filled
+    /// with the matched name less the recipe's prefix (the template carries it already).
     pub fn target_for(&self, source: &str) -> String {
-        self.target.replace("{source}", source)
+        self.target.replace("{source}", source.strip_prefix(&self.prefix).unwrap_or(source))
     }
 
     /// `index` is one this pattern entry leaves alone (`exclude`).

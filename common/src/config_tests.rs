@@ -189,3 +189,58 @@ fn globs_match_like_index_patterns() {
     assert!(glob_match("*", "x") && glob_match("a*b*c", "abbbc") && !glob_match("a*b*c", "acb"));
     assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
 }
+
+#[test]
+fn a_prefix_goes_before_every_name_but_the_topic() {
+    let text = MINIMAL.replace("name = \"records-v2\"", "prefix = \"tenant-a-\"\nname = \"records-v2\"");
+    let r = parse(&text).unwrap();
+    assert_eq!(r.name, "tenant-a-records-v2");
+    assert_eq!(r.group_id(), "tenant-a-indexferry-records-v2");
+    assert_eq!(r.kafka.topic, "records.changes", "tenants share the topic");
+    let p = &r.pairs[0];
+    assert_eq!(
+        (p.source.as_str(), p.target.as_str(), p.alias.as_str()),
+        ("tenant-a-records-v1", "tenant-a-records-v2", "tenant-a-records")
+    );
+    assert!(r.owns("tenant-a-x") && !r.owns("tenant-b-x"));
+    let given = text.replace("topic = \"records.changes\"", "topic = \"records.changes\"\ngroup_id = \"ferry\"");
+    assert_eq!(parse(&given).unwrap().group_id(), "tenant-a-ferry");
+}
+
+#[test]
+fn a_pattern_target_fills_source_without_the_prefix() {
+    let text = r#"
+prefix = "t1-"
+name = "stats"
+[source]
+url = "http://127.0.0.1:9200"
+[kafka]
+brokers = "127.0.0.1:9092"
+topic = "stats.changes"
+[[indices]]
+source = "stats-*"
+target = "v2-{source}"
+exclude = ["stats-old-*"]
+"#;
+    let r = parse(text).unwrap();
+    let p = &r.pairs[0];
+    assert_eq!(p.source, "t1-stats-*");
+    assert_eq!(p.exclude, ["t1-stats-old-*"]);
+    assert_eq!(p.target_for("t1-stats-2026.11.01"), "t1-v2-stats-2026.11.01");
+    assert!(p.excludes("t1-stats-old-1") && !p.excludes("stats-old-1"));
+}
+
+#[test]
+fn a_prefix_over_the_name_limit_or_invalid_is_refused_in_one_line() {
+    let long = "t".repeat(250);
+    let text = MINIMAL.replace("name = \"records-v2\"", &format!("prefix = \"{long}-\"\nname = \"records-v2\""));
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("indices[0].source") && e.contains("261 bytes") && e.contains("255-byte limit"), "{e}");
+    assert!(e.contains(&format!("prefix \"{long}-\"")), "{e}");
+    assert!(!e.trim_end().contains('\n'), "one line: {e}");
+    for bad in ["Tenant-", "-t", "t*", "t/"] {
+        let text = MINIMAL.replace("name = \"records-v2\"", &format!("prefix = \"{bad}\"\nname = \"records-v2\""));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("prefix:"), "{bad}: {e}");
+    }
+}

@@ -15,6 +15,8 @@ pub const EVENTS_BY_ALIAS: &str = "indexferry_events_by_alias_total";
 /// Events ignored because their `index` is neither a source, an alias nor a target of the
 /// migration, by `index`.
 pub const EVENTS_UNKNOWN_INDEX: &str = "indexferry_events_unknown_index_total";
+/// Events ignored because their `index` lacks the recipe's prefix: another tenant's.
+pub const EVENTS_OTHER_PREFIX: &str = "indexferry_events_other_prefix_total";
 /// Messages waiting to be applied, per `partition`.
 pub const LAG_MESSAGES: &str = "indexferry_consumer_lag_messages";
 /// Age of the newest applied event's write, per `partition`: how far behind the target is.
@@ -50,6 +52,7 @@ pub fn describe() {
     describe_counter!(EVENTS, "Change events replayed, by op and result.");
     describe_counter!(EVENTS_BY_ALIAS, "Events naming an alias, applied to the pair it belongs to.");
     describe_counter!(EVENTS_UNKNOWN_INDEX, "Events of indices outside the migration, ignored, by index.");
+    describe_counter!(EVENTS_OTHER_PREFIX, "Events of indices without the recipe's prefix (other tenants), ignored.");
     describe_gauge!(LAG_MESSAGES, "Messages not yet applied, per partition.");
     describe_gauge!(LAG_SECONDS, Unit::Seconds, "Age of the newest applied event, per partition.");
     describe_counter!(SNAPSHOT_DOCS, "Documents written by the snapshot, by pair and result.");

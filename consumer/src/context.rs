@@ -69,6 +69,7 @@ pub fn stored_recipe(m: &Migration, overrides: &Overrides) -> anyhow::Result<Rec
 /// by name; the pattern entries stay (no event names them). Pairs of an earlier record go.
 fn add_matched(recipe: &mut Recipe, m: &Migration) {
     recipe.pairs.retain(|p| !is_matched(m, p));
+    let prefix = recipe.prefix.clone();
     recipe.pairs.extend(m.pairs.iter().filter(|p| p.pattern.is_some()).map(|p| IndexPair {
         source: p.source.clone(),
         target: p.target.clone(),
@@ -78,6 +79,7 @@ fn add_matched(recipe: &mut Recipe, m: &Migration) {
         mappings_file: None,
         settings: None,
         settings_file: None,
+        prefix: prefix.clone(),
     }));
 }
 

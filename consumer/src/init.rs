@@ -49,9 +49,9 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         _ => recipe.cross_cluster(),
     };
     let planned = crate::patterns::plan(&source, &target, &recipe, cross).await?;
-    let templates = match cross {
+    let (templates, foreign_templates) = match cross {
         true => crate::templates::plan(&source, &target, &recipe, &planned).await?,
-        false => vec![],
+        false => (vec![], vec![]),
     };
     let (snapshot_method, why) = method::choose(recipe.snapshot.method, &source, &target, cross).await?;
     let start_offsets = end_offsets(&recipe, Duration::from_secs(15)).await?;
@@ -136,6 +136,9 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     for t in &templates {
         println!("  template {} copied to the target ({})", t.name, t.kind.api());
     }
+    for t in &foreign_templates {
+        println!("  template {t} not copied: it covers indices outside the prefix {:?}", recipe.prefix);
+    }
     println!("  snapshot method {}: {why}", snapshot_method.as_str());
     let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
     println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
@@ -153,7 +156,11 @@ async fn check_pair(
     i: usize,
     pair: &indexferry_common::config::IndexPair,
 ) -> anyhow::Result<()> {
-    let aliased = source.alias_indices(&pair.source).await?;
+    // A cluster that refuses to say (403: the user's role does not grant the index) is named.
+    let on = |cluster: &Cluster, what: &str, name: &str| {
+        format!("indices[{i}].{what}: cannot read {name:?} on the {} cluster {}", cluster.role(), cluster.url)
+    };
+    let aliased = source.alias_indices(&pair.source).await.with_context(|| on(source, "source", &pair.source))?;
     if !aliased.is_empty() {
         bail!(
             "indices[{i}].source: {:?} is an alias (of {}); name the concrete index",
@@ -161,17 +168,17 @@ async fn check_pair(
             aliased.join(", ")
         );
     }
-    if !source.exists(&pair.source).await? {
+    if !source.exists(&pair.source).await.with_context(|| on(source, "source", &pair.source))? {
         bail!("indices[{i}].source: index {:?} does not exist on the source cluster {}", pair.source, source.url);
     }
-    let behind = source.alias_indices(&pair.alias).await?;
+    let behind = source.alias_indices(&pair.alias).await.with_context(|| on(source, "alias", &pair.alias))?;
     match behind.as_slice() {
         [one] if *one == pair.source => {}
         [] => bail!("indices[{i}].alias: alias {:?} does not exist on the source cluster; the application must write through it", pair.alias),
         [one] => bail!("indices[{i}].alias: alias {:?} points at {one:?}, not at the source index {:?}", pair.alias, pair.source),
         many => bail!("indices[{i}].alias: alias {:?} points at several indices ({}); it must point at {:?} alone", pair.alias, many.join(", "), pair.source),
     }
-    if target.exists(&pair.target).await? {
+    if target.exists(&pair.target).await.with_context(|| on(target, "target", &pair.target))? {
         bail!(
             "indices[{i}].target: index {:?} already exists on the target cluster {} (delete it, or pick another name)",
             pair.target,

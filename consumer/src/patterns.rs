@@ -5,7 +5,7 @@
 //! the source index, moved at rollover.
 
 use anyhow::{bail, Context as _};
-use indexferry_common::config::{glob_match, IndexPair, Recipe};
+use indexferry_common::config::{glob_match, too_long, IndexPair, Recipe, MAX_NAME_BYTES};
 use indexferry_common::es::alias::AliasDefinition;
 use indexferry_common::es::{Cluster, Flavor, Method};
 use serde_json::{Map, Value};
@@ -48,6 +48,9 @@ pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, cross: bo
         }
         for index in names {
             let p = matched(source, target, entry, &index).await?;
+            if p.target.len() > MAX_NAME_BYTES {
+                bail!("{}", too_long(&format!("indices[{i}].target (for {index:?})"), &p.target, &recipe.prefix));
+            }
             if !cross && glob_match(&entry.source, &p.target) {
                 bail!(
                     "indices[{i}].target: {:?} makes {:?} the target of {index:?}, and the pattern {:?} matches it too: \
@@ -181,6 +184,13 @@ pub async fn matched(source: &Cluster, target: &Cluster, entry: &IndexPair, inde
         .with_context(ctx)?;
     let mut production = copyable_settings(&settings[index]["settings"], source.flavor, target.flavor);
     production.extend(entry.production_settings());
+    if let Some(other) = aliases.keys().find(|a| !a.starts_with(&entry.prefix)) {
+        bail!(
+            "index {index:?} has the alias {other:?}, which lacks the prefix {:?}: the rollover would move an alias \
+             outside the tenant's names; remove it from the index, or migrate without a prefix",
+            entry.prefix
+        );
+    }
     let alias = write_alias(&aliases);
     Ok(Planned {
         source: index.to_owned(),

@@ -83,6 +83,8 @@ pub struct ReplayStatus {
     pub ignored: u64,
     /// Ignored events of indices outside the migration, per index (`*`: beyond 100 names).
     pub ignored_indices: std::collections::BTreeMap<String, u64>,
+    /// Of `ignored`: events of other tenants' indices (without the recipe's prefix).
+    pub other_prefix: u64,
     pub lag_messages: Option<u64>,
 }
 
@@ -210,6 +212,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
             dead_lettered: cp.dead_lettered,
             ignored: cp.ignored,
             ignored_indices: cp.ignored_indices.clone(),
+            other_prefix: cp.other_prefix,
             lag_messages: lag_total,
         },
         partitions,
@@ -349,6 +352,9 @@ pub fn print(s: &Status) {
     if !s.replay.ignored_indices.is_empty() {
         let names: Vec<String> = s.replay.ignored_indices.iter().map(|(i, n)| format!("{i}={n}")).collect();
         println!("  ignored events of indices outside the migration: {}", names.join(" "));
+    }
+    if s.replay.other_prefix > 0 {
+        println!("  ignored events of other tenants' indices (without the prefix): {}", s.replay.other_prefix);
     }
     println!("  {:>9} {:>12} {:>12} {:>10} {:>10}", "partition", "position", "end", "lag", "lag_s");
     for p in &s.partitions {

@@ -45,12 +45,78 @@ const COMPONENT_KEYS: [&str; 3] = ["template", "version", "_meta"];
 /// a legacy template overlapping a composable one that exists), then components, then the
 /// composable templates using them. Refuses a data-stream template and (without
 /// `overwrite`) a template the target holds with another body.
-pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[Planned]) -> anyhow::Result<Vec<Copy>> {
+///
+/// With a prefix, a template is the tenant's only if its name and every pattern carry the
+/// prefix; one that covers the tenant's indices but not only them is left behind (its name
+/// is in the second list): copying it would change other tenants' indices on the target.
+pub async fn plan(
+    source: &Cluster,
+    target: &Cluster,
+    recipe: &Recipe,
+    pairs: &[Planned],
+) -> anyhow::Result<(Vec<Copy>, Vec<String>)> {
+    let covered: Vec<Covered> = pairs
+        .iter()
+        .map(|p| {
+            let entry = recipe.pairs.iter().find(|e| Some(&e.source) == p.pattern.as_ref() || e.source == p.source);
+            Covered { index: p.source.clone(), mappings: entry.and_then(|e| e.mappings_json()) }
+        })
+        .collect();
+    let (mine, foreign): (Vec<Copy>, Vec<Copy>) =
+        candidates(source, &covered).await?.into_iter().partition(|c| tenants(c, recipe));
+    let mut out = vec![];
+    for c in mine {
+        match status(target, &c).await? {
+            Status::Differs if !recipe.templates.overwrite => bail!(
+                "template {:?} ({}) already exists on the target cluster {} with another body than the source's \
+                 (with the recipe's mappings): delete it, or set [templates] overwrite = true",
+                c.name,
+                c.kind.api(),
+                target.url
+            ),
+            Status::Same => {}
+            Status::New | Status::Differs => out.push(c),
+        }
+    }
+    Ok((out, foreign.into_iter().map(|c| format!("{} ({})", c.name, c.kind.api())).collect()))
+}
+
+/// The template belongs to the recipe's tenant: its name and its patterns carry the prefix.
+fn tenants(c: &Copy, recipe: &Recipe) -> bool {
+    let patterns = match &c.body["index_patterns"] {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    recipe.owns(&c.name) && patterns.iter().all(|p| recipe.owns(p))
+}
+
+/// A migrated index and the recipe's mappings for it (laid over a template covering it).
+#[derive(Debug, Clone)]
+pub struct Covered {
+    pub index: String,
+    pub mappings: Option<Value>,
+}
+
+/// What the target holds under a template's name, against what would be put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Absent: put.
+    New,
+    /// Held with the same body: left alone.
+    Same,
+    /// Held with another body: refused unless `[templates] overwrite = true`.
+    Differs,
+}
+
+/// The source's templates covering `covered` (and the components they use), in the order
+/// they can be put, whatever the target holds. Refuses a data-stream template.
+pub async fn candidates(source: &Cluster, covered: &[Covered]) -> anyhow::Result<Vec<Copy>> {
     let mut legacy_copies = vec![];
     let mut copies = vec![];
     let legacy: Map<String, Value> = get_or_empty(source, "/_template").await?;
     for (name, t) in legacy.iter().filter(|(n, _)| !n.starts_with('.')) {
-        let Some(over) = covers(t, pairs, recipe) else { continue };
+        let Some(over) = covers(t, covered) else { continue };
         let mut body = pick(t, &LEGACY_KEYS);
         lay(&mut body["mappings"], &over);
         legacy_copies.push(Copy { kind: Kind::Legacy, name: name.clone(), body });
@@ -62,7 +128,7 @@ pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[
         if name.starts_with('.') {
             continue;
         }
-        let Some(over) = covers(t, pairs, recipe) else { continue };
+        let Some(over) = covers(t, covered) else { continue };
         if t.get("data_stream").is_some_and(|d| !d.is_null()) {
             bail!(
                 "index template {name:?} on the source cluster {} makes data streams of {}: data streams are not \
@@ -91,24 +157,21 @@ pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, pairs: &[
         }
     }
     parts.extend(copies);
-    let mut out = vec![];
-    for c in legacy_copies.into_iter().chain(parts) {
-        if differs(target, &c).await? {
-            if !recipe.templates.overwrite {
-                bail!(
-                    "template {:?} ({}) already exists on the target cluster {} with another body than the source's \
-                     (with the recipe's mappings): delete it, or set [templates] overwrite = true",
-                    c.name,
-                    c.kind.api(),
-                    target.url
-                );
+    Ok(legacy_copies.into_iter().chain(parts).collect())
+}
+
+/// Whether the target holds `c`, and with which body.
+pub async fn status(target: &Cluster, c: &Copy) -> anyhow::Result<Status> {
+    Ok(match on_target(target, c).await? {
+        None => Status::New,
+        Some(held) => {
+            let ours = c.body.as_object().cloned().unwrap_or_default();
+            match ours.iter().any(|(k, v)| !same(v, held.get(k).unwrap_or(&Value::Null))) {
+                true => Status::Differs,
+                false => Status::Same,
             }
-            out.push(c);
-        } else if !exists(target, &c).await? {
-            out.push(c);
         }
-    }
-    Ok(out)
+    })
 }
 
 /// Puts the templates on the target, in the order [`plan`] gives.
@@ -126,16 +189,14 @@ pub async fn apply(target: &Cluster, copies: &[Copy]) -> anyhow::Result<()> {
 
 /// The recipe mappings for the template when one of its patterns covers a migrated index
 /// (`Some(null)` when the recipe has none for it); `None` when it covers none.
-fn covers(t: &Value, pairs: &[Planned], recipe: &Recipe) -> Option<Value> {
+fn covers(t: &Value, covered: &[Covered]) -> Option<Value> {
     let patterns: Vec<&str> = match &t["index_patterns"] {
         Value::String(s) => vec![s.as_str()],
         Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
         _ => vec![],
     };
-    let covered: Vec<&Planned> = pairs.iter().filter(|p| patterns.iter().any(|tp| glob_match(tp, &p.source))).collect();
-    let first = covered.first()?;
-    let entry = recipe.pairs.iter().find(|e| Some(&e.source) == first.pattern.as_ref() || e.source == first.source);
-    Some(entry.and_then(|e| e.mappings_json()).unwrap_or(Value::Null))
+    let first = covered.iter().find(|c| patterns.iter().any(|tp| glob_match(tp, &c.index)))?;
+    Some(first.mappings.clone().unwrap_or(Value::Null))
 }
 
 fn lay(slot: &mut Value, over: &Value) {
@@ -170,17 +231,6 @@ async fn on_target(target: &Cluster, c: &Copy) -> anyhow::Result<Option<Value>> 
         Kind::Composable => found["index_templates"].get(0).map(|t| t["index_template"].clone()),
         Kind::Component => found["component_templates"].get(0).map(|t| t["component_template"].clone()),
     })
-}
-
-async fn exists(target: &Cluster, c: &Copy) -> anyhow::Result<bool> {
-    Ok(on_target(target, c).await?.is_some())
-}
-
-/// The target holds the template, and some part of it differs from what would be put.
-async fn differs(target: &Cluster, c: &Copy) -> anyhow::Result<bool> {
-    let Some(held) = on_target(target, c).await? else { return Ok(false) };
-    let ours = c.body.as_object().cloned().unwrap_or_default();
-    Ok(ours.iter().any(|(k, v)| !same(v, held.get(k).unwrap_or(&Value::Null))))
 }
 
 /// Equal as a cluster would store them: scalars compared as text (settings come back as

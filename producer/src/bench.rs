@@ -129,6 +129,22 @@ async fn send(cluster: &Cluster, path: &str, body: Bytes) -> anyhow::Result<u64>
         as u64)
 }
 
+impl BulkArgs {
+    /// The index with the tenant's prefix before it.
+    pub(crate) fn with_prefix(mut self, prefix: &str) -> Self {
+        self.index = format!("{prefix}{}", self.index);
+        self
+    }
+}
+
+impl FillArgs {
+    /// The events name the index with the tenant's prefix before it.
+    pub(crate) fn with_prefix(mut self, prefix: &str) -> Self {
+        self.index = format!("{prefix}{}", self.index);
+        self
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct FillArgs {
     /// Kafka bootstrap servers.

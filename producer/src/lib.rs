@@ -79,8 +79,12 @@ pub struct ProducerConfig {
     pub brokers: String,
     pub kafka_properties: BTreeMap<String, String>,
     pub topic: String,
-    /// Writes go through this alias (or index).
+    /// Writes go through this alias (or index), named without the prefix.
     pub alias: String,
+    /// The tenant's prefix on a shared cluster (a recipe's `prefix`): writes go to
+    /// `<prefix><alias>`, which must lead to indices named with the prefix, so each event's
+    /// `index` carries it and only that tenant's migration applies the event. Empty: none.
+    pub prefix: String,
     /// How long one event may take to be acknowledged. A rollover waits longer than this
     /// (its `grace`) after blocking writes, so keep it below the recipe's grace.
     pub publish_timeout: Duration,
@@ -95,6 +99,11 @@ pub struct ProducerConfig {
 }
 
 impl ProducerConfig {
+    /// The alias as the cluster names it: with the prefix.
+    pub fn write_alias(&self) -> String {
+        format!("{}{}", self.prefix, self.alias)
+    }
+
     pub fn new(url: &str, brokers: &str, topic: &str, alias: &str) -> Self {
         ProducerConfig {
             cluster: ClusterConfig::at(url),
@@ -102,6 +111,7 @@ impl ProducerConfig {
             kafka_properties: BTreeMap::new(),
             topic: topic.to_owned(),
             alias: alias.to_owned(),
+            prefix: String::new(),
             publish_timeout: Duration::from_millis(400),
             retry_for: indexferry_common::config::PRODUCER_RETRY_WINDOW,
             follow: vec![],
@@ -147,10 +157,12 @@ impl Producer {
         let cluster = Cluster::connect(&cfg.cluster, "source", Duration::from_secs(30))
             .await
             .map_err(|e| WriteError::Setup(e.to_string()))?;
+        let alias = cfg.write_alias();
         let alias_routing = cluster
-            .alias_index_routing(&cfg.alias)
+            .alias_index_routing(&alias)
             .await
-            .map_err(|e| WriteError::Setup(format!("cannot read alias {:?}: {e}", cfg.alias)))?;
+            .map_err(|e| WriteError::Setup(format!("cannot read alias {alias:?}: {e}")))?;
+        outside_prefix(&cluster, &alias, &cfg.prefix).await?;
         let kafka: FutureProducer = producer_config(&cfg.brokers, &cfg.kafka_properties, cfg.publish_timeout)
             .create()
             .map_err(|e| WriteError::Setup(format!("kafka producer: {e}")))?;
@@ -162,7 +174,7 @@ impl Producer {
         .await
         .map_err(|e| WriteError::Setup(e.to_string()))?
         .map_err(|e| WriteError::Setup(format!("kafka: {e}")))?;
-        let route = Route { cluster, name: cfg.alias.clone(), alias_routing, followed: false };
+        let route = Route { cluster, name: alias, alias_routing, followed: false };
         Ok(Producer {
             route: RwLock::new(Arc::new(route)),
             marker_read: tokio::sync::Mutex::new(None),
@@ -463,6 +475,26 @@ impl Producer {
     /// Waits until every event handed to Kafka is acknowledged (for a clean exit).
     pub fn flush(&self, timeout: Duration) {
         let _ = self.kafka().flush(Timeout::After(timeout));
+    }
+}
+
+/// Refuses an alias that leads to an index without the prefix: its events would name that
+/// index, and the tenant's migration would ignore them as another tenant's.
+async fn outside_prefix(cluster: &Cluster, alias: &str, prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let behind = cluster
+        .alias_indices(alias)
+        .await
+        .map_err(|e| WriteError::Setup(format!("cannot read alias {alias:?} at {}: {e}", cluster.url)))?;
+    match behind.iter().find(|i| !i.starts_with(prefix)) {
+        Some(i) => Err(WriteError::Setup(format!(
+            "alias {alias:?} at {} leads to index {i:?}, which lacks the prefix {prefix:?}: its events would belong \
+             to no migration of this tenant",
+            cluster.url
+        ))),
+        None => Ok(()),
     }
 }
 

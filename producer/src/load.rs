@@ -99,9 +99,17 @@ pub(crate) struct LoadArgs {
     /// PEM file of the CA of the clusters followed to.
     #[arg(long, env = "INDEXFERRY_FOLLOW_CA_CERT")]
     follow_ca_cert: Option<std::path::PathBuf>,
+    /// The tenant's prefix (the global `--prefix`), before the alias and `--create-index`.
+    #[arg(skip)]
+    prefix: String,
 }
 
 impl LoadArgs {
+    pub(crate) fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
     /// The clusters to follow a switch to, each with the `--follow-*` credentials.
     fn follow(&self) -> Vec<indexferry_common::config::ClusterConfig> {
         self.follow_urls
@@ -240,12 +248,13 @@ struct Counters {
 pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mix = parse_mix(&args.mix)?;
     let mut cfg = ProducerConfig::new(&args.url, &args.brokers, &args.topic, &args.alias);
+    cfg.prefix = args.prefix.clone();
     cfg.retry_for = args.retry_for;
     cfg.publish_timeout = args.publish_timeout;
     cfg.follow = args.follow();
     let producer = Arc::new(Producer::connect(cfg).await?);
     if let Some(index) = &args.create_index {
-        create_index(&producer.cluster(), index, &args).await?;
+        create_index(&producer.cluster(), &format!("{}{index}", args.prefix), &args).await?;
     }
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
@@ -589,13 +598,14 @@ async fn initial_load(
 
 async fn create_index(cluster: &Cluster, index: &str, args: &LoadArgs) -> anyhow::Result<()> {
     use indexferry_common::es::Method;
-    if cluster.exists(&args.alias).await? {
+    let alias = format!("{}{}", args.prefix, args.alias);
+    if cluster.exists(&alias).await? {
         return Ok(());
     }
     let body = serde_json::json!({
         "settings": { "index.number_of_shards": args.shards, "index.number_of_replicas": 0 },
         "mappings": mappings(),
-        "aliases": { &args.alias: { "is_write_index": true } },
+        "aliases": { &alias: { "is_write_index": true } },
     });
     cluster
         .json::<serde_json::Value>(Method::Put, &format!("/{index}"), &[], Some(&body))
@@ -609,7 +619,7 @@ async fn create_index(cluster: &Cluster, index: &str, args: &LoadArgs) -> anyhow
         properties: Default::default(),
     };
     indexferry_common::kafka::ensure_topic(&kafka, &args.topic, args.partitions).await?;
-    indexferry_common::say!("load: created index {index} behind alias {} and topic {}", args.alias, args.topic);
+    indexferry_common::say!("load: created index {index} behind alias {alias} and topic {}", args.topic);
     Ok(())
 }
 

@@ -24,6 +24,10 @@ struct Cli {
     /// Log lines on stderr as `text`, or as `json`: one object per line, the final error included.
     #[arg(long, global = true, env = "INDEXFERRY_LOG_FORMAT", default_value = "text")]
     log_format: indexferry_common::logging::Format,
+    /// The tenant's prefix on a shared cluster (the recipe's `prefix`): put before the alias,
+    /// the index names and (`publish`) each event's `index` that lacks it.
+    #[arg(long, global = true, env = "INDEXFERRY_PREFIX", default_value = "")]
+    prefix: String,
 }
 
 #[derive(Subcommand)]
@@ -57,11 +61,11 @@ async fn main() {
     let cli = Cli::parse();
     indexferry_common::logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Publish { brokers, topic, dry_run } => publish(&brokers, &topic, dry_run).await,
-        Command::Load(args) => load::run(*args).await,
+        Command::Publish { brokers, topic, dry_run } => publish(&brokers, &topic, dry_run, &cli.prefix).await,
+        Command::Load(args) => load::run(args.with_prefix(&cli.prefix)).await,
         Command::Gen(args) => bench::generate(&args),
-        Command::Bulk(args) => bench::bulk(&args).await,
-        Command::Fill(args) => bench::fill(&args).await,
+        Command::Bulk(args) => bench::bulk(&args.with_prefix(&cli.prefix)).await,
+        Command::Fill(args) => bench::fill(&args.with_prefix(&cli.prefix)).await,
     };
     if let Err(e) = result {
         indexferry_common::logging::fatal(&format!("{e:#}"));
@@ -69,7 +73,7 @@ async fn main() {
     }
 }
 
-async fn publish(brokers: &str, topic: &str, dry_run: bool) -> anyhow::Result<()> {
+async fn publish(brokers: &str, topic: &str, dry_run: bool, prefix: &str) -> anyhow::Result<()> {
     let producer: FutureProducer = producer_config(brokers, &BTreeMap::new(), Duration::from_secs(30))
         .create()
         .context("cannot create kafka producer")?;
@@ -82,8 +86,17 @@ async fn publish(brokers: &str, topic: &str, dry_run: bool) -> anyhow::Result<()
             continue;
         }
         match indexferry_schemas::decode(None, line.as_bytes()) {
-            Ok(event) if !dry_run => {
-                let record = FutureRecord::to(topic).key(event.id.as_bytes()).payload(line.trim().as_bytes());
+            Ok(mut event) if !dry_run => {
+                // The event names the index as the application knows it: the tenant's prefix
+                // goes before it, as the producer library's write answer would carry it.
+                let payload = match event.index.starts_with(prefix) {
+                    true => line.trim().as_bytes().to_vec(),
+                    false => {
+                        event.index = format!("{prefix}{}", event.index);
+                        event.to_json()
+                    }
+                };
+                let record = FutureRecord::to(topic).key(event.id.as_bytes()).payload(&payload);
                 pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
                 published += 1;
             }

@@ -235,6 +235,8 @@ pub struct RecipeSpec<'a> {
     /// `[rollover] grace`.
     pub grace: &'a str,
     pub extra: &'a str,
+    /// TOML lines before `[source]`, with `name` (`prefix = "..."`).
+    pub top: String,
 }
 
 impl<'a> RecipeSpec<'a> {
@@ -265,6 +267,7 @@ impl<'a> RecipeSpec<'a> {
             method: "search",
             grace: "500ms",
             extra: "",
+            top: String::new(),
         }
     }
 
@@ -279,7 +282,8 @@ impl<'a> RecipeSpec<'a> {
             format!("[target]\nurl = \"{}\"\n{target}", self.target_url)
         };
         let text = format!(
-            r#"name = "{name}"
+            r#"{top}
+name = "{name}"
 [source]
 url = "{source_url}"
 {source_options}
@@ -305,6 +309,7 @@ method = "{method}"
 grace = "{grace}"
 {extra}
 "#,
+            top = self.top,
             name = self.name,
             source_url = self.source_url,
             brokers = brokers(),

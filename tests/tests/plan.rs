@@ -405,3 +405,220 @@ async fn an_index_without_source_is_named_unmigratable() -> anyhow::Result<()> {
     assert_eq!(report["recipes"], json!([]), "nothing to write: {report}");
     delete(&source_url, &src).await
 }
+
+/// Three days of `<base>-stats-2026.11.0N` behind a read alias spanning them (and a write
+/// alias on the newest), covered by a composable template.
+async fn daily_source(url: &str, base: &str, read: &str, write: &str) -> anyhow::Result<Vec<String>> {
+    let c = cluster(url).await?;
+    let tpl = json!({ "index_patterns": [format!("{base}-*")], "priority": 400,
+        "template": { "settings": { "index.number_of_shards": 1, "index.number_of_replicas": 0 },
+                      "mappings": { "properties": { "kind": { "type": "keyword" }, "n": { "type": "integer" } } } } });
+    c.json::<Value>(Method::Put, &format!("/_index_template/{base}-tpl"), &[], Some(&tpl)).await?;
+    let days: Vec<String> = (1..=3).map(|d| format!("{base}-2026.11.0{d}")).collect();
+    for (i, d) in days.iter().enumerate() {
+        let newest = i == days.len() - 1;
+        let mut body = json!({ "aliases": { read: {}, write: { "is_write_index": newest } } });
+        if i == 0 {
+            // The oldest day has a field the others lack: with the entry's mapping over its
+            // own, it is not what it was proven with alone.
+            body["mappings"] = json!({ "properties": { "old": { "type": "keyword" } } });
+        }
+        c.json::<Value>(Method::Put, &format!("/{d}"), &[], Some(&body)).await?;
+        write_docs(url, d, &[json!({ "kind": "a", "n": i }), json!({ "kind": "b", "n": 10 + i })]).await?;
+    }
+    Ok(days)
+}
+
+/// Runs `test`, then `cleanup` whether the test passed, failed or panicked.
+async fn with_cleanup(
+    test: impl std::future::Future<Output = anyhow::Result<()>>,
+    cleanup: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use futures::FutureExt as _;
+    let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
+    cleanup.await;
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Deletes `<base>-*` indices and the `<base>-tpl` template, on each cluster.
+async fn drop_daily(urls: &[String], base: &str) {
+    for url in urls {
+        let Ok(c) = cluster(url).await else { continue };
+        let path = format!("/_cat/indices/{base}-*");
+        let rows: Vec<Value> =
+            c.json(Method::Get, &path, &[("format", "json"), ("h", "index")], None).await.unwrap_or_default();
+        for index in rows.iter().filter_map(|r| r["index"].as_str()) {
+            let _ = c.request(Method::Delete, &format!("/{index}"), &[], None).await;
+        }
+        let _ = c.request(Method::Delete, &format!("/_index_template/{base}-tpl"), &[], None).await;
+    }
+}
+
+/// Daily indices are written as one pattern entry (tomorrow's index is covered too), proven
+/// with what `init` creates each with; the template covering them is reported as copied by
+/// `init`, and the recipe migrates under writes: every day identical, the template on the
+/// target.
+#[tokio::test(flavor = "multi_thread")]
+async fn daily_indices_are_planned_as_one_pattern_entry_that_migrates() -> anyhow::Result<()> {
+    let (source_url, target_url) = (es8(), es9());
+    let dir = tempfile::tempdir()?;
+    let base = format!("{}-stats", unique("pd"));
+    let (read, write, topic) = (format!("{base}-all"), base.clone(), unique("pd-events"));
+    let test = async {
+        let days = daily_source(&source_url, &base, &read, &write).await?;
+        indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 3).await?;
+        daily_migration(dir.path(), &source_url, &target_url, &base, &days, &write, &topic).await
+    };
+    with_cleanup(test, drop_daily(&[source_url.clone(), target_url.clone()], &base)).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn daily_migration(
+    dir: &std::path::Path,
+    source_url: &str,
+    target_url: &str,
+    base: &str,
+    days: &[String],
+    write: &str,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let load = Load::start(dir, source_url, write, topic, 200, 100)?;
+    wait_docs(source_url, &days[2], 200).await?;
+    let out = dir.join("recipes");
+    let pattern = format!("{base}-*");
+    let (code, report) = plan_json(&[
+        "--source-url",
+        source_url,
+        "--target-url",
+        target_url,
+        "--indices",
+        &pattern,
+        "--brokers",
+        &brokers(),
+        "--topic",
+        topic,
+        "--out",
+        out.to_str().unwrap_or_default(),
+    ])?;
+    assert_eq!((code, &report["decisions"]), (0, &json!([])), "migratable as written: {report}");
+    let e = &report["patterns"][0];
+    assert_eq!((e["pattern"].as_str(), e["target"].as_str()), (Some(pattern.as_str()), Some("{source}")), "{report}");
+    assert_eq!(e["members"], json!(days), "{report}");
+    let by: Vec<&str> = e["proofs"].as_array().into_iter().flatten().filter_map(|p| p["by"].as_str()).collect();
+    // The newest day carries the load's fields (dynamic mapping) and the oldest its own field:
+    // only the newest is created by init exactly as it was proven alone.
+    assert_eq!(by, ["entry", "entry", "own"], "each day proven with what init creates it with: {report}");
+    assert_eq!(e["proofs"][0]["proof"]["created"], json!(true), "{report}");
+    let tpl = report["templates"].as_array().and_then(|t| t.iter().find(|t| t["name"] == format!("{base}-tpl")));
+    assert_eq!(tpl.map(|t| t["action"].clone()), Some(json!("copied by init")), "{report}");
+    let recipe = recipe_of(&report)?;
+    let text = std::fs::read_to_string(&recipe)?;
+    assert_eq!(text.matches("[[indices]]").count(), 1, "one entry for the three days: {text}");
+    assert!(text.contains(&format!("source = {pattern:?}")), "{text}");
+
+    let state = dir.join("state");
+    let name = write.to_owned();
+    let init = run_ok(indexferry(&state, &["init", &recipe]))?;
+    for d in days {
+        assert!(init.contains(&format!("{d} -> {d} (matches {pattern}")), "init matches each day: {init}");
+    }
+    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.join("run.log"))?;
+    let caught = wait_caught_up(&state, &name, Duration::from_secs(180)).await;
+    if caught.is_err() {
+        let _ = terminate(&mut run);
+        eprintln!("{}", std::fs::read_to_string(dir.join("run.log")).unwrap_or_default());
+    }
+    caught?;
+    let (done, failed) = load.stop()?;
+    assert_eq!(failed, 0, "no write may fail ({done} done)");
+    run_ok(indexferry(&state, &["rollover", &name]))?;
+    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    let verify = output(indexferry(&state, &["verify", &name, "--json"]))?;
+    let verdict: Value = serde_json::from_slice(&verify.stdout)?;
+    assert_eq!(verdict["identical"], json!(true), "{verdict}");
+    assert_eq!(verdict["pairs"].as_array().map(Vec::len), Some(3), "{verdict}");
+    let target = cluster(target_url).await?;
+    let copied: Value = target.json(Method::Get, &format!("/_index_template/{base}-tpl"), &[], None).await?;
+    assert_eq!(copied["index_templates"][0]["index_template"]["index_patterns"], json!([pattern]), "{copied}");
+    Ok(())
+}
+
+/// A template covering the days that the target holds with another body: `init` would
+/// refuse it, so the plan lists it as a decision (exit 1).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_differing_on_the_target_is_a_decision() -> anyhow::Result<()> {
+    let (source_url, target_url) = (es8(), opensearch());
+    let base = format!("{}-stats", unique("pd"));
+    let (read, write, topic) = (format!("{base}-all"), base.clone(), unique("pd-events"));
+    let test = async {
+        daily_source(&source_url, &base, &read, &write).await?;
+        let differing = json!({ "index_patterns": [format!("{base}-*")], "priority": 400,
+            "template": { "mappings": { "properties": { "n": { "type": "keyword" } } } } });
+        let target = cluster(&target_url).await?;
+        target.json::<Value>(Method::Put, &format!("/_index_template/{base}-tpl"), &[], Some(&differing)).await?;
+        let args = [
+            "--source-url",
+            &source_url,
+            "--target-url",
+            &target_url,
+            "--indices",
+            &format!("{base}-*"),
+            "--brokers",
+            &brokers(),
+            "--topic",
+            &topic,
+        ];
+        let (code, report) = plan_json(&args)?;
+        assert_eq!(code, 1, "{report}");
+        let decisions = report["decisions"].as_array().cloned().unwrap_or_default();
+        let d = decisions.iter().filter_map(Value::as_str).find(|d| d.contains(&format!("\"{base}-tpl\"")));
+        assert!(d.is_some_and(|d| d.contains("overwrite = true")), "the differing template is a decision: {report}");
+        assert_eq!(decisions.len(), 1, "nothing else: {report}");
+        let tpl = report["templates"].as_array().and_then(|t| t.iter().find(|t| t["name"] == format!("{base}-tpl")));
+        assert!(tpl.map(|t| t["action"].to_string()).unwrap_or_default().contains("differs"), "{report}");
+        Ok(())
+    };
+    with_cleanup(test, drop_daily(&[source_url.clone(), target_url.clone()], &base)).await
+}
+
+/// A data stream the `--indices` pattern names is refused with `init`'s reason (OpenSearch
+/// as the source: the Elasticsearch test servers have no data streams).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_stream_named_by_the_plan_is_refused() -> anyhow::Result<()> {
+    let (source_url, target_url) = (opensearch(), es9());
+    let Names { src, alias, topic, .. } = Names::new("plan-ds");
+    let stream = format!("{src}-ds");
+    let source = cluster(&source_url).await?;
+    let test = async {
+        create_source(&source_url, &src, &alias, &topic, 1, json!({ "properties": { "k": { "type": "keyword" } } }))
+            .await?;
+        let body = json!({ "index_patterns": [format!("{stream}*")], "data_stream": {}, "priority": 400 });
+        source.json::<Value>(Method::Put, &format!("/_index_template/{stream}"), &[], Some(&body)).await?;
+        source.json::<Value>(Method::Put, &format!("/_data_stream/{stream}"), &[], None).await?;
+        let indices = format!("{src}*");
+        let args = [
+            "--source-url",
+            &source_url,
+            "--target-url",
+            &target_url,
+            "--indices",
+            &indices,
+            "--brokers",
+            &brokers(),
+            "--topic",
+            &topic,
+        ];
+        let (code, report) = plan_json(&args)?;
+        assert_eq!(code, 1, "{report}");
+        let decisions = report["decisions"].to_string();
+        assert!(decisions.contains(&format!("data stream \\\"{stream}\\\"")), "{report}");
+        assert!(decisions.contains("data streams are not migrated"), "init's reason: {report}");
+        Ok(())
+    };
+    let cleanup = async {
+        let _ = source.request(Method::Delete, &format!("/_data_stream/{stream}"), &[], None).await;
+        let _ = source.request(Method::Delete, &format!("/_index_template/{stream}"), &[], None).await;
+        let _ = delete(&source_url, &src).await;
+    };
+    with_cleanup(test, cleanup).await
+}

@@ -8,10 +8,12 @@
 //! Exit codes: 0 everything is migratable as written; 1 something needs a decision (listed),
 //! or a cluster could not be read; 2 usage (a pattern matching nothing).
 
+pub mod daily;
 pub mod inventory;
 pub mod prove;
 pub mod recipe;
 pub mod rules;
+pub mod templates;
 
 pub use prove::TEMP_PREFIX;
 
@@ -72,6 +74,13 @@ pub struct Options {
     pub connect_timeout: Duration,
 }
 
+/// The decision for an index no alias names alone.
+pub const NO_OWN_ALIAS: &str =
+    "no alias names this index alone: the application must read and write through one, which \
+                                rollover moves (create it, point the application at it, and plan again)";
+/// The end of the decision for a target name taken (after the quoted name).
+pub const EXISTS_ON_TARGET: &str = " already exists on the target: pick another target name";
+
 /// A usage error: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -101,6 +110,10 @@ pub struct Report {
     pub source: Inventory,
     pub target: Inventory,
     pub plans: Vec<IndexPlan>,
+    /// Daily indices written as one pattern entry each.
+    pub patterns: Vec<daily::PatternPlan>,
+    /// What `init` does with each of the source's templates.
+    pub templates: Vec<templates::TemplatePlan>,
     pub recipes: Vec<String>,
     /// Everything that needs the operator, one line each.
     pub decisions: Vec<String>,
@@ -178,16 +191,41 @@ async fn build(opts: &Options) -> anyhow::Result<Report> {
         inv.indices.push(p.index.clone());
         plans.push(p);
     }
+    let migratable: Vec<&Index> = plans.iter().filter(|p| p.index.blocker.is_none()).map(|p| &p.index).collect();
+    let groups = recipe::groups(&migratable, &inv.aliases);
+    let target_indices = target_inv.indices.iter().map(|i| i.name.clone()).collect();
+    let ctx = daily::Ctx {
+        source: &source,
+        target: &target,
+        cross: opts.target_url.is_some(),
+        sample: opts.sample as usize,
+        target_indices: &target_indices,
+    };
+    let patterns = daily::plan(&ctx, &groups, &mut plans).await?;
+    let (templates, template_decisions) =
+        templates::plan(&source, &target, &inv, &plans, &patterns, opts.target_url.is_some()).await?;
     let mut decisions: Vec<String> =
         plans.iter().flat_map(|p| p.decisions.iter().map(move |d| format!("{}: {d}", p.index.name))).collect();
+    decisions.extend(patterns.iter().flat_map(|e| e.decisions.iter().map(move |d| format!("{}: {d}", e.pattern))));
+    decisions.extend(template_decisions);
+    decisions.extend(templates::data_stream_decisions(&inv, &opts.indices));
     if opts.brokers.is_none() || opts.topic.is_none() {
         decisions.push("no --brokers/--topic: the recipes name a placeholder Kafka topic".into());
     }
     let recipes = match &opts.out {
-        Some(out) => write_recipes(out, &plans, &inv, &source, &target, opts)?,
+        Some(out) => write_recipes(out, &plans, &patterns, &inv, &source, &target, opts)?,
         None => vec![],
     };
-    Ok(Report { source: inv, target: target_inv, plans, recipes, migratable: decisions.is_empty(), decisions })
+    Ok(Report {
+        source: inv,
+        target: target_inv,
+        plans,
+        patterns,
+        templates,
+        recipes,
+        migratable: decisions.is_empty(),
+        decisions,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -221,14 +259,10 @@ async fn plan_index(
         return Ok(p);
     }
     if p.alias.is_none() {
-        p.decisions.push(
-            "no alias names this index alone: the application must read and write through one, which rollover moves \
-             (create it, point the application at it, and plan again)"
-                .into(),
-        );
+        p.decisions.push(NO_OWN_ALIAS.into());
     }
     if target_inv.indices.iter().any(|t| t.name == p.target_name) {
-        p.decisions.push(format!("{:?} already exists on the target: pick another target name", p.target_name));
+        p.decisions.push(format!("{:?}{EXISTS_ON_TARGET}", p.target_name));
     }
     let converted = rules.convert(pair, &p.index.mappings, &p.index.settings);
     p.decisions.extend(converted.refused.iter().cloned());
@@ -271,6 +305,7 @@ async fn plan_index(
 fn write_recipes(
     out: &std::path::Path,
     plans: &[IndexPlan],
+    patterns: &[daily::PatternPlan],
     inv: &Inventory,
     source: &Cluster,
     target: &Cluster,
@@ -298,10 +333,24 @@ fn write_recipes(
     let mut written = Vec::new();
     for (group, members) in recipe::groups(&migratable, &inv.aliases) {
         let group_plans: Vec<&IndexPlan> = plans.iter().filter(|p| members.contains(&p.index.name)).collect();
-        let path = recipe::write(out, &group, &group_plans, &clusters)?;
+        let group_patterns: Vec<&daily::PatternPlan> = patterns.iter().filter(|e| e.group == group).collect();
+        let path = recipe::write(out, &group, &group_plans, &group_patterns, &clusters)?;
         written.push(path.display().to_string());
     }
     Ok(written)
+}
+
+/// How a pattern's member was proven, in words.
+pub fn daily_proof(m: &daily::MemberProof) -> String {
+    let what = match m.by {
+        "own" => "proven with its own converted mapping and settings, which the entry gives it unchanged",
+        _ => "proven again with the entry's mapping and settings over its own",
+    };
+    match &m.proof {
+        Some(p) if p.created => format!("{what}: created, {}/{} sample documents accepted", p.accepted, p.sampled),
+        Some(_) => format!("{what}: the target refused it"),
+        None => "not proven (see its decisions)".into(),
+    }
 }
 
 fn print(r: &Report) {
@@ -362,19 +411,22 @@ fn print(r: &Report) {
             );
         }
     }
-    {
-        let (inv, which) = (s, "source");
-        for tpl in &inv.templates {
-            println!(
-                "{which} template ({}) {} [{}]: not copied by indexferry",
-                tpl.kind,
-                tpl.name,
-                tpl.index_patterns.join(", ")
-            );
+    for e in &r.patterns {
+        println!("\npattern {} -> {} (recipe {}): {}", e.pattern, e.target, e.group, e.members.join(", "));
+        if !e.exclude.is_empty() {
+            println!("  exclude {}", e.exclude.join(", "));
         }
-        for d in &inv.data_streams {
-            println!("{which} data stream {d}: indexferry migrates indices behind aliases, not data streams");
+        println!("  mappings and settings of {}; every alias moves: {}", e.representative, e.aliases.join(", "));
+        for m in &e.proofs {
+            println!("  {}: {}", m.index, daily_proof(m));
         }
+    }
+    println!();
+    for tpl in &r.templates {
+        println!("template ({}) {} [{}]: {}", tpl.kind, tpl.name, tpl.index_patterns.join(", "), tpl.action);
+    }
+    for d in &s.data_streams {
+        println!("data stream {d}: not migrated (its backing indices take writes only through the stream)");
     }
     for path in &r.recipes {
         println!("recipe  {path}");

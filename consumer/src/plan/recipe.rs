@@ -2,6 +2,7 @@
 //! together), ready for `indexferry migration init`, with the rewrites and the estimate as
 //! comments, and the mappings and settings in JSON files next to them.
 
+use super::daily::PatternPlan;
 use super::inventory::{Alias, Index};
 use super::IndexPlan;
 use serde::Serialize;
@@ -133,20 +134,18 @@ pub struct Clusters<'a> {
     pub topic: &'a str,
 }
 
-/// Writes `<group>.toml` and its `<index>.mappings.json` / `.settings.json` into `out`.
-pub fn write(out: &Path, group: &str, plans: &[&IndexPlan], clusters: &Clusters<'_>) -> anyhow::Result<PathBuf> {
+/// Writes `<group>.toml` and its `<index>.mappings.json` / `.settings.json` into `out`; the
+/// members of a pattern entry are written as that one entry.
+pub fn write(
+    out: &Path,
+    group: &str,
+    plans: &[&IndexPlan],
+    patterns: &[&PatternPlan],
+    clusters: &Clusters<'_>,
+) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     let mut t = String::new();
     let _ = writeln!(t, "# Written by `indexferry plan`: {}", clusters.header);
-    let daily: Vec<&str> = plans.iter().map(|p| p.index.name.as_str()).filter(|n| looks_daily(n)).collect();
-    if daily.len() > 1 {
-        let _ = writeln!(
-            t,
-            "# {} indices look daily ({}...): an index pattern can replace their pairs.",
-            daily.len(),
-            daily[0]
-        );
-    }
     let _ = writeln!(t, "name = {}", quote(group));
     let _ = writeln!(t, "\n[source]\nurl = {}", urls(clusters.source_url));
     clusters.source.write(&mut t);
@@ -155,7 +154,10 @@ pub fn write(out: &Path, group: &str, plans: &[&IndexPlan], clusters: &Clusters<
         clusters.target.write(&mut t);
     }
     let _ = writeln!(t, "\n[kafka]\nbrokers = {}\ntopic = {}", quote(clusters.brokers), quote(clusters.topic));
-    for p in plans {
+    for e in patterns {
+        pattern(&mut t, out, e, plans)?;
+    }
+    for p in plans.iter().filter(|p| !patterns.iter().any(|e| e.members.contains(&p.index.name))) {
         pair(&mut t, out, p)?;
     }
     let widest = plans.iter().filter_map(|p| p.estimate.as_ref()).max_by_key(|e| e.slices);
@@ -224,6 +226,50 @@ fn pair(t: &mut String, out: &Path, p: &IndexPlan) -> anyhow::Result<()> {
         quote(&mappings),
         quote(&settings)
     );
+    Ok(())
+}
+
+/// One entry for daily indices: tomorrow's index matches it too.
+fn pattern(t: &mut String, out: &Path, e: &PatternPlan, plans: &[&IndexPlan]) -> anyhow::Result<()> {
+    let _ = writeln!(
+        t,
+        "\n# {} indices look daily ({}): one pattern entry covers them, and the days to come \
+         (`indexferry migration add` takes one created after init).",
+        e.members.len(),
+        e.members.join(", ")
+    );
+    let _ = writeln!(
+        t,
+        "# Mappings and settings: those of {} (the newest), converted; init lays them over each matched index's own.",
+        e.representative
+    );
+    for p in plans.iter().filter(|p| p.index.name == e.representative) {
+        for r in &p.rewrites {
+            let _ = writeln!(t, "# rewrite [{}] {}: {} -> {}\n#   {}", r.rule, r.path, r.from, r.to, r.why);
+        }
+    }
+    for m in &e.proofs {
+        let _ = writeln!(t, "# {}: {}", m.index, super::daily_proof(m));
+    }
+    let _ = writeln!(t, "# Every alias of every matched index moves at rollover: {}", e.aliases.join(", "));
+    let members = plans.iter().filter(|p| e.members.contains(&p.index.name));
+    for d in members.flat_map(|p| p.decisions.iter().map(move |d| format!("{}: {d}", p.index.name))) {
+        let _ = writeln!(t, "# DECISION NEEDED: {d}");
+    }
+    for d in &e.decisions {
+        let _ = writeln!(t, "# DECISION NEEDED: {d}");
+    }
+    let stem = sanitize(&e.pattern);
+    let mappings = format!("{stem}.mappings.json");
+    let settings = format!("{stem}.settings.json");
+    std::fs::write(out.join(&mappings), serde_json::to_vec_pretty(&e.mappings)?)?;
+    std::fs::write(out.join(&settings), serde_json::to_vec_pretty(&e.settings)?)?;
+    let _ = writeln!(t, "[[indices]]\nsource = {}\ntarget = {}", quote(&e.pattern), quote(&e.target));
+    if !e.exclude.is_empty() {
+        let all: Vec<String> = e.exclude.iter().map(|x| quote(x)).collect();
+        let _ = writeln!(t, "exclude = [{}]", all.join(", "));
+    }
+    let _ = writeln!(t, "mappings_file = {}\nsettings_file = {}", quote(&mappings), quote(&settings));
     Ok(())
 }
 

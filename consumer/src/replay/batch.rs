@@ -4,7 +4,7 @@ use crate::deadletter::{DeadLetter, DeadLetters};
 use crate::state::{tombstone_key, Tombstone};
 use crate::writer::{Cancelled, Doc, Final, Writer};
 use indexferry_common::config::{IndexPair, Recipe};
-use indexferry_common::metrics::{EVENTS_BY_ALIAS, EVENTS_UNKNOWN_INDEX};
+use indexferry_common::metrics::{EVENTS_BY_ALIAS, EVENTS_OTHER_PREFIX, EVENTS_UNKNOWN_INDEX};
 use indexferry_schemas::{decode, Op};
 use rdkafka::message::{Message, OwnedMessage};
 use std::collections::BTreeMap;
@@ -24,6 +24,8 @@ pub(super) struct Outcome {
     pub stale: u64,
     pub dead_lettered: u64,
     pub ignored: u64,
+    /// Ignored events of indices without the recipe's prefix: another tenant's, on a shared topic.
+    pub other_prefix: u64,
     /// Ignored events per index, for those of indices outside the migration (not its targets).
     pub unknown: BTreeMap<String, u64>,
     /// Events that named a pair's alias, per alias: applied to that pair.
@@ -57,6 +59,9 @@ impl Outcome {
             };
             *ignored.entry(key.to_owned()).or_default() += n;
             metrics::counter!(EVENTS_UNKNOWN_INDEX, "index" => key.to_owned()).increment(*n);
+        }
+        if self.other_prefix > 0 {
+            metrics::counter!(EVENTS_OTHER_PREFIX).increment(self.other_prefix);
         }
         for (alias, n) in &self.by_alias {
             metrics::counter!(EVENTS_BY_ALIAS, "alias" => alias.clone()).increment(*n);
@@ -94,6 +99,11 @@ impl<'a> Batch<'a> {
                 Ok(event) => match route(recipe, &event.index) {
                     // The application writes to the target after rollover: expected, not ours.
                     Route::Target => b.outcome.ignored += 1,
+                    // Another tenant's index on a shared topic: its own migration applies it.
+                    Route::OtherPrefix => {
+                        b.outcome.ignored += 1;
+                        b.outcome.other_prefix += 1;
+                    }
                     // Indices outside this migration may share the topic: not ours to apply,
                     // but named in the checkpoint so that a misnamed index is seen.
                     Route::Unknown => {
@@ -161,6 +171,8 @@ enum Route<'r> {
     /// producer that wrote through the alias and reported the name it wrote to).
     Pair(&'r IndexPair, bool),
     Target,
+    /// An index without the recipe's prefix: another tenant's.
+    OtherPrefix,
     Unknown,
 }
 
@@ -171,6 +183,8 @@ fn route<'r>(recipe: &'r Recipe, index: &str) -> Route<'r> {
         Route::Pair(pair, true)
     } else if recipe.is_target(index) {
         Route::Target
+    } else if !recipe.owns(index) {
+        Route::OtherPrefix
     } else {
         Route::Unknown
     }
@@ -223,6 +237,17 @@ alias = "records"
         assert!(matches!(route(&r, "records"), Route::Pair(p, true) if p.source == "records-v1"));
         assert!(matches!(route(&r, "records-v2"), Route::Target));
         assert!(matches!(route(&r, "records-v3"), Route::Unknown));
+    }
+
+    #[test]
+    fn another_tenants_index_is_not_unknown() {
+        let text = format!("prefix = \"tenant-a-\"\n{RECIPE}");
+        let r = Recipe::parse(&text, Path::new("r.toml"), Path::new("."), &Overrides::default()).unwrap();
+        assert!(matches!(route(&r, "tenant-a-records-v1"), Route::Pair(p, false) if p.target == "tenant-a-records-v2"));
+        assert!(matches!(route(&r, "tenant-a-records"), Route::Pair(_, true)));
+        assert!(matches!(route(&r, "tenant-b-records-v1"), Route::OtherPrefix));
+        assert!(matches!(route(&r, "records-v1"), Route::OtherPrefix), "the recipe's names carry the prefix");
+        assert!(matches!(route(&r, "tenant-a-records-v3"), Route::Unknown));
     }
 
     #[test]

@@ -397,6 +397,7 @@ fn record(cp: &mut ReplayCheckpoint, outcome: &Outcome, cut: &Cut) {
     cp.stale += outcome.stale;
     cp.dead_lettered += outcome.dead_lettered;
     cp.ignored += outcome.ignored;
+    cp.other_prefix += outcome.other_prefix;
     outcome.record_indices(&mut cp.ignored_indices);
     cp.updated_at = Some(Utc::now());
     for (op, result, n) in outcome.counts() {

@@ -224,6 +224,9 @@ pub struct ReplayCheckpoint {
     /// `*` counts the others). The targets' own events, expected after rollover, are not here.
     #[serde(default)]
     pub ignored_indices: BTreeMap<String, u64>,
+    /// Of `ignored`: events of indices without the recipe's prefix (other tenants' on a shared topic).
+    #[serde(default)]
+    pub other_prefix: u64,
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_error: Option<String>,

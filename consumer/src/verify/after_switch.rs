@@ -81,12 +81,14 @@ pub(super) fn index_names(pairs: &[crate::state::PairInfo]) -> HashMap<String, (
     names
 }
 
+/// `group`: the group id the reader gives Kafka (it commits nothing), with the tenant's prefix.
 pub(super) fn ids_written_since(
     k: &KafkaConfig,
+    group: &str,
     from: &Offsets,
     names: &HashMap<String, (String, bool)>,
 ) -> anyhow::Result<AfterSwitch> {
-    let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, "indexferry-verify").create()?;
+    let consumer: BaseConsumer = consumer_config(&k.brokers, &k.properties, group).create()?;
     let mut tpl = TopicPartitionList::new();
     let mut until = Offsets::new();
     for (p, o) in from {

@@ -59,7 +59,8 @@ pub async fn verify(common: &Common, name: &str, as_json: bool, samples: usize) 
         Some(r) => {
             let (k, from) = (ctx.recipe.kafka.clone(), r.end_offsets.clone());
             let names = after_switch::index_names(&ctx.migration.pairs);
-            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &from, &names)).await??
+            let group = format!("{}indexferry-verify", ctx.recipe.prefix);
+            tokio::task::spawn_blocking(move || after_switch::ids_written_since(&k, &group, &from, &names)).await??
         }
         None => Default::default(),
     };
