@@ -36,6 +36,7 @@ pub struct Letter {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The source index (snapshot letters) or the target index (replay letters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<String>,
     /// The event's topic, partition and offset (replay letters).
@@ -125,11 +126,14 @@ fn is_replayed(marks: &Offsets, at: Position) -> bool {
 }
 
 /// Reads the dead-letter topic from its first available offset to its end, off the runtime.
+/// Under a prefix, the topic is shared with other tenants: their letters (an index outside
+/// the prefix) are left out; a letter naming no index (an undecodable event) is kept.
 async fn read_letters(recipe: &Recipe, replayed: &Offsets) -> anyhow::Result<Vec<Listed>> {
     let (k, topic, group) = (recipe.kafka.clone(), recipe.dead_letter_topic(), recipe.group_id());
     let read = tokio::task::spawn_blocking(move || read_topic(&k, &topic, &group)).await??;
     Ok(read
         .into_iter()
+        .filter(|(_, letter)| ours(recipe, letter))
         .map(|(at, letter)| Listed { dead_letter: at, replayed: is_replayed(replayed, at), letter })
         .collect())
 }
@@ -182,6 +186,12 @@ fn drain(consumer: &BaseConsumer, topic: &str, pending: &mut Offsets) -> anyhow:
     Ok(out)
 }
 
+/// Whether a letter is this migration's: its index carries the recipe's prefix, or it names
+/// no index (a message that could not be decoded belongs to every tenant of the topic).
+fn ours(recipe: &Recipe, letter: &Letter) -> bool {
+    letter.index.as_deref().is_none_or(|i| recipe.owns(i))
+}
+
 /// A letter, or what stands for a message that is not one.
 fn parse(payload: &[u8]) -> Letter {
     serde_json::from_slice(payload).unwrap_or_else(|e| Letter {
@@ -222,5 +232,37 @@ mod tests {
         assert_eq!((back.kind.as_str(), back.stage.as_str(), back.id.as_deref()), ("rejected", "snapshot", Some("d1")));
         assert_eq!((back.routing.as_deref(), back.payload.as_deref()), (Some("r"), Some("{}")));
         assert_eq!(parse(b"nope").kind, "unreadable");
+    }
+
+    #[test]
+    fn a_tenant_sees_its_own_letters_and_the_undecodable_ones() {
+        let text = r#"
+prefix = "tenant-a-"
+name = "m"
+[source]
+url = "http://127.0.0.1:9200"
+[kafka]
+brokers = "127.0.0.1:9092"
+topic = "shared"
+[[indices]]
+source = "records"
+target = "records-v2"
+alias = "records-alias"
+"#;
+        let recipe = Recipe::parse(
+            text,
+            std::path::Path::new("r.toml"),
+            std::path::Path::new("."),
+            &indexferry_common::config::Overrides::default(),
+        )
+        .unwrap();
+        let letter = |index: Option<&str>| {
+            let mut l = parse(b"nope");
+            l.index = index.map(Into::into);
+            l
+        };
+        assert!(ours(&recipe, &letter(Some("tenant-a-records-v2"))));
+        assert!(!ours(&recipe, &letter(Some("tenant-b-records-v2"))));
+        assert!(ours(&recipe, &letter(None)));
     }
 }

@@ -152,6 +152,7 @@ impl<'a> Batch<'a> {
                 Final::Rejected(reason) => {
                     let mut l = letter(m, "rejected", reason);
                     l.id = Some(doc.id.clone());
+                    l.index = Some(doc.index.clone());
                     self.letters.push(l);
                     self.outcome.count(*op, 2);
                 }
