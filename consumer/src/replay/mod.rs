@@ -161,7 +161,7 @@ async fn run_once(
                 // Checkpoint and tombstones in one atomic write.
                 let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
                 entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&cp)?));
-                for (key, t) in newest_tombstones(&store, &outcome.tombstones)? {
+                for (key, t) in newest_tombstones(store, &outcome.tombstones)? {
                     entries.push((key.to_owned(), serde_json::to_value(t)?));
                 }
                 store.put_all(&entries)?;
