@@ -39,7 +39,10 @@ pub async fn choose(
         )),
         true if cross_cluster => match remote_obstacle(source, target) {
             Some(why) => Some(why),
-            None => not_allowlisted(source, target).await?,
+            None => match no_root(source).await {
+                Some(why) => Some(why),
+                None => not_allowlisted(source, target).await?,
+            },
         },
         true => None,
     };
@@ -94,6 +97,19 @@ fn remote_obstacle(source: &Cluster, target: &Cluster) -> Option<String> {
             target.url, target.flavor, target.version, source.flavor, source.version
         )
     })
+}
+
+/// Why the target could not read the source: reindex from remote first asks the source
+/// `GET /` for its version, which some servers refuse (the Elasticsearch test builds answer
+/// 405; a proxy may allow only the index APIs).
+async fn no_root(source: &Cluster) -> Option<String> {
+    match source.request(Method::Get, "/", &[], None).await {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "the source cluster {} does not answer GET / ({e}), which reindex from remote asks first",
+            source.url
+        )),
+    }
 }
 
 /// Why the target would refuse to pull from the source: its `reindex.remote.allowlist`
