@@ -89,28 +89,42 @@ pub fn serve(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-static SCRAPES: AtomicU64 = AtomicU64::new(0);
+static SCRAPES_BEGUN: AtomicU64 = AtomicU64::new(0);
+static SCRAPES_ANSWERED: AtomicU64 = AtomicU64::new(0);
 
-/// How many times `/metrics` was served: a worker that stops after a rollover waits for
-/// the next scrape, so that the final state and pause are recorded.
-pub fn scrapes() -> u64 {
-    SCRAPES.load(Ordering::Relaxed)
+/// How many scrapes of `/metrics` have begun: a mark taken after a gauge is set, which
+/// [`answered_after`] compares against.
+pub fn scrapes_begun() -> u64 {
+    SCRAPES_BEGUN.load(Ordering::SeqCst)
+}
+
+/// Whether a scrape that began after `mark` (see [`scrapes_begun`]) has been answered: it
+/// rendered every gauge set before the mark was taken, and its response was written.
+pub fn answered_after(mark: u64) -> bool {
+    SCRAPES_ANSWERED.load(Ordering::SeqCst) > mark
 }
 
 /// `GET /metrics` (or `/`) gets the text exposition format.
 fn answer(request: tiny_http::Request, handle: &PrometheusHandle) -> std::io::Result<()> {
+    let mut scrape = None;
     let (status, body) = match request.url().split('?').next() {
         Some("/metrics" | "/") => {
+            // Numbered before rendering, so a scrape numbered after a mark shows what was set
+            // before it.
+            scrape = Some(SCRAPES_BEGUN.fetch_add(1, Ordering::SeqCst) + 1);
             handle.run_upkeep();
-            let body = handle.render();
-            SCRAPES.fetch_add(1, Ordering::Relaxed);
-            (200, body)
+            (200, handle.render())
         }
         _ => (404, "not found: try /metrics\n".to_owned()),
     };
     let content_type = tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         .map_err(|()| std::io::Error::other("content type header"))?;
-    request.respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(content_type))
+    let sent =
+        request.respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(content_type));
+    if let (Some(n), Ok(())) = (scrape, &sent) {
+        SCRAPES_ANSWERED.fetch_max(n, Ordering::SeqCst);
+    }
+    sent
 }
 
 /// The label values each family takes whatever the migration: registered at zero at start.
