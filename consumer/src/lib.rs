@@ -11,6 +11,7 @@ pub mod deadletters;
 pub mod gauges;
 pub mod health;
 pub mod init;
+pub mod mget;
 pub mod overview;
 pub mod patterns;
 pub mod plan;

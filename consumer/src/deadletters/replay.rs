@@ -8,17 +8,16 @@
 
 use super::{read_letters, replayed_marks, Listed, Position, REPLAYED_KEY};
 use crate::context::{Common, Ctx};
+use crate::mget::Key;
 use crate::state::{Db, State};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
 use indexferry_common::config::Recipe;
-use indexferry_common::es::Method;
 use indexferry_common::kafka::producer_config;
 use indexferry_schemas::{ChangeEvent, Op, SCHEMA_V1};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, value::RawValue};
+use serde::Serialize;
 use std::time::Duration;
 
 /// Documents per `_mget` when snapshot letters are read back from the source.
@@ -131,46 +130,18 @@ fn original_event(l: &Listed) -> Result<Event, String> {
     }
 }
 
-#[derive(Deserialize)]
-struct Mget {
-    docs: Vec<MgetDoc>,
-}
-
-#[derive(Deserialize)]
-struct MgetDoc {
-    #[serde(default)]
-    found: bool,
-    #[serde(rename = "_seq_no")]
-    seq_no: Option<u64>,
-    #[serde(rename = "_primary_term")]
-    primary_term: Option<u64>,
-    #[serde(rename = "_version")]
-    version: Option<u64>,
-    #[serde(rename = "_source")]
-    source: Option<Box<RawValue>>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
 /// Snapshot letters' documents as the source holds them now, as index events.
 async fn current_documents(ctx: &Ctx, letters: &[&Listed]) -> anyhow::Result<(Vec<Event>, Vec<Skipped>)> {
-    let docs: Vec<_> = letters
-        .iter()
-        .map(|l| {
-            let mut d = json!({ "_index": l.letter.index, "_id": l.letter.id });
-            if let Some(r) = &l.letter.routing {
-                d["routing"] = json!(r);
-            }
-            d
-        })
-        .collect();
-    let answer: Mget = ctx
-        .source
-        .json(Method::Post, "/_mget", &[], Some(&json!({ "docs": docs })))
+    let keys = letters.iter().map(|l| Key {
+        index: l.letter.index.as_deref(),
+        id: l.letter.id.as_deref().unwrap_or_default(),
+        routing: l.letter.routing.as_deref(),
+    });
+    let docs = crate::mget::mget(&ctx.source, None, keys, true)
         .await
         .with_context(|| format!("source cluster {}: reading the dead-lettered documents", ctx.source.url))?;
     let (mut events, mut skipped) = (Vec::new(), Vec::new());
-    for (l, doc) in letters.iter().zip(answer.docs) {
+    for (l, doc) in letters.iter().zip(docs) {
         let (index, id) = (l.letter.index.clone().unwrap_or_default(), l.letter.id.clone().unwrap_or_default());
         let skip = |why: String| Skipped { dead_letter: l.dead_letter, id: Some(id.clone()), why };
         let event = match (doc.found, doc.seq_no, doc.primary_term, doc.source) {

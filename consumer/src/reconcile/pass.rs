@@ -8,14 +8,12 @@
 
 use super::{Kind, PairReport};
 use crate::context::Ctx;
+use crate::mget::Key;
 use crate::snapshot::reader::Hit;
 use crate::writer::{Doc, Final, Writer};
 use anyhow::{bail, Context as _};
-use indexferry_common::es::{Cluster, Method};
+use indexferry_common::es::Cluster;
 use indexferry_schemas::external_version;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use std::time::Duration;
 
 /// One pair under comparison, with the writer its repairs go through.
@@ -25,33 +23,6 @@ pub(super) struct Pair<'a> {
     /// How long a batch of repairs may wait for the target before the pass gives up.
     pub write_limit: Duration,
     pub report: PairReport,
-}
-
-#[derive(Deserialize)]
-struct MgetResponse {
-    docs: Vec<MgetDoc>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct MgetDoc {
-    #[serde(rename = "_id")]
-    id: String,
-    #[serde(default)]
-    found: bool,
-    #[serde(rename = "_version", default)]
-    version: Option<u64>,
-    #[serde(rename = "_seq_no", default)]
-    seq_no: Option<u64>,
-    #[serde(rename = "_primary_term", default)]
-    primary_term: Option<u64>,
-    #[serde(rename = "_routing", default)]
-    routing: Option<String>,
-    #[serde(rename = "_source", default)]
-    source: Option<Box<RawValue>>,
-    /// A document the cluster could not look up (its shard unavailable): neither found nor
-    /// absent, so never taken for absent.
-    #[serde(default)]
-    error: Option<Value>,
 }
 
 /// What a page of source hits needs: the ids (with routing) the target lacks or holds behind.
@@ -238,59 +209,22 @@ fn expected_version(h: &Hit) -> anyhow::Result<u64> {
     }
 }
 
-/// Looks the ids up in `index` (each with its routing), realtime, in input order.
+/// Looks the ids up in `index` (each with its routing), realtime, in input order; a
+/// document the cluster could not look up fails the pass.
 async fn mget<'a>(
     cluster: &Cluster,
     index: &str,
     ids: impl Iterator<Item = (&'a String, &'a Option<String>)>,
     with_source: bool,
-) -> anyhow::Result<Vec<MgetDoc>> {
-    let docs: Vec<Value> = ids
-        .map(|(id, routing)| match routing {
-            Some(r) => json!({ "_id": id, "routing": r }),
-            None => json!({ "_id": id }),
-        })
-        .collect();
-    let asked = docs.len();
-    if asked == 0 {
-        return Ok(vec![]);
-    }
-    let body = json!({ "docs": docs });
-    let source = if with_source { "true" } else { "false" };
-    let query = [("_source", source), ("realtime", "true")];
-    let answer: MgetResponse = cluster
-        .json(Method::Post, &format!("/{index}/_mget"), &query, Some(&body))
-        .await
-        .with_context(|| format!("the {} cluster {} index {index}", cluster.role(), cluster.url))?;
-    anyhow::ensure!(
-        answer.docs.len() == asked,
-        "the {} cluster {} index {index}: _mget answered {} documents for {asked}",
-        cluster.role(),
-        cluster.url,
-        answer.docs.len()
-    );
-    if let Some(d) = answer.docs.iter().find(|d| d.error.is_some()) {
-        bail!(
-            "the {} cluster {} index {index}: _mget could not look up {}: {}",
-            cluster.role(),
-            cluster.url,
-            d.id,
-            d.error.as_ref().map(Value::to_string).unwrap_or_default()
-        );
-    }
-    Ok(answer.docs)
+) -> anyhow::Result<Vec<crate::mget::Doc>> {
+    let keys = ids.map(|(id, routing)| Key::new(id, routing.as_deref()));
+    let docs = crate::mget::mget(cluster, Some(index), keys, with_source).await?;
+    crate::mget::no_errors(cluster, index, docs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_mget_error_is_neither_found_nor_absent() {
-        let d: MgetDoc =
-            serde_json::from_str(r#"{"_id":"a","error":{"type":"no_shard_available_action_exception"}}"#).unwrap();
-        assert!(!d.found && d.error.is_some());
-    }
 
     #[test]
     fn expected_version_puts_the_term_above_the_seq_no() {

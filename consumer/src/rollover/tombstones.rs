@@ -4,12 +4,12 @@
 //! higher version and stays (409, stale).
 
 use crate::context::Ctx;
+use crate::mget::Key;
 use crate::state::{tombstone_key, Db, Tombstone};
 use crate::writer::{Doc, Final, Writer};
 use anyhow::Context as _;
 use indexferry_common::es::Method;
 use serde::Deserialize;
-use serde_json::json;
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
@@ -83,25 +83,7 @@ pub(super) async fn target_started(ctx: &Ctx) -> anyhow::Result<BTreeMap<String,
 /// How many of the tombstoned documents exist in the target with a version at or below
 /// their delete's (i.e. came back after it).
 async fn present(ctx: &Ctx, page: &[(String, String, Tombstone)]) -> anyhow::Result<u64> {
-    #[derive(Deserialize)]
-    struct Mget {
-        docs: Vec<MgetDoc>,
-    }
-    #[derive(Deserialize)]
-    struct MgetDoc {
-        #[serde(default)]
-        found: bool,
-        #[serde(rename = "_version", default)]
-        version: u64,
-    }
-    let docs: Vec<_> = page
-        .iter()
-        .map(|(index, id, t)| match &t.routing {
-            Some(r) => json!({ "_index": index, "_id": id, "routing": r }),
-            None => json!({ "_index": index, "_id": id }),
-        })
-        .collect();
-    let answer: Mget =
-        ctx.target.json(Method::Post, "/_mget", &[("_source", "false")], Some(&json!({ "docs": docs }))).await?;
-    Ok(answer.docs.iter().zip(page).filter(|(d, (_, _, t))| d.found && d.version <= t.version).count() as u64)
+    let keys = page.iter().map(|(index, id, t)| Key { index: Some(index), id, routing: t.routing.as_deref() });
+    let docs = crate::mget::mget(&ctx.target, None, keys, false).await?;
+    Ok(docs.iter().zip(page).filter(|(d, (_, _, t))| d.found && d.version.unwrap_or(0) <= t.version).count() as u64)
 }

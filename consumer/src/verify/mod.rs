@@ -13,12 +13,13 @@
 mod after_switch;
 
 use crate::context::{Common, Ctx};
+use crate::mget::Key;
 use crate::snapshot::reader::{close_pit, open_pit, Hit, Mode, SliceReader};
 use indexferry_common::es::Cluster;
 use indexferry_common::es::Method;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -187,21 +188,6 @@ async fn open_reader(cluster: &Cluster, index: &str, with_source: bool) -> anyho
     Ok(Reader(if with_source { reader } else { reader.without_source() }, pit))
 }
 
-#[derive(Deserialize)]
-struct MgetResponse {
-    docs: Vec<MgetDoc>,
-}
-
-#[derive(Deserialize)]
-struct MgetDoc {
-    #[serde(default)]
-    found: bool,
-    #[serde(rename = "_source", default)]
-    source: Option<Box<RawValue>>,
-    #[serde(rename = "_routing", default)]
-    routing: Option<String>,
-}
-
 /// A document found by `_mget`.
 struct Found {
     /// Only when asked for.
@@ -209,27 +195,13 @@ struct Found {
     routing: Option<String>,
 }
 
-/// Looks the hits up in `index`, each with its routing: `None` when absent.
+/// Looks the hits up in `index`, each with its routing: `None` when absent. A document the
+/// cluster could not look up fails the verify rather than count as missing.
 async fn mget(cluster: &Cluster, index: &str, hits: &[Hit], with_source: bool) -> anyhow::Result<Vec<Option<Found>>> {
-    let docs: Vec<Value> = hits
-        .iter()
-        .map(|h| match &h.routing {
-            Some(r) => json!({ "_id": h.id, "routing": r }),
-            None => json!({ "_id": h.id }),
-        })
-        .collect();
-    let body = json!({ "docs": docs });
-    let source = if with_source { "true" } else { "false" };
-    let answer: MgetResponse = cluster
-        .json(Method::Post, &format!("/{index}/_mget"), &[("_source", source), ("realtime", "true")], Some(&body))
-        .await?;
-    anyhow::ensure!(
-        answer.docs.len() == hits.len(),
-        "_mget answered {} documents for {}",
-        answer.docs.len(),
-        hits.len()
-    );
-    Ok(answer.docs.into_iter().map(|d| d.found.then_some(Found { source: d.source, routing: d.routing })).collect())
+    let keys = hits.iter().map(|h| Key::new(&h.id, h.routing.as_deref()));
+    let docs = crate::mget::mget(cluster, Some(index), keys, with_source).await?;
+    let docs = crate::mget::no_errors(cluster, index, docs)?;
+    Ok(docs.into_iter().map(|d| d.found.then_some(Found { source: d.source, routing: d.routing })).collect())
 }
 
 fn same_source(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
