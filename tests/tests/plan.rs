@@ -24,6 +24,15 @@ fn plan_json(args: &[&str]) -> anyhow::Result<(i32, Value)> {
     Ok((out.status.code().unwrap_or(-1), report))
 }
 
+/// `plan --json` from `source` to `target` of `indices`, with the stack's brokers and
+/// `topic`, then `more`: its exit code and report.
+fn plan_to(source: &str, target: &str, indices: &str, topic: &str, more: &[&str]) -> anyhow::Result<(i32, Value)> {
+    let brokers = brokers();
+    let args =
+        ["--source-url", source, "--target-url", target, "--indices", indices, "--brokers", &brokers, "--topic", topic];
+    plan_json(&[&args[..], more].concat())
+}
+
 /// The temporary indices a plan of `index` left on the cluster at `url`.
 async fn leftovers(url: &str, index: &str) -> anyhow::Result<Vec<String>> {
     let c = cluster(url).await?;
@@ -67,20 +76,7 @@ async fn elasticsearch_8_flattened_is_planned_to_opensearch_and_the_recipe_migra
 
     let out = dir.path().join("recipes");
     let out_s = out.to_str().unwrap_or_default();
-    let (code, report) = plan_json(&[
-        "--source-url",
-        &source_url,
-        "--target-url",
-        &target_url,
-        "--indices",
-        &src,
-        "--brokers",
-        &brokers(),
-        "--topic",
-        &topic,
-        "--out",
-        out_s,
-    ])?;
+    let (code, report) = plan_to(&source_url, &target_url, &src, &topic, &["--out", out_s])?;
     let p = &report["plans"][0];
     let rewrite = p["rewrites"].as_array().and_then(|r| r.iter().find(|r| r["path"] == "user")).cloned();
     assert_eq!(rewrite.as_ref().map(|r| r["rule"].clone()), Some(json!("flattened-to-flat_object")), "{p}");
@@ -131,19 +127,7 @@ async fn elasticsearch_7_to_9_rewrites_a_camel_case_date_and_reports_rejected_do
     docs.extend((0..3).map(|i| json!({ "d": "2024-05-01", " ": i })));
     write_docs(&source_url, &src, &docs).await?;
 
-    let args = [
-        "--source-url",
-        &source_url,
-        "--target-url",
-        &target_url,
-        "--indices",
-        &src,
-        "--brokers",
-        &brokers(),
-        "--topic",
-        &topic,
-    ];
-    let (code, report) = plan_json(&args)?;
+    let (code, report) = plan_to(&source_url, &target_url, &src, &topic, &[])?;
     let p = &report["plans"][0];
     let rewrite = p["rewrites"].as_array().and_then(|r| r.iter().find(|r| r["path"] == "d.format")).cloned();
     assert_eq!(
@@ -173,21 +157,7 @@ async fn elasticsearch_7_recipe_with_a_rewrite_is_taken_by_init() -> anyhow::Res
     create_source(&source_url, &src, &alias, &topic, 1, mappings).await?;
     write_docs(&source_url, &src, &[json!({ "d": "2024-05-01T10:00:00Z" }), json!({ "d": "2024-05-02" })]).await?;
     let out = dir.path().join("recipes");
-    let args = [
-        "--source-url",
-        &source_url,
-        "--target-url",
-        &target_url,
-        "--indices",
-        &src,
-        "--brokers",
-        &brokers(),
-        "--topic",
-        &topic,
-        "--out",
-        out.to_str().unwrap_or_default(),
-    ];
-    let (code, report) = plan_json(&args)?;
+    let (code, report) = plan_to(&source_url, &target_url, &src, &topic, &["--out", out.to_str().unwrap_or_default()])?;
     assert_eq!((code, &report["decisions"]), (0, &json!([])), "{report}");
     let state = dir.path().join("state");
     run_ok(indexferry(&state, &["init", &recipe_of(&report)?]))?;
@@ -291,19 +261,7 @@ async fn a_target_refusing_the_converted_index_is_reported() -> anyhow::Result<(
     let mappings = json!({ "properties": { "k": { "type": "keyword", "time_series_dimension": true } } });
     create_source(&source_url, &src, &alias, &topic, 1, mappings).await?;
     write_docs(&source_url, &src, &[json!({ "k": "a" })]).await?;
-    let args = [
-        "--source-url",
-        &source_url,
-        "--target-url",
-        &target_url,
-        "--indices",
-        &src,
-        "--brokers",
-        &brokers(),
-        "--topic",
-        &topic,
-    ];
-    let (code, report) = plan_json(&args)?;
+    let (code, report) = plan_to(&source_url, &target_url, &src, &topic, &[])?;
     let rejection = &report["plans"][0]["proof"]["rejections"][0];
     assert_eq!(rejection["stage"], "create", "{report}");
     assert!(rejection["reason"].as_str().unwrap_or_default().contains("time_series_dimension"), "{rejection}");
@@ -486,20 +444,8 @@ async fn daily_migration(
     wait_docs(source_url, &days[2], 200).await?;
     let out = dir.join("recipes");
     let pattern = format!("{base}-*");
-    let (code, report) = plan_json(&[
-        "--source-url",
-        source_url,
-        "--target-url",
-        target_url,
-        "--indices",
-        &pattern,
-        "--brokers",
-        &brokers(),
-        "--topic",
-        topic,
-        "--out",
-        out.to_str().unwrap_or_default(),
-    ])?;
+    let (code, report) =
+        plan_to(source_url, target_url, &pattern, topic, &["--out", out.to_str().unwrap_or_default()])?;
     assert_eq!((code, &report["decisions"]), (0, &json!([])), "migratable as written: {report}");
     let e = &report["patterns"][0];
     assert_eq!((e["pattern"].as_str(), e["target"].as_str()), (Some(pattern.as_str()), Some("{source}")), "{report}");
@@ -556,19 +502,7 @@ async fn a_template_differing_on_the_target_is_a_decision() -> anyhow::Result<()
             "template": { "mappings": { "properties": { "n": { "type": "keyword" } } } } });
         let target = cluster(&target_url).await?;
         target.json::<Value>(Method::Put, &format!("/_index_template/{base}-tpl"), &[], Some(&differing)).await?;
-        let args = [
-            "--source-url",
-            &source_url,
-            "--target-url",
-            &target_url,
-            "--indices",
-            &format!("{base}-*"),
-            "--brokers",
-            &brokers(),
-            "--topic",
-            &topic,
-        ];
-        let (code, report) = plan_json(&args)?;
+        let (code, report) = plan_to(&source_url, &target_url, &format!("{base}-*"), &topic, &[])?;
         assert_eq!(code, 1, "{report}");
         let decisions = report["decisions"].as_array().cloned().unwrap_or_default();
         let d = decisions.iter().filter_map(Value::as_str).find(|d| d.contains(&format!("\"{base}-tpl\"")));
@@ -596,19 +530,7 @@ async fn a_data_stream_named_by_the_plan_is_refused() -> anyhow::Result<()> {
         source.json::<Value>(Method::Put, &format!("/_index_template/{stream}"), &[], Some(&body)).await?;
         source.json::<Value>(Method::Put, &format!("/_data_stream/{stream}"), &[], None).await?;
         let indices = format!("{src}*");
-        let args = [
-            "--source-url",
-            &source_url,
-            "--target-url",
-            &target_url,
-            "--indices",
-            &indices,
-            "--brokers",
-            &brokers(),
-            "--topic",
-            &topic,
-        ];
-        let (code, report) = plan_json(&args)?;
+        let (code, report) = plan_to(&source_url, &target_url, &indices, &topic, &[])?;
         assert_eq!(code, 1, "{report}");
         let decisions = report["decisions"].to_string();
         assert!(decisions.contains(&format!("data stream \\\"{stream}\\\"")), "{report}");
