@@ -143,16 +143,18 @@ class Bench:
         except RuntimeError:
             return False
 
-    def load(self, index, n):
-        self.es.create(index, self.mappings, self.shards)
-        self.bulk(index, n, concurrency=2)
-        self.es.call("POST", f"/{index}/_refresh")
-        self.es.call("POST", f"/{index}/_forcemerge?max_num_segments=5")
-        assert self.es.count(index) == n, f"{index} does not hold {n} documents"
+    def load(self, index, n, cluster=None):
+        cluster = cluster or self.es
+        cluster.create(index, self.mappings, self.shards)
+        self.bulk(index, n, concurrency=2, cluster=cluster)
+        cluster.call("POST", f"/{index}/_refresh")
+        cluster.call("POST", f"/{index}/_forcemerge?max_num_segments=5")
+        assert cluster.count(index) == n, f"{index} does not hold {n} documents"
 
-    def bulk(self, index, n, concurrency):
+    def bulk(self, index, n, concurrency, cluster=None):
+        url = (cluster or self.es).url
         m = measure(
-            [self.producer, "bulk", "--url", self.es.url, "--index", index, "--file", str(self.data),
+            [self.producer, "bulk", "--url", url, "--index", index, "--file", str(self.data),
              "--concurrency", str(concurrency), "--batch", "1000", "--limit", str(n)]
         )
         return json.loads(m.out.strip().splitlines()[-1]), m
@@ -180,14 +182,16 @@ class Bench:
         return median(rates)
 
     # --- indexferry ---------------------------------------------------------------------
-    def recipe(self, name, source, target, alias, topic, extra="", method="search"):
+    def recipe(self, name, source, target, alias, topic, extra="", method="search", source_url=None):
         # The method is explicit: `auto` would take `_reindex` where the module is there, and
-        # the figures of the other measures would change meaning.
+        # the figures of the other measures would change meaning. With `source_url`, the
+        # source is on that cluster and the target on the measured one.
         path = self.work / f"{name}.toml"
+        clusters = f'[source]\nurl = "{source_url}"\n[target]\nurl = "{self.es.url}"' if source_url else \
+            f'[source]\nurl = "{self.es.url}"'
         path.write_text(
             f"""name = "{name}"
-[source]
-url = "{self.es.url}"
+{clusters}
 [kafka]
 brokers = "{self.args.brokers}"
 topic = "{topic}"
@@ -237,14 +241,16 @@ method = "{method}"
     def reset_state(self):
         shutil.rmtree(self.work / "state", ignore_errors=True)
 
-    def ferry_snapshot(self, source, n, label, method="search"):
+    def ferry_snapshot(self, source, n, label, method="search", source_cluster=None):
         self.reset_state()
         alias = f"{source}-alias"
-        self.es.call("POST", "/_aliases", {"actions": [{"remove": {"index": "*", "alias": alias}}]}, ok=(404,))
-        self.alias(source, alias)
+        src = source_cluster or self.es
+        src.call("POST", "/_aliases", {"actions": [{"remove": {"index": "*", "alias": alias}}]}, ok=(404,))
+        src.call("POST", "/_aliases", {"actions": [{"add": {"index": source, "alias": alias}}]})
         topic = self.topic("bench-snapshot-events")
         self.es.drop("bench-target-ixf")
-        recipe = self.recipe("bench-snapshot", source, "bench-target-ixf", alias, topic, method=method)
+        recipe = self.recipe("bench-snapshot", source, "bench-target-ixf", alias, topic, method=method,
+                             source_url=source_cluster and source_cluster.url)
         measure(self.ferry_cmd("init", str(recipe)))
         m = measure(self.ferry_cmd("snapshot", "bench-snapshot"), log_to=self.work / f"{label}.log")
         got = self.es.count("bench-target-ixf")
@@ -291,6 +297,33 @@ method = "{method}"
             log(f"server_reindex run {i + 1}: {rates[-1]:.0f} docs/s")
         self.es.drop("bench-target-peer")
         return median(rates)
+
+    def remote(self):
+        """Cross-cluster: the same data on another cluster (--remote-url, the stack's
+        Elasticsearch 7.17), copied into the measured one by the search method (indexferry
+        reads and bulks) and by the reindex method (the target pulls it: reindex from remote)."""
+        src = Cluster(self.args.remote_url)
+        try:
+            ready = src.count("bench-source") == self.docs
+        except RuntimeError:
+            ready = False
+        except OSError as e:
+            log(f"remote: {src.url} does not answer ({e}); not measured (dev/stack up es7)")
+            return None
+        if not ready:
+            log(f"loading bench-source on {src.url} ({self.docs} documents)")
+            self.load("bench-source", self.docs, cluster=src)
+        figures = {}
+        for method, key in (("search", "indexferry"), ("reindex", "indexferry_reindex")):
+            rates = []
+            for i in range(self.args.runs):
+                m = self.ferry_snapshot("bench-source", self.docs, f"remote_{method}-{i}", method=method,
+                                        source_cluster=src)
+                rates.append(self.docs / m.wall)
+                self.cost.setdefault(f"snapshot_remote_{method}", []).append(m)
+                log(f"cross-cluster {method} run {i + 1}: {rates[-1]:.0f} docs/s")
+            figures[key] = median(rates)
+        return figures
 
     # --- peers --------------------------------------------------------------------------
     def peer_copy(self, name, cmd):
@@ -497,14 +530,16 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--url", default="http://127.0.0.1:9202")
+    ap.add_argument("--remote-url", default="http://127.0.0.1:9204",
+                    help="the source cluster of the cross-cluster measure (remote)")
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--out", default="bench-results.json")
     ap.add_argument("--work", required=True)
     ap.add_argument("--baseline-bin", help="another indexferry binary (with consume --until-caught-up) to measure too")
     ap.add_argument("--peers", default="elasticdump,helpers_reindex,server_reindex,python_consumer",
                     help="the peer tools to measure (comma-separated; empty for none)")
-    ap.add_argument("--only", default="snapshot,replay,reconcile,rollover,cost",
-                    help="comma-separated parts to run (snapshot, replay, reconcile, rollover, cost)")
+    ap.add_argument("--only", default="snapshot,remote,replay,reconcile,rollover,cost",
+                    help="comma-separated parts to run (snapshot, remote, replay, reconcile, rollover, cost)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     b = Bench(args)
@@ -539,6 +574,10 @@ def main():
             else:
                 log("server_reindex: the cluster has no reindex module; not measured")
         r["snapshot_docs_per_s"]["bulk_ceiling"] = ceiling
+    if "remote" in only:
+        figures = b.remote()
+        if figures:
+            r["cross_cluster_snapshot_docs_per_s"] = figures
     if "replay" in only:
         r["replay_events_per_s"] = {"indexferry": b.replay_indexferry(keep_topic="python_consumer" in peers)}
         if "python_consumer" in peers:
@@ -571,14 +610,20 @@ def main():
 def table(r):
     lines = [f"### {r['docs']:,} documents of about 1 KB", "",
              "| measure | tool | rate | indexferry / tool |", "|---|---|---:|---:|"]
-    for key, unit in (("snapshot_docs_per_s", "docs/s"), ("replay_events_per_s", "events/s")):
+    for key, unit, what in (("snapshot_docs_per_s", "docs/s", "snapshot"),
+                            ("cross_cluster_snapshot_docs_per_s", "docs/s", "snapshot cross-cluster"),
+                            ("replay_events_per_s", "events/s", "replay")):
         figures = r.get(key)
         if not figures:
             continue
         ours = figures["indexferry"]
         for tool, rate in figures.items():
             ratio = "" if tool == "indexferry" else f"{ours / rate:.2f}x"
-            lines.append(f"| {key.split('_')[0]} | {tool} | {rate:,.0f} {unit} | {ratio} |")
+            lines.append(f"| {what} | {tool} | {rate:,.0f} {unit} | {ratio} |")
+        if "indexferry_reindex" in figures:
+            peer = "server_reindex" if "server_reindex" in figures else "indexferry"
+            lines.append(f"| {what} | indexferry_reindex / {peer} | | "
+                         f"{figures['indexferry_reindex'] / figures[peer]:.2f}x |")
     rec = r.get("reconcile")
     if rec:
         lines.append(f"| reconcile, nothing to repair | indexferry | {rec['clean_s_per_million']:.0f} s per million "
