@@ -155,6 +155,33 @@ async fn reindex_from_a_host_not_allowlisted_fails_in_one_line() -> anyhow::Resu
     Ok(())
 }
 
+/// `auto` takes what dev/bench measured faster: `_reindex` in-cluster where the module is
+/// there, the search method across clusters (reindex from remote is one unsliced scroll). `init`
+/// says which, and why; the status records it.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_takes_reindex_in_cluster_and_the_search_method_across_clusters() -> anyhow::Result<()> {
+    for (prefix, source, want, why) in [
+        (
+            "rxautoin",
+            opensearch3(),
+            "reindex",
+            "auto: the cluster has the reindex module, and a sliced in-cluster _reindex",
+        ),
+        ("rxautoremote", es7(), "search", "auto: reindex from remote is one unsliced scroll, measured slower"),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let state = dir.path().join("state");
+        let (recipe, names) =
+            prepared(dir.path(), prefix, &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
+        let text = std::fs::read_to_string(&recipe)?.replace("method = \"reindex\"", "method = \"auto\"");
+        std::fs::write(&recipe, text)?;
+        let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+        assert!(out.contains(&format!("snapshot method {want}: {why}")), "{source}: {out}");
+        assert_eq!(status(&state, &names.name)?["snapshot_method"], json!(want), "{source}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reindex_task_failing_halfway_ends_the_snapshot_in_one_line_and_counts_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -6,21 +6,20 @@ use indexferry_common::config::SnapshotMethod;
 use indexferry_common::es::{Cluster, Flavor, Method};
 use serde_json::Value;
 
-/// Whether `auto` takes `_reindex` in-cluster where the module is there. Measured on the
-/// stack's OpenSearch 3.3 (one node, an index of 2 shards, 200,000 documents of ~1 KB, a
-/// shared 2-core machine), `indexferry migration snapshot` alone: the search method copied
-/// 3,548 docs/s, the `reindex` method 8,026 docs/s (a plain sliced `_reindex` of the same
-/// index into a fresh one: 5,725 docs/s, the first, cold run). The cluster's own copy is
-/// 2.3x faster, so `auto` takes it; dev/bench's `snapshot_docs_per_s.indexferry_reindex`
-/// and `.server_reindex` are the figures to revisit this with.
+/// Whether `auto` takes `_reindex` in-cluster where the module is there. `dev/bench --docs
+/// 1000000 --runs 3 --only snapshot,remote --peers server_reindex` (OpenSearch 2.19, one node,
+/// 2 shards, documents of ~1 KB, release build, medians): the `reindex` method 26,989 docs/s,
+/// the search method 23,395 docs/s (1.15x), a plain sliced `_reindex` 27,664 docs/s (the
+/// method is 0.98x of it). The cluster's own copy is faster, so `auto` takes it.
 pub const AUTO_REINDEX_IN_CLUSTER: bool = true;
 
 /// Whether `auto` takes reindex from remote across clusters. The API cannot slice it: it
-/// runs as one task. Measured from the stack's Elasticsearch 7.17 into its OpenSearch 3.3
-/// (the same 200,000 documents, 2 shards): one reindex-from-remote task 5,916 docs/s, the
-/// search method with 2 slices 4,613 docs/s. Two tasks splitting the source by `_seq_no`
-/// range were slower (3,543 docs/s together), so the method runs one task.
-pub const AUTO_REINDEX_FROM_REMOTE: bool = true;
+/// runs as one task, one scroll. The same bench, Elasticsearch 7.17 into OpenSearch 2.19, the
+/// same data: reindex from remote 19,993 docs/s, the search method (2 slices) 22,937 docs/s,
+/// so reindex from remote is 0.87x and `auto` keeps the search method. (Splitting the source
+/// into two remote tasks by `_seq_no` range was slower still.) `method = "reindex"` still
+/// runs it, for a source the client cannot reach but the target can.
+pub const AUTO_REINDEX_FROM_REMOTE: bool = false;
 
 /// The method to use and why, for `init` to print.
 pub async fn choose(
@@ -56,7 +55,7 @@ pub async fn choose(
         (_, Some(why)) => Ok((SnapshotMethod::Search, format!("auto: {why}"))),
         (_, None) if cross_cluster && !AUTO_REINDEX_FROM_REMOTE => Ok((
             SnapshotMethod::Search,
-            "auto: reindex from remote is one unsliced scroll, not measured faster than the sliced search".into(),
+            "auto: reindex from remote is one unsliced scroll, measured slower than the sliced search method".into(),
         )),
         (_, None) if !cross_cluster && !AUTO_REINDEX_IN_CLUSTER => {
             Ok((SnapshotMethod::Search, "auto: _reindex was not measured faster here".into()))
