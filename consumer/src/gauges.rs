@@ -61,7 +61,7 @@ pub async fn linger(dir: &crate::state::StateDir, limit: std::time::Duration) {
         _ => return,
     };
     follow(&m);
-    let Some(&mark) = FINAL.get() else { return };
+    let mark = *FINAL.get_or_init(metrics::scrapes_begun);
     if metrics::answered_after(mark) {
         return;
     }

@@ -52,7 +52,7 @@ struct Answer {
 
 /// Looks the keys up, realtime, with or without `_source`, and answers in their order.
 /// `index` is the request's index (`None`: each key names its own). A document the cluster
-/// could not look up comes back with its `error`: see [`no_errors`].
+/// could not look up comes back with its `error`: see [`mget_in`].
 pub async fn mget(
     cluster: &Cluster,
     index: Option<&str>,
@@ -91,8 +91,16 @@ pub async fn mget(
     Ok(answer.docs)
 }
 
-/// The documents, or an error naming the first one the cluster could not look up.
-pub fn no_errors(cluster: &Cluster, index: &str, docs: Vec<Doc>) -> anyhow::Result<Vec<Doc>> {
+/// [`mget`] in `index`, where every document must be found or absent: one the cluster could
+/// not look up is an error naming it (for reconcile and verify, which must not take it for
+/// absent).
+pub async fn mget_in(
+    cluster: &Cluster,
+    index: &str,
+    keys: impl IntoIterator<Item = Key<'_>>,
+    with_source: bool,
+) -> anyhow::Result<Vec<Doc>> {
+    let docs = mget(cluster, Some(index), keys, with_source).await?;
     if let Some(d) = docs.iter().find(|d| d.error.is_some()) {
         bail!(
             "the {} cluster {} index {index}: _mget could not look up {}: {}",

@@ -210,8 +210,8 @@ method = "{method}"
     def ferry_cmd(self, *args):
         return [self.ferry, "migration", *args, "--state-dir", str(self.work / "state")]
 
-    def alias(self, index, alias):
-        self.es.call("POST", "/_aliases", {"actions": [{"add": {"index": index, "alias": alias}}]})
+    def alias(self, index, alias, cluster=None):
+        (cluster or self.es).call("POST", "/_aliases", {"actions": [{"add": {"index": index, "alias": alias}}]})
 
     @functools.cached_property
     def admin(self):
@@ -246,7 +246,7 @@ method = "{method}"
         alias = f"{source}-alias"
         src = source_cluster or self.es
         src.call("POST", "/_aliases", {"actions": [{"remove": {"index": "*", "alias": alias}}]}, ok=(404,))
-        src.call("POST", "/_aliases", {"actions": [{"add": {"index": source, "alias": alias}}]})
+        self.alias(source, alias, src)
         topic = self.topic("bench-snapshot-events")
         self.es.drop("bench-target-ixf")
         recipe = self.recipe("bench-snapshot", source, "bench-target-ixf", alias, topic, method=method,
@@ -258,11 +258,15 @@ method = "{method}"
         measure(self.ferry_cmd("cancel", "bench-snapshot"))
         return m
 
-    def snapshot_indexferry(self, method="search"):
+    def snapshot_indexferry(self, method="search", source_cluster=None):
+        """The snapshot by `method`, in-cluster, or from `source_cluster` into the measured one."""
         rates = []
         cost = "snapshot" if method == "search" else f"snapshot_{method}"
+        if source_cluster:
+            cost = f"snapshot_remote_{method}"
         for i in range(self.args.runs):
-            m = self.ferry_snapshot("bench-source", self.docs, f"{cost}-{i}", method=method)
+            m = self.ferry_snapshot("bench-source", self.docs, f"{cost}-{i}", method=method,
+                                    source_cluster=source_cluster)
             rates.append(self.docs / m.wall)
             self.cost.setdefault(cost, []).append(m)
             log(f"indexferry {cost} run {i + 1}: {rates[-1]:.0f} docs/s, cpu {m.cpu:.1f}s, rss {m.rss >> 20} MiB")
@@ -313,17 +317,8 @@ method = "{method}"
         if not ready:
             log(f"loading bench-source on {src.url} ({self.docs} documents)")
             self.load("bench-source", self.docs, cluster=src)
-        figures = {}
-        for method, key in (("search", "indexferry"), ("reindex", "indexferry_reindex")):
-            rates = []
-            for i in range(self.args.runs):
-                m = self.ferry_snapshot("bench-source", self.docs, f"remote_{method}-{i}", method=method,
-                                        source_cluster=src)
-                rates.append(self.docs / m.wall)
-                self.cost.setdefault(f"snapshot_remote_{method}", []).append(m)
-                log(f"cross-cluster {method} run {i + 1}: {rates[-1]:.0f} docs/s")
-            figures[key] = median(rates)
-        return figures
+        return {"indexferry": self.snapshot_indexferry("search", src),
+                "indexferry_reindex": self.snapshot_indexferry("reindex", src)}
 
     # --- peers --------------------------------------------------------------------------
     def peer_copy(self, name, cmd):

@@ -217,9 +217,7 @@ async fn mget<'a>(
     ids: impl Iterator<Item = (&'a String, &'a Option<String>)>,
     with_source: bool,
 ) -> anyhow::Result<Vec<crate::mget::Doc>> {
-    let keys = ids.map(|(id, routing)| Key::new(id, routing.as_deref()));
-    let docs = crate::mget::mget(cluster, Some(index), keys, with_source).await?;
-    crate::mget::no_errors(cluster, index, docs)
+    crate::mget::mget_in(cluster, index, ids.map(|(id, routing)| Key::new(id, routing.as_deref())), with_source).await
 }
 
 #[cfg(test)]

@@ -199,8 +199,7 @@ struct Found {
 /// cluster could not look up fails the verify rather than count as missing.
 async fn mget(cluster: &Cluster, index: &str, hits: &[Hit], with_source: bool) -> anyhow::Result<Vec<Option<Found>>> {
     let keys = hits.iter().map(|h| Key::new(&h.id, h.routing.as_deref()));
-    let docs = crate::mget::mget(cluster, Some(index), keys, with_source).await?;
-    let docs = crate::mget::no_errors(cluster, index, docs)?;
+    let docs = crate::mget::mget_in(cluster, index, keys, with_source).await?;
     Ok(docs.into_iter().map(|d| d.found.then_some(Found { source: d.source, routing: d.routing })).collect())
 }
 
