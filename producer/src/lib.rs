@@ -68,8 +68,46 @@ pub enum WriteError {
          (ProducerConfig::follow, `load --follow-url`) or point the application at it"
     )]
     UnknownCluster { alias: String, from: String, migration: String, urls: String },
+    /// The write's version check failed (409): the document has moved past the version
+    /// the application gave (`external`, `external_gte`, `if_seq_no`). The application's
+    /// own answer, never retried here.
+    #[error("version conflict: {0}")]
+    Conflict(String),
     #[error("{0}")]
     Setup(String),
+}
+
+/// How the cluster checks a write against the document's version: the application's own
+/// versioning, passed through as it would write without the library. Under the `source`
+/// version rule a migration keeps every document's `_version`, so each of these goes on
+/// working after the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Versioning {
+    /// The cluster counts versions itself.
+    #[default]
+    Internal,
+    /// `version_type=external`: accepted only above the document's version.
+    External(u64),
+    /// `version_type=external_gte`: accepted at or above it (Invenio's record indexer writes
+    /// its revision ids so).
+    ExternalGte(u64),
+    /// `if_seq_no` and `if_primary_term`: accepted only while the document is still at that
+    /// operation.
+    IfSeqNo { seq_no: u64, primary_term: u64 },
+}
+
+impl Versioning {
+    /// The query parameters that carry it.
+    fn query(self) -> Vec<(&'static str, String)> {
+        match self {
+            Versioning::Internal => vec![],
+            Versioning::External(v) => vec![("version", v.to_string()), ("version_type", "external".into())],
+            Versioning::ExternalGte(v) => vec![("version", v.to_string()), ("version_type", "external_gte".into())],
+            Versioning::IfSeqNo { seq_no, primary_term } => {
+                vec![("if_seq_no", seq_no.to_string()), ("if_primary_term", primary_term.to_string())]
+            }
+        }
+    }
 }
 
 /// How to reach the cluster and the topic.
@@ -219,10 +257,22 @@ impl Producer {
     /// Indexes (creates or replaces) a document; `source` must be a JSON object. The same
     /// bytes go to the cluster and into the event.
     pub async fn index(&self, id: &str, source: &str, routing: Option<&str>) -> Result<ChangeEvent> {
+        self.index_versioned(id, source, routing, Versioning::Internal).await
+    }
+
+    /// [`Producer::index`] with the application's own version check; a write the check
+    /// refuses fails with [`WriteError::Conflict`] and publishes nothing.
+    pub async fn index_versioned(
+        &self,
+        id: &str,
+        source: &str,
+        routing: Option<&str>,
+        versioning: Versioning,
+    ) -> Result<ChangeEvent> {
         let raw = RawValue::from_string(source.to_owned())
             .map_err(|e| WriteError::Refused(format!("source is not JSON: {e}")))?;
-        let (ack, route) =
-            self.write(indexferry_common::es::Method::Put, id, routing, Some(Bytes::from(source.to_owned()))).await?;
+        let body = Some(Bytes::from(source.to_owned()));
+        let (ack, route) = self.write(indexferry_common::es::Method::Put, id, routing, versioning, body).await?;
         let event = self.event(&route, Op::Index, id, routing, Some(raw), ack);
         self.publish(&event).await?;
         self.count_after_switch(&route, 1);
@@ -232,7 +282,17 @@ impl Producer {
     /// Deletes a document. Deleting a missing document is not an error: it is a write
     /// with a sequence number like any other, and its event is published.
     pub async fn delete(&self, id: &str, routing: Option<&str>) -> Result<ChangeEvent> {
-        let (ack, route) = self.write(indexferry_common::es::Method::Delete, id, routing, None).await?;
+        self.delete_versioned(id, routing, Versioning::Internal).await
+    }
+
+    /// [`Producer::delete`] with the application's own version check.
+    pub async fn delete_versioned(
+        &self,
+        id: &str,
+        routing: Option<&str>,
+        versioning: Versioning,
+    ) -> Result<ChangeEvent> {
+        let (ack, route) = self.write(indexferry_common::es::Method::Delete, id, routing, versioning, None).await?;
         let event = self.event(&route, Op::Delete, id, routing, None, ack);
         self.publish(&event).await?;
         self.count_after_switch(&route, 1);
@@ -249,7 +309,7 @@ impl Producer {
             Write::Index { id, source, routing } => (Method::Put, id, routing, Some(Bytes::from(source.clone()))),
             Write::Delete { id, routing } => (Method::Delete, id, routing, None),
         };
-        self.write(method, id, routing.as_deref(), body).await.map(|_| ())
+        self.write(method, id, routing.as_deref(), Versioning::Internal, body).await.map(|_| ())
     }
 
     fn count_after_switch(&self, route: &Route, n: u64) {
@@ -289,9 +349,12 @@ impl Producer {
         method: indexferry_common::es::Method,
         id: &str,
         routing: Option<&str>,
+        versioning: Versioning,
         body: Option<Bytes>,
     ) -> Result<(WriteResponse, Arc<Route>)> {
-        let query: Vec<(&str, &str)> = routing.map(|r| ("routing", r)).into_iter().collect();
+        let versions = versioning.query();
+        let mut query: Vec<(&str, &str)> = routing.map(|r| ("routing", r)).into_iter().collect();
+        query.extend(versions.iter().map(|(k, v)| (*k, v.as_str())));
         let started = Instant::now();
         let mut backoff = write_backoff(self.cfg.retry_for);
         let is_delete = matches!(method, indexferry_common::es::Method::Delete);
@@ -302,6 +365,10 @@ impl Producer {
                 Ok((200..=299, bytes)) => return Ok((parse_ack(&bytes)?, route)),
                 // A delete of a missing document answers 404 with a full acknowledgement.
                 Ok((404, bytes)) if is_delete && parse_ack(&bytes).is_ok() => return Ok((parse_ack(&bytes)?, route)),
+                Ok((409, bytes)) if versioning != Versioning::Internal => {
+                    let err = route.cluster.status_error(method, &path, 409, &bytes);
+                    return Err(WriteError::Conflict(err.to_string()));
+                }
                 Ok((status, bytes)) => route.cluster.status_error(method, &path, status, &bytes),
                 Err(e) => e,
             };

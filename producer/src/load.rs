@@ -99,6 +99,13 @@ pub(crate) struct LoadArgs {
     /// PEM file of the CA of the clusters followed to.
     #[arg(long, env = "INDEXFERRY_FOLLOW_CA_CERT")]
     follow_ca_cert: Option<std::path::PathBuf>,
+    /// How the steady writes are versioned: `internal` (the cluster counts), or
+    /// `external-gte` as an application with its own versions writes (Invenio's record
+    /// indexer): milliseconds since the epoch, now and then the same version again with
+    /// another body; a write overtaken by a newer one of the same id is counted as
+    /// superseded, not failed.
+    #[arg(long, value_enum, default_value_t = crate::app_versions::Mode::Internal)]
+    versioning: crate::app_versions::Mode,
     /// The tenant's prefix (the global `--prefix`), before the alias and `--create-index`.
     #[arg(skip)]
     prefix: String,
@@ -201,6 +208,8 @@ impl Ids {
 /// How the steady writes are made: ids, routing and the unpublished fault.
 struct Shape {
     prefix: String,
+    /// The application's own versions (`--versioning external-gte`), else `None`.
+    versions: Option<crate::app_versions::AppVersions>,
     routed_percent: u32,
     unpublished_percent: f64,
     /// Until when writes may go unpublished.
@@ -218,6 +227,9 @@ impl Shape {
 #[derive(Default, Serialize)]
 struct Summary {
     done: u64,
+    /// Versioned writes refused because a newer one of the same id was made (`--versioning
+    /// external-gte`): the application's own versioning, not a failure.
+    superseded: u64,
     /// Writes made without publishing their event (`--unpublished-percent`).
     unpublished: u64,
     failed: u64,
@@ -237,6 +249,8 @@ struct Summary {
 #[derive(Default)]
 struct Counters {
     done: AtomicU64,
+    /// Versioned writes overtaken by a newer one of the same id (`--versioning external-gte`).
+    superseded: AtomicU64,
     unpublished: AtomicU64,
     failed: AtomicU64,
     creates: AtomicU64,
@@ -297,6 +311,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         };
         let shape = Arc::new(Shape {
             prefix: args.id_prefix.clone(),
+            versions: (args.versioning == crate::app_versions::Mode::ExternalGte)
+                .then(crate::app_versions::AppVersions::default),
             routed_percent: args.routed_percent,
             unpublished_percent: args.unpublished_percent,
             unpublished_until: args.unpublished_for.map(|d| Instant::now() + d),
@@ -352,6 +368,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
 
     let summary = Summary {
         done: counters.done.load(Ordering::Relaxed),
+        superseded: counters.superseded.load(Ordering::Relaxed),
         unpublished: counters.unpublished.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
         creates: counters.creates.load(Ordering::Relaxed),
@@ -365,8 +382,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         first_errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|p| p.into_inner())),
     };
     println!(
-        "load: done={} unpublished={} failed={} creates={} updates={} deletes={} recreates={} initial={} writes_after_switch={} seconds={:.1}",
+        "load: done={} superseded={} unpublished={} failed={} creates={} updates={} deletes={} recreates={} initial={} writes_after_switch={} seconds={:.1}",
         summary.done,
+        summary.superseded,
         summary.unpublished,
         summary.failed,
         summary.creates,
@@ -396,7 +414,7 @@ async fn one_write(
     let alias_routing = producer.alias_routing();
     let route = |id: &str| routing_for(id, shape.routed_percent, alias_routing.as_deref());
     let skip = shape.skip_publish(gen.rng());
-    let write = |w: Write| send(producer, skip, w, counters);
+    let write = |w: Write| send(producer, skip, w, counters, shape);
     let total = mix.create + mix.update + mix.delete + mix.recreate;
     let roll = gen.rng().random_range(0..total);
     let lock = || ids.lock().unwrap_or_else(|p| p.into_inner());
@@ -463,11 +481,20 @@ async fn one_write(
 }
 
 /// One write, published (and written again until it is) unless `skip_publish`.
-async fn send(producer: &Producer, skip_publish: bool, w: Write, counters: &Counters) -> Result<(), WriteError> {
+async fn send(
+    producer: &Producer,
+    skip_publish: bool,
+    w: Write,
+    counters: &Counters,
+    shape: &Shape,
+) -> Result<(), WriteError> {
     if skip_publish {
         producer.write_unpublished(&w).await?;
         counters.unpublished.fetch_add(1, Ordering::Relaxed);
         return Ok(());
+    }
+    if let Some(versions) = &shape.versions {
+        return send_versioned(producer, w, counters, versions).await;
     }
     match &w {
         Write::Index { id, source, routing } => {
@@ -478,6 +505,40 @@ async fn send(producer: &Producer, skip_publish: bool, w: Write, counters: &Coun
         }
     };
     Ok(())
+}
+
+/// One write with the application's own version (see `app_versions`): one in ten index
+/// writes of a known id repeats its last version with the new body.
+async fn send_versioned(
+    producer: &Producer,
+    w: Write,
+    counters: &Counters,
+    versions: &crate::app_versions::AppVersions,
+) -> Result<(), WriteError> {
+    let same = rand::rng().random_range(0..10) == 0;
+    let (id, result) = match &w {
+        Write::Index { id, source, routing } => {
+            let v = versions.next(id, same);
+            let r =
+                retry_unpublished(producer.retry_for(), || producer.index_versioned(id, source, routing.as_deref(), v))
+                    .await;
+            (id, r.map(drop).map_err(|e| (e, v)))
+        }
+        Write::Delete { id, routing } => {
+            let v = versions.next(id, false);
+            let r =
+                retry_unpublished(producer.retry_for(), || producer.delete_versioned(id, routing.as_deref(), v)).await;
+            (id, r.map(drop).map_err(|e| (e, v)))
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err((WriteError::Conflict(_), v)) if versions.superseded(id, v) => {
+            counters.superseded.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err((e, _)) => Err(e),
+    }
 }
 
 /// The routing an id is always written with: `None` for all but `percent` of the ids

@@ -1,5 +1,6 @@
 //! `indexferry-producer`: publish validated events from stdin, or run a realistic load.
 
+mod app_versions;
 mod bench;
 mod load;
 
