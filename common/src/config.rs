@@ -43,6 +43,55 @@ pub struct Recipe {
     pub rollover: RolloverConfig,
     #[serde(default)]
     pub templates: TemplatesConfig,
+    /// Which version every target document carries (see [`VersionRule`]).
+    #[serde(default)]
+    pub versions: VersionRule,
+}
+
+/// `versions`: the version every write to the target carries, and so the `_version` each
+/// target document ends with. Both order the copies and events of one document, so the
+/// snapshot and the replay converge in any order; they differ in what the application meets
+/// after the switch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionRule {
+    /// The source document's own `_version` (`version_type=external`): every target document
+    /// keeps the `_version` it had, so an application that versions its documents itself
+    /// (`external`, `external_gte`) goes on writing after the switch. Needs `_version` to grow
+    /// with every change to a document: `init` raises the source's `index.gc_deletes` so that
+    /// a delete then re-create continues from the delete's version, and reconcile finds and
+    /// names a version that goes backwards (before the switch, which it then refuses).
+    #[default]
+    Source,
+    /// `primary_term × 2^47 + _seq_no + 1`: orders every operation without any help from the
+    /// source, but the target's `_version`s are large numbers of their own, so an application
+    /// writing `external` or `external_gte` versions is refused (409) after the switch.
+    /// Internal versioning and `if_seq_no`/`if_primary_term` with a fresh read still work.
+    SeqNo,
+}
+
+impl VersionRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionRule::Source => "source",
+            VersionRule::SeqNo => "seq_no",
+        }
+    }
+
+    /// One line on what the rule means for the application, printed by `init` and `plan`.
+    pub fn consequence(self) -> &'static str {
+        match self {
+            VersionRule::Source => {
+                "every target document keeps the source's _version: the application's writes after the switch succeed \
+                 with internal, external or external_gte versions"
+            }
+            VersionRule::SeqNo => {
+                "target documents get _version = primary_term * 2^47 + _seq_no + 1: after the switch an application \
+                 writing its own versions (external, external_gte) is refused with 409 on every migrated document; \
+                 internal versioning and if_seq_no with a fresh read still work"
+            }
+        }
+    }
 }
 
 /// Index templates copied to the target cluster (cross-cluster migrations).

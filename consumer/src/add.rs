@@ -55,10 +55,18 @@ pub async fn add(common: &Common, name: &str, index: &str, exclude: bool) -> any
         bail!("index {:?} already exists on the target cluster {}", planned.target, ctx.target.url);
     }
     let source_docs = ctx.source.count(index, true).await?;
+    // Before the offsets are read, as `init` does (see `crate::source_tombstones`).
+    let kept = match ctx.recipe.versions {
+        indexferry_common::config::VersionRule::Source => {
+            Some(crate::source_tombstones::keep(&ctx.source, index, &ctx.recipe.rollover.gc_deletes).await?)
+        }
+        indexferry_common::config::VersionRule::SeqNo => None,
+    };
     crate::init::create_target(&ctx.target, &planned, &ctx.recipe.rollover.gc_deletes).await?;
     let start = end_offsets(&ctx.recipe, Duration::from_secs(15)).await?;
     let mut pair = crate::init::pair_info(&planned, source_docs);
     pair.start_offsets = Some(start.clone());
+    pair.source_gc_deletes = kept;
     ctx.dir.update_migration(|m| m.pairs.push(pair.clone())).context("cannot record the new pair")?;
     let offsets: Vec<String> = start.iter().map(|(p, o)| format!("{p}:{o}")).collect();
     println!(

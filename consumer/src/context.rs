@@ -54,6 +54,8 @@ pub fn stored_recipe(m: &Migration, overrides: &Overrides) -> anyhow::Result<Rec
     let mut recipe = Recipe::parse_stored(&m.recipe_text, Path::new(&m.recipe_path), &base, overrides)
         .with_context(|| format!("recipe of migration {:?}", m.name))?;
     add_matched(&mut recipe, m);
+    // Every write of a migration carries the version rule it started with.
+    recipe.versions = m.versions;
     if let Some(recorded) = m.topic.as_deref().filter(|t| *t != recipe.kafka.topic) {
         bail!(
             "kafka topic {:?} is not the topic migration {:?} was initialised on ({recorded:?}): its recorded offsets \

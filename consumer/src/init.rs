@@ -9,10 +9,11 @@
 use crate::context::{connect, end_offsets, Common};
 use crate::patterns::Planned;
 use crate::snapshot::method;
+use crate::state::SourceGcDeletes;
 use crate::state::{Db, Migration, PairInfo, State, StateDir, MIGRATION_KEY};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
-use indexferry_common::config::Recipe;
+use indexferry_common::config::{Recipe, VersionRule};
 use indexferry_common::es::Cluster;
 use indexferry_common::es::Method;
 use indexferry_common::kafka;
@@ -54,6 +55,13 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         false => (vec![], vec![]),
     };
     let (snapshot_method, why) = method::choose(recipe.snapshot.method, &source, &target, cross).await?;
+    // Before the offsets are read: a delete replayed from them keeps its tombstone.
+    let mut kept = std::collections::BTreeMap::new();
+    if recipe.versions == VersionRule::Source {
+        for p in &planned {
+            kept.insert(p.source.clone(), keep_tombstones(&source, &p.source, &recipe, &kept).await?);
+        }
+    }
     let start_offsets = end_offsets(&recipe, Duration::from_secs(15)).await?;
     let retention = kafka::retention(&recipe.kafka, &recipe.kafka.topic)
         .await
@@ -82,10 +90,13 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
                 for t in created {
                     let _ = target.request(Method::Delete, &format!("/{t}"), &[], None).await;
                 }
+                crate::source_tombstones::restore(&source, &kept_pairs(&kept)).await;
                 return Err(e);
             }
         }
-        pairs.push(pair_info(p, source_docs));
+        let mut info = pair_info(p, source_docs);
+        info.source_gc_deletes = kept.get(&p.source).cloned();
+        pairs.push(info);
     }
 
     let migration = Migration {
@@ -107,6 +118,7 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         last_error: None,
         excluded: vec![],
         snapshot_method,
+        versions: recipe.versions,
     };
     let store = dir.open(Db::Meta)?;
     store.put(MIGRATION_KEY, &migration)?;
@@ -140,6 +152,23 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         println!("  template {t} not copied: it covers indices outside the prefix {:?}", recipe.prefix);
     }
     println!("  snapshot method {}: {why}", snapshot_method.as_str());
+    println!("  versions {}: {}", recipe.versions.as_str(), recipe.versions.consequence());
+    if recipe.versions == VersionRule::Source {
+        let raised: Vec<&str> = migration
+            .pairs
+            .iter()
+            .filter(|p| p.source_gc_deletes.as_ref().is_some_and(|g| g.raised))
+            .map(|p| p.source.as_str())
+            .collect();
+        if !raised.is_empty() {
+            println!(
+                "  source index.gc_deletes raised to {} on {} until rollover (a delete then re-create keeps its \
+                 version order)",
+                recipe.rollover.gc_deletes,
+                raised.join(" ")
+            );
+        }
+    }
     let offsets: Vec<String> = migration.start_offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
     println!("  replay starts at {} offsets {}", recipe.kafka.topic, offsets.join(" "));
     println!(
@@ -148,6 +177,41 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     );
     println!("next: indexferry migration run {}", migration.name);
     Ok(())
+}
+
+/// Raises the source's `index.gc_deletes` (see `crate::source_tombstones`); on failure, puts
+/// back what was raised already.
+async fn keep_tombstones(
+    source: &Cluster,
+    index: &str,
+    recipe: &Recipe,
+    kept: &std::collections::BTreeMap<String, SourceGcDeletes>,
+) -> anyhow::Result<SourceGcDeletes> {
+    match crate::source_tombstones::keep(source, index, &recipe.rollover.gc_deletes).await {
+        Ok(g) => Ok(g),
+        Err(e) => {
+            crate::source_tombstones::restore(source, &kept_pairs(kept)).await;
+            Err(e)
+        }
+    }
+}
+
+/// The raised settings as the pairs `restore` reads them from.
+fn kept_pairs(kept: &std::collections::BTreeMap<String, SourceGcDeletes>) -> Vec<PairInfo> {
+    kept.iter()
+        .map(|(source, g)| PairInfo {
+            source: source.clone(),
+            target: String::new(),
+            alias: String::new(),
+            source_docs: 0,
+            production_settings: Default::default(),
+            alias_definition: None,
+            pattern: None,
+            aliases: Default::default(),
+            start_offsets: None,
+            source_gc_deletes: Some(g.clone()),
+        })
+        .collect()
 }
 
 async fn check_pair(
@@ -200,6 +264,7 @@ pub(crate) fn pair_info(p: &Planned, source_docs: u64) -> PairInfo {
         pattern: p.pattern.clone(),
         aliases: p.aliases.clone(),
         start_offsets: None,
+        source_gc_deletes: None,
     }
 }
 

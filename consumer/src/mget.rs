@@ -113,6 +113,22 @@ pub async fn mget_in(
     Ok(docs)
 }
 
+/// Whether two `_source`s are the same document: compared as parsed JSON, so key order and
+/// whitespace do not matter.
+pub fn same_source(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.get() == b.get() || {
+                let pa: Result<Value, _> = serde_json::from_str(a.get());
+                let pb: Result<Value, _> = serde_json::from_str(b.get());
+                matches!((pa, pb), (Ok(x), Ok(y)) if x == y)
+            }
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +140,13 @@ mod tests {
         assert!(!d.found && d.error.is_some());
         let d: Doc = serde_json::from_str(r#"{"_index":"i","_id":"b","found":false}"#).expect("a missing document");
         assert!(!d.found && d.error.is_none() && d.version.is_none());
+    }
+
+    #[test]
+    fn sources_compare_as_json() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        assert!(same_source(Some(&raw(r#"{"a":1,"b":[1,2]}"#)), Some(&raw(r#"{ "b": [1, 2], "a": 1 }"#))));
+        assert!(!same_source(Some(&raw(r#"{"a":1}"#)), Some(&raw(r#"{"a":2}"#))));
+        assert!(!same_source(Some(&raw(r#"{"a":1}"#)), None));
     }
 }

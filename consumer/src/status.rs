@@ -20,6 +20,8 @@ pub struct Status {
     pub pairs: Vec<PairStatus>,
     /// `search` or `reindex`, as `init` chose.
     pub snapshot_method: String,
+    /// The version rule every write carries (`source` or `seq_no`).
+    pub versions: String,
     pub snapshot_worker_pid: Option<i32>,
     pub consumer_pid: Option<i32>,
     pub replay: ReplayStatus,
@@ -204,6 +206,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         target: m.target_server.clone(),
         pairs,
         snapshot_method: m.snapshot_method.as_str().to_owned(),
+        versions: m.versions.as_str().to_owned(),
         snapshot_worker_pid: running_pid(&dir, "snapshot"),
         consumer_pid: running_pid(&dir, "consume"),
         replay: ReplayStatus {
@@ -307,7 +310,13 @@ pub fn readiness_line(r: &Readiness) -> String {
 
 pub fn print(s: &Status) {
     println!("migration {}: {}", s.name, s.state);
-    println!("  {} -> {}{}", s.source, s.target, if s.cross_cluster { " (cross-cluster)" } else { "" });
+    println!(
+        "  {} -> {}{}, versions {}",
+        s.source,
+        s.target,
+        if s.cross_cluster { " (cross-cluster)" } else { "" },
+        s.versions
+    );
     let pid = |p: Option<i32>| p.map_or("not running".to_owned(), |p| format!("running (pid {p})"));
     println!(
         "  snapshot worker ({}): {}   consumer: {}",

@@ -12,6 +12,7 @@
 //! again later, which external versioning makes harmless.
 
 use bytes::Bytes;
+pub use indexferry_common::es::bulk::VersionType;
 use indexferry_common::es::bulk::{Action, BodyBuilder, Outcome};
 use indexferry_common::es::{is_transient, Cluster};
 use indexferry_common::metrics::BULK_SECONDS;
@@ -25,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 pub struct Doc {
     pub index: String,
     pub id: String,
-    /// The source operation's `indexferry_schemas::external_version`: its primary term, then `_seq_no + 1`.
+    /// The source operation's version by the migration's rule (`crate::versions`).
     pub version: u64,
+    /// `External` but for reconcile's repairs of an index action.
+    pub version_type: VersionType,
     pub routing: Option<String>,
     pub source: Option<Box<RawValue>>,
 }
@@ -93,6 +96,7 @@ impl Writer {
                         index: &d.index,
                         id: &d.id,
                         version: d.version,
+                        version_type: d.version_type,
                         routing: d.routing.as_deref(),
                         source: d.source.as_deref().map(RawValue::get),
                     });

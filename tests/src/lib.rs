@@ -520,3 +520,32 @@ pub fn dev_script(name: &str) -> PathBuf {
     let package = std::env::var("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("."));
     package.join("..").join("dev").join(name)
 }
+
+/// One document as a comparison of source and target sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub source: Value,
+    pub version: u64,
+    pub routing: Option<String>,
+}
+
+/// Every document of a small index with its `_version` and routing: id → [`Stored`] (at
+/// most 10,000). An independent look, not the project's own `verify`.
+pub async fn all_stored(url: &str, index: &str) -> anyhow::Result<std::collections::BTreeMap<String, Stored>> {
+    let c = cluster(url).await?;
+    c.json::<Value>(Method::Post, &format!("/{index}/_refresh"), &[], None).await?;
+    let body = json!({ "size": 10000, "version": true, "query": { "match_all": {} }, "track_total_hits": true });
+    let r: Value = c.json(Method::Post, &format!("/{index}/_search"), &[], Some(&body)).await?;
+    let total = r["hits"]["total"]["value"].as_u64().unwrap_or(0);
+    anyhow::ensure!(total < 10000, "{index} has {total} documents, too many for all_stored");
+    let mut out = std::collections::BTreeMap::new();
+    for h in r["hits"]["hits"].as_array().into_iter().flatten() {
+        let stored = Stored {
+            source: h["_source"].clone(),
+            version: h["_version"].as_u64().context("a hit without _version")?,
+            routing: h["_routing"].as_str().map(str::to_owned),
+        };
+        out.insert(h["_id"].as_str().unwrap_or_default().to_owned(), stored);
+    }
+    Ok(out)
+}

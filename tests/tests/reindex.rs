@@ -1,6 +1,6 @@
 //! The `reindex` snapshot method on the real servers (OpenSearch 3 and Elasticsearch 7 of the
 //! stack carry the reindex module): `_reindex` tasks copy with the source's own `_version`,
-//! the replay's events (versions >= 2^47) beat every copy, and the migration converges under
+//! the version the replay's events carry too under the `source` rule, and the migration converges under
 //! writes, deletes and a killed worker; reconcile then reads the copies as in sync. And the
 //! bad inputs, each one line naming the cause.
 

@@ -6,15 +6,38 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use std::io::Write;
 
-/// One write to the target. `version` orders the source operation: its primary term, then `_seq_no + 1`.
+/// One write to the target, with the external version that orders it (see
+/// `config::VersionRule`).
 #[derive(Debug, Clone, Copy)]
 pub struct Action<'a> {
     pub index: &'a str,
     pub id: &'a str,
     pub version: u64,
+    pub version_type: VersionType,
     pub routing: Option<&'a str>,
     /// The document for an index action; `None` deletes.
     pub source: Option<&'a str>,
+}
+
+/// How the target compares an action's version with the one it holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VersionType {
+    /// Applied only above the version held: snapshot copies and replayed events, so a late
+    /// or repeated write never replaces what the target has.
+    #[default]
+    External,
+    /// Applied at the version held too: reconcile's repairs, which read the source as it is
+    /// now and so may replace a body the target holds under the same version.
+    ExternalGte,
+}
+
+impl VersionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionType::External => "external",
+            VersionType::ExternalGte => "external_gte",
+        }
+    }
 }
 
 /// Accumulates actions into one NDJSON body.
@@ -37,7 +60,7 @@ impl BodyBuilder {
         let _ = serde_json::to_writer(&mut w, a.index);
         let _ = write!(w, r#","_id":"#);
         let _ = serde_json::to_writer(&mut w, a.id);
-        let _ = write!(w, r#","version":{},"version_type":"external""#, a.version);
+        let _ = write!(w, r#","version":{},"version_type":"{}""#, a.version, a.version_type.as_str());
         if let Some(r) = a.routing {
             let _ = write!(w, r#","routing":"#);
             let _ = serde_json::to_writer(&mut w, r);
@@ -189,8 +212,22 @@ mod tests {
     #[test]
     fn body_is_ndjson_with_external_versions() {
         let mut b = BodyBuilder::default();
-        b.push(&Action { index: "t", id: "a\"1", version: 8, routing: Some("r"), source: Some("{\"x\":\n1}") });
-        b.push(&Action { index: "t", id: "b", version: 3, routing: None, source: None });
+        b.push(&Action {
+            index: "t",
+            id: "a\"1",
+            version: 8,
+            version_type: VersionType::External,
+            routing: Some("r"),
+            source: Some("{\"x\":\n1}"),
+        });
+        b.push(&Action {
+            index: "t",
+            id: "b",
+            version: 3,
+            version_type: VersionType::ExternalGte,
+            routing: None,
+            source: None,
+        });
         assert_eq!(b.len(), 2);
         let text = String::from_utf8(b.finish().to_vec()).unwrap();
         let lines: Vec<_> = text.lines().collect();
@@ -203,6 +240,7 @@ mod tests {
         assert_eq!(lines[1], "{\"x\":1}");
         let del: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
         assert_eq!(del["delete"]["version"], 3);
+        assert_eq!(del["delete"]["version_type"], "external_gte");
         assert!(text.ends_with('\n'));
     }
 

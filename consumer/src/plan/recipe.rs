@@ -147,6 +147,9 @@ pub fn write(
     let mut t = String::new();
     let _ = writeln!(t, "# Written by `indexferry plan`: {}", clusters.header);
     let _ = writeln!(t, "name = {}", quote(group));
+    let rule = indexferry_common::config::VersionRule::Source;
+    let _ = writeln!(t, "# versions: {}; \"seq_no\" instead gives that up (README: Versions)", rule.consequence());
+    let _ = writeln!(t, "versions = {}", quote(rule.as_str()));
     let _ = writeln!(t, "\n[source]\nurl = {}", urls(clusters.source_url));
     clusters.source.write(&mut t);
     if let Some(u) = clusters.target_url {

@@ -2,6 +2,9 @@
 //! shard's `max_seq_no` read before that pass. Rollover compares them inside its pause,
 //! with the source write-blocked, so the set is final and small.
 //!
+//! Under the `source` rule, the events the replay refused as stale since that pass are
+//! looked at again too (`state::Recheck`).
+//!
 //! A delete leaves no document behind to match a range query: a delete the application made
 //! in that window without publishing its event is not seen here (the full `verify` after
 //! rollover is the check for it).
@@ -59,6 +62,7 @@ pub(crate) async fn changed_since(
     let started = Instant::now();
     let writer = Writer::new(ctx.target.clone(), "reconcile", CancellationToken::new());
     let mut pairs = vec![];
+    let mut rechecks = super::rechecks(ctx, &before.recheck_from)?;
     for p in &ctx.migration.pairs {
         let marks = before
             .pairs
@@ -80,6 +84,7 @@ pub(crate) async fn changed_since(
                 pair.source_page(&hits).await?;
             }
         }
+        pair.recheck(rechecks.remove(&p.target).unwrap_or_default()).await?;
         pairs.push(pair.report);
     }
     Ok(Report::new(pairs, started))

@@ -8,10 +8,15 @@
 //!    slices, into a sorted spill on disk, and merged by id (`spill`): the clusters pay two
 //!    scans, no lookup per document;
 //! 2. what the merge finds different is looked up again, realtime, and repaired (`pass`):
-//!    a source document missing in the target or behind (the target should hold
-//!    `external_version(_primary_term, _seq_no)`) → copied again from the source; newer in
-//!    the target → left alone (the replay got there first); a target document the source
-//!    no longer has (extra) → deleted from the target with a version above the target's.
+//!    a source document missing in the target or behind (the target should hold the
+//!    source's version by the migration's rule, `crate::versions`) → copied again from the
+//!    source; newer in the target → left alone (the replay got there first), unless the
+//!    source, read again, is still below it (`backwards`: fails the pass); a target document
+//!    the source no longer has (extra) → deleted from the target with a version above the
+//!    target's;
+//! 3. under the `source` rule, the events the replay refused as stale since the last pass
+//!    (`state::Recheck`) are compared body by body: the same `_version` with another body
+//!    is repaired with the source's.
 //!
 //! Every repair is an external-version write, so it never regresses a document, it is safe
 //! while the snapshot and the consumer run, and a second run finds nothing to do. A pass
@@ -20,16 +25,19 @@
 
 mod changed;
 mod pass;
+mod reset;
 mod spill;
 
 pub(crate) use changed::changed_since;
+pub(crate) use reset::reset;
 
 use crate::context::{Common, Ctx};
 use crate::snapshot::reader::{close_pit, open_pit, Mode, SliceReader};
-use crate::state::{ReconcilePair, ReconcileRecord, State};
+use crate::state::{Db, Recheck, ReconcilePair, ReconcileRecord, State};
 use crate::writer::Writer;
 use anyhow::{bail, Context as _};
 use chrono::Utc;
+use indexferry_common::config::VersionRule;
 use indexferry_common::es::{Cluster, Method};
 use indexferry_common::metrics::{RECONCILE_DOCS, RECONCILE_LAST_PASS};
 use pass::Pair;
@@ -53,6 +61,11 @@ pub enum Kind {
     Extra,
     /// In the target at a higher version: left alone.
     NewerInTarget,
+    /// In the target at the source's version, with another body (`source` rule).
+    SameVersionOtherBody,
+    /// In the target above the version the source still has: the source's version went
+    /// backwards, and no versioned write can follow it (`source` rule).
+    Backwards,
     /// Written or deleted to repair it.
     Repaired,
     /// A repair the target refused.
@@ -60,8 +73,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 6] =
-        [Kind::Missing, Kind::Behind, Kind::Extra, Kind::NewerInTarget, Kind::Repaired, Kind::Failed];
+    const ALL: [Kind; 8] = [
+        Kind::Missing,
+        Kind::Behind,
+        Kind::Extra,
+        Kind::NewerInTarget,
+        Kind::SameVersionOtherBody,
+        Kind::Backwards,
+        Kind::Repaired,
+        Kind::Failed,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
@@ -69,6 +90,8 @@ impl Kind {
             Kind::Behind => "behind",
             Kind::Extra => "extra",
             Kind::NewerInTarget => "newer_in_target",
+            Kind::SameVersionOtherBody => "same_version_other_body",
+            Kind::Backwards => "backwards",
             Kind::Repaired => "repaired",
             Kind::Failed => "failed",
         }
@@ -81,8 +104,16 @@ pub struct PairReport {
     pub target: String,
     pub source_docs: u64,
     pub target_docs: u64,
+    /// Events refused as stale that were looked at again (`source` rule).
+    pub rechecked: u64,
     pub counts: BTreeMap<&'static str, u64>,
     pub samples: BTreeMap<&'static str, Vec<String>>,
+    /// Every document found `backwards`, for rollover's pause to write again.
+    #[serde(skip)]
+    pub backwards: Vec<Recheck>,
+    /// The ids this pass judged already: the recheck of a stale event skips them.
+    #[serde(skip)]
+    pub noted: std::collections::HashSet<String>,
     #[serde(skip)]
     max_samples: usize,
 }
@@ -94,6 +125,9 @@ impl PairReport {
     }
 
     fn note(&mut self, kind: Kind, id: &str) {
+        if kind != Kind::Repaired && kind != Kind::Failed {
+            self.noted.insert(id.to_owned());
+        }
         *self.counts.entry(kind.as_str()).or_default() += 1;
         metrics::counter!(RECONCILE_DOCS, "pair" => self.source.clone(), "kind" => kind.as_str()).increment(1);
         let ids = self.samples.entry(kind.as_str()).or_default();
@@ -125,9 +159,21 @@ impl Report {
         Report { clean: repaired == 0 && failed == 0, repaired, failed, seconds, pairs }
     }
 
+    /// Every document of every pair found `backwards`.
+    pub fn backwards(&self) -> Vec<Recheck> {
+        self.pairs.iter().flat_map(|p| p.backwards.iter().cloned()).collect()
+    }
+
     /// The kinds found (not the repairs), summed over the pairs: "missing 3, extra 1".
     pub fn found(&self) -> String {
-        let kinds = [Kind::Missing, Kind::Behind, Kind::Extra, Kind::NewerInTarget];
+        let kinds = [
+            Kind::Missing,
+            Kind::Behind,
+            Kind::Extra,
+            Kind::NewerInTarget,
+            Kind::SameVersionOtherBody,
+            Kind::Backwards,
+        ];
         let parts: Vec<String> = kinds
             .iter()
             .map(|k| (k, self.pairs.iter().map(|p| p.count(*k)).sum::<u64>()))
@@ -169,10 +215,16 @@ pub(crate) async fn full(
     let writer = Writer::new(ctx.target.clone(), "reconcile", CancellationToken::new());
     let mut pairs = vec![];
     let mut marks = vec![];
+    let recheck_from = replay_positions(ctx)?;
+    let last = ctx.migration.reconciled.as_ref().map(|r| r.recheck_from.clone()).unwrap_or_default();
+    let mut rechecks = rechecks(ctx, &last)?;
     for p in &ctx.migration.pairs {
         refuses_writes(&ctx.target, &p.target).await?;
         let max_seq_no = changed::shard_max_seq_no(&ctx.source, &p.source).await?;
-        pairs.push(compare(ctx, &writer, write_limit, &p.source, &p.target, samples).await?);
+        let report = compare(ctx, &writer, write_limit, &p.source, &p.target, samples).await?;
+        let mut pair = Pair { ctx, writer: &writer, write_limit, report };
+        pair.recheck(rechecks.remove(&p.target).unwrap_or_default()).await?;
+        pairs.push(pair.report);
         marks.push(max_seq_no);
     }
     let report = Report::new(pairs, started);
@@ -193,6 +245,8 @@ pub(crate) async fn full(
                 max_seq_no,
             })
             .collect(),
+        recheck_from,
+        backwards: report.backwards(),
     };
     let rec = record.clone();
     ctx.dir.update_migration(move |m| m.reconciled = Some(rec))?;
@@ -211,12 +265,48 @@ pub(crate) async fn narrow(
     for p in &ctx.migration.pairs {
         marks.push(changed::shard_max_seq_no(&ctx.source, &p.source).await?);
     }
+    let recheck_from = replay_positions(ctx)?;
     let report = changed_since(ctx, before, write_limit).await?;
     let mut next = before.clone();
     for (pair, max_seq_no) in next.pairs.iter_mut().zip(marks) {
         pair.max_seq_no = max_seq_no;
     }
+    next.recheck_from = recheck_from;
+    next.backwards = merge(&before.backwards, report.backwards());
     Ok((report, next))
+}
+
+/// Both lists, each document once.
+pub(crate) fn merge(a: &[Recheck], b: Vec<Recheck>) -> Vec<Recheck> {
+    let mut out = a.to_vec();
+    for r in b {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The replay's next offset per partition, as its checkpoint says now.
+fn replay_positions(ctx: &Ctx) -> anyhow::Result<BTreeMap<i32, i64>> {
+    Ok(ctx.dir.read_replay()?.partitions.iter().map(|(p, c)| (*p, c.next_offset)).collect())
+}
+
+/// The rechecks the replay recorded from `from` on (`source` rule), per target index, each
+/// document once.
+pub(super) fn rechecks(ctx: &Ctx, from: &BTreeMap<i32, i64>) -> anyhow::Result<BTreeMap<String, Vec<Recheck>>> {
+    let mut out: BTreeMap<String, Vec<Recheck>> = BTreeMap::new();
+    if ctx.recipe.versions != VersionRule::Source {
+        return Ok(out);
+    }
+    let Some(store) = ctx.dir.open_read_only(Db::Replay)? else { return Ok(out) };
+    let mut seen = std::collections::HashSet::new();
+    for r in store.rechecks(from)? {
+        if seen.insert((r.index.clone(), r.id.clone(), r.routing.clone())) {
+            out.entry(r.index.clone()).or_default().push(r);
+        }
+    }
+    Ok(out)
 }
 
 /// One pair: both indices scanned at once, each in the snapshot's number of slices, into
@@ -229,7 +319,7 @@ async fn compare(
     target: &str,
     samples: usize,
 ) -> anyhow::Result<PairReport> {
-    let spill = Spill::open(&ctx.dir.path())?;
+    let spill = Spill::open(&ctx.dir.path(), ctx.recipe.versions)?;
     let mut pair = Pair { ctx, writer, write_limit, report: PairReport::new(source, target, samples) };
     (pair.report.source_docs, pair.report.target_docs) = scan(ctx, &spill, source, target).await?;
     let mut cursor = Cursor::default();
@@ -367,21 +457,33 @@ fn print(report: &Report, as_json: bool) -> anyhow::Result<()> {
     for r in &report.pairs {
         let counts: Vec<String> = Kind::ALL.iter().map(|k| format!("{}={}", k.as_str(), r.count(*k))).collect();
         println!(
-            "reconcile {} -> {}: source={} target={} {}",
+            "reconcile {} -> {}: source={} target={} rechecked={} {}",
             r.source,
             r.target,
             r.source_docs,
             r.target_docs,
+            r.rechecked,
             counts.join(" ")
         );
         for (kind, ids) in r.samples.iter().filter(|(_, ids)| !ids.is_empty()) {
             println!("  {kind}: {}", ids.join(" "));
         }
     }
+    let backwards: u64 = report.pairs.iter().map(|p| p.count(Kind::Backwards)).sum();
+    if backwards > 0 {
+        println!(
+            "reconcile: {backwards} documents whose source _version went backwards (a delete then re-create after the \
+             source forgot the tombstone, e.g. across a source node restart): rollover writes them again at the \
+             source's version inside its pause, where nothing else writes to the target"
+        );
+    }
     match (report.repaired, report.failed) {
         (0, 0) => println!("reconcile: clean"),
         (n, 0) => println!("reconcile: repaired {n}"),
-        (n, f) => println!("reconcile: repaired {n}, FAILED {f} (the target refused them; see the log)"),
+        (n, f) => println!(
+            "reconcile: repaired {n}, FAILED {f} (the target refused them, or their source version went backwards; \
+             see the log and the ids above)"
+        ),
     }
     Ok(())
 }

@@ -1,19 +1,28 @@
 //! The comparison of one pair, page by page, ids and versions only, and the repairs.
 //!
 //! Source hits are judged against the target's `_version` (the version the target should
-//! hold is the source's `external_version(term, seq_no)`); target hits are looked up in the
-//! source. Both are read realtime: what the scans found different may have converged since. A repair reads the document again from the source (realtime) and writes it
-//! with the version it has then, so it never regresses the target and running it twice
-//! changes nothing.
+//! hold is the source's by the migration's rule, `crate::versions`); target hits are looked
+//! up in the source. Both are read realtime: what the scans found different may have
+//! converged since. A repair reads the document again from the source (realtime) and writes
+//! it with the version it has then, so it never regresses the target and running it twice
+//! changes nothing. Under the `source` rule a repair is written `external_gte`: it may
+//! replace a body the target holds under the same version (see [`Pair::recheck_page`]).
+//!
+//! A target version above the source's, read realtime after the target's, is a version that
+//! went backwards on the source (see `crate::versions`): no versioned write can follow it,
+//! so it is counted as `backwards`, and rollover writes it again inside its pause
+//! (`reset`).
 
 use super::{Kind, PairReport};
 use crate::context::Ctx;
-use crate::mget::Key;
+use crate::mget::{same_source, Key};
 use crate::snapshot::reader::Hit;
-use crate::writer::{Doc, Final, Writer};
+use crate::state::Recheck;
+use crate::versions;
+use crate::writer::{Doc, Final, VersionType, Writer};
 use anyhow::{bail, Context as _};
+use indexferry_common::config::VersionRule;
 use indexferry_common::es::Cluster;
-use indexferry_schemas::external_version;
 use std::time::Duration;
 
 /// One pair under comparison, with the writer its repairs go through.
@@ -45,23 +54,107 @@ impl Pair<'_> {
     pub(super) async fn source_page(&mut self, hits: &[Hit]) -> anyhow::Result<()> {
         let target = self.target_index().to_owned();
         let found = mget(&self.ctx.target, &target, hits.iter().map(|h| (&h.id, &h.routing)), false).await?;
+        let rule = self.rule();
         let mut wanted = vec![];
+        let mut newer = vec![];
         for (h, t) in hits.iter().zip(found) {
-            let expected = expected_version(h).with_context(|| format!("source index {}", self.source_index()))?;
+            let expected = versions::of_source(rule, h.version, h.primary_term, h.seq_no)
+                .map_err(|why| anyhow::anyhow!("source index {}: document {}: {why}", self.source_index(), h.id))?;
             let kind = match t.version {
                 _ if !t.found => Kind::Missing,
-                Some(v) if is_reindex_copy(v) && Some(v) == h.version => continue,
-                Some(v) if is_reindex_copy(v) => Kind::Behind,
+                Some(v) if versions::is_reindex_copy(rule, v) && Some(v) == h.version => continue,
+                Some(v) if versions::is_reindex_copy(rule, v) => Kind::Behind,
                 Some(v) if v < expected => Kind::Behind,
-                Some(v) if v > expected => Kind::NewerInTarget,
+                Some(v) if v > expected => {
+                    newer.push((Wanted { id: h.id.clone(), routing: h.routing.clone() }, v));
+                    continue;
+                }
                 _ => continue,
             };
             self.report.note(kind, &h.id);
-            if kind != Kind::NewerInTarget {
-                wanted.push(Wanted { id: h.id.clone(), routing: h.routing.clone() });
+            wanted.push(Wanted { id: h.id.clone(), routing: h.routing.clone() });
+        }
+        self.judge_newer(newer).await?;
+        self.copy_from_source(wanted).await
+    }
+
+    /// Documents the target holds at a higher version than the source's scan: the replay got
+    /// there first, unless (under the `source` rule) the source, read again now, is still
+    /// below the target — its version went backwards.
+    async fn judge_newer(&mut self, newer: Vec<(Wanted, u64)>) -> anyhow::Result<()> {
+        if newer.is_empty() {
+            return Ok(());
+        }
+        if self.rule() == VersionRule::SeqNo {
+            for (w, _) in &newer {
+                self.report.note(Kind::NewerInTarget, &w.id);
+            }
+            return Ok(());
+        }
+        let source = self.source_index().to_owned();
+        let now = mget(&self.ctx.source, &source, newer.iter().map(|(w, _)| (&w.id, &w.routing)), false).await?;
+        for ((w, in_target), s) in newer.iter().zip(now) {
+            match s.version {
+                Some(v) if s.found && v < *in_target => self.backwards(&w.id, w.routing.as_ref(), v, *in_target),
+                _ => self.report.note(Kind::NewerInTarget, &w.id),
             }
         }
-        self.copy_from_source(wanted).await
+        Ok(())
+    }
+
+    fn backwards(&mut self, id: &str, routing: Option<&String>, source: u64, target: u64) {
+        tracing::warn!(
+            index = %self.target_index(), %id, source_version = source, target_version = target,
+            "the source's _version went backwards (a delete then re-create after the source forgot the tombstone, or \
+             an application lowering its own versions): the target cannot hold the source's version for this document"
+        );
+        self.report.note(Kind::Backwards, id);
+        let key = Recheck { index: self.target_index().to_owned(), id: id.to_owned(), routing: routing.cloned() };
+        if !self.report.backwards.contains(&key) {
+            self.report.backwards.push(key);
+        }
+    }
+
+    fn rule(&self) -> VersionRule {
+        self.ctx.recipe.versions
+    }
+
+    /// The second look at events the replay refused as stale (`source` rule): where the
+    /// target holds the source's version with another body, or is missing or behind, the
+    /// source's document is written `external_gte`; above the source is `backwards`.
+    pub(super) async fn recheck_page(&mut self, rechecks: &[Recheck]) -> anyhow::Result<()> {
+        let target = self.target_index().to_owned();
+        let keys = || rechecks.iter().map(|r| (&r.id, &r.routing));
+        let in_target = mget(&self.ctx.target, &target, keys(), true).await?;
+        let source = self.source_index().to_owned();
+        let in_source = mget(&self.ctx.source, &source, keys(), true).await?;
+        let mut docs = vec![];
+        for ((r, t), s) in rechecks.iter().zip(in_target).zip(in_source) {
+            self.report.rechecked += 1;
+            // Deleted from the source since: its delete is replayed, and pass 2 finds extras.
+            let (true, Some(version)) = (s.found, s.version) else { continue };
+            let kind = match t.version {
+                _ if !t.found => Kind::Missing,
+                Some(v) if v < version => Kind::Behind,
+                Some(v) if v > version => {
+                    self.backwards(&r.id, r.routing.as_ref(), version, v);
+                    continue;
+                }
+                _ if same_source(s.source.as_deref(), t.source.as_deref()) && s.routing == t.routing => continue,
+                _ => Kind::SameVersionOtherBody,
+            };
+            self.report.note(kind, &r.id);
+            docs.push(Doc {
+                index: target.clone(),
+                id: s.id,
+                version,
+                version_type: VersionType::ExternalGte,
+                routing: s.routing,
+                source: s.source,
+            });
+        }
+        let stale = self.write(docs).await?;
+        self.check_stale_copies(stale).await
     }
 
     /// Target hits (ids, `_version`, `_routing`) looked up in the source as it is now: absent
@@ -82,12 +175,23 @@ impl Pair<'_> {
                 index: self.target_index().to_owned(),
                 id: h.id.clone(),
                 version: version + 1,
+                version_type: VersionType::External,
                 routing: h.routing.clone(),
                 source: None,
             });
         }
         // A stale delete: the target holds a newer write, which its own event brought.
         self.write(deletes).await.map(drop)
+    }
+
+    /// Every recheck of this pair, a page at a time.
+    pub(super) async fn recheck(&mut self, mut rechecks: Vec<Recheck>) -> anyhow::Result<()> {
+        // A document this pass judged already is not judged twice.
+        rechecks.retain(|r| !self.report.noted.contains(&r.id));
+        for page in rechecks.chunks(super::PAGE) {
+            self.recheck_page(page).await?;
+        }
+        Ok(())
     }
 
     /// Reads the wanted documents from the source as they are now and writes them.
@@ -98,20 +202,22 @@ impl Pair<'_> {
         let source = self.source_index().to_owned();
         let now = mget(&self.ctx.source, &source, wanted.iter().map(|w| (&w.id, &w.routing)), true).await?;
         let mut docs = vec![];
+        let rule = self.rule();
+        // Under `source`, a repair may replace a body the target holds under the same version.
+        let version_type = match rule {
+            VersionRule::Source => VersionType::ExternalGte,
+            VersionRule::SeqNo => VersionType::External,
+        };
         // A document deleted from the source meanwhile: its delete reaches the target by the
         // replay, or by pass 2.
         for d in now.into_iter().filter(|d| d.found) {
-            let version = match (d.primary_term, d.seq_no) {
-                (Some(term), Some(seq)) => external_version(term, seq),
-                _ => None,
-            }
-            .with_context(|| {
-                format!("source index {source}: _mget gave no usable _seq_no/_primary_term for {}", d.id)
-            })?;
+            let version = versions::of_source(rule, d.version, d.primary_term, d.seq_no)
+                .map_err(|why| anyhow::anyhow!("source index {source}: _mget of {}: {why}", d.id))?;
             docs.push(Doc {
                 index: self.target_index().to_owned(),
                 id: d.id,
                 version,
+                version_type,
                 routing: d.routing,
                 source: d.source,
             });
@@ -121,34 +227,44 @@ impl Pair<'_> {
     }
 
     /// Copies the target refused as stale: fine where it holds the document at that version
-    /// or newer (the replay got there first). Where it holds none, it keeps a delete newer
-    /// than the source's document (a tombstone), which no external-version write can pass
-    /// until the target forgets it (`index.gc_deletes`): the document stays missing, so the
-    /// repair failed — unless the source changed it meanwhile, which the next pass judges.
+    /// or newer and the source moved on too (the replay got there first). Where it holds
+    /// none, it keeps a delete newer than the source's document (a tombstone), which no
+    /// external-version write can pass until the target forgets it (`index.gc_deletes`): the
+    /// document stays missing, so the repair failed. Where it holds a newer version than the
+    /// source still has, the source's version went backwards. Either way, unless the source
+    /// changed it meanwhile, which the next pass judges.
     async fn check_stale_copies(&mut self, stale: Vec<Doc>) -> anyhow::Result<()> {
         if stale.is_empty() {
             return Ok(());
         }
         let target = self.target_index().to_owned();
         let in_target = mget(&self.ctx.target, &target, stale.iter().map(|d| (&d.id, &d.routing)), false).await?;
-        let absent: Vec<&Doc> = stale.iter().zip(in_target).filter(|(_, t)| !t.found).map(|(d, _)| d).collect();
-        if absent.is_empty() {
-            return Ok(());
-        }
         let source = self.source_index().to_owned();
-        let in_source = mget(&self.ctx.source, &source, absent.iter().map(|d| (&d.id, &d.routing)), false).await?;
-        for (d, s) in absent.into_iter().zip(in_source) {
-            let now = match (s.found, s.primary_term, s.seq_no) {
-                (true, Some(term), Some(seq)) => external_version(term, seq),
-                _ => None,
+        let in_source = mget(&self.ctx.source, &source, stale.iter().map(|d| (&d.id, &d.routing)), false).await?;
+        let rule = self.rule();
+        for ((d, t), s) in stale.iter().zip(in_target).zip(in_source) {
+            let now = match s.found {
+                true => versions::of_source(rule, s.version, s.primary_term, s.seq_no).ok(),
+                false => None,
             };
-            if now == Some(d.version) {
-                tracing::warn!(
-                    index = %d.index, id = %d.id, version = d.version,
-                    "repair refused: the target keeps a newer delete of this document than the source's copy; \
-                     it cannot be copied until the target forgets that delete (index.gc_deletes)"
-                );
-                self.report.note(Kind::Failed, &d.id);
+            if now != Some(d.version) {
+                continue;
+            }
+            match t.version {
+                Some(v) if t.found && rule == VersionRule::Source && v > d.version => {
+                    self.backwards(&d.id, d.routing.as_ref(), d.version, v)
+                }
+                _ if t.found => {}
+                // A delete the target keeps above the source's re-created document.
+                _ if rule == VersionRule::Source => self.backwards(&d.id, d.routing.as_ref(), d.version, 0),
+                _ => {
+                    tracing::warn!(
+                        index = %d.index, id = %d.id, version = d.version,
+                        "repair refused: the target keeps a newer delete of this document than the source's copy; \
+                         it cannot be copied until the target forgets that delete (index.gc_deletes)"
+                    );
+                    self.report.note(Kind::Failed, &d.id);
+                }
             }
         }
         Ok(())
@@ -193,22 +309,6 @@ impl Pair<'_> {
     }
 }
 
-/// A target version below every `external_version` (2^47, term 1 and up) is a copy by
-/// server-side `_reindex`, which keeps the source's own `_version`: in sync when it equals
-/// the source's `_version`, else behind (a repair's external version lands above it).
-pub(super) fn is_reindex_copy(target_version: u64) -> bool {
-    target_version < 1 << indexferry_schemas::SEQ_NO_BITS
-}
-
-/// The version the target should hold for a source hit.
-fn expected_version(h: &Hit) -> anyhow::Result<u64> {
-    match (h.primary_term, h.seq_no) {
-        (Some(term), Some(seq)) => external_version(term, seq)
-            .with_context(|| format!("document {}: _seq_no {seq} / _primary_term {term} out of range", h.id)),
-        _ => bail!("document {}: the search answer has no _seq_no/_primary_term", h.id),
-    }
-}
-
 /// Looks the ids up in `index` (each with its routing), realtime, in input order; a
 /// document the cluster could not look up fails the pass.
 async fn mget<'a>(
@@ -218,17 +318,4 @@ async fn mget<'a>(
     with_source: bool,
 ) -> anyhow::Result<Vec<crate::mget::Doc>> {
     crate::mget::mget_in(cluster, index, ids.map(|(id, routing)| Key::new(id, routing.as_deref())), with_source).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expected_version_puts_the_term_above_the_seq_no() {
-        let h: Hit = serde_json::from_str(r#"{"_id":"a","_seq_no":4,"_primary_term":2}"#).unwrap();
-        assert_eq!(expected_version(&h).unwrap(), external_version(2, 4).unwrap());
-        let h: Hit = serde_json::from_str(r#"{"_id":"a"}"#).unwrap();
-        assert!(expected_version(&h).unwrap_err().to_string().contains("document a"));
-    }
 }

@@ -7,10 +7,10 @@
 //! The store is a throw-away RocksDB in the migration's state folder (no write-ahead log, no
 //! compaction), removed when the pass ends. Memory stays bounded whatever the index size.
 
-use super::pass::is_reindex_copy;
 use crate::snapshot::reader::Hit;
+use crate::versions;
 use anyhow::Context as _;
-use indexferry_schemas::external_version;
+use indexferry_common::config::VersionRule;
 use rocksdb::{DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 
@@ -28,6 +28,8 @@ pub(super) enum Difference {
 
 pub(super) struct Spill {
     db: DB,
+    /// What version the target should hold for a source hit.
+    rule: VersionRule,
     _dir: tempfile::TempDir,
 }
 
@@ -41,7 +43,7 @@ pub(super) struct Cursor {
 
 impl Spill {
     /// A new, empty store in a fresh folder under `parent`.
-    pub(super) fn open(parent: &Path) -> anyhow::Result<Spill> {
+    pub(super) fn open(parent: &Path, rule: VersionRule) -> anyhow::Result<Spill> {
         let dir = tempfile::Builder::new()
             .prefix(".reconcile-")
             .tempdir_in(parent)
@@ -52,7 +54,7 @@ impl Spill {
         opts.set_disable_auto_compactions(true);
         opts.set_write_buffer_size(32 << 20);
         let db = DB::open(&opts, dir.path()).with_context(|| format!("reconcile's ids in {}", dir.path().display()))?;
-        Ok(Spill { db, _dir: dir })
+        Ok(Spill { db, rule, _dir: dir })
     }
 
     /// Stores one page of source hits (`_primary_term`, `_seq_no`, `_version`) or target hits
@@ -97,7 +99,7 @@ impl Spill {
                     let (hit, version) = (source.hit()?, target.version());
                     source.advance()?;
                     target.advance()?;
-                    if in_sync(&hit, version) {
+                    if in_sync(self.rule, &hit, version) {
                         continue;
                     }
                     Difference::Source(hit)
@@ -121,13 +123,13 @@ impl Spill {
     }
 }
 
-/// Whether the target's `version` is the one a source hit calls for: its
-/// `external_version`, or for a copy by server-side `_reindex` the source's own `_version`.
-fn in_sync(source: &Hit, version: u64) -> bool {
-    if is_reindex_copy(version) {
+/// Whether the target's `version` is the one a source hit calls for by the rule, or (under
+/// `seq_no`) for a copy by server-side `_reindex` the source's own `_version`.
+fn in_sync(rule: VersionRule, source: &Hit, version: u64) -> bool {
+    if versions::is_reindex_copy(rule, version) {
         return source.version == Some(version);
     }
-    external_version(source.primary_term.unwrap_or(0), source.seq_no.unwrap_or(0)) == Some(version)
+    versions::of_source(rule, source.version, source.primary_term, source.seq_no) == Ok(version)
 }
 
 /// `side`, the id's length, the id, then the routing (a document's key is its id and routing).
@@ -264,8 +266,8 @@ mod tests {
     #[test]
     fn the_merge_yields_only_what_differs_in_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let spill = Spill::open(dir.path()).unwrap();
-        let v = |t, s| external_version(t, s).unwrap();
+        let spill = Spill::open(dir.path(), VersionRule::SeqNo).unwrap();
+        let v = |t, s| indexferry_schemas::external_version(t, s).unwrap();
         // same, behind, missing, newer in target, extra, same under a routing; copies by
         // `_reindex` (the source's `_version`, 3): the same, and one behind.
         spill.put(false, &[hit("a", 1, 1), hit("b", 1, 5), hit("c", 1, 2), hit("d", 1, 3)]).unwrap();
@@ -302,6 +304,21 @@ mod tests {
         assert_eq!(e.version, Some(3));
         let Difference::Source(b) = &all[0] else { panic!() };
         assert_eq!((b.primary_term, b.seq_no), (Some(1), Some(5)));
+    }
+
+    #[test]
+    fn under_the_source_rule_the_target_should_hold_the_sources_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::open(dir.path(), VersionRule::Source).unwrap();
+        // `hit` gives `_version` 3 whatever the term and `_seq_no`.
+        spill.put(false, &[hit("a", 1, 1), hit("b", 1, 5), hit("c", 2, 9)]).unwrap();
+        let term_and_seq_no = indexferry_schemas::external_version(1, 5).unwrap();
+        spill
+            .put(true, &[versioned("a", 3, None), versioned("b", term_and_seq_no, None), versioned("c", 2, None)])
+            .unwrap();
+        let mut cursor = Cursor::default();
+        let found = spill.differences(&mut cursor, 10).unwrap();
+        assert_eq!(ids(&found), ["s:b", "s:c"], "b holds the seq_no rule's version, c an older _version");
     }
 
     #[test]

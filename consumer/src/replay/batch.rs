@@ -1,9 +1,9 @@
 //! One batch of messages: decoded into target writes, applied, judged.
 
 use crate::deadletter::{DeadLetter, DeadLetters};
-use crate::state::{tombstone_key, Tombstone};
-use crate::writer::{Cancelled, Doc, Final, Writer};
-use indexferry_common::config::{IndexPair, Recipe};
+use crate::state::{recheck_key, tombstone_key, Recheck, Tombstone};
+use crate::writer::{Cancelled, Doc, Final, VersionType, Writer};
+use indexferry_common::config::{IndexPair, Recipe, VersionRule};
 use indexferry_common::metrics::{EVENTS_BY_ALIAS, EVENTS_OTHER_PREFIX, EVENTS_UNKNOWN_INDEX};
 use indexferry_schemas::{decode, Op};
 use rdkafka::message::{Message, OwnedMessage};
@@ -33,6 +33,9 @@ pub(super) struct Outcome {
     by_op: [[u64; 3]; 3],
     /// Deletes the target has seen, applied or stale: recorded as tombstones (see `state::Tombstone`).
     pub tombstones: Vec<(String, Tombstone)>,
+    /// Index events refused as stale under the `source` rule, for reconcile's second look
+    /// (see `state::Recheck`).
+    pub rechecks: Vec<(String, Recheck)>,
 }
 
 const OPS: [&str; 3] = ["index", "delete", "unknown"];
@@ -80,6 +83,7 @@ pub(super) struct Batch<'a> {
     origin: Vec<(&'a OwnedMessage, usize)>,
     letters: Vec<DeadLetter>,
     outcome: Outcome,
+    rule: VersionRule,
 }
 
 impl<'a> Batch<'a> {
@@ -89,6 +93,7 @@ impl<'a> Batch<'a> {
             origin: vec![],
             letters: vec![],
             outcome: Outcome::default(),
+            rule: recipe.versions,
         };
         for m in messages {
             match decode(m.key(), m.payload().unwrap_or_default()) {
@@ -118,7 +123,8 @@ impl<'a> Batch<'a> {
                         let op = if event.op == Op::Index { 0 } else { 1 };
                         b.docs.push(Doc {
                             index: pair.target.clone(),
-                            version: event.external_version(),
+                            version: crate::versions::of_event(recipe.versions, &event),
+                            version_type: VersionType::External,
                             id: event.id,
                             routing: event.routing,
                             source: event.source,
@@ -145,6 +151,12 @@ impl<'a> Batch<'a> {
             if doc.source.is_none() && matches!(f, Final::Applied | Final::Stale) {
                 let t = Tombstone { version: doc.version, routing: doc.routing.clone() };
                 self.outcome.tombstones.push((tombstone_key(&doc.index, &doc.id, doc.routing.as_deref()), t));
+            }
+            // The target holds this version or a newer one: under the `source` rule the same
+            // version may come with another body, which only a look at both can tell.
+            if doc.source.is_some() && f == Final::Stale && self.rule == VersionRule::Source {
+                let r = Recheck { index: doc.index.clone(), id: doc.id.clone(), routing: doc.routing.clone() };
+                self.outcome.rechecks.push((recheck_key(m.partition(), m.offset()), r));
             }
             match f {
                 Final::Applied => self.outcome.count(*op, 0),

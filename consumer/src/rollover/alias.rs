@@ -76,6 +76,7 @@ mod tests {
             pattern: None,
             aliases: Default::default(),
             start_offsets: None,
+            source_gc_deletes: None,
         }
     }
 

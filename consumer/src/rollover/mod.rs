@@ -268,30 +268,20 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // 2. Production settings on the targets, shards allocated before the switch.
+    // 2. Production settings on the targets, shards allocated before the switch. The
+    // migration's gc_deletes again too: a rollover killed while it wrote back documents whose
+    // version went backwards (`reconcile::reset`) leaves it at 0; the sweep below undoes
+    // what slipped in meanwhile, as after a target restart.
     let targets: Vec<&str> = m.pairs.iter().map(|p| p.target.as_str()).collect();
     for p in &m.pairs {
         let mut restore = serde_json::Map::new();
         for key in ["index.number_of_replicas", "index.refresh_interval"] {
             restore.insert(key.into(), p.production_settings.get(key).cloned().unwrap_or(Value::Null));
         }
+        restore.insert("index.gc_deletes".into(), json!(r.gc_deletes));
         ctx.target.put_settings(&p.target, Value::Object(restore)).await?;
     }
-    let health: Value = ctx
-        .target
-        .json(
-            Method::Get,
-            &format!("/_cluster/health/{}", targets.join(",")),
-            &[("wait_for_status", "green"), ("timeout", "30s")],
-            None,
-        )
-        .await?;
-    if health["timed_out"] == json!(true) {
-        bail!(
-            "the target's replicas are not allocated after 30s (health {}, {} unassigned shards); rollover needs them in place",
-            health["status"], health["unassigned_shards"]
-        );
-    }
+    wait_for_replicas(ctx, &targets).await?;
     ctx.target.json::<Value>(Method::Post, &format!("/{}/_refresh", targets.join(",")), &[], None).await?;
 
     // Deletes recorded by the replay go out once more: a target restart may have let an
@@ -333,6 +323,48 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
     })
 }
 
+/// Waits (30 s at most) for the targets' shards, replicas included, to be allocated; one
+/// line on why not, and what to set, when they are not.
+async fn wait_for_replicas(ctx: &Ctx, targets: &[&str]) -> anyhow::Result<()> {
+    let path = format!("/_cluster/health/{}", targets.join(","));
+    let query = [("wait_for_status", "green"), ("timeout", "30s")];
+    // A wait that times out answers 408 with the health in the body.
+    let (status, body) = ctx.target.request_raw(Method::Get, &path, &query, None).await?;
+    let health: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status == 200 && health["timed_out"] != json!(true) {
+        return Ok(());
+    }
+    if status != 200 && status != 408 {
+        bail!("the target cluster answered {status} to GET {path}: {}", String::from_utf8_lossy(&body));
+    }
+    let data_nodes = health["number_of_data_nodes"].as_u64().unwrap_or(0);
+    let mut asks = vec![];
+    for p in &ctx.migration.pairs {
+        let replicas = p
+            .production_settings
+            .get("index.number_of_replicas")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .unwrap_or(1);
+        if replicas + 1 > data_nodes {
+            asks.push(format!("{} asks for {replicas} replica(s)", p.target));
+        }
+    }
+    let why = match asks.is_empty() {
+        true => "see GET _cluster/allocation/explain on the target".to_owned(),
+        false => format!(
+            "{} and the target cluster has {data_nodes} data node(s), which cannot hold a primary and its replica apart: \
+             add data nodes, or cancel and init again with settings = {{ number_of_replicas = {} }} in the pair",
+            asks.join(", "),
+            data_nodes.saturating_sub(1)
+        ),
+    };
+    bail!(
+        "the target's replicas are not allocated after 30s (health {}, {} unassigned shards): {why}",
+        health["status"].as_str().unwrap_or("unknown"),
+        health["unassigned_shards"]
+    )
+}
+
 /// A full reconcile pass before the block, then one over the documents changed during it
 /// (so that the pause has fewer to compare); refuses to go on if a repair failed.
 async fn reconcile_before_block(ctx: &Ctx) -> anyhow::Result<(u64, ReconcileRecord)> {
@@ -347,8 +379,10 @@ async fn reconcile_before_block(ctx: &Ctx) -> anyhow::Result<(u64, ReconcileReco
     Ok((full.repaired + again.repaired, record))
 }
 
-/// Tombstones expire as the target's production settings say again.
+/// Tombstones expire as the target's production settings say again, and as the source had
+/// them.
 async fn restore_gc_deletes(ctx: &Ctx) {
+    crate::source_tombstones::restore(&ctx.source, &ctx.migration.pairs).await;
     for p in &ctx.migration.pairs {
         let gc = p.production_settings.get("index.gc_deletes").cloned().unwrap_or(Value::Null);
         if let Err(e) = ctx.target.put_settings(&p.target, json!({ "index.gc_deletes": gc })).await {

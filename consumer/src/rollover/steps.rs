@@ -8,6 +8,7 @@
 //! | `drain` | the same                                         | lift the block                  |
 //! | `sweep` | the same                                         | lift the block                  |
 //! | `reconcile` | the same (repairs are external-version writes, harmless if repeated) | lift the block |
+//! | `reset` | the same, and the target's `gc_deletes` maybe at 0 (a rerun sets it back and sweeps the recorded deletes) | lift the block |
 //! | `swap`  | the same, the alias maybe moved                  | read the alias: moved → success, the block stays; not moved → lift the block; unreadable → leave both, a rerun reads them |
 //!
 //! A rerun finding `rolling_over` reads the alias first (see `recover`): moved → it finishes
@@ -65,6 +66,8 @@ pub(super) struct InPause {
     pub changed: u64,
     pub repaired: u64,
     pub took: Duration,
+    /// Documents whose source version went backwards, for the `reset` step.
+    pub backwards: Vec<crate::state::Recheck>,
 }
 
 pub(super) struct Driver<'a> {
@@ -141,10 +144,13 @@ impl<'a> Driver<'a> {
             Ok(())
         })
         .await?;
-        let in_pause = match reconciled {
+        let mut in_pause = match reconciled {
             Some(before) => self.step("reconcile", true, reconcile_changed(ctx, before)).await?,
             None => InPause::default(),
         };
+        if !in_pause.backwards.is_empty() {
+            self.step("reset", false, reset_backwards(ctx, &mut in_pause)).await?;
+        }
         self.step("swap", false, swap(ctx)).await?;
         Ok(Switched { blocked_at, end, drain, in_pause })
     }
@@ -213,7 +219,26 @@ async fn reconcile_changed(ctx: &Ctx, before: &ReconcileRecord) -> anyhow::Resul
     if report.failed > 0 {
         bail!("reconcile: the target refused {} repairs in the pause; see the log", report.failed);
     }
-    Ok(InPause { changed, repaired: report.repaired, took: started.elapsed() })
+    // Versions gone backwards, found before the block or now: written again by the next
+    // step, now that nothing else writes to the target.
+    let backwards = crate::reconcile::merge(&before.backwards, report.backwards());
+    Ok(InPause { changed, repaired: report.repaired, took: started.elapsed(), backwards })
+}
+
+/// Writes again the documents whose source version went backwards (`reconcile::reset`).
+/// Not interruptible: it lowers the target's `gc_deletes` and puts it back before it returns.
+async fn reset_backwards(ctx: &Ctx, in_pause: &mut InPause) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let reset = crate::reconcile::reset(ctx, &in_pause.backwards).await?;
+    if reset > 0 {
+        tracing::warn!(
+            documents = reset,
+            "wrote again at the source's _version documents whose version went backwards"
+        );
+    }
+    in_pause.repaired += reset;
+    in_pause.took += started.elapsed();
+    Ok(())
 }
 
 /// One `_aliases` request moves every alias of every pair to its target. When it fails,

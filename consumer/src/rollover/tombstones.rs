@@ -6,7 +6,7 @@
 use crate::context::Ctx;
 use crate::mget::Key;
 use crate::state::{tombstone_key, Db, Tombstone};
-use crate::writer::{Doc, Final, Writer};
+use crate::writer::{Doc, Final, VersionType, Writer};
 use anyhow::Context as _;
 use indexferry_common::es::Method;
 use serde::Deserialize;
@@ -40,6 +40,7 @@ pub(super) async fn sweep(ctx: &Ctx) -> anyhow::Result<Sweep> {
                 index: index.clone(),
                 id: id.clone(),
                 version: t.version,
+                version_type: VersionType::External,
                 routing: t.routing.clone(),
                 source: None,
             })

@@ -20,7 +20,7 @@ pub(crate) use reindex::cancel_tasks;
 use crate::context::Ctx;
 use crate::deadletter::{DeadLetter, DeadLetters};
 use crate::state::{slice_key, Db, PidGuard, SliceCheckpoint, Store};
-use crate::writer::{Doc, Final, Writer};
+use crate::writer::{Doc, Final, VersionType, Writer};
 use anyhow::Context as _;
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -266,7 +266,9 @@ async fn run_slice(
         shared.batch,
         ctx.recipe.snapshot.keep_alive,
         mode,
-    );
+    )
+    .with_version();
+    let rule = ctx.recipe.versions;
     let mut first_after_resume = cp.copied > 0;
     let pair_label = info.source.as_str();
     cp.started_at.get_or_insert_with(Utc::now);
@@ -301,11 +303,12 @@ async fn run_slice(
         let mut docs = Vec::with_capacity(hits.len());
         let mut letters = Vec::new();
         for h in hits {
-            match hit_version(&h) {
+            match crate::versions::of_source(rule, h.version, h.primary_term, h.seq_no) {
                 Ok(version) => docs.push(Doc {
                     index: info.target.clone(),
                     id: h.id,
                     version,
+                    version_type: VersionType::External,
                     routing: h.routing,
                     source: h.source,
                 }),
@@ -444,13 +447,4 @@ impl Progress {
             b.finish_and_clear();
         }
     }
-}
-
-/// The external version a hit is written with (see `indexferry_schemas::external_version`).
-fn hit_version(h: &reader::Hit) -> Result<u64, String> {
-    let (Some(seq_no), Some(term)) = (h.seq_no, h.primary_term) else {
-        return Err("hit without _seq_no or _primary_term".into());
-    };
-    indexferry_schemas::external_version(term, seq_no)
-        .ok_or_else(|| format!("_primary_term {term} or _seq_no {seq_no} is past what an external version can order"))
 }

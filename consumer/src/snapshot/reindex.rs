@@ -5,19 +5,27 @@
 //!
 //! # Convergence with the replay
 //!
-//! `_reindex` cannot write `external_version(term, seq_no)`. It copies with
-//! `dest.version_type=external` and `conflicts=proceed`, so each copy carries the source's
-//! own `_version`, a per-document counter that stays far below 2^47, while every event
-//! (and every repair by reconcile, and every delete re-applied at rollover) carries
+//! `_reindex` copies with `dest.version_type=external` and `conflicts=proceed`, so each copy
+//! carries the source's own `_version`; a copy not newer than what the target holds is
+//! refused with 409, which the task counts as a version conflict (stale, not a failure).
+//!
+//! Under the `source` version rule (`crate::versions`) that is the version every event and
+//! repair carries too: copies and events are ordered on one scale, as with the `search`
+//! method.
+//!
+//! Under `seq_no`, `_reindex` cannot write `external_version(term, seq_no)`: its copies hold
+//! the source's `_version`, a per-document counter that stays far below 2^47, while every
+//! event (and every repair by reconcile, and every delete re-applied at rollover) carries
 //! `external_version(term, seq_no)` >= 2^47. So an event always beats a copy, and a copy
-//! never overwrites an event's write: the target refuses it with 409, which the task counts
-//! as a version conflict (stale, not a failure). The replay applies every event since the
-//! offsets `init` recorded (before the task's view of the source was taken) in order, so a
-//! document's last event decides; documents without events keep their copy. A copy landing
-//! after a delete's tombstone was collected would bring the document back: rollover's sweep
-//! of the recorded deletes (with event versions) removes it again. `reconcile` reads a
-//! target version below 2^47 as "copied by reindex": in sync when it equals the source's
-//! `_version`, else behind (its repair lands above).
+//! never overwrites an event's write. The replay applies every event since the offsets
+//! `init` recorded (before the task's view of the source was taken) in order, so a
+//! document's last event decides; documents without events keep their copy. `reconcile`
+//! reads a target version below 2^47 as "copied by reindex": in sync when it equals the
+//! source's `_version`, else behind (its repair lands above).
+//!
+//! Either way, a copy landing after a delete's tombstone was collected would bring the
+//! document back: rollover's sweep of the recorded deletes (with event versions) removes it
+//! again.
 //!
 //! # Tasks
 //!

@@ -16,6 +16,7 @@ mod pid;
 use rocksdb::{Options, WriteBatch, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
@@ -239,6 +240,27 @@ impl Store {
         Ok(out)
     }
 
+    /// The recorded rechecks of each partition from its offset in `from` on (all of a
+    /// partition `from` does not name), in partition and offset order.
+    pub fn rechecks(&self, from: &BTreeMap<i32, i64>) -> Result<Vec<Recheck>> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator(RECHECK_PREFIX) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let Some((partition, offset)) = parse_recheck_key(&key) else { break };
+            if from.get(&partition).is_some_and(|first| offset < *first) {
+                continue;
+            }
+            let r = serde_json::from_slice(&v).map_err(|e| StateError::Corrupt {
+                path: self.path.clone(),
+                key: key.clone(),
+                message: e.to_string(),
+            })?;
+            out.push(r);
+        }
+        Ok(out)
+    }
+
     fn err(&self, e: rocksdb::Error) -> StateError {
         StateError::Db { path: self.path.clone(), message: e.to_string() }
     }
@@ -246,6 +268,17 @@ impl Store {
 
 const SLICE_PREFIX: &str = "slice/";
 const TOMBSTONE_PREFIX: &str = "tomb/";
+const RECHECK_PREFIX: &str = "recheck/";
+
+/// `recheck/<partition>/<offset>` of the event, zero-padded so that keys sort in offset order.
+pub fn recheck_key(partition: i32, offset: i64) -> String {
+    format!("{RECHECK_PREFIX}{partition:05}/{offset:020}")
+}
+
+pub fn parse_recheck_key(key: &str) -> Option<(i32, i64)> {
+    let (p, o) = key.strip_prefix(RECHECK_PREFIX)?.split_once('/')?;
+    Some((p.parse().ok()?, o.parse().ok()?))
+}
 
 /// `tomb/<target index>/<id>`, followed by `\0<routing>` for a routed document: with
 /// custom routing one id may live on several shards, once per routing, and each delete is
@@ -287,6 +320,12 @@ mod tests {
         fn slice_keys_round_trip_and_sort(a in 0usize..9999, b in 0u32..99999, c in 0usize..9999, d in 0u32..99999) {
             prop_assert_eq!(parse_slice_key(&slice_key(a, b)), Some((a, b)));
             prop_assert_eq!(slice_key(a, b).cmp(&slice_key(c, d)), (a, b).cmp(&(c, d)));
+        }
+
+        #[test]
+        fn recheck_keys_round_trip_and_sort(a in 0i32..99999, b in 0i64..i64::MAX, c in 0i32..99999, d in 0i64..i64::MAX) {
+            prop_assert_eq!(parse_recheck_key(&recheck_key(a, b)), Some((a, b)));
+            prop_assert_eq!(recheck_key(a, b).cmp(&recheck_key(c, d)), (a, b).cmp(&(c, d)));
         }
 
         #[test]

@@ -1,7 +1,7 @@
 //! What is stored: the migration record and the checkpoints.
 
 use chrono::{DateTime, Utc};
-use indexferry_common::config::SnapshotMethod;
+use indexferry_common::config::{SnapshotMethod, VersionRule};
 use indexferry_common::kafka::Offsets;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -65,10 +65,19 @@ pub struct Migration {
     /// The snapshot method `init` chose (`search` when recorded before there was a choice).
     #[serde(default = "search_method")]
     pub snapshot_method: SnapshotMethod,
+    /// The version rule `init` recorded: the one every write of this migration carries,
+    /// whatever the recipe says later (`seq_no` for a migration recorded before there was a
+    /// choice, which is what it was written with).
+    #[serde(default = "seq_no_rule")]
+    pub versions: VersionRule,
 }
 
 fn search_method() -> SnapshotMethod {
     SnapshotMethod::Search
+}
+
+fn seq_no_rule() -> VersionRule {
+    VersionRule::SeqNo
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +104,19 @@ pub struct PairInfo {
     /// The replay goes back to them once for it (see `ReplayCheckpoint::rewound_for`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_offsets: Option<Offsets>,
+    /// The source's `index.gc_deletes` before the migration raised it (the `source` version
+    /// rule), put back at rollover and cancel; `None` where nothing was touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_gc_deletes: Option<SourceGcDeletes>,
+}
+
+/// See `crate::source_tombstones`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceGcDeletes {
+    /// The setting as the source had it (`null`: unset, the cluster's default).
+    pub original: serde_json::Value,
+    /// Whether the migration raised it (an index keeping tombstones longer keeps its own).
+    pub raised: bool,
 }
 
 impl PairInfo {
@@ -151,6 +173,15 @@ pub struct ReconcileRecord {
     /// Repairs the target refused: the pass is not clean.
     pub failed: u64,
     pub pairs: Vec<ReconcilePair>,
+    /// The replay's next offset per partition when the pass started: every stale event
+    /// recorded for a second look (`Recheck`) before them was looked at.
+    #[serde(default)]
+    pub recheck_from: BTreeMap<i32, i64>,
+    /// Documents whose source `_version` went backwards (`source` rule): no versioned write
+    /// can give the target the source's version while the replay may still deliver older
+    /// writes, so rollover writes them again inside its pause (`reconcile::reset`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backwards: Vec<Recheck>,
 }
 
 impl ReconcileRecord {
@@ -169,6 +200,19 @@ pub struct ReconcilePair {
     /// The source's primary shards' `max_seq_no`, read before the pass: every operation
     /// at or below it was compared.
     pub max_seq_no: BTreeMap<u32, i64>,
+}
+
+/// An index event the target refused as stale under the `source` version rule, kept for a
+/// second look: the target may hold the same `_version` with another body (an
+/// `external_gte` application writing one version twice, or an operation rolled back by a
+/// primary failover whose version was given again). Reconcile compares its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recheck {
+    /// The target index.
+    pub index: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
 }
 
 /// One slice of one pair's snapshot.
