@@ -34,7 +34,7 @@ pub async fn plan(source: &Cluster, target: &Cluster, recipe: &Recipe, cross: bo
     let mut out: Vec<(usize, Planned)> = vec![];
     for (i, entry) in recipe.pairs.iter().enumerate() {
         if !entry.is_pattern() {
-            out.push((i, named(source, entry).await?));
+            out.push((i, named(source, target, entry).await?));
             continue;
         }
         let names = matching(source, entry, &[]).await.with_context(|| format!("indices[{i}].source"))?;
@@ -100,21 +100,40 @@ fn distinct(planned: &[(usize, Planned)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A named index, as before patterns: the recipe's alias with its definition.
-async fn named(source: &Cluster, entry: &IndexPair) -> anyhow::Result<Planned> {
+/// A named index: the recipe's alias with its definition; the recipe's mappings (else the
+/// source's), and the source's settings with the recipe's over them, so that what a recipe
+/// leaves out (replicas, shards, analysis) is what the source had, as for a pattern's indices.
+async fn named(source: &Cluster, target: &Cluster, entry: &IndexPair) -> anyhow::Result<Planned> {
     let alias_definition = source
         .alias_definitions(&entry.alias)
         .await
         .with_context(|| format!("cannot read alias {:?} on the source cluster", entry.alias))?
         .remove(&entry.source);
+    let index = &entry.source;
+    let ctx = || format!("index {index:?} on the source cluster {}", source.url);
+    let settings: Value = source
+        .json(Method::Get, &format!("/{index}/_settings"), &[("flat_settings", "true")], None)
+        .await
+        .with_context(ctx)?;
+    let mut production = copyable_settings(&settings[index]["settings"], source.flavor, target.flavor);
+    production.extend(entry.production_settings());
+    let mappings = match entry.mappings_json() {
+        Some(m) => Some(m),
+        None => {
+            let mapping: Value =
+                source.json(Method::Get, &format!("/{index}/_mapping"), &[], None).await.with_context(ctx)?;
+            let m = mapping[index.as_str()]["mappings"].clone();
+            m.as_object().filter(|o| !o.is_empty()).map(|_| m.clone())
+        }
+    };
     Ok(Planned {
         source: entry.source.clone(),
         target: entry.target.clone(),
         alias: entry.alias.clone(),
         alias_definition,
         aliases: BTreeMap::new(),
-        mappings: entry.mappings_json(),
-        production: entry.production_settings(),
+        mappings,
+        production,
         pattern: None,
     })
 }
@@ -242,7 +261,15 @@ const PRIVATE: [&str; 12] = [
 ];
 /// Settings of one engine the other refuses.
 const OPENSEARCH_ONLY: [&str; 4] = ["index.plugins.", "index.opendistro.", "index.replication.", "index.knn"];
-const ELASTICSEARCH_ONLY: [&str; 4] = ["index.lifecycle.", "index.mode", "index.routing_path", "index.time_series."];
+/// (OpenSearch has no data tiers: it would read `_tier_preference` as a node attribute no
+/// node has, and never allocate the shards.)
+const ELASTICSEARCH_ONLY: [&str; 5] = [
+    "index.lifecycle.",
+    "index.mode",
+    "index.routing_path",
+    "index.time_series.",
+    "index.routing.allocation.include._tier_preference",
+];
 
 /// The source's flat settings a new index on `to` can be created with.
 pub fn copyable_settings(flat: &Value, from: Flavor, to: Flavor) -> Map<String, Value> {
