@@ -155,8 +155,10 @@ impl Report {
     fn new(pairs: Vec<PairReport>, started: Instant) -> Self {
         let repaired = pairs.iter().map(|p| p.count(Kind::Repaired)).sum();
         let failed = pairs.iter().map(|p| p.count(Kind::Failed)).sum();
+        // A version gone backwards waits for rollover's pause: not a failure, not clean either.
+        let backwards: u64 = pairs.iter().map(|p| p.count(Kind::Backwards)).sum();
         let seconds = started.elapsed().as_secs_f64();
-        Report { clean: repaired == 0 && failed == 0, repaired, failed, seconds, pairs }
+        Report { clean: repaired == 0 && failed == 0 && backwards == 0, repaired, failed, seconds, pairs }
     }
 
     /// Every document of every pair found `backwards`.
@@ -478,6 +480,7 @@ fn print(report: &Report, as_json: bool) -> anyhow::Result<()> {
         );
     }
     match (report.repaired, report.failed) {
+        (0, 0) if backwards > 0 => println!("reconcile: nothing repaired; {backwards} left for rollover's pause"),
         (0, 0) => println!("reconcile: clean"),
         (n, 0) => println!("reconcile: repaired {n}"),
         (n, f) => println!(
