@@ -17,7 +17,7 @@ use indexferry_common::config::{Recipe, VersionRule};
 use indexferry_common::es::Cluster;
 use indexferry_common::es::Method;
 use indexferry_common::kafka;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 use tracing::Instrument;
@@ -80,6 +80,10 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         .context("cannot create the dead-letter topic")?;
 
     crate::templates::apply(&target, &templates).await?;
+    let pipelines = match cross {
+        true => crate::pipelines::copy_missing(&source, &target, planned.iter().map(|p| &p.production)).await?,
+        false => vec![],
+    };
     let mut pairs = Vec::new();
     let mut created: Vec<&str> = Vec::new();
     for p in &planned {
@@ -147,6 +151,20 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     }
     for t in &templates {
         println!("  template {} copied to the target ({})", t.name, t.kind.api());
+    }
+    for name in &pipelines {
+        println!("  ingest pipeline {name} copied to the target");
+    }
+    for p in &migration.pairs {
+        let named = crate::pipelines::named(&p.production_settings);
+        if !named.is_empty() {
+            println!(
+                "  {} runs the ingest pipeline(s) {}: the target stores the source's documents as they are, and runs \
+                 them from the switch on",
+                p.source,
+                named.join(" ")
+            );
+        }
     }
     for t in &foreign_templates {
         println!("  template {t} not copied: it covers indices outside the prefix {:?}", recipe.prefix);
@@ -269,19 +287,31 @@ pub(crate) fn pair_info(p: &Planned, source_docs: u64) -> PairInfo {
 }
 
 /// Creates the target with its mappings and settings, tuned for loading: no replicas, no
-/// refresh, delete tombstones kept for `gc_deletes`. Rollover restores the production values.
+/// refresh, no ingest pipeline, delete tombstones kept for `gc_deletes`. Rollover restores the production values.
+/// No template's aliases reach it (see `crate::shield`): the aliases kept off, said once.
 pub(crate) async fn create_target(target: &Cluster, p: &Planned, gc_deletes: &str) -> anyhow::Result<()> {
     let mut settings = p.production.clone();
     settings.insert("index.number_of_replicas".into(), json!(0));
     settings.insert("index.refresh_interval".into(), json!("-1"));
     settings.insert("index.gc_deletes".into(), json!(gc_deletes));
+    // Copies and events carry the `_source` the source stored, after its pipelines: the
+    // target's own must not run on them. Rollover sets the production pipelines inside its
+    // pause, before the swap (`crate::pipelines`).
+    for key in crate::pipelines::SETTINGS {
+        settings.insert(key.into(), json!("_none"));
+    }
     let mut body = json!({ "settings": settings });
     if let Some(m) = &p.mappings {
         body["mappings"] = m.clone();
     }
-    target
-        .json::<Value>(Method::Put, &format!("/{}", p.target), &[("wait_for_active_shards", "1")], Some(&body))
-        .await
-        .with_context(|| format!("cannot create target index {:?} on the target cluster {}", p.target, target.url))?;
+    let kept_off = crate::shield::create(target, &p.target, &body).await?;
+    if !kept_off.is_empty() {
+        println!(
+            "  {}: created without the aliases {} that a template gives matching indices (a temporary template \
+             kept them off); it gets its aliases at rollover",
+            p.target,
+            kept_off.join(" ")
+        );
+    }
     Ok(())
 }

@@ -111,6 +111,16 @@ async fn named(source: &Cluster, target: &Cluster, entry: &IndexPair) -> anyhow:
         .remove(&entry.source);
     let index = &entry.source;
     let ctx = || format!("index {index:?} on the source cluster {}", source.url);
+    // Every alias of the index moves at rollover, not the recipe's alone: a shared read
+    // alias left on the source would keep serving the frozen copy.
+    let aliases = index_aliases(source, index).await.with_context(ctx)?;
+    if let Some(other) = aliases.keys().find(|a| !a.starts_with(&entry.prefix)) {
+        bail!(
+            "index {index:?} has the alias {other:?}, which lacks the prefix {:?}: the rollover would move an alias \
+             outside the tenant's names; remove it from the index, or migrate without a prefix",
+            entry.prefix
+        );
+    }
     let settings: Value = source
         .json(Method::Get, &format!("/{index}/_settings"), &[("flat_settings", "true")], None)
         .await
@@ -131,7 +141,7 @@ async fn named(source: &Cluster, target: &Cluster, entry: &IndexPair) -> anyhow:
         target: entry.target.clone(),
         alias: entry.alias.clone(),
         alias_definition,
-        aliases: BTreeMap::new(),
+        aliases,
         mappings,
         production,
         pattern: None,
@@ -185,13 +195,7 @@ pub async fn matching(source: &Cluster, entry: &IndexPair, excluded: &[String]) 
 /// recipe's over them.
 pub async fn matched(source: &Cluster, target: &Cluster, entry: &IndexPair, index: &str) -> anyhow::Result<Planned> {
     let ctx = || format!("index {index:?} on the source cluster {}", source.url);
-    let aliases: BTreeMap<String, Value> =
-        source.json(Method::Get, &format!("/{index}/_alias"), &[], None).await.with_context(ctx)?;
-    let aliases: BTreeMap<String, AliasDefinition> = aliases
-        .get(index)
-        .and_then(|e| e["aliases"].as_object())
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_object()?.clone()))).collect())
-        .unwrap_or_default();
+    let aliases = index_aliases(source, index).await.with_context(ctx)?;
     let mapping: Value = source.json(Method::Get, &format!("/{index}/_mapping"), &[], None).await.with_context(ctx)?;
     let mut mappings = mapping[index]["mappings"].clone();
     if let Some(over) = entry.mappings_json() {
@@ -221,6 +225,16 @@ pub async fn matched(source: &Cluster, target: &Cluster, entry: &IndexPair, inde
         production,
         pattern: Some(entry.source.clone()),
     })
+}
+
+/// Every alias of `index` on the cluster, with its definition.
+pub async fn index_aliases(cluster: &Cluster, index: &str) -> anyhow::Result<BTreeMap<String, AliasDefinition>> {
+    let aliases: BTreeMap<String, Value> = cluster.json(Method::Get, &format!("/{index}/_alias"), &[], None).await?;
+    Ok(aliases
+        .get(index)
+        .and_then(|e| e["aliases"].as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_object()?.clone()))).collect())
+        .unwrap_or_default())
 }
 
 /// The alias the index takes writes through: the one flagged `is_write_index`, else "".

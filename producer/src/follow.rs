@@ -35,6 +35,28 @@ pub(crate) struct Route {
     pub alias_routing: Option<String>,
     /// Whether this is a cluster followed to after a switch.
     pub followed: bool,
+    /// Whether writes through `name` run an ingest pipeline (`index.default_pipeline` or
+    /// `index.final_pipeline`): their events then carry the `_source` the cluster stored,
+    /// read back after the write, not the body sent.
+    pub pipelined: bool,
+}
+
+/// Whether the indices `name` leads to run an ingest pipeline on writes.
+pub(crate) async fn pipelined(cluster: &Cluster, name: &str) -> Result<bool, String> {
+    let settings: Value = cluster
+        .json(
+            Method::Get,
+            &format!("/{name}/_settings/index.default_pipeline,index.final_pipeline"),
+            &[("flat_settings", "true")],
+            None,
+        )
+        .await
+        .map_err(|e| format!("cannot read the pipelines of {name}: {e}"))?;
+    Ok(settings.as_object().into_iter().flatten().any(|(_, s)| {
+        ["index.default_pipeline", "index.final_pipeline"]
+            .iter()
+            .any(|k| s["settings"][k].as_str().is_some_and(|p| p != "_none"))
+    }))
 }
 
 /// The marker for writes to `route`, if the source carries one.
@@ -71,7 +93,8 @@ pub(crate) async fn follow(marker: &SwitchMarker, cfg: &ProducerConfig, from: &R
         .alias_index_routing(&name)
         .await
         .map_err(|e| FollowError::NotYet(format!("cannot read alias {name:?} at {}: {e}", cluster.url)))?;
-    Ok(Route { cluster, name, alias_routing, followed: true })
+    let pipelined = pipelined(&cluster, &name).await.map_err(FollowError::NotYet)?;
+    Ok(Route { cluster, name, alias_routing, followed: true, pipelined })
 }
 
 pub(crate) enum FollowError {

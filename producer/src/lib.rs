@@ -15,6 +15,11 @@
 //!
 //! If the event cannot be published, the write is in the index but the migration would miss
 //! it: the call fails with [`WriteError::Publish`] and the application must retry the write.
+//!
+//! Where the index runs an ingest pipeline (`index.default_pipeline`, `final_pipeline`; read
+//! at connect and when a switch is followed), the cluster stores another `_source` than the
+//! body sent: the event carries the stored one, read back realtime after the write (one
+//! `_mget` per write or per bulk).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -212,7 +217,8 @@ impl Producer {
         .await
         .map_err(|e| WriteError::Setup(e.to_string()))?
         .map_err(|e| WriteError::Setup(format!("kafka: {e}")))?;
-        let route = Route { cluster, name: alias, alias_routing, followed: false };
+        let pipelined = follow::pipelined(&cluster, &alias).await.map_err(WriteError::Setup)?;
+        let route = Route { cluster, name: alias, alias_routing, followed: false, pipelined };
         Ok(Producer {
             route: RwLock::new(Arc::new(route)),
             marker_read: tokio::sync::Mutex::new(None),
@@ -273,6 +279,10 @@ impl Producer {
             .map_err(|e| WriteError::Refused(format!("source is not JSON: {e}")))?;
         let body = Some(Bytes::from(source.to_owned()));
         let (ack, route) = self.write(indexferry_common::es::Method::Put, id, routing, versioning, body).await?;
+        let raw = match route.pipelined {
+            true => self.stored(&route, &ack.index, [(id, routing)]).await?.pop().flatten().unwrap_or(raw),
+            false => raw,
+        };
         let event = self.event(&route, Op::Index, id, routing, Some(raw), ack);
         self.publish(&event).await?;
         self.count_after_switch(&route, 1);
@@ -495,6 +505,9 @@ impl Producer {
         for (w, item) in writes.iter().zip(&response.items) {
             out.push(self.bulk_event(&route, w, item));
         }
+        if route.pipelined {
+            self.stored_sources(&route, &mut out).await?;
+        }
         let payloads: Vec<(String, Vec<u8>)> = out.iter().flatten().map(|e| (e.id.clone(), e.to_json())).collect();
         let kafka = self.kafka();
         let mut pending = Vec::with_capacity(payloads.len());
@@ -537,6 +550,74 @@ impl Producer {
             }
             Write::Delete { id, routing } => self.event(route, Op::Delete, id, routing.as_deref(), None, ack),
         })
+    }
+
+    /// The `_source` the cluster stored for each document (realtime `_mget`), `None` where it
+    /// has none: an ingest pipeline made it from the body sent. A document written again
+    /// meanwhile gives the newer body, whose own event follows with a higher version; one
+    /// deleted meanwhile keeps the body sent, and its delete's event follows.
+    async fn stored<'a>(
+        &self,
+        route: &Route,
+        index: &str,
+        docs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Result<Vec<Option<Box<RawValue>>>> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            found: bool,
+            #[serde(rename = "_source", default)]
+            source: Option<Box<RawValue>>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            docs: Vec<Doc>,
+        }
+        let ids: Vec<serde_json::Value> = docs
+            .into_iter()
+            .map(|(id, routing)| {
+                let mut d = serde_json::json!({ "_index": index, "_id": id });
+                if let Some(r) = routing.or(route.alias_routing.as_deref()) {
+                    d["routing"] = serde_json::json!(r);
+                }
+                d
+            })
+            .collect();
+        let body = serde_json::json!({ "docs": ids });
+        let answer: Answer = route
+            .cluster
+            .json(indexferry_common::es::Method::Post, "/_mget", &[("realtime", "true")], Some(&body))
+            .await
+            .map_err(|e| WriteError::Publish(format!("cannot read back the stored _source: {e}")))?;
+        Ok(answer.docs.into_iter().map(|d| d.source.filter(|_| d.found)).collect())
+    }
+
+    /// [`Producer::stored`] for the index events of a bulk answer, in place.
+    async fn stored_sources(&self, route: &Route, events: &mut [Result<ChangeEvent>]) -> Result<()> {
+        let wanted: Vec<usize> =
+            (0..events.len()).filter(|&i| matches!(&events[i], Ok(e) if e.op == Op::Index)).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(String, String, Option<String>)> = wanted
+            .iter()
+            .filter_map(|&i| events[i].as_ref().ok().map(|e| (e.index.clone(), e.id.clone(), e.routing.clone())))
+            .collect();
+        // One request per index the bulk wrote to (an alias leads to one write index).
+        let mut by_index: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (k, (index, _, _)) in keys.iter().enumerate() {
+            by_index.entry(index.as_str()).or_default().push(k);
+        }
+        for (index, ks) in by_index {
+            let sources =
+                self.stored(route, index, ks.iter().map(|&k| (keys[k].1.as_str(), keys[k].2.as_deref()))).await?;
+            for (&k, source) in ks.iter().zip(sources) {
+                if let (Some(source), Ok(e)) = (source, &mut events[wanted[k]]) {
+                    e.source = Some(source);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Waits until every event handed to Kafka is acknowledged (for a clean exit).

@@ -549,3 +549,29 @@ pub async fn all_stored(url: &str, index: &str) -> anyhow::Result<std::collectio
     }
     Ok(out)
 }
+
+/// The stack's Elasticsearch with TLS and a password (`dev/stack up es8-tls`).
+pub fn es8_tls() -> String {
+    std::env::var("INDEXFERRY_TEST_ES8_TLS").unwrap_or_else(|_| "https://127.0.0.1:9203".into())
+}
+
+/// The password of its `elastic` user.
+pub fn tls_password() -> String {
+    std::env::var("INDEXFERRY_TLS_PASSWORD").unwrap_or_else(|_| "indexferry-secret".into())
+}
+
+/// Its CA certificate, as `dev/stack tls-ca` reports it.
+pub fn tls_ca() -> anyhow::Result<PathBuf> {
+    let out = Command::new(dev_script("stack")).arg("tls-ca").output()?;
+    anyhow::ensure!(out.status.success(), "dev/stack tls-ca: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// A connection to it as `user`, with its CA.
+pub fn tls_config(user: &str, password: &str) -> anyhow::Result<ClusterConfig> {
+    let mut c = ClusterConfig::at(&es8_tls());
+    c.username = Some(user.to_owned());
+    c.password = Some(indexferry_common::secret::Secret::new(password));
+    c.ca_cert = Some(tls_ca()?);
+    Ok(c)
+}

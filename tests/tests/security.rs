@@ -12,18 +12,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn tls_url() -> String {
-    std::env::var("INDEXFERRY_TEST_ES8_TLS").unwrap_or_else(|_| "https://127.0.0.1:9203".into())
+    es8_tls()
 }
 
 fn password() -> String {
-    std::env::var("INDEXFERRY_TLS_PASSWORD").unwrap_or_else(|_| "indexferry-secret".into())
+    tls_password()
 }
 
-/// The stack's CA certificate, as `dev/stack tls-ca` reports it.
 fn ca() -> anyhow::Result<PathBuf> {
-    let out = std::process::Command::new(dev_script("stack")).arg("tls-ca").output()?;
-    anyhow::ensure!(out.status.success(), "dev/stack tls-ca: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+    tls_ca()
 }
 
 fn config(user: Option<&str>, password: Option<&str>, ca: Option<PathBuf>) -> ClusterConfig {

@@ -212,6 +212,9 @@ fn pair(t: &mut String, out: &Path, p: &IndexPlan) -> anyhow::Result<()> {
         }
         None => {}
     }
+    if !p.aliases.is_empty() {
+        let _ = writeln!(t, "# Every alias of the index moves at rollover: {}", p.aliases.join(", "));
+    }
     for d in &p.decisions {
         let _ = writeln!(t, "# DECISION NEEDED: {d}");
     }

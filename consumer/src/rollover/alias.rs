@@ -1,6 +1,6 @@
 //! The aliases as the target receives them: the source's definitions — filter, index and
-//! search routing, write flag — recorded at `init`, on the target index. A pair from a
-//! pattern carries every alias of its source index.
+//! search routing, write flag — recorded at `init`, on the target index. Every alias of a
+//! source index moves (a migration recorded before that moves the recipe's alias alone).
 
 use crate::context::Ctx;
 use crate::state::PairInfo;
@@ -13,6 +13,18 @@ use std::collections::BTreeMap;
 /// Read inside the pause (one request per pattern); the record's aliases if that fails.
 pub(super) async fn current(ctx: &Ctx) -> Vec<PairInfo> {
     let mut pairs = ctx.migration.pairs.clone();
+    // A named index recorded with all its aliases: those it holds now.
+    for p in pairs.iter_mut().filter(|p| p.pattern.is_none() && !p.aliases.is_empty()) {
+        match crate::patterns::index_aliases(&ctx.source, &p.source).await {
+            Ok(now) if now.contains_key(&p.alias) => p.aliases = now,
+            Ok(_) => {
+                tracing::warn!(index = %p.source, alias = %p.alias, "the index no longer holds the recipe's alias; moving the aliases recorded")
+            }
+            Err(e) => {
+                tracing::warn!(index = %p.source, error = %e, "cannot read the aliases again; moving those recorded")
+            }
+        }
+    }
     for entry in ctx.recipe.pairs.iter().filter(|p| p.is_pattern()) {
         let path = format!("/{}/_alias", entry.source);
         let now = match ctx.source.json::<BTreeMap<String, Value>>(Method::Get, &path, &[], None).await {

@@ -279,6 +279,10 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
             restore.insert(key.into(), p.production_settings.get(key).cloned().unwrap_or(Value::Null));
         }
         restore.insert("index.gc_deletes".into(), json!(r.gc_deletes));
+        // No pipeline until the swap (an earlier rollover may have set them).
+        if let Value::Object(none) = crate::pipelines::none() {
+            restore.extend(none);
+        }
         ctx.target.put_settings(&p.target, Value::Object(restore)).await?;
     }
     wait_for_replicas(ctx, &targets).await?;
@@ -304,8 +308,14 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
         driver.switch_over(consumer, &reader, started, &mut swept, reconciled.as_ref().map(|r| &r.1)).await?;
     let pause = switched.blocked_at.elapsed();
 
-    // 6. After the switch: tombstones expire as the production settings say again.
+    // 6. After the switch: tombstones expire as the production settings say again, and a
+    // target without pipelines drops the `_none` it loaded under.
     restore_gc_deletes(ctx).await;
+    for p in ctx.migration.pairs.iter().filter(|p| crate::pipelines::named(&p.production_settings).is_empty()) {
+        if let Err(e) = ctx.target.put_settings(&p.target, crate::pipelines::production(p)).await {
+            tracing::warn!(index = %p.target, error = %e, "could not reset the pipeline settings");
+        }
+    }
     Ok(RolloverRecord {
         at: Utc::now(),
         write_pause_ms: pause.as_millis() as u64,

@@ -9,6 +9,7 @@
 //! | `sweep` | the same                                         | lift the block                  |
 //! | `reconcile` | the same (repairs are external-version writes, harmless if repeated) | lift the block |
 //! | `reset` | the same, and the target's `gc_deletes` maybe at 0 (a rerun sets it back and sweeps the recorded deletes) | lift the block |
+//! | `pipelines` | the same, the target's production pipelines maybe set (a rerun sets `_none` first) | lift the block, `_none` again |
 //! | `swap`  | the same, the alias maybe moved                  | read the alias: moved → success, the block stays; not moved → lift the block; unreadable → leave both, a rerun reads them |
 //!
 //! A rerun finding `rolling_over` reads the alias first (see `recover`): moved → it finishes
@@ -151,6 +152,7 @@ impl<'a> Driver<'a> {
         if !in_pause.backwards.is_empty() {
             self.step("reset", false, reset_backwards(ctx, &mut in_pause)).await?;
         }
+        self.step("pipelines", false, pipelines(ctx)).await?;
         self.step("swap", false, swap(ctx)).await?;
         Ok(Switched { blocked_at, end, drain, in_pause })
     }
@@ -162,6 +164,13 @@ impl<'a> Driver<'a> {
             return e;
         }
         self.blocked = false;
+        // The pipelines step may have run: the workers go on writing without them.
+        for p in self.ctx.migration.pairs.iter().filter(|p| !crate::pipelines::named(&p.production_settings).is_empty())
+        {
+            if let Err(e) = self.ctx.target.put_settings(&p.target, crate::pipelines::none()).await {
+                tracing::warn!(index = %p.target, error = %e, "could not take the ingest pipelines off the target again");
+            }
+        }
         if self.signal.is_cancelled() {
             tracing::warn!(sources = %self.sources, "interrupted: lifting the write block");
         }
@@ -223,6 +232,19 @@ async fn reconcile_changed(ctx: &Ctx, before: &ReconcileRecord) -> anyhow::Resul
     // step, now that nothing else writes to the target.
     let backwards = crate::reconcile::merge(&before.backwards, report.backwards());
     Ok(InPause { changed, repaired: report.repaired, took: started.elapsed(), backwards })
+}
+
+/// The production ingest pipelines onto the targets that run any (`crate::pipelines`): the
+/// last thing before the swap, so that no copy or repair runs them and every write of the
+/// application after the switch does.
+async fn pipelines(ctx: &Ctx) -> anyhow::Result<()> {
+    for p in ctx.migration.pairs.iter().filter(|p| !crate::pipelines::named(&p.production_settings).is_empty()) {
+        ctx.target
+            .put_settings(&p.target, crate::pipelines::production(p))
+            .await
+            .with_context(|| format!("cannot set the ingest pipelines of {}", p.target))?;
+    }
+    Ok(())
 }
 
 /// Writes again the documents whose source version went backwards (`reconcile::reset`).

@@ -96,8 +96,8 @@ pub struct PairInfo {
     /// The recipe pattern this index matched (`None`: the recipe named it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
-    /// Every alias of a matched index with its definition, moved at rollover (empty for a
-    /// named index: `alias` alone moves).
+    /// Every alias of the source index with its definition, moved at rollover (empty for a
+    /// named index recorded before they were kept: `alias` alone moves).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aliases: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
     /// A pair added after `init` (`add`): the topic's end offsets before its snapshot opened.
