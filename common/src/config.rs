@@ -594,7 +594,9 @@ impl Recipe {
 
     /// The pair whose alias is `name` (`init` checked that it points at that pair's source alone).
     pub fn pair_for_alias(&self, name: &str) -> Option<&IndexPair> {
-        self.pairs.iter().find(|p| p.alias == name)
+        // The pair added last first: a write alias that moved to a newer index of a pattern
+        // (ILM, a daily job) is recorded on that index's pair once `add` took it in.
+        self.pairs.iter().rev().find(|p| !p.alias.is_empty() && p.alias == name)
     }
 
     /// `index` is one of the targets: after rollover the application writes there.

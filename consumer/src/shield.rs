@@ -115,7 +115,7 @@ async fn put(cluster: &Cluster, index: &str, body: &Value) -> anyhow::Result<()>
 }
 
 /// The highest priority of the cluster's composable templates (0 without any).
-async fn highest_priority(cluster: &Cluster) -> anyhow::Result<u64> {
+pub(crate) async fn highest_priority(cluster: &Cluster) -> anyhow::Result<u64> {
     let all: Value = match cluster.json(Method::Get, "/_index_template", &[], None).await {
         Ok(v) => v,
         Err(e) if e.status() == Some(404) => return Ok(0),

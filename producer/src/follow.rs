@@ -77,7 +77,9 @@ fn known<'c>(marker: &SwitchMarker, follow: &'c [ClusterConfig]) -> Option<&'c C
 /// Connects to the cluster the marker names. An unconfigured cluster is final; a cluster
 /// that does not answer yet is retried by the caller.
 pub(crate) async fn follow(marker: &SwitchMarker, cfg: &ProducerConfig, from: &Route) -> Result<Route, FollowError> {
-    let Some(target) = known(marker, &cfg.follow) else {
+    // An in-cluster switch names the producer's own cluster: its configuration serves.
+    let own = std::slice::from_ref(&cfg.cluster);
+    let Some(target) = known(marker, own).or_else(|| known(marker, &cfg.follow)) else {
         return Err(FollowError::Final(WriteError::UnknownCluster {
             alias: from.name.clone(),
             from: format!("{} at {}", marker.source, from.cluster.url),
@@ -85,7 +87,16 @@ pub(crate) async fn follow(marker: &SwitchMarker, cfg: &ProducerConfig, from: &R
             urls: marker.cluster.join(", "),
         }));
     };
-    let name = marker.write_name(&from.name).unwrap_or(&marker.alias).to_owned();
+    let Some(name) = marker.write_name(&from.name).map(str::to_owned) else {
+        return Err(FollowError::Final(WriteError::Refused(format!(
+            "writes to {:?} at {} are blocked: migration {} moved its indices to the cluster {}, and this name is neither \
+             a migrated index nor one of their aliases; write to the target cluster",
+            from.name,
+            from.cluster.url,
+            marker.migration,
+            marker.cluster.join(", ")
+        ))));
+    };
     let cluster = Cluster::connect(target, "target", CONNECT_FOR).await.map_err(|e| {
         FollowError::NotYet(format!("cannot reach the target cluster {}: {e}", marker.cluster.join(",")))
     })?;
@@ -116,6 +127,7 @@ mod tests {
             source: "s".into(),
             index: "t".into(),
             alias: "a".into(),
+            aliases: vec![],
             at: chrono::Utc::now(),
         };
         let mut es9 = ClusterConfig::at("https://user:pw@es9-b:9200/");

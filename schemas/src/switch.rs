@@ -30,15 +30,20 @@ pub struct SwitchMarker {
     pub index: String,
     /// The alias, now on the target cluster (same name).
     pub alias: String,
+    /// Every alias the source index held at the switch, all moved with it (a pattern's
+    /// write alias may have moved to another index since `init`). Absent in a marker
+    /// written before they were listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     pub at: DateTime<Utc>,
 }
 
 impl SwitchMarker {
-    /// Where a write addressed to `name` (the alias, or the source index itself) goes now:
-    /// the alias stays the alias; the source index becomes the target index.
-    pub fn write_name(&self, name: &str) -> Option<&str> {
-        if name == self.alias {
-            Some(&self.alias)
+    /// Where a write addressed to `name` (an alias, or the source index itself) goes now:
+    /// an alias stays the alias; the source index becomes the target index.
+    pub fn write_name<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        if !name.is_empty() && (name == self.alias || self.aliases.iter().any(|a| a == name)) {
+            Some(name)
         } else if name == self.source {
             Some(&self.index)
         } else {
@@ -80,6 +85,12 @@ mod tests {
         assert_eq!(m.write_name("records"), Some("records"));
         assert_eq!(m.write_name("records-v1"), Some("records-v2"));
         assert!(SwitchMarker::find(&answer, "elsewhere").is_none());
+        // Every alias listed leads on; an empty alias never matches.
+        let mut with_aliases = m.clone();
+        with_aliases.alias = String::new();
+        with_aliases.aliases = vec!["logs-write".into(), "logs-all".into()];
+        assert_eq!(with_aliases.write_name("logs-write"), Some("logs-write"));
+        assert_eq!(with_aliases.write_name(""), None);
         assert!(SwitchMarker::find(&json!({ "a": { "mappings": {} } }), "records").is_none());
         assert!(same_url("HTTPS://es9:9200/", "https://es9:9200"));
     }
