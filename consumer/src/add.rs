@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub async fn add(common: &Common, name: &str, index: &str, exclude: bool) -> anyhow::Result<()> {
-    let ctx = Ctx::load(common, name).await?;
+    let (_lock, ctx) = Ctx::load_locked(common, name, "add").await?;
     let m = &ctx.migration;
     if m.state != State::Initialized {
         bail!("migration {name:?} is {}: indices are added before the rollover", m.state.as_str());

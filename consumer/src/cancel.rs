@@ -5,9 +5,9 @@
 //! killed right after its swap leaves the record at `rolling_over` with the target serving
 //! the application. Cancel then refuses to delete that target (or to lift the block).
 
-use crate::context::{connect, stored_recipe, Common};
+use crate::context::{connect, same_cluster, stored_recipe, Common};
 use crate::rollover::recover::{switch, Switch};
-use crate::state::{running_pid, State, StateDir};
+use crate::state::{running_pid, OperatorLock, State, StateDir};
 use anyhow::{bail, Context as _};
 use indexferry_common::es::Method;
 use nix::sys::signal::{kill, Signal};
@@ -17,15 +17,26 @@ use std::time::{Duration, Instant};
 
 pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::Result<()> {
     let dir = StateDir::new(&common.state_dir, name);
+    dir.load_migration()?;
+    // No rollover, add or second cancel meanwhile; the record read under the lock.
+    let _lock = OperatorLock::take(&dir, "cancel")?;
     let m = dir.load_migration()?;
     let recipe = stored_recipe(&m, &common.overrides)?;
     let (source, target) = connect(&recipe, common.connect_timeout).await?;
+    // An override left over from another environment must not lift blocks or delete
+    // same-named indices there.
+    same_cluster(&m, &source, m.source_uuid.as_deref()).await?;
+    same_cluster(&m, &target, m.target_uuid.as_deref()).await?;
     let switched = m.state == State::RolledOver || switch(&target, &m.pairs).await? == Switch::Done;
-    if switched && m.state != State::RolledOver && !keep_target {
+    // Interrupted after its swap, a rollover still owes the bookkeeping and (across
+    // clusters) the marker producers follow: only `rollover` finishes that, and forgetting
+    // the migration here would leave the source blocked for good.
+    if switched && m.state != State::RolledOver {
         let held: Vec<String> = m.pairs.iter().map(|p| format!("alias {} is on index {}", p.alias, p.target)).collect();
         bail!(
-            "{}: the switch happened (a rollover was interrupted after it); refusing to delete what the application uses \
-             — run `rollover` again to finish it, or `cancel --keep-target`",
+            "{}: the switch happened (a rollover was interrupted after it); refusing to cancel what the application \
+             uses — run `rollover` again to finish it (it writes the switch marker), then `cancel --keep-target` if \
+             the record is to go",
             held.join(", ")
         );
     }

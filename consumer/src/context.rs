@@ -1,7 +1,7 @@
 //! What every command starts from: the migration's state directory, its recipe (with
 //! flag and environment overrides) and connections to both clusters.
 
-use crate::state::{Migration, StateDir};
+use crate::state::{Migration, OperatorLock, StateDir};
 use anyhow::{bail, Context as _};
 use indexferry_common::config::{IndexPair, Overrides, Recipe};
 use indexferry_common::es::Cluster;
@@ -36,6 +36,15 @@ impl Ctx {
         same_cluster(&migration, &source, migration.source_uuid.as_deref()).await?;
         same_cluster(&migration, &target, migration.target_uuid.as_deref()).await?;
         Ok(Ctx { dir, migration, recipe, source, target })
+    }
+
+    /// [`Ctx::load`] for a command that changes the migration: takes its operator lock
+    /// first (see `state::OperatorLock`), held until the returned lock is dropped.
+    pub async fn load_locked(common: &Common, name: &str, command: &str) -> anyhow::Result<(OperatorLock, Ctx)> {
+        let dir = StateDir::new(&common.state_dir, name);
+        dir.load_migration()?;
+        let lock = OperatorLock::take(&dir, command)?;
+        Ok((lock, Ctx::load(common, name).await?))
     }
 
     /// The same connections with the migration record read again (a pair was added).
@@ -90,7 +99,7 @@ fn is_matched(m: &Migration, p: &IndexPair) -> bool {
 }
 
 /// Refuses a cluster other than the one `init` recorded (a URL override pointing elsewhere).
-async fn same_cluster(m: &Migration, cluster: &Cluster, recorded: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn same_cluster(m: &Migration, cluster: &Cluster, recorded: Option<&str>) -> anyhow::Result<()> {
     let Some(recorded) = recorded else { return Ok(()) };
     match cluster.uuid().await? {
         Some(now) if now != recorded => bail!(

@@ -56,7 +56,7 @@ struct Event {
 }
 
 pub async fn replay(common: &Common, name: &str) -> anyhow::Result<ReplayReport> {
-    let ctx = Ctx::load(common, name).await?;
+    let (_lock, ctx) = Ctx::load_locked(common, name, "deadletters --replay").await?;
     if ctx.migration.state == State::RolledOver {
         bail!(
             "migration {name:?} is rolled over: no consumer applies events any more; \

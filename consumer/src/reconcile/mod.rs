@@ -192,7 +192,7 @@ impl Report {
 
 /// `indexferry migration reconcile`: false (exit 1) when a repair was refused.
 pub async fn reconcile(common: &Common, name: &str, as_json: bool, samples: usize) -> anyhow::Result<bool> {
-    let ctx = Ctx::load(common, name).await?;
+    let (_lock, ctx) = Ctx::load_locked(common, name, "reconcile").await?;
     match ctx.migration.state {
         State::Initialized => {}
         State::RollingOver => bail!("migration {name:?} is rolling over; reconcile runs as part of it"),

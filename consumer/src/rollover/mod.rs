@@ -88,11 +88,12 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
     // From the start: a signal must never kill the process between the block and the swap.
     let signal = CancellationToken::new();
     crate::shutdown::install(signal.clone());
-    let ctx = Arc::new(Ctx::load(common, name).await?);
+    let (_lock, ctx) = Ctx::load_locked(common, name, "rollover").await?;
+    let ctx = Arc::new(ctx);
     let m = &ctx.migration;
     if m.state == State::RolledOver {
         // Killed after the record and before the marker: the marker is still owed.
-        if m.cross_cluster && !marker::present(&ctx).await? {
+        if !marker::present(&ctx).await? {
             marker::write(&ctx).await?;
             println!("the switch marker was missing on the source and is now written");
             return Ok(());
@@ -100,11 +101,15 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
         bail!("migration {name:?} was already rolled over");
     }
     // A rollover killed at `rolling_over`: the alias says whether it had switched.
-    let inherited_block = m.state == State::RollingOver;
-    if inherited_block && recover::switch(&ctx.target, &m.pairs).await? == recover::Switch::Done {
-        return recover::finish_switched(&ctx).await;
+    if m.state == State::RollingOver {
+        if recover::switch(&ctx.target, &m.pairs).await? == recover::Switch::Done {
+            return recover::finish_switched(&ctx).await;
+        }
+        // Not switched: the block a killed run left would hold the application's writes
+        // through the whole pre-block phase (lag wait, sweep, reconcile): lifted first.
+        lift_inherited_block(&ctx).await?;
     }
-    let mut driver = Driver::new(&ctx, signal, inherited_block);
+    let mut driver = Driver::new(&ctx, signal, false);
     if let Err(e) = check_snapshot(&ctx) {
         return Err(fail(&ctx, driver.undo(e).await));
     }
@@ -180,7 +185,7 @@ fn check_snapshot(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// Refuses a rollover while an index matching a pattern is neither migrated nor excluded:
 /// it would be left behind on the source, its alias moved without it.
-async fn check_matched(ctx: &Ctx) -> anyhow::Result<()> {
+pub(super) async fn check_matched(ctx: &Ctx) -> anyhow::Result<()> {
     let unmigrated = crate::patterns::unmigrated(&ctx.source, &ctx.recipe, &ctx.migration).await?;
     if let Some((index, pattern)) = unmigrated.first() {
         bail!("rollover refused: {}", crate::patterns::describe_unmigrated(&ctx.migration.name, index, pattern));
@@ -333,6 +338,21 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
     })
 }
 
+/// Lifts the write block a killed rollover left on the sources, and says so.
+async fn lift_inherited_block(ctx: &Ctx) -> anyhow::Result<()> {
+    let sources: Vec<&str> = ctx.migration.pairs.iter().map(|p| p.source.as_str()).collect();
+    ctx.source
+        .put_settings(&sources.join(","), json!({ "index.blocks.write": null }))
+        .await
+        .context("cannot lift the write block an interrupted rollover left on the source")?;
+    ctx.dir.update_migration(|m| m.state = State::Initialized)?;
+    println!(
+        "lifted the write block an interrupted rollover left on {}: it is set again for the pause",
+        sources.join(",")
+    );
+    Ok(())
+}
+
 /// Waits (30 s at most) for the targets' shards, replicas included, to be allocated; one
 /// line on why not, and what to set, when they are not.
 async fn wait_for_replicas(ctx: &Ctx, targets: &[&str]) -> anyhow::Result<()> {
@@ -427,7 +447,16 @@ fn print_result(m: &Migration, r: &RolloverRecord, target_url: &str) {
              point any other writer at it",
             indexferry_schemas::switch::KEY
         );
+        if m.pairs.iter().any(|p| p.pattern.is_some()) {
+            println!(
+                "new indices of the migrated patterns on the source cluster are created write-blocked from now on: stop the \
+                 ILM policies, rollover jobs and daily jobs that create them there, and run them on the target cluster"
+            );
+        }
     } else {
-        println!("the source index stays write-blocked; delete it once you no longer need it");
+        println!(
+            "the source index stays write-blocked, its mapping's _meta names the target: producers writing to it by name \
+             follow; delete it once you no longer need it"
+        );
     }
 }

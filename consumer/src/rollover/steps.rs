@@ -5,6 +5,7 @@
 //! |---------|--------------------------------------------------|---------------------------------|
 //! | `block` | record `rolling_over`, the source maybe blocked  | lift the block                  |
 //! | `grace` | record `rolling_over`, the source blocked        | lift the block                  |
+//! | `matched` | the same (a pattern's index made since the check before the block refuses) | lift the block |
 //! | `drain` | the same                                         | lift the block                  |
 //! | `sweep` | the same                                         | lift the block                  |
 //! | `reconcile` | the same (repairs are external-version writes, harmless if repeated) | lift the block |
@@ -132,6 +133,12 @@ impl<'a> Driver<'a> {
             Ok(())
         })
         .await?;
+        // An index of a pattern made since the check before the block (a day, an ILM
+        // rollover) would be left unblocked, unmigrated and unmoved: refused, naming it.
+        // One listing per pattern, under the block, so the set is final.
+        if ctx.recipe.pairs.iter().any(|p| p.is_pattern()) {
+            self.step("matched", true, super::check_matched(ctx)).await?;
+        }
         let (end, drain) = self.step("drain", true, drain(ctx, consumer, reader)).await?;
         // A target restarted since the first sweep forgot its tombstones again, and the drain
         // may have let an older copy in: sweep once more, inside the pause (only then).

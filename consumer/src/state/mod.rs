@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
-pub use pid::{alive, running_pid, PidGuard};
+pub use pid::{alive, running_pid, OperatorLock, PidGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

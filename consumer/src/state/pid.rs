@@ -1,4 +1,5 @@
-//! Which worker process runs a role (`snapshot`, `consume`) of a migration.
+//! Which worker process runs a role (`snapshot`, `consume`) of a migration, and which
+//! operator command holds the migration ([`OperatorLock`]).
 //!
 //! The worker writes its pid into `<role>.pid` and holds an exclusive `flock` on that file for
 //! its lifetime. The kernel releases the lock when the process dies, however it dies, so a
@@ -23,6 +24,11 @@ impl PidGuard {
     /// Takes the role's lock and records this process's pid. Fails if another live process
     /// holds it (a reader probing the lock holds it only for an instant: retried briefly).
     pub fn create(dir: &StateDir, role: &str) -> std::io::Result<PidGuard> {
+        Self::create_with(dir, role, "")
+    }
+
+    /// [`PidGuard::create`], with `detail` written after the pid (on lines of its own).
+    fn create_with(dir: &StateDir, role: &str, detail: &str) -> std::io::Result<PidGuard> {
         let path = dir.pid_file(role);
         let mut tries = 0;
         let mut lock = loop {
@@ -44,7 +50,7 @@ impl PidGuard {
             }
         };
         lock.set_len(0)?;
-        lock.write_all(std::process::id().to_string().as_bytes())?;
+        lock.write_all(format!("{}\n{detail}", std::process::id()).as_bytes())?;
         lock.sync_data()?;
         Ok(PidGuard { path, _lock: lock })
     }
@@ -70,7 +76,44 @@ pub fn running_pid(dir: &StateDir, role: &str) -> Option<i32> {
 }
 
 fn read_pid(path: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    std::fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
+}
+
+/// The one operator command that may change a migration at a time: `rollover`, `cancel`,
+/// `add`, `reconcile`, `deadletters --replay`. A `cancel` or a second `rollover` racing a
+/// rollover could delete the index that serves the application, or lift the block after the
+/// switch. An exclusive `flock` on `<state>/<name>/operator.pid`, which the kernel releases
+/// when the holder dies, however it dies: a held lock is a live holder. The lock lives with
+/// the state folder, so these commands run where that folder is (in a container: in the pod
+/// that owns the volume, through `kubectl exec`).
+pub struct OperatorLock(#[allow(dead_code)] PidGuard);
+
+impl OperatorLock {
+    /// Takes the migration's lock for `command`; refuses, naming the holder's command, host,
+    /// pid and start, while another process holds it.
+    pub fn take(dir: &StateDir, command: &str) -> anyhow::Result<OperatorLock> {
+        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "?".into());
+        let detail = format!("{host}\n{command}\n{}\n", chrono::Utc::now().to_rfc3339());
+        match PidGuard::create_with(dir, "operator", &detail) {
+            Ok(g) => Ok(OperatorLock(g)),
+            Err(e) => {
+                let text = std::fs::read_to_string(dir.pid_file("operator")).unwrap_or_default();
+                let mut lines = text.lines();
+                let (pid, host, held_by, since) = (lines.next(), lines.next(), lines.next(), lines.next());
+                match pid {
+                    Some(pid) => anyhow::bail!(
+                        "migration {:?} is locked by `{}` (pid {pid} on host {}, since {}): one command that changes a \
+                         migration runs at a time; wait for it to end (the lock goes with its process)",
+                        dir.name,
+                        held_by.unwrap_or("?"),
+                        host.unwrap_or("?"),
+                        since.unwrap_or("?")
+                    ),
+                    None => Err(anyhow::Error::new(e).context(format!("cannot lock migration {:?}", dir.name))),
+                }
+            }
+        }
+    }
 }
 
 /// Whether process `pid` exists.
@@ -100,5 +143,22 @@ mod tests {
         drop(guard);
         assert_eq!(running_pid(&dir, "consume"), None);
         assert!(!dir.pid_file("consume").exists());
+    }
+
+    #[test]
+    fn the_operator_lock_names_its_holder_and_goes_with_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path(), "m");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let held = OperatorLock::take(&dir, "rollover").unwrap();
+        let refused = OperatorLock::take(&dir, "cancel").err().expect("one holder at a time").to_string();
+        let me = std::process::id().to_string();
+        assert!(
+            refused.contains("locked by `rollover`") && refused.contains(&format!("pid {me} on host")),
+            "{refused}"
+        );
+        assert_eq!(running_pid(&dir, "operator"), Some(std::process::id() as i32));
+        drop(held);
+        OperatorLock::take(&dir, "cancel").unwrap();
     }
 }
