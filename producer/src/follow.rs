@@ -43,15 +43,13 @@ pub(crate) struct Route {
 
 /// Whether the indices `name` leads to run an ingest pipeline on writes.
 pub(crate) async fn pipelined(cluster: &Cluster, name: &str) -> Result<bool, String> {
-    let settings: Value = cluster
-        .json(
-            Method::Get,
-            &format!("/{name}/_settings/index.default_pipeline,index.final_pipeline"),
-            &[("flat_settings", "true")],
-            None,
-        )
-        .await
-        .map_err(|e| format!("cannot read the pipelines of {name}: {e}"))?;
+    let path = format!("/{name}/_settings/index.default_pipeline,index.final_pipeline");
+    let settings: Value = match cluster.json(Method::Get, &path, &[("flat_settings", "true")], None).await {
+        Ok(v) => v,
+        // Nothing there yet (the application creates it on its first write): no pipeline.
+        Err(e) if e.status() == Some(404) => return Ok(false),
+        Err(e) => return Err(format!("cannot read the pipelines of {name}: {e}")),
+    };
     Ok(settings.as_object().into_iter().flatten().any(|(_, s)| {
         ["index.default_pipeline", "index.final_pipeline"]
             .iter()
