@@ -278,6 +278,13 @@ pub struct RolloverConfig {
     /// Reconcile source and target before blocking writes, and the documents changed since
     /// inside the pause: repairs writes whose events never reached the topic.
     pub reconcile: bool,
+    /// The longest write pause: from the block to the swap, every step inside it (grace,
+    /// drain, the final reconcile, re-applied deletes, ingest pipelines) shares this one
+    /// deadline; past it the rollover lifts the block and says which step overran. Under
+    /// [`PRODUCER_RETRY_WINDOW`], so that the application's blocked writes are latency, not
+    /// errors.
+    #[serde(with = "humantime_serde")]
+    pub max_pause: Duration,
 }
 
 impl Default for RolloverConfig {
@@ -288,6 +295,7 @@ impl Default for RolloverConfig {
             drain_timeout: Duration::from_secs(20),
             gc_deletes: "24h".into(),
             reconcile: true,
+            max_pause: PRODUCER_RETRY_WINDOW - Duration::from_secs(5),
         }
     }
 }
@@ -552,6 +560,15 @@ impl Recipe {
                 "rollover: drain_timeout ({}) + grace ({}) must be shorter than the producer library's retry window \
                  for blocked writes ({}), or a failed drain turns into failed application writes",
                 humantime::format_duration(r.drain_timeout),
+                humantime::format_duration(r.grace),
+                humantime::format_duration(PRODUCER_RETRY_WINDOW)
+            ));
+        }
+        if r.max_pause >= PRODUCER_RETRY_WINDOW || r.max_pause <= r.grace {
+            return Err(format!(
+                "rollover: max_pause ({}) must be longer than grace ({}) and shorter than the producer library's retry \
+                 window for blocked writes ({})",
+                humantime::format_duration(r.max_pause),
                 humantime::format_duration(r.grace),
                 humantime::format_duration(PRODUCER_RETRY_WINDOW)
             ));

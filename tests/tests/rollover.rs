@@ -186,3 +186,30 @@ async fn a_stale_pid_file_does_not_make_rollover_wait_for_a_consumer() -> anyhow
     assert!(out.contains("verify: identical"), "{out}");
     Ok(())
 }
+
+/// Every step inside the pause shares one deadline, `[rollover] max_pause`: a drain that
+/// cannot finish (the target refuses the last events' writes for now) is cut there, though
+/// its own `drain_timeout` is longer, and the block is lifted, the step named.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_write_pause_ends_at_max_pause_whatever_step_overruns() -> anyhow::Result<()> {
+    let s = setup("500ms", "drain_timeout = \"20s\"\nmax_pause = \"3s\"\nreconcile = false").await?;
+    let target = cluster(&s.url).await?;
+    target.put_settings(&s.dst, json!({ "index.blocks.write": true })).await?;
+    for i in 0..5 {
+        s.producer.index(&format!("late{i}"), r#"{"i":-1}"#, None).await?;
+    }
+    let started = std::time::Instant::now();
+    let out = output(indexferry(&s.state, &["rollover", &s.name]))?;
+    let took = started.elapsed();
+    target.put_settings(&s.dst, json!({ "index.blocks.write": null })).await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("max_pause (3s) during the drain step"), "{stderr}");
+    assert!(took < Duration::from_secs(15), "cut at the pause's deadline, not the drain's ({took:?})");
+    assert_eq!(write_block(&s.url, &s.src).await?, Value::Null, "the block is lifted");
+    assert_eq!(status(&s.state, &s.name)?["state"], json!("initialized"));
+    // Resumable: with the target writable again, the rollover goes through.
+    let out = run_ok(indexferry(&s.state, &["rollover", &s.name]))?;
+    assert!(out.contains("write pause:"), "{out}");
+    Ok(())
+}

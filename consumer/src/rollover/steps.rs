@@ -41,6 +41,18 @@ const DRAIN_POLL: Duration = Duration::from_millis(5);
 #[error("interrupted by a signal during the {0} step")]
 pub(super) struct Interrupted(pub &'static str);
 
+/// The pause reached `[rollover] max_pause` before the swap.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the write pause reached [rollover] max_pause ({}) during the {step} step, before the swap: the application's \
+     writes are not held longer; run rollover again when the lag is lower",
+    humantime::format_duration(*.budget)
+)]
+pub(super) struct OverBudget {
+    step: &'static str,
+    budget: Duration,
+}
+
 /// The swap request failed and the alias could not be read afterwards: whether the switch
 /// happened is unknown, so neither the block nor the record is touched.
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +90,15 @@ pub(super) struct Driver<'a> {
     sources: String,
     /// The source may be write-blocked: this run set the block, or a killed run left it.
     blocked: bool,
+    /// When the pause must end (`[rollover] max_pause` after the block), once blocked.
+    deadline: Option<Instant>,
 }
 
 impl<'a> Driver<'a> {
     /// `inherited_block`: the record said `rolling_over` (a killed run may have left the block).
     pub(super) fn new(ctx: &'a Ctx, signal: CancellationToken, inherited_block: bool) -> Self {
         let sources: Vec<&str> = ctx.migration.pairs.iter().map(|p| p.source.as_str()).collect();
-        Driver { ctx, signal, sources: sources.join(","), blocked: inherited_block }
+        Driver { ctx, signal, sources: sources.join(","), blocked: inherited_block, deadline: None }
     }
 
     /// Runs step `name`, unless a signal came first; an `interruptible` step is cut short by one.
@@ -97,14 +111,25 @@ impl<'a> Driver<'a> {
         if self.signal.is_cancelled() {
             return Err(Interrupted(name).into());
         }
+        let over = || OverBudget { step: name, budget: self.ctx.recipe.rollover.max_pause };
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(over().into());
+        }
         let span = tracing::info_span!("rollover_step", step = name);
         span.in_scope(|| tracing::info!("rollover step"));
         if !interruptible {
             return f.instrument(span).await;
         }
+        let deadline = async {
+            match self.deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = f.instrument(span) => r,
             _ = self.signal.cancelled() => Err(Interrupted(name).into()),
+            _ = deadline => Err(over().into()),
         }
     }
 
@@ -122,6 +147,7 @@ impl<'a> Driver<'a> {
         self.step("block", false, async { Ok(ctx.dir.update_migration(|m| m.state = State::RollingOver)?) }).await?;
         self.blocked = true;
         let blocked_at = Instant::now();
+        self.deadline = Some(blocked_at + r.max_pause);
         self.step("block", false, async {
             ctx.source.put_settings(&self.sources, json!({ "index.blocks.write": true })).await?;
             tracing::info!(sources = %self.sources, "writes blocked");
