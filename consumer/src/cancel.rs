@@ -27,7 +27,7 @@ pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::R
     // same-named indices there.
     same_cluster(&m, &source, m.source_uuid.as_deref()).await?;
     same_cluster(&m, &target, m.target_uuid.as_deref()).await?;
-    let switched = m.state == State::RolledOver || switch(&target, &m.pairs).await? == Switch::Done;
+    let switched = m.state == State::RolledOver || switch(&target, &m).await? == Switch::Done;
     // Interrupted after its swap, a rollover still owes the bookkeeping and (across
     // clusters) the marker producers follow: only `rollover` finishes that, and forgetting
     // the migration here would leave the source blocked for good.

@@ -55,14 +55,6 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         false => (vec![], vec![]),
     };
     let (snapshot_method, why) = method::choose(recipe.snapshot.method, &source, &target, cross).await?;
-    // Before the offsets are read: a delete replayed from them keeps its tombstone.
-    let mut kept = std::collections::BTreeMap::new();
-    if recipe.versions == VersionRule::Source {
-        for p in &planned {
-            kept.insert(p.source.clone(), keep_tombstones(&source, &p.source, &recipe, &kept).await?);
-        }
-    }
-    let start_offsets = end_offsets(&recipe, Duration::from_secs(15)).await?;
     let retention = kafka::retention(&recipe.kafka, &recipe.kafka.topic)
         .await
         .with_context(|| format!("kafka at {}", recipe.kafka.brokers))?;
@@ -79,34 +71,43 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         .await
         .context("cannot create the dead-letter topic")?;
 
-    crate::templates::apply(&target, &templates).await?;
-    let pipelines = match cross {
-        true => crate::pipelines::copy_missing(&source, &target, planned.iter().map(|p| &p.production)).await?,
-        false => vec![],
-    };
-    let mut pairs = Vec::new();
-    let mut created: Vec<&str> = Vec::new();
-    for p in &planned {
-        let source_docs = source.count(&p.source, true).await?;
-        match create_target(&target, p, &recipe.rollover.gc_deletes).await {
-            Ok(()) => created.push(&p.target),
-            Err(e) => {
-                for t in created {
-                    let _ = target.request(Method::Delete, &format!("/{t}"), &[], None).await;
-                }
-                crate::source_tombstones::restore(&source, &kept_pairs(&kept)).await;
-                return Err(e);
-            }
+    let recipe_text = std::fs::read_to_string(recipe_path)?;
+    let recipe_abs = std::path::absolute(recipe_path)?.display().to_string();
+
+    // From here on init changes the clusters; a failure puts back what it changed.
+    // Before the offsets are read: a delete replayed from them keeps its tombstone.
+    let mut kept = std::collections::BTreeMap::new();
+    if recipe.versions == VersionRule::Source {
+        for p in &planned {
+            kept.insert(p.source.clone(), keep_tombstones(&source, &p.source, &recipe, &kept).await?);
         }
-        let mut info = pair_info(p, source_docs);
-        info.source_gc_deletes = kept.get(&p.source).cloned();
-        pairs.push(info);
     }
+    let start_offsets = match end_offsets(&recipe, Duration::from_secs(15)).await {
+        Ok(o) => o,
+        Err(e) => {
+            crate::source_tombstones::restore(&source, &kept_pairs(&kept)).await;
+            return Err(e);
+        }
+    };
+    let (pairs, pipelines, made) = match make_targets(&source, &target, &planned, &templates, &recipe, cross).await {
+        Ok(done) => done,
+        Err(e) => {
+            crate::source_tombstones::restore(&source, &kept_pairs(&kept)).await;
+            return Err(e);
+        }
+    };
+    let pairs: Vec<PairInfo> = pairs
+        .into_iter()
+        .map(|mut info| {
+            info.source_gc_deletes = kept.get(&info.source).cloned();
+            info
+        })
+        .collect();
 
     let migration = Migration {
         name: recipe.name.clone(),
-        recipe_text: std::fs::read_to_string(recipe_path)?,
-        recipe_path: std::path::absolute(recipe_path)?.display().to_string(),
+        recipe_text,
+        recipe_path: recipe_abs,
         created_at: Utc::now(),
         state: State::Initialized,
         start_offsets,
@@ -123,10 +124,17 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         excluded: vec![],
         snapshot_method,
         versions: recipe.versions,
+        swap: vec![],
     };
-    let store = dir.open(Db::Meta)?;
-    store.put(MIGRATION_KEY, &migration)?;
-    store.flush()?;
+    let recorded = dir.open(Db::Meta).and_then(|store| {
+        store.put(MIGRATION_KEY, &migration)?;
+        store.flush()
+    });
+    if let Err(e) = recorded {
+        made.undo(&target).await;
+        crate::source_tombstones::restore(&source, &kept_pairs(&kept)).await;
+        return Err(e.into());
+    }
 
     println!("initialized migration {:?}", migration.name);
     let uuid = |u: &Option<String>| u.as_deref().map_or(String::new(), |u| format!(", cluster {u}"));
@@ -195,6 +203,59 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     );
     println!("next: indexferry migration run {}", migration.name);
     Ok(())
+}
+
+/// What `init` made on the target cluster, to take back when a later step fails.
+struct Made {
+    templates: crate::templates::Applied,
+    targets: Vec<String>,
+}
+
+impl Made {
+    /// Deletes the targets created and puts the templates back as they were (best effort).
+    async fn undo(self, target: &Cluster) {
+        for t in &self.targets {
+            if let Err(e) = target.request(Method::Delete, &format!("/{t}"), &[], None).await {
+                tracing::warn!(index = %t, error = %e, "could not delete a target made by the failed init");
+            }
+        }
+        self.templates.undo(target).await;
+    }
+}
+
+/// Puts the templates and ingest pipelines the target lacks (across clusters) and creates
+/// every target. On a failure, takes back what it made and fails.
+async fn make_targets(
+    source: &Cluster,
+    target: &Cluster,
+    planned: &[Planned],
+    templates: &[crate::templates::Copy],
+    recipe: &Recipe,
+    cross: bool,
+) -> anyhow::Result<(Vec<PairInfo>, Vec<String>, Made)> {
+    let mut made = Made { templates: crate::templates::apply(target, templates).await?, targets: vec![] };
+    let result = async {
+        let pipelines = match cross {
+            true => crate::pipelines::copy_missing(source, target, planned.iter().map(|p| &p.production)).await?,
+            false => vec![],
+        };
+        let mut pairs = Vec::new();
+        for p in planned {
+            let source_docs = source.count(&p.source, true).await?;
+            create_target(target, p, &recipe.rollover.gc_deletes).await?;
+            made.targets.push(p.target.clone());
+            pairs.push(pair_info(p, source_docs));
+        }
+        anyhow::Ok((pairs, pipelines))
+    }
+    .await;
+    match result {
+        Ok((pairs, pipelines)) => Ok((pairs, pipelines, made)),
+        Err(e) => {
+            made.undo(target).await;
+            Err(e)
+        }
+    }
 }
 
 /// Raises the source's `index.gc_deletes` (see `crate::source_tombstones`); on failure, puts

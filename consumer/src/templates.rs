@@ -174,17 +174,66 @@ pub async fn status(target: &Cluster, c: &Copy) -> anyhow::Result<Status> {
     })
 }
 
-/// Puts the templates on the target, in the order [`plan`] gives.
-pub async fn apply(target: &Cluster, copies: &[Copy]) -> anyhow::Result<()> {
-    for c in copies {
-        target
-            .json::<Value>(Method::Put, &format!("/{}/{}", c.kind.api(), c.name), &[], Some(&c.body))
-            .await
-            .with_context(|| {
-                format!("cannot put template {:?} ({}) on the target cluster {}", c.name, c.kind.api(), target.url)
-            })?;
+/// The templates [`apply`] put, each with what the target held before (`None`: nothing), to
+/// put back if `init` fails after it.
+#[derive(Debug, Default)]
+pub struct Applied(Vec<(Kind, String, Option<Value>)>);
+
+impl Applied {
+    /// Puts back what the target held, the last put first (a template that was not there is
+    /// deleted); best effort, a failure said in the log.
+    pub async fn undo(self, target: &Cluster) {
+        for (kind, name, before) in self.0.into_iter().rev() {
+            let path = format!("/{}/{name}", kind.api());
+            let done = match &before {
+                None => target.json::<Value>(Method::Delete, &path, &[], None).await,
+                Some(body) => target.json::<Value>(Method::Put, &path, &[], Some(body)).await,
+            };
+            if let Err(e) = done {
+                tracing::warn!(template = %name, error = %e, "could not put back a template init had put");
+            }
+        }
     }
-    Ok(())
+}
+
+/// Puts the templates on the target, in the order [`plan`] gives; on a failure, puts back
+/// those it had put already.
+pub async fn apply(target: &Cluster, copies: &[Copy]) -> anyhow::Result<Applied> {
+    let mut applied = Applied::default();
+    for c in copies {
+        let before = match on_target(target, c).await {
+            Ok(held) => held.map(|b| putable(c.kind, b)),
+            Err(e) => {
+                applied.undo(target).await;
+                return Err(e);
+            }
+        };
+        let put = target.json::<Value>(Method::Put, &format!("/{}/{}", c.kind.api(), c.name), &[], Some(&c.body)).await;
+        if let Err(e) = put {
+            applied.undo(target).await;
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot put template {:?} ({}) on the target cluster {}",
+                c.name,
+                c.kind.api(),
+                target.url
+            )));
+        }
+        applied.0.push((c.kind, c.name.clone(), before));
+    }
+    Ok(applied)
+}
+
+/// A template as the cluster answered it, cut to what its PUT takes.
+fn putable(kind: Kind, held: Value) -> Value {
+    let keys: &[&str] = match kind {
+        Kind::Legacy => &LEGACY_KEYS,
+        Kind::Composable => &COMPOSABLE_KEYS,
+        Kind::Component => &COMPONENT_KEYS,
+    };
+    match held {
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(k, _)| keys.contains(&k.as_str())).collect()),
+        other => other,
+    }
 }
 
 /// The recipe mappings for the template when one of its patterns covers a migrated index

@@ -575,3 +575,18 @@ pub fn tls_config(user: &str, password: &str) -> anyhow::Result<ClusterConfig> {
     c.ca_cert = Some(tls_ca()?);
     Ok(c)
 }
+
+/// Starts `rollover` with its log at `log` and waits until it has blocked writes (it is then
+/// inside its pause, in the grace).
+pub async fn rollover_until_blocked(state: &Path, name: &str, log: &Path) -> anyhow::Result<Proc> {
+    let mut rollover = spawn(indexferry(state, &["rollover", name]), log)?;
+    let blocked = wait_for("the rollover to block writes", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(log)?.contains("writes blocked").then_some(()))
+    })
+    .await;
+    if let Err(e) = blocked {
+        let _ = terminate(&mut rollover);
+        return Err(e);
+    }
+    Ok(rollover)
+}

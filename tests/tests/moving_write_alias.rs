@@ -173,11 +173,7 @@ async fn a_days_index_made_during_the_rollover_is_refused_inside_the_pause() -> 
     run_ok(indexferry(&state, &["consume", &name, "--until-caught-up"]))?;
 
     let log = dir.path().join("rollover.log");
-    let mut rollover = spawn(indexferry(&state, &["rollover", &name]), &log)?;
-    wait_for("the rollover to block writes", Duration::from_secs(60), || {
-        Ok(std::fs::read_to_string(&log)?.contains("writes blocked").then_some(()))
-    })
-    .await?;
+    let mut rollover = rollover_until_blocked(&state, &name, &log).await?;
     new_day(&src, &day(2), &alias, Some(&day(1))).await?;
     let exit = wait_for("the rollover to end", Duration::from_secs(60), || Ok(rollover.try_wait()?)).await?;
     let out = std::fs::read_to_string(&log)?;

@@ -19,42 +19,55 @@ fn refused(mut c: std::process::Command) -> anyhow::Result<String> {
     Ok(stderr)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn commands_that_change_a_migration_wait_their_turn_behind_a_rollover() -> anyhow::Result<()> {
+/// One named pair in-cluster on Elasticsearch 8, `docs` documents through the producer,
+/// snapshot done and replay caught up, a rollover grace of 4s (long enough for the other
+/// commands to meet it inside its pause).
+struct Caught {
+    dir: tempfile::TempDir,
+    state: std::path::PathBuf,
+    names: Names,
+    source: indexferry_common::es::Cluster,
+    producer: indexferry_producer::Producer,
+}
+
+async fn caught_up(prefix: &str, docs: usize) -> anyhow::Result<Caught> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("race");
-    let c = create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let p = indexferry_producer::Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    for i in 0..20 {
-        p.index(&format!("r{i}"), &json!({ "i": i }).to_string(), None).await?;
+    let names = Names::new(prefix);
+    let Names { src, dst, alias, topic, name } = &names;
+    let source = create_source(&url, src, alias, topic, 1, json!({})).await?;
+    let producer = indexferry_producer::Producer::connect(producer_config(&url, topic, alias)).await?;
+    for i in 0..docs {
+        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
     }
-    // A grace long enough for the other commands to meet the rollover inside its pause.
-    let recipe = RecipeSpec { grace: "4s", ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias) }
-        .write(dir.path())?;
+    let recipe =
+        RecipeSpec { grace: "4s", ..RecipeSpec::new(name, &url, &url, topic, src, dst, alias) }.write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
-    run_ok(indexferry(&state, &["consume", &name, "--until-caught-up"]))?;
+    run_ok(indexferry(&state, &["snapshot", name]))?;
+    run_ok(indexferry(&state, &["consume", name, "--until-caught-up"]))?;
+    Ok(Caught { dir, state, names, source, producer })
+}
 
-    let log = dir.path().join("rollover.log");
-    let mut rollover = spawn(indexferry(&state, &["rollover", &name]), &log)?;
-    wait_for("the rollover to block writes", Duration::from_secs(60), || {
-        Ok(std::fs::read_to_string(&log)?.contains("writes blocked").then_some(()))
-    })
-    .await?;
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_that_change_a_migration_wait_their_turn_behind_a_rollover() -> anyhow::Result<()> {
+    let s = caught_up("race", 20).await?;
+    let (state, c) = (&s.state, &s.source);
+    let Names { src, dst, alias, name, .. } = &s.names;
+    let log = s.dir.path().join("rollover.log");
+    let mut rollover = rollover_until_blocked(state, name, &log).await?;
     let holder = format!("locked by `rollover` (pid {} on host", rollover.id());
     for args in [vec!["cancel", name.as_str()], vec!["rollover", name.as_str()], vec!["reconcile", name.as_str()]] {
-        let stderr = refused(indexferry(&state, &args))?;
+        let stderr = refused(indexferry(state, &args))?;
         assert!(stderr.contains(&holder), "{args:?} names the holder: {stderr}");
     }
     let exit = wait_for("the rollover to end", Duration::from_secs(60), || Ok(rollover.try_wait()?)).await?;
     assert!(exit.success(), "the rollover ends as if alone: {}", std::fs::read_to_string(&log)?);
     let held: Value = c.json(Method::Get, &format!("/_alias/{alias}"), &[], None).await?;
-    assert!(held.get(&dst).is_some() && held.get(&src).is_none(), "the target serves the alias: {held}");
-    assert_eq!(status(&state, &name)?["state"], json!("rolled_over"));
+    assert!(held.get(dst).is_some() && held.get(src).is_none(), "the target serves the alias: {held}");
+    assert_eq!(status(state, name)?["state"], json!("rolled_over"));
     // The lock went with the rollover: the next command runs.
-    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    let out = run_ok(indexferry(state, &["verify", name]))?;
     assert!(out.contains("verify: identical"), "{out}");
     let _ = c.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await;
     Ok(())
@@ -91,20 +104,9 @@ async fn cancel_refuses_a_cluster_other_than_the_one_the_migration_runs_on() -> 
 /// holding the application's writes through it.
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_killed_rollover_the_rerun_lifts_the_block_first() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("killed");
-    let c = create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let p = indexferry_producer::Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    for i in 0..20 {
-        p.index(&format!("k{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let recipe = RecipeSpec { grace: "4s", ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias) }
-        .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
-    run_ok(indexferry(&state, &["consume", &name, "--until-caught-up"]))?;
+    let s = caught_up("killed", 20).await?;
+    let (state, c, p) = (s.state.clone(), s.source.clone(), s.producer);
+    let Names { src, dst, name, .. } = s.names;
     let blocked = |c: &indexferry_common::es::Cluster| {
         let (c, src) = (c.clone(), src.clone());
         async move {
@@ -113,12 +115,7 @@ async fn after_a_killed_rollover_the_rerun_lifts_the_block_first() -> anyhow::Re
             anyhow::Ok(s[&src]["settings"]["index.blocks.write"] == json!("true"))
         }
     };
-    let log = dir.path().join("rollover.log");
-    let mut r = spawn(indexferry(&state, &["rollover", &name]), &log)?;
-    wait_for("the rollover to block writes", Duration::from_secs(60), || {
-        Ok(std::fs::read_to_string(&log)?.contains("writes blocked").then_some(()))
-    })
-    .await?;
+    let mut r = rollover_until_blocked(&state, &name, &s.dir.path().join("rollover.log")).await?;
     kill9(&mut r)?;
     assert!(blocked(&c).await?, "a SIGKILL leaves the block");
     assert_eq!(status(&state, &name)?["state"], json!("rolling_over"));
@@ -147,24 +144,10 @@ async fn after_a_killed_rollover_the_rerun_lifts_the_block_first() -> anyhow::Re
 /// bookkeeping and switch marker are still owed; `rollover` finishes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_keep_target_refuses_to_forget_a_switch_a_killed_rollover_left_unfinished() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("unfinished");
-    let c = create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let p = indexferry_producer::Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    p.index("u1", r#"{"i":1}"#, None).await?;
-    let recipe = RecipeSpec { grace: "4s", ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias) }
-        .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
-    run_ok(indexferry(&state, &["consume", &name, "--until-caught-up"]))?;
-    let log = dir.path().join("rollover.log");
-    let mut r = spawn(indexferry(&state, &["rollover", &name]), &log)?;
-    wait_for("the rollover to block writes", Duration::from_secs(60), || {
-        Ok(std::fs::read_to_string(&log)?.contains("writes blocked").then_some(()))
-    })
-    .await?;
+    let s = caught_up("unfinished", 1).await?;
+    let (state, c) = (&s.state, &s.source);
+    let Names { src, dst, alias, name, .. } = &s.names;
+    let mut r = rollover_until_blocked(state, name, &s.dir.path().join("rollover.log")).await?;
     kill9(&mut r)?;
     // The swap, as the killed run would have sent it.
     let swap = json!({ "actions": [
@@ -181,5 +164,66 @@ async fn cancel_keep_target_refuses_to_forget_a_switch_a_killed_rollover_left_un
     let out = run_ok(indexferry(&state, &["rollover", &name]))?;
     assert_eq!(status(&state, &name)?["state"], json!("rolled_over"), "{out}");
     let _ = c.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await;
+    Ok(())
+}
+
+/// The swap moves the aliases the sources hold inside the pause, which may not be those
+/// `init` recorded (here a pattern's day index got its write alias from a job after
+/// `init`). A rollover killed right after its swap leaves that alias on the target: `cancel`
+/// and the rerun judge the switch by what the swap sent (recorded before it was sent), so
+/// `cancel` refuses instead of deleting the index now serving the application, and the
+/// rerun finishes the switch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switch_is_judged_by_what_the_swap_sent_not_by_the_aliases_init_recorded() -> anyhow::Result<()> {
+    use indexferry_consumer::state::{State, StateDir, SwapAdd};
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let url = es8();
+    let c = cluster(&url).await?;
+    let base = unique("judged");
+    let (day, alias, topic, name) =
+        (format!("{base}-2026.12.01"), format!("{base}-write"), format!("{base}.changes"), format!("{base}-m"));
+    let target_index = format!("v2-{day}");
+    let body = json!({ "settings": { "index.number_of_shards": 1, "index.number_of_replicas": 0 } });
+    c.json::<Value>(Method::Put, &format!("/{day}"), &[], Some(&body)).await?;
+    c.json::<Value>(Method::Put, &format!("/{day}/_doc/1"), &[("refresh", "true")], Some(&json!({ "n": 1 }))).await?;
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name = \"{name}\"\n[source]\nurl = \"{url}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n\
+             [[indices]]\nsource = \"{base}-*\"\ntarget = \"v2-{{source}}\"\n",
+            brokers()
+        ),
+    )?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    // After init, a job gives the day its write alias.
+    let add = json!({ "actions": [{ "add": { "index": day, "alias": alias, "is_write_index": true } }] });
+    c.json::<Value>(Method::Post, "/_aliases", &[], Some(&add)).await?;
+
+    // What a rollover killed right after its swap leaves: the block, the record at
+    // `rolling_over` with the swap it sent, and the alias on the target.
+    c.put_settings(&day, json!({ "index.blocks.write": true })).await?;
+    let sent = SwapAdd { alias: alias.clone(), index: target_index.clone() };
+    StateDir::new(&state, &name).update_migration(|m| {
+        m.state = State::RollingOver;
+        m.swap = vec![sent];
+    })?;
+    let swap = json!({ "actions": [
+        { "remove": { "index": day, "alias": alias } },
+        { "add": { "index": target_index, "alias": alias, "is_write_index": true } },
+    ]});
+    c.json::<Value>(Method::Post, "/_aliases", &[], Some(&swap)).await?;
+
+    let out = output(indexferry(&state, &["cancel", &name]))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "cancel must not delete the serving target: {stderr}");
+    assert!(stderr.contains("the switch happened"), "{stderr}");
+    assert!(c.exists(&target_index).await?, "the target serving the alias is still there");
+    run_ok(indexferry(&state, &["rollover", &name]))?;
+    assert_eq!(status(&state, &name)?["state"], json!("rolled_over"));
+    let _ = c.json::<Value>(Method::Delete, &format!("/{day},{target_index}"), &[], None).await;
     Ok(())
 }

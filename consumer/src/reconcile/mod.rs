@@ -168,14 +168,8 @@ impl Report {
 
     /// The kinds found (not the repairs), summed over the pairs: "missing 3, extra 1".
     pub fn found(&self) -> String {
-        let kinds = [
-            Kind::Missing,
-            Kind::Behind,
-            Kind::Extra,
-            Kind::NewerInTarget,
-            Kind::SameVersionOtherBody,
-            Kind::Backwards,
-        ];
+        // What was found: every kind but the last two, which say what the repairs did.
+        let kinds = &Kind::ALL[..Kind::ALL.len() - 2];
         let parts: Vec<String> = kinds
             .iter()
             .map(|k| (k, self.pairs.iter().map(|p| p.count(*k)).sum::<u64>()))

@@ -102,7 +102,7 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
     }
     // A rollover killed at `rolling_over`: the alias says whether it had switched.
     if m.state == State::RollingOver {
-        if recover::switch(&ctx.target, &m.pairs).await? == recover::Switch::Done {
+        if recover::switch(&ctx.target, m).await? == recover::Switch::Done {
             return recover::finish_switched(&ctx).await;
         }
         // Not switched: the block a killed run left would hold the application's writes

@@ -4,7 +4,7 @@
 
 use super::{print_result, restore_gc_deletes};
 use crate::context::Ctx;
-use crate::state::{PairInfo, RolloverRecord, State};
+use crate::state::{Migration, RolloverRecord, State};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
 use indexferry_common::es::Cluster;
@@ -18,23 +18,31 @@ pub(crate) enum Switch {
     Done,
 }
 
-/// Reads each pair's alias on the target cluster. One `_aliases` request moves them all at
-/// once, so a mix means someone changed aliases by hand: that is refused, naming them.
-pub(crate) async fn switch(target: &Cluster, pairs: &[PairInfo]) -> anyhow::Result<Switch> {
+/// Reads on the target cluster the aliases the last swap sent (recorded before it was
+/// sent), or for a migration without that record each pair's recorded aliases. One
+/// `_aliases` request moves them all at once, so a mix means someone changed aliases by
+/// hand: that is refused, naming them.
+pub(crate) async fn switch(target: &Cluster, m: &Migration) -> anyhow::Result<Switch> {
+    let expected: Vec<(&str, &str)> = match m.swap.is_empty() {
+        false => m.swap.iter().map(|a| (a.alias.as_str(), a.index.as_str())).collect(),
+        true => m
+            .pairs
+            .iter()
+            .flat_map(|p| p.moved_aliases().into_iter().map(move |(alias, _)| (alias, p.target.as_str())))
+            .collect(),
+    };
     let mut moved = vec![];
     let mut not_moved = vec![];
     let mut held = std::collections::BTreeMap::new();
-    for p in pairs {
-        for (alias, _) in p.moved_aliases() {
-            if !held.contains_key(alias) {
-                held.insert(alias, target.alias_indices(alias).await?);
-            }
-            let on = &held[alias];
-            if on.contains(&p.target) {
-                moved.push(format!("{alias} -> {}", p.target));
-            } else {
-                not_moved.push(format!("{alias} -> {}", on.join(",")));
-            }
+    for (alias, index) in expected {
+        if !held.contains_key(alias) {
+            held.insert(alias, target.alias_indices(alias).await?);
+        }
+        let on = &held[alias];
+        if on.iter().any(|i| i == index) {
+            moved.push(format!("{alias} -> {index}"));
+        } else {
+            not_moved.push(format!("{alias} -> {}", on.join(",")));
         }
     }
     match (moved.is_empty(), not_moved.is_empty()) {

@@ -21,7 +21,7 @@
 use super::tombstones::{self, Sweep};
 use super::Consumer;
 use crate::context::Ctx;
-use crate::state::{ReconcileRecord, State};
+use crate::state::{ReconcileRecord, State, SwapAdd};
 use anyhow::{bail, Context as _};
 use indexferry_common::es::Method;
 use indexferry_common::kafka::{OffsetReader, Offsets};
@@ -302,18 +302,25 @@ async fn reset_backwards(ctx: &Ctx, in_pause: &mut InPause) -> anyhow::Result<()
 async fn swap(ctx: &Ctx) -> anyhow::Result<()> {
     let m = &ctx.migration;
     let mut actions = vec![];
+    let mut adds = vec![];
     for p in &super::alias::current(ctx).await {
         if !m.cross_cluster {
             actions.extend(super::alias::remove_actions(p));
         }
         actions.extend(super::alias::add_actions(p));
+        adds.extend(
+            p.moved_aliases().into_iter().map(|(a, _)| SwapAdd { alias: a.to_owned(), index: p.target.clone() }),
+        );
     }
+    // Recorded before it is sent: after a kill, the rerun and `cancel` judge by it.
+    ctx.dir.update_migration(|m| m.swap = adds.clone()).context("cannot record the swap before sending it")?;
+    let m = &ctx.dir.load_migration()?;
     let Err(swap) =
         ctx.target.json::<Value>(Method::Post, "/_aliases", &[], Some(&json!({ "actions": actions }))).await
     else {
         return Ok(());
     };
-    match super::recover::switch(&ctx.target, &m.pairs).await {
+    match super::recover::switch(&ctx.target, m).await {
         Ok(super::recover::Switch::Done) => {
             tracing::warn!(error = %swap, "the alias swap reported an error, but the alias points at the target: the switch happened");
             Ok(())

@@ -70,6 +70,18 @@ pub struct Migration {
     /// choice, which is what it was written with).
     #[serde(default = "seq_no_rule")]
     pub versions: VersionRule,
+    /// What the last swap sent, recorded before it was sent: the aliases it put on which
+    /// target. A rerun or `cancel` after a kill judges the switch from these, not from the
+    /// aliases `init` recorded (the swap moves those the sources hold at that moment).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swap: Vec<SwapAdd>,
+}
+
+/// One alias the swap puts on a target index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapAdd {
+    pub alias: String,
+    pub index: String,
 }
 
 fn search_method() -> SnapshotMethod {
