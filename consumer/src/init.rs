@@ -55,6 +55,10 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         false => (vec![], vec![]),
     };
     let (snapshot_method, why) = method::choose(recipe.snapshot.method, &source, &target, cross).await?;
+    // Kafka reached (and authenticated: a consumer says why, an admin call only times out)
+    // before anything is changed; the replay's offsets are read again below, after the
+    // source keeps its tombstones.
+    end_offsets(&recipe, Duration::from_secs(15)).await?;
     let retention = kafka::retention(&recipe.kafka, &recipe.kafka.topic)
         .await
         .with_context(|| format!("kafka at {}", recipe.kafka.brokers))?;
