@@ -52,7 +52,7 @@ pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::R
             .await
             .context("cannot lift the write block on the source")?;
     }
-    crate::source_tombstones::restore(&source, &m.pairs).await;
+    crate::source_tombstones::restore(&source, crate::source_tombstones::of_pairs(&m.pairs)).await;
     for p in &m.pairs {
         if switched {
             println!("kept {}: the alias {} points at it", p.target, p.alias);

@@ -89,14 +89,14 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     let start_offsets = match end_offsets(&recipe, Duration::from_secs(15)).await {
         Ok(o) => o,
         Err(e) => {
-            crate::source_tombstones::restore(&source, &kept_pairs(&kept)).await;
+            crate::source_tombstones::restore(&source, kept_settings(&kept)).await;
             return Err(e);
         }
     };
     let (pairs, pipelines, made) = match make_targets(&source, &target, &planned, &templates, &recipe, cross).await {
         Ok(done) => done,
         Err(e) => {
-            crate::source_tombstones::restore(&source, &kept_pairs(&kept)).await;
+            crate::source_tombstones::restore(&source, kept_settings(&kept)).await;
             return Err(e);
         }
     };
@@ -136,7 +136,7 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     });
     if let Err(e) = recorded {
         made.undo(&target).await;
-        crate::source_tombstones::restore(&source, &kept_pairs(&kept)).await;
+        crate::source_tombstones::restore(&source, kept_settings(&kept)).await;
         return Err(e.into());
     }
 
@@ -273,28 +273,17 @@ async fn keep_tombstones(
     match crate::source_tombstones::keep(source, index, &recipe.rollover.gc_deletes).await {
         Ok(g) => Ok(g),
         Err(e) => {
-            crate::source_tombstones::restore(source, &kept_pairs(kept)).await;
+            crate::source_tombstones::restore(source, kept_settings(kept)).await;
             Err(e)
         }
     }
 }
 
-/// The raised settings as the pairs `restore` reads them from.
-fn kept_pairs(kept: &std::collections::BTreeMap<String, SourceGcDeletes>) -> Vec<PairInfo> {
-    kept.iter()
-        .map(|(source, g)| PairInfo {
-            source: source.clone(),
-            target: String::new(),
-            alias: String::new(),
-            source_docs: 0,
-            production_settings: Default::default(),
-            alias_definition: None,
-            pattern: None,
-            aliases: Default::default(),
-            start_offsets: None,
-            source_gc_deletes: Some(g.clone()),
-        })
-        .collect()
+/// The raised settings, for `source_tombstones::restore`.
+fn kept_settings(
+    kept: &std::collections::BTreeMap<String, SourceGcDeletes>,
+) -> impl Iterator<Item = (&str, &SourceGcDeletes)> {
+    kept.iter().map(|(index, g)| (index.as_str(), g))
 }
 
 async fn check_pair(

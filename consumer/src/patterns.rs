@@ -114,13 +114,7 @@ async fn named(source: &Cluster, target: &Cluster, entry: &IndexPair) -> anyhow:
     // Every alias of the index moves at rollover, not the recipe's alone: a shared read
     // alias left on the source would keep serving the frozen copy.
     let aliases = index_aliases(source, index).await.with_context(ctx)?;
-    if let Some(other) = aliases.keys().find(|a| !a.starts_with(&entry.prefix)) {
-        bail!(
-            "index {index:?} has the alias {other:?}, which lacks the prefix {:?}: the rollover would move an alias \
-             outside the tenant's names; remove it from the index, or migrate without a prefix",
-            entry.prefix
-        );
-    }
+    refuse_foreign_aliases(index, &aliases, &entry.prefix)?;
     let settings: Value = source
         .json(Method::Get, &format!("/{index}/_settings"), &[("flat_settings", "true")], None)
         .await
@@ -207,13 +201,7 @@ pub async fn matched(source: &Cluster, target: &Cluster, entry: &IndexPair, inde
         .with_context(ctx)?;
     let mut production = copyable_settings(&settings[index]["settings"], source.flavor, target.flavor);
     production.extend(entry.production_settings());
-    if let Some(other) = aliases.keys().find(|a| !a.starts_with(&entry.prefix)) {
-        bail!(
-            "index {index:?} has the alias {other:?}, which lacks the prefix {:?}: the rollover would move an alias \
-             outside the tenant's names; remove it from the index, or migrate without a prefix",
-            entry.prefix
-        );
-    }
+    refuse_foreign_aliases(index, &aliases, &entry.prefix)?;
     let alias = write_alias(&aliases);
     Ok(Planned {
         source: index.to_owned(),
@@ -225,6 +213,22 @@ pub async fn matched(source: &Cluster, target: &Cluster, entry: &IndexPair, inde
         production,
         pattern: Some(entry.source.clone()),
     })
+}
+
+/// Refuses an index holding an alias without the tenant's prefix: the rollover would move
+/// an alias outside the tenant's names.
+fn refuse_foreign_aliases(
+    index: &str,
+    aliases: &BTreeMap<String, AliasDefinition>,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    if let Some(other) = aliases.keys().find(|a| !a.starts_with(prefix)) {
+        bail!(
+            "index {index:?} has the alias {other:?}, which lacks the prefix {prefix:?}: the rollover would move an alias \
+             outside the tenant's names; remove it from the index, or migrate without a prefix"
+        );
+    }
+    Ok(())
 }
 
 /// Every alias of `index` on the cluster, with its definition.

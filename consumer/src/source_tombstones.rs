@@ -45,13 +45,17 @@ pub async fn keep(source: &Cluster, index: &str, gc_deletes: &str) -> anyhow::Re
 
 /// Puts back what [`keep`] found, on every source index it raised (best effort: a failure is
 /// logged, never fatal — the migration is over either way).
-pub async fn restore(source: &Cluster, pairs: &[crate::state::PairInfo]) {
-    for p in pairs {
-        let Some(gc) = p.source_gc_deletes.as_ref().filter(|g| g.raised) else { continue };
-        if let Err(e) = source.put_settings(&p.source, json!({ "index.gc_deletes": gc.original })).await {
-            tracing::warn!(index = %p.source, error = %e, "could not restore index.gc_deletes on the source");
+pub async fn restore<'a>(source: &Cluster, kept: impl IntoIterator<Item = (&'a str, &'a SourceGcDeletes)>) {
+    for (index, gc) in kept.into_iter().filter(|(_, g)| g.raised) {
+        if let Err(e) = source.put_settings(index, json!({ "index.gc_deletes": gc.original })).await {
+            tracing::warn!(%index, error = %e, "could not restore index.gc_deletes on the source");
         }
     }
+}
+
+/// What the pairs record of [`keep`], for [`restore`].
+pub fn of_pairs(pairs: &[crate::state::PairInfo]) -> impl Iterator<Item = (&str, &SourceGcDeletes)> {
+    pairs.iter().filter_map(|p| Some((p.source.as_str(), p.source_gc_deletes.as_ref()?)))
 }
 
 /// An Elasticsearch time value (`60s`, `24h`, `1d`, `500ms`); `None` where it is not one.

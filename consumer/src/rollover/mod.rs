@@ -412,7 +412,7 @@ async fn reconcile_before_block(ctx: &Ctx) -> anyhow::Result<(u64, ReconcileReco
 /// Tombstones expire as the target's production settings say again, and as the source had
 /// them.
 async fn restore_gc_deletes(ctx: &Ctx) {
-    crate::source_tombstones::restore(&ctx.source, &ctx.migration.pairs).await;
+    crate::source_tombstones::restore(&ctx.source, crate::source_tombstones::of_pairs(&ctx.migration.pairs)).await;
     for p in &ctx.migration.pairs {
         let gc = p.production_settings.get("index.gc_deletes").cloned().unwrap_or(Value::Null);
         if let Err(e) = ctx.target.put_settings(&p.target, json!({ "index.gc_deletes": gc })).await {
