@@ -179,6 +179,14 @@ pub fn end_offsets(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Of
     OffsetReader::new(k, topic)?.end_offsets(timeout)
 }
 
+/// The consumer groups the broker lets this login see (a group it may not describe is left
+/// out), over a client made for the purpose.
+pub fn group_names(k: &KafkaConfig, timeout: Duration) -> Result<Vec<String>> {
+    let reader = OffsetReader::new(k, "")?;
+    let list = reader.consumer.fetch_group_list(None, timeout).map_err(|e| reader.explain(e))?;
+    Ok(list.groups().iter().map(|g| g.name().to_owned()).collect())
+}
+
 /// The topic's partitions with their first available and end offsets, over a client made
 /// for the purpose.
 pub fn watermarks(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Watermarks> {

@@ -38,6 +38,7 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
             recipe.name
         );
     }
+    refuse_nested_prefix(common, &recipe).await?;
     let (source, target) = connect(&recipe, common.connect_timeout).await?;
     tracing::info!(source = %format!("{} {}", source.flavor, source.version), target = %format!("{} {}", target.flavor, target.version), "clusters reachable");
 
@@ -325,6 +326,56 @@ async fn check_pair(
 }
 
 /// What the migration record keeps of a pair `init` or `add` created.
+/// Two tenants whose prefixes nest (`t1-` and `t1-a-`) can't be told apart: every name of
+/// `t1-a-` starts with `t1-` too, so the `t1-` migration would take that tenant's events,
+/// templates and pattern indices for its own ([`Recipe::owns`]). Refused when the other
+/// tenant can be seen: a migration in the same state folder, or a consumer group of the
+/// default name (`<prefix>indexferry-<name>`) on the Kafka cluster.
+async fn refuse_nested_prefix(common: &Common, recipe: &Recipe) -> anyhow::Result<()> {
+    let ours = recipe.prefix.as_str();
+    if ours.is_empty() {
+        return Ok(());
+    }
+    let mut others: Vec<(String, String)> = vec![];
+    for listed in crate::overview::list(common)? {
+        let dir = StateDir::new(&common.state_dir, &listed.name);
+        let Ok(m) = dir.load_migration() else { continue };
+        if let Some(prefix) = stored_prefix(&m.recipe_text) {
+            others.push((prefix, format!("migration {:?} in {}", m.name, common.state_dir.display())));
+        }
+    }
+    let k = recipe.kafka.clone();
+    let groups =
+        tokio::task::spawn_blocking(move || indexferry_common::kafka::group_names(&k, Duration::from_secs(5))).await?;
+    match groups {
+        Ok(groups) => others.extend(groups.into_iter().filter_map(|g| {
+            g.find("indexferry-").map(|at| {
+                (g[..at].to_owned(), format!("consumer group {g:?} on Kafka; delete it if that tenant is gone"))
+            })
+        })),
+        // Listing groups is a courtesy: a login without the right sees none.
+        Err(e) => tracing::debug!(error = %e, "cannot list Kafka's consumer groups"),
+    }
+    if let Some((theirs, seen)) =
+        others.iter().find(|(p, _)| !p.is_empty() && p != ours && (p.starts_with(ours) || ours.starts_with(p.as_str())))
+    {
+        let (short, long) = if theirs.starts_with(ours) { (ours, theirs.as_str()) } else { (theirs.as_str(), ours) };
+        bail!(
+            "prefix {ours:?} nests with the prefix {theirs:?} of another tenant ({seen}): every name of {long:?} also \
+             starts with {short:?}, so the {short:?} migration would take that tenant's events, templates and pattern \
+             indices for its own; give tenants prefixes where neither starts the other (\"t1-\" and \"t2-\", or \
+             \"t1-a-\" and \"t1-b-\")"
+        );
+    }
+    Ok(())
+}
+
+/// The `prefix` of a recipe stored in a migration's record.
+fn stored_prefix(recipe_text: &str) -> Option<String> {
+    let v: toml::Value = toml::from_str(recipe_text).ok()?;
+    v.get("prefix")?.as_str().map(str::to_owned)
+}
+
 pub(crate) fn pair_info(p: &Planned, source_docs: u64) -> PairInfo {
     PairInfo {
         source: p.source.clone(),

@@ -331,6 +331,14 @@ grace = "{grace}"
     }
 }
 
+/// The consumer groups the local broker knows.
+pub fn consumer_groups() -> anyhow::Result<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create()?;
+    let list = consumer.fetch_group_list(None, Duration::from_secs(10))?;
+    Ok(list.groups().iter().map(|g| g.name().to_owned()).collect())
+}
+
 /// Reads every message of `topic` from the beginning until `expect` are seen or `limit`.
 pub fn read_topic(topic: &str, expect: usize, limit: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -248,6 +248,56 @@ async fn a_prefix_that_makes_a_name_over_255_bytes_is_refused_at_init_in_one_lin
     Ok(())
 }
 
+/// Nested prefixes (`t1-` and `t1-a-`) can't be told apart: the second tenant's `init` is
+/// refused, whether the first one is seen in the same state folder or, from another folder,
+/// by its consumer group on Kafka; nothing of the second is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefix_nested_in_another_tenants_is_refused_at_init() -> anyhow::Result<()> {
+    let url = es8();
+    let root = tempfile::tempdir()?;
+    let state = root.path().join("state");
+    let topic = unique("nested-events");
+    let outer = Tenant::new(root.path(), "nest")?;
+    create_source(&url, &outer.name("src"), &outer.name("records"), &topic, 1, source_mappings()).await?;
+    // Writing on: the worker commits the offsets of events it applied, which makes its group.
+    let load = Load::start_with(&outer.dir, &url, "records", &topic, 50, 20, &["--prefix", outer.prefix.as_str()])?;
+    wait_docs(&url, &outer.name("src"), 50).await?;
+    run_ok(indexferry(&state, &["init", outer.recipe(&url, &topic, "")?.to_str().unwrap_or("")]))?;
+
+    let inner = Tenant { prefix: format!("{}b-", outer.prefix), dir: root.path().join("inner") };
+    std::fs::create_dir_all(&inner.dir)?;
+    create_source(&url, &inner.name("src"), &inner.name("records"), &topic, 1, source_mappings()).await?;
+    let recipe = inner.recipe(&url, &topic, "")?;
+    let refused = |state: &Path, seen: &str| -> anyhow::Result<()> {
+        let out = output(indexferry(state, &["init", recipe.to_str().unwrap_or("")]))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("prefix {:?} nests with the prefix {:?}", inner.prefix, outer.prefix)),
+            "{stderr}"
+        );
+        assert!(stderr.contains(seen), "names where the other tenant was seen ({seen}): {stderr}");
+        assert!(!state.join(inner.name("recs")).exists(), "nothing of the refused migration was created");
+        Ok(())
+    };
+    refused(&state, &format!("migration {:?}", outer.name("recs")))?;
+
+    // From another state folder, once the outer tenant's worker has committed its offsets.
+    let mut run = spawn(indexferry(&state, &["run", &outer.name("recs")]), &outer.dir.join("run.log"))?;
+    wait_caught_up(&state, &outer.name("recs"), Duration::from_secs(120)).await?;
+    let group = format!("{}indexferry-recs", outer.prefix);
+    wait_for("the outer tenant's consumer group", Duration::from_secs(30), || {
+        Ok(consumer_groups()?.contains(&group).then_some(()))
+    })
+    .await?;
+    refused(&root.path().join("elsewhere"), &format!("consumer group {group:?}"))?;
+    let (_, failed) = load.stop()?;
+    assert_eq!(failed, 0);
+    terminate(&mut run)?;
+    run_ok(indexferry(&state, &["cancel", &outer.name("recs")]))?;
+    Ok(())
+}
+
 /// A prefixed pattern recipe, cross-cluster (es8 → es9): only the tenant's days are matched
 /// and moved, only the tenant's own template is copied, and an alias outside the prefix on a
 /// matched day is refused at `init` by name.
