@@ -28,7 +28,7 @@ pub async fn keep(source: &Cluster, index: &str, gc_deletes: &str) -> anyhow::Re
         .map(|s| s["settings"]["index.gc_deletes"].clone())
         .unwrap_or(Value::Null);
     let wanted = humantime::parse_duration(gc_deletes).ok();
-    let held = original.as_str().and_then(|s| parse_es_duration(s));
+    let held = original.as_str().and_then(parse_es_duration);
     if let (Some(wanted), Some(held)) = (wanted, held) {
         if held >= wanted {
             return Ok(SourceGcDeletes { original, raised: false });

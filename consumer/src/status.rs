@@ -419,13 +419,7 @@ pub fn print(s: &Status) {
         );
     }
     if let Some(r) = &s.last_reconcile {
-        println!(
-            "  last reconcile: {} repaired {} failed {}; {}",
-            r.finished_at.to_rfc3339(),
-            r.repaired,
-            r.failed,
-            crate::rollover::UNSEEN_DELETE
-        );
+        println!("  last reconcile: {} repaired {} failed {}", r.finished_at.to_rfc3339(), r.repaired, r.failed);
     }
     if let Some(e) = &s.last_error {
         println!("  last error: {e}");

@@ -156,7 +156,7 @@ async fn cancel_keep_target_refuses_to_forget_a_switch_a_killed_rollover_left_un
     ]});
     c.json::<Value>(Method::Post, "/_aliases", &[], Some(&swap)).await?;
 
-    let out = output(indexferry(&state, &["cancel", &name, "--keep-target"]))?;
+    let out = output(indexferry(state, &["cancel", name, "--keep-target"]))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("run `rollover` again to finish it"), "{stderr}");

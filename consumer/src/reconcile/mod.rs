@@ -272,6 +272,28 @@ pub(crate) async fn narrow(
     Ok((report, next))
 }
 
+/// Inside the pause (the source write-blocked, the replay drained, the documents changed
+/// since the last pass repaired): the pair's document counts, source and target, both
+/// refreshed. They differ only by what no narrow pass can see: a delete the application
+/// made without an event after the last full pass (a delete leaves no document to find).
+pub(crate) async fn counts(ctx: &Ctx, source: &str, target: &str) -> anyhow::Result<(u64, u64)> {
+    let on_source = ctx.source.count(source, true).await.with_context(|| format!("source index {source}: count"))?;
+    let on_target = ctx.target.count(target, true).await.with_context(|| format!("target index {target}: count"))?;
+    Ok((on_source, on_target))
+}
+
+/// One pair compared id by id and repaired, as a full pass does, without recording a pass:
+/// the pause's answer to counts that differ.
+pub(crate) async fn compare_pair(
+    ctx: &Ctx,
+    write_limit: Duration,
+    source: &str,
+    target: &str,
+) -> anyhow::Result<PairReport> {
+    let writer = Writer::new(ctx.target.clone(), "reconcile", CancellationToken::new());
+    compare(ctx, &writer, write_limit, source, target, 10).await
+}
+
 /// Both lists, each document once.
 pub(crate) fn merge(a: &[Recheck], b: Vec<Recheck>) -> Vec<Recheck> {
     let mut out = a.to_vec();

@@ -76,6 +76,7 @@ pub(super) async fn finish_switched(ctx: &Ctx) -> anyhow::Result<()> {
         reconcile_repaired_in_pause: 0,
         reconcile_changed_docs: 0,
         reconcile_pause_ms: 0,
+        reconcile_recounted: 0,
     };
     let m = ctx.dir.update_migration(|m| {
         m.state = State::RolledOver;

@@ -9,6 +9,7 @@
 //! | `drain` | the same                                         | lift the block                  |
 //! | `sweep` | the same                                         | lift the block                  |
 //! | `reconcile` | the same (repairs are external-version writes, harmless if repeated) | lift the block |
+//! | `recount` | the same (a pair whose counts differ is compared id by id, as `reconcile`) | lift the block |
 //! | `reset` | the same, and the target's `gc_deletes` maybe at 0 (a rerun sets it back and sweeps the recorded deletes) | lift the block |
 //! | `pipelines` | the same, the target's production pipelines maybe set (a rerun sets `_none` first) | lift the block, `_none` again |
 //! | `swap`  | the same, the alias maybe moved                  | read the alias: moved → success, the block stays; not moved → lift the block; unreadable → leave both, a rerun reads them |
@@ -82,6 +83,8 @@ pub(super) struct InPause {
     pub took: Duration,
     /// Documents whose source version went backwards, for the `reset` step.
     pub backwards: Vec<crate::state::Recheck>,
+    /// Pairs whose counts differed after the pass, compared id by id (`recount`).
+    pub recounted: u64,
 }
 
 pub(super) struct Driver<'a> {
@@ -140,7 +143,7 @@ impl<'a> Driver<'a> {
         reader: &Arc<OffsetReader>,
         started: BTreeMap<String, u64>,
         swept: &mut Sweep,
-        reconciled: Option<&ReconcileRecord>,
+        reconciled: Option<&super::PreBlock>,
     ) -> anyhow::Result<Switched> {
         let (ctx, r) = (self.ctx, &self.ctx.recipe.rollover);
         // The record first: whoever finds it after a kill knows a block may be set.
@@ -179,7 +182,12 @@ impl<'a> Driver<'a> {
         })
         .await?;
         let mut in_pause = match reconciled {
-            Some(before) => self.step("reconcile", true, reconcile_changed(ctx, before)).await?,
+            Some(before) => {
+                let mut in_pause = self.step("reconcile", true, reconcile_changed(ctx, &before.record)).await?;
+                let deadline = self.deadline.unwrap_or(blocked_at + r.max_pause);
+                self.step("recount", true, recount(ctx, &mut in_pause, before.docs_per_second, deadline)).await?;
+                in_pause
+            }
             None => InPause::default(),
         };
         if !in_pause.backwards.is_empty() {
@@ -264,7 +272,54 @@ async fn reconcile_changed(ctx: &Ctx, before: &ReconcileRecord) -> anyhow::Resul
     // Versions gone backwards, found before the block or now: written again by the next
     // step, now that nothing else writes to the target.
     let backwards = crate::reconcile::merge(&before.backwards, report.backwards());
-    Ok(InPause { changed, repaired: report.repaired, took: started.elapsed(), backwards })
+    Ok(InPause { changed, repaired: report.repaired, took: started.elapsed(), backwards, recounted: 0 })
+}
+
+/// Counts per pair, source against target: with the source blocked and every change since
+/// the last pass repaired, they differ only by deletes the application made without an event
+/// after the last full pass. A pair whose counts differ is compared id by id and repaired
+/// here if the full pass's pace says that fits what is left of the pause; else the rollover
+/// stops (and lifts the block) rather than switch to a target holding documents the source
+/// deleted.
+async fn recount(ctx: &Ctx, in_pause: &mut InPause, docs_per_second: f64, deadline: Instant) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for p in &ctx.migration.pairs {
+        let (on_source, on_target) = crate::reconcile::counts(ctx, &p.source, &p.target).await?;
+        if on_source == on_target {
+            continue;
+        }
+        let needs = Duration::from_secs_f64((on_source + on_target) as f64 / docs_per_second.max(1.0));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if needs * 2 > left {
+            bail!(
+                "{} holds {on_target} documents and {} {on_source} after the final reconcile pass: documents deleted \
+                 without an event since the pass before the block; comparing them id by id takes about {:.1}s, more \
+                 than the write pause has left ({:.1}s of [rollover] max_pause): run rollover again (its full pass \
+                 repairs them before the block), and make the application publish its deletes",
+                p.target,
+                p.source,
+                needs.as_secs_f64(),
+                left.as_secs_f64()
+            );
+        }
+        let report = crate::reconcile::compare_pair(ctx, left, &p.source, &p.target).await?;
+        let failed = report.count(crate::reconcile::Kind::Failed);
+        tracing::warn!(
+            index = %p.target,
+            source_docs = on_source,
+            target_docs = on_target,
+            extra = report.count(crate::reconcile::Kind::Extra),
+            "counts differed inside the pause: compared id by id"
+        );
+        if failed > 0 {
+            bail!("reconcile: the target refused {failed} repairs in the pause; see the log");
+        }
+        in_pause.repaired += report.count(crate::reconcile::Kind::Repaired);
+        in_pause.backwards = crate::reconcile::merge(&in_pause.backwards, report.backwards);
+        in_pause.recounted += 1;
+    }
+    in_pause.took += started.elapsed();
+    Ok(())
 }
 
 /// The production ingest pipelines onto the targets that run any (`crate::pipelines`): the

@@ -173,6 +173,9 @@ pub struct RolloverRecord {
     pub reconcile_changed_docs: u64,
     #[serde(default)]
     pub reconcile_pause_ms: u64,
+    /// Pairs whose counts differed after the final pass, compared id by id in the pause.
+    #[serde(default)]
+    pub reconcile_recounted: u64,
 }
 
 /// A reconcile pass that completed over every pair.
