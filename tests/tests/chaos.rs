@@ -6,7 +6,11 @@
 //! - a restart of the Kafka broker, of the source cluster and of the target cluster;
 //! - the target refusing bulk work for a while (a temporary write block);
 //! - the consumer stopped for longer than the target's production `gc_deletes` (2s here);
-//! - rollover interrupted (SIGTERM or SIGKILL) at a random point, then retried.
+//! - rollover interrupted (SIGTERM or SIGKILL) at a random point, then retried;
+//! - operator races: a `cancel`, or a second `rollover`, started at a random point of a
+//!   rollover (refused: the first holds the migration's lock), and a new index of the
+//!   recipe's pattern made at a random point of one (the rollover refuses, naming it, and
+//!   the harness `add`s it as an operator would).
 //!
 //! The rollover interruptions come once the snapshot is done and the replay caught up (a
 //! rollover refuses to start before), with the load still running: each starts `rollover`
@@ -44,9 +48,12 @@ enum Fault {
     BlockTarget,
     PauseConsumer,
     InterruptRollover,
+    RaceCancel,
+    RaceRollover,
+    NewPatternIndex,
 }
 
-const ALL: [Fault; 8] = [
+const ALL: [Fault; 11] = [
     Fault::KillSnapshot,
     Fault::KillConsumer,
     Fault::RestartKafka,
@@ -55,7 +62,13 @@ const ALL: [Fault; 8] = [
     Fault::BlockTarget,
     Fault::PauseConsumer,
     Fault::InterruptRollover,
+    Fault::RaceCancel,
+    Fault::RaceRollover,
+    Fault::NewPatternIndex,
 ];
+
+/// The kinds injected during the plan (the first of `ALL`); the others come around rollovers.
+const IN_PLAN: usize = 7;
 
 impl Fault {
     fn name(self) -> &'static str {
@@ -68,7 +81,15 @@ impl Fault {
             Fault::BlockTarget => "block_target",
             Fault::PauseConsumer => "pause_consumer",
             Fault::InterruptRollover => "interrupt_rollover",
+            Fault::RaceCancel => "race_cancel",
+            Fault::RaceRollover => "race_rollover",
+            Fault::NewPatternIndex => "new_pattern_index",
         }
+    }
+
+    /// Run once the snapshot is done and the replay caught up, each around a rollover.
+    fn around_rollover(self) -> bool {
+        matches!(self, Fault::InterruptRollover | Fault::RaceCancel | Fault::RaceRollover | Fault::NewPatternIndex)
     }
 }
 
@@ -167,7 +188,14 @@ async fn chaos() -> anyhow::Result<()> {
     // The target's production gc_deletes is short; the migration raises it while it runs.
     let text = std::fs::read_to_string(&recipe)?
         .replace("refresh_interval = \"1s\" }", "refresh_interval = \"1s\", gc_deletes = \"2s\" }");
-    std::fs::write(&recipe, text)?;
+    // A pattern next to the named pair, with one day at init: `new_pattern_index` makes more.
+    let days = Days { cluster: cluster(&source_url).await?, prefix: format!("{src}-day-"), made: 0 };
+    days.make(0).await?;
+    std::fs::write(
+        &recipe,
+        format!("{text}\n[[indices]]\nsource = \"{}*\"\ntarget = \"v2-{{source}}\"\n", days.prefix),
+    )?;
+    let mut days = days;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let mut w = Workers {
         state: state.clone(),
@@ -184,7 +212,7 @@ async fn chaos() -> anyhow::Result<()> {
     plan.shuffle(&mut rand::rng());
     plan.insert(0, Fault::KillSnapshot);
     // Rollover interruptions need a complete snapshot: they come after the others.
-    let (interrupts, plan): (Vec<Fault>, Vec<Fault>) = plan.into_iter().partition(|f| *f == Fault::InterruptRollover);
+    let (interrupts, plan): (Vec<Fault>, Vec<Fault>) = plan.into_iter().partition(|f| f.around_rollover());
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
     let target = cluster(&target_url).await?;
     let started = Instant::now();
@@ -194,7 +222,7 @@ async fn chaos() -> anyhow::Result<()> {
         // so that the run injects as many faults as asked.
         let snapshot_done = w.snapshot.as_mut().is_none_or(|p| p.try_wait().ok().flatten().is_some());
         let fault = match planned {
-            Fault::KillSnapshot if snapshot_done => &ALL[1 + i % (ALL.len() - 1)],
+            Fault::KillSnapshot if snapshot_done => &ALL[1 + i % (IN_PLAN - 1)],
             f => f,
         };
         let done = match fault {
@@ -229,7 +257,7 @@ async fn chaos() -> anyhow::Result<()> {
                 w.start_consumer()?;
                 true
             }
-            Fault::InterruptRollover => unreachable!("run after the plan"),
+            f => unreachable!("{} runs after the plan", f.name()),
         };
         if done {
             *injected.entry(*fault).or_default() += 1;
@@ -258,13 +286,29 @@ async fn chaos() -> anyhow::Result<()> {
         return Err(e);
     }
     let source = cluster(&source_url).await?;
-    for (i, _) in interrupts.iter().enumerate() {
-        let in_pause = interrupt_rollover(&w, &source, &src).await?;
-        *injected.entry(Fault::InterruptRollover).or_default() += 1;
+    let mut interrupted = false;
+    for (i, fault) in interrupts.iter().enumerate() {
+        let what = match fault {
+            Fault::InterruptRollover => {
+                interrupted = true;
+                let in_pause = interrupt_rollover(&w, &source, &src).await?;
+                format!("reached the write pause: {in_pause}")
+            }
+            Fault::RaceCancel => race(&w, &source, &src, &["cancel", &w.name]).await?,
+            Fault::RaceRollover => race(&w, &source, &src, &["rollover", &w.name]).await?,
+            Fault::NewPatternIndex => {
+                let made = new_pattern_index(&w, &source, &src, &mut days).await?;
+                wait_caught_up(&state, &name, Duration::from_secs(300)).await?;
+                made
+            }
+            f => unreachable!("{} runs in the plan", f.name()),
+        };
+        *injected.entry(*fault).or_default() += 1;
         eprintln!(
-            "chaos: fault {}/{} interrupt_rollover (reached the write pause: {in_pause}) at {:.0}s",
+            "chaos: fault {}/{} {} ({what}) at {:.0}s",
             plan.len() + i + 1,
             plan.len() + interrupts.len(),
+            fault.name(),
             started.elapsed().as_secs_f64()
         );
     }
@@ -273,12 +317,20 @@ async fn chaos() -> anyhow::Result<()> {
     if failed > 0 {
         println!("chaos: first failed writes: {}", report["first_errors"]);
     }
-    final_rollover(&w, !interrupts.is_empty()).await?;
+    final_rollover(&w, interrupted).await?;
     let out = output(indexferry(&state, &["verify", &name, "--json", "--samples", "100000"]))?;
     let report: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
     let pair = &report["pairs"][0];
-    let count = |k: &str| pair[k].as_u64().unwrap_or(u64::MAX);
+    // Every pair: the named one and the pattern's days.
+    let count = |k: &str| {
+        report["pairs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p[k].as_u64().unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add)
+    };
 
     // Resurrected: extra in the target although the source's last word on it was a delete.
     let mut last_op: HashMap<String, (u64, bool)> = HashMap::new();
@@ -370,7 +422,7 @@ async fn interrupt_rollover(w: &Workers, source: &indexferry_common::es::Cluster
         let text = std::fs::read_to_string(&log)?;
         reached |= text.contains("writes blocked");
         anyhow::ensure!(
-            !text.contains("rolled over: alias"),
+            !text.contains("rolled over:"),
             "an interrupted rollover switched:
 {text}"
         );
@@ -387,15 +439,111 @@ async fn interrupt_rollover(w: &Workers, source: &indexferry_common::es::Cluster
 {text}"
         );
     }
+    rolled_back(w, source, src).await?;
+    Ok(reached)
+}
+
+/// The source's state after a rollover that did not switch: `initialized`, writable.
+async fn rolled_back(w: &Workers, source: &indexferry_common::es::Cluster, src: &str) -> anyhow::Result<()> {
     let st = status(&w.state, &w.name)?;
-    anyhow::ensure!(st["state"] == json!("initialized"), "after an interrupted rollover: {st}");
+    anyhow::ensure!(st["state"] == json!("initialized"), "after a rollover that did not switch: {st}");
     let settings: Value =
         source.json(Method::Get, &format!("/{src}/_settings"), &[("flat_settings", "true")], None).await?;
     anyhow::ensure!(
         settings[src]["settings"]["index.blocks.write"].is_null(),
-        "the source stays write-blocked after an interrupted rollover: {settings}"
+        "the source stays write-blocked after a rollover that did not switch: {settings}"
     );
-    Ok(reached)
+    Ok(())
+}
+
+/// `race_cancel` / `race_rollover`: `command` started at a random point of a rollover (its
+/// first 1.5 s or its write pause) is refused, naming the rollover that holds the lock; the
+/// rollover is then stopped by SIGTERM before its swap and leaves everything as it was.
+async fn race(
+    w: &Workers,
+    source: &indexferry_common::es::Cluster,
+    src: &str,
+    command: &[&str],
+) -> anyhow::Result<String> {
+    wait_for("the consumer to run", Duration::from_secs(60), || {
+        Ok((!status(&w.state, &w.name)?["consumer_pid"].is_null()).then_some(()))
+    })
+    .await?;
+    let in_pause = rand::rng().random_bool(0.5);
+    let (mut p, log) = start_rollover(w, in_pause).await?;
+    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..if in_pause { 2000 } else { 1500 }))).await;
+    // A rollover that already ended holds no lock, and a `cancel` then would cancel for real.
+    let raced = p.try_wait()?.is_none();
+    let refused = match raced {
+        true => Some(output(indexferry(&w.state, command))?),
+        false => None,
+    };
+    let (_, exit) = signal_and_wait(&mut p, nix::sys::signal::Signal::SIGTERM)?;
+    let text = std::fs::read_to_string(&log)?;
+    anyhow::ensure!(!text.contains("rolled over:"), "a rollover stopped before its swap switched:\n{text}");
+    if let Some(out) = &refused {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            out.status.code() == Some(1) && stderr.contains("locked by `rollover`"),
+            "`{}` during a rollover was not refused by its lock ({}): {stderr}\n{}",
+            command.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    rolled_back(w, source, src).await?;
+    Ok(format!("in pause: {in_pause}, raced: {raced}, rollover {exit}"))
+}
+
+/// The pattern's days: `<src>-day-<n>`, each with a few documents written without events.
+struct Days {
+    cluster: indexferry_common::es::Cluster,
+    prefix: String,
+    made: usize,
+}
+
+impl Days {
+    async fn make(&self, n: usize) -> anyhow::Result<String> {
+        let index = format!("{}{n}", self.prefix);
+        let settings = json!({ "settings": { "index.number_of_shards": 1, "index.number_of_replicas": 0 } });
+        self.cluster.json::<Value>(Method::Put, &format!("/{index}"), &[], Some(&settings)).await?;
+        for i in 0..20 {
+            let doc = json!({ "title": format!("day {n} doc {i}"), "n": i });
+            self.cluster.json::<Value>(Method::Put, &format!("/{index}/_doc/d{i}"), &[], Some(&doc)).await?;
+        }
+        self.cluster.json::<Value>(Method::Post, &format!("/{index}/_refresh"), &[], None).await?;
+        Ok(index)
+    }
+}
+
+/// `new_pattern_index`: a day made at a random point of a rollover (its first 1.5 s or its
+/// write pause, before the patterns are listed again after the grace) makes it refuse,
+/// naming the day; the source is writable again, and `add` migrates the day.
+async fn new_pattern_index(
+    w: &Workers,
+    source: &indexferry_common::es::Cluster,
+    src: &str,
+    days: &mut Days,
+) -> anyhow::Result<String> {
+    wait_for("the consumer to run", Duration::from_secs(60), || {
+        Ok((!status(&w.state, &w.name)?["consumer_pid"].is_null()).then_some(()))
+    })
+    .await?;
+    let in_pause = rand::rng().random_bool(0.5);
+    let (mut p, log) = start_rollover(w, in_pause).await?;
+    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..if in_pause { 2000 } else { 1500 }))).await;
+    days.made += 1;
+    let day = days.make(days.made).await?;
+    let exit = wait_for("the rollover to refuse the new day", Duration::from_secs(120), || Ok(p.try_wait()?)).await?;
+    let text = std::fs::read_to_string(&log)?;
+    anyhow::ensure!(!text.contains("rolled over:"), "a rollover switched without the new day {day}:\n{text}");
+    anyhow::ensure!(
+        exit.code() == Some(1) && text.contains(&format!("index {day:?} matches the pattern")),
+        "{exit}:\n{text}"
+    );
+    rolled_back(w, source, src).await?;
+    run_ok(indexferry(&w.state, &["add", &w.name, &day]))?;
+    Ok(format!("in pause: {in_pause}, {day} refused then added"))
 }
 
 /// The final rollover; with `interrupted`, SIGKILLed first at a random point of its pause

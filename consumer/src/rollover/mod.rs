@@ -434,7 +434,10 @@ async fn restore_gc_deletes(ctx: &Ctx) {
 fn print_result(m: &Migration, r: &RolloverRecord, target_url: &str) {
     for p in &m.pairs {
         let aliases: Vec<&str> = p.moved_aliases().into_iter().map(|(a, _)| a).collect();
-        println!("rolled over: alias {} -> {} (was {})", aliases.join(" "), p.target, p.source);
+        match aliases.is_empty() {
+            true => println!("rolled over: {} (was {}; no alias)", p.target, p.source),
+            false => println!("rolled over: alias {} -> {} (was {})", aliases.join(" "), p.target, p.source),
+        }
     }
     println!("write pause: {} ms (grace {} ms, drain {} ms)", r.write_pause_ms, r.grace_ms, r.drain_ms);
     if r.reconciled {
