@@ -205,7 +205,17 @@ async fn tenant_migration(
         c
     };
     let name = a.name("recs");
-    run_ok(cmd(&["init", a.recipe(&url, &topic, &options)?.to_str().unwrap_or_default()]))?;
+    // The reindex method needs task privileges (in `manage`) that the tenant role lacks:
+    // `init` names them instead of leaving a copy `cancel` could not stop.
+    let recipe = a.recipe(&url, &topic, &options)?;
+    let reindex = a.dir.join("reindex.toml");
+    std::fs::write(&reindex, std::fs::read_to_string(&recipe)?.replace("method = \"search\"", "method = \"reindex\""))?;
+    let out = output(cmd(&["init", reindex.to_str().unwrap_or_default()]))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cluster:admin/tasks/cancel") && stderr.contains("`manage`"), "{stderr}");
+    assert!(!state.join(&name).exists(), "nothing was created");
+    run_ok(cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
     run_ok(cmd(&["snapshot", &name]))?;
     for i in 0..30 {
         p.delete(&format!("d{i}"), None).await?;

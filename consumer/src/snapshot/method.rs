@@ -31,19 +31,9 @@ pub async fn choose(
     if wanted == SnapshotMethod::Search {
         return Ok((SnapshotMethod::Search, "the recipe asks for it".into()));
     }
-    let obstacle = match has_module(target).await? {
-        false => Some(format!(
-            "the target cluster {} ({} {}) has no reindex module",
-            target.url, target.flavor, target.version
-        )),
-        true if cross_cluster => match remote_obstacle(source, target) {
-            Some(why) => Some(why),
-            None => match no_root(source).await {
-                Some(why) => Some(why),
-                None => not_allowlisted(source, target).await?,
-            },
-        },
-        true => None,
+    let obstacle = match missing_task_privileges(target).await {
+        Some(why) => Some(why),
+        None => module_obstacle(source, target, cross_cluster).await?,
     };
     let what =
         if cross_cluster { "reindex from remote (run by the target cluster)" } else { "a sliced in-cluster _reindex" };
@@ -73,6 +63,44 @@ pub async fn choose(
             format!("auto: the cluster has the reindex module, and {what} measured faster than the search method"),
         )),
     }
+}
+
+/// The cluster privileges the reindex method needs beyond the tenant role the README
+/// documents (`all` on the tenant's indices, `monitor`): `cancel` and a paused worker stop
+/// or rethrottle the reindex task on the cluster that runs it, the target. Read with
+/// `_has_privileges` where Elasticsearch security answers it; `None` elsewhere (no
+/// security, or OpenSearch, whose security plugin has no such API).
+async fn missing_task_privileges(target: &Cluster) -> Option<String> {
+    let wanted = ["cluster:admin/tasks/cancel", "cluster:admin/reindex/rethrottle"];
+    let body = serde_json::json!({ "cluster": wanted });
+    let answer: Value = target.json(Method::Post, "/_security/user/_has_privileges", &[], Some(&body)).await.ok()?;
+    let missing: Vec<&str> = wanted.iter().copied().filter(|p| answer["cluster"][*p] == Value::Bool(false)).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the target cluster's user lacks the cluster privileges {} (granted by `manage`), which stopping or \
+             rethrottling the reindex task needs: `cancel` could not stop a copy under way",
+            missing.join(" and ")
+        )
+    })
+}
+
+/// What keeps the cluster from running the reindex method, if anything: the module, and
+/// across clusters the remote settings.
+async fn module_obstacle(source: &Cluster, target: &Cluster, cross_cluster: bool) -> anyhow::Result<Option<String>> {
+    Ok(match has_module(target).await? {
+        false => Some(format!(
+            "the target cluster {} ({} {}) has no reindex module",
+            target.url, target.flavor, target.version
+        )),
+        true if cross_cluster => match remote_obstacle(source, target) {
+            Some(why) => Some(why),
+            None => match no_root(source).await {
+                Some(why) => Some(why),
+                None => not_allowlisted(source, target).await?,
+            },
+        },
+        true => None,
+    })
 }
 
 /// Whether the suite runs the `reindex` method against this engine: OpenSearch 2 and 3 and
