@@ -117,8 +117,7 @@ pub async fn candidates(source: &Cluster, covered: &[Covered]) -> anyhow::Result
     let legacy: Map<String, Value> = get_or_empty(source, "/_template").await?;
     for (name, t) in legacy.iter().filter(|(n, _)| !n.starts_with('.')) {
         let Some(over) = covers(t, covered) else { continue };
-        let mut body = pick(t, &LEGACY_KEYS);
-        lay(&mut body["mappings"], &over);
+        let body = laid(pick(t, &LEGACY_KEYS), &["mappings"], &over);
         legacy_copies.push(Copy { kind: Kind::Legacy, name: name.clone(), body });
     }
     let composable: Value = get_or_empty(source, "/_index_template").await?;
@@ -137,8 +136,7 @@ pub async fn candidates(source: &Cluster, covered: &[Covered]) -> anyhow::Result
                 t["index_patterns"]
             );
         }
-        let mut body = pick(t, &COMPOSABLE_KEYS);
-        lay(&mut body["template"]["mappings"], &over);
+        let body = laid(pick(t, &COMPOSABLE_KEYS), &["template", "mappings"], &over);
         components
             .extend(t["composed_of"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned));
         copies.push(Copy { kind: Kind::Composable, name: name.to_owned(), body });
@@ -248,14 +246,21 @@ fn covers(t: &Value, covered: &[Covered]) -> Option<Value> {
     Some(first.mappings.clone().unwrap_or(Value::Null))
 }
 
-fn lay(slot: &mut Value, over: &Value) {
+/// `body` with the recipe's mappings `over` laid over what it holds at `path`; unchanged
+/// when the recipe has none (a `null` left at `path` is refused by Elasticsearch 9).
+fn laid(mut body: Value, path: &[&str], over: &Value) -> Value {
     if over.is_null() {
-        return;
+        return body;
     }
-    if slot.is_null() {
-        *slot = json!({});
+    let mut slot = &mut body;
+    for key in path {
+        slot = &mut slot[*key];
+        if slot.is_null() {
+            *slot = json!({});
+        }
     }
     merge(slot, over);
+    body
 }
 
 fn pick(t: &Value, keys: &[&str]) -> Value {
@@ -309,5 +314,18 @@ mod tests {
             &json!({ "properties": { "n": { "type": "keyword" } } })
         ));
         assert!(!same(&json!({ "a": 1 }), &json!({ "a": 1, "b": 2 })));
+    }
+
+    #[test]
+    fn a_template_gets_no_mappings_key_when_the_recipe_has_none() {
+        let t = json!({ "index_patterns": ["stats-*"], "template": { "settings": { "index": { "number_of_shards": "1" } } } });
+        let body = laid(pick(&t, &COMPOSABLE_KEYS), &["template", "mappings"], &Value::Null);
+        assert_eq!(body["template"].as_object().map(|o| o.contains_key("mappings")), Some(false), "{body}");
+        let legacy = laid(pick(&json!({ "index_patterns": ["x-*"] }), &LEGACY_KEYS), &["mappings"], &Value::Null);
+        assert_eq!(legacy, json!({ "index_patterns": ["x-*"] }));
+        let over = json!({ "properties": { "n": { "type": "long" } } });
+        let body = laid(pick(&t, &COMPOSABLE_KEYS), &["template", "mappings"], &over);
+        assert_eq!(body["template"]["mappings"], over);
+        assert_eq!(body["template"]["settings"]["index"]["number_of_shards"], "1");
     }
 }

@@ -30,8 +30,8 @@ pub(crate) struct LoadArgs {
     brokers: String,
     #[arg(long, env = "INDEXFERRY_KAFKA_TOPIC", default_value = "records.changes")]
     topic: String,
-    /// Create this index with the demo mappings, the alias pointing at it and the topic, if
-    /// the alias does not exist yet.
+    /// Create this index with the demo mappings and the alias pointing at it, if the alias
+    /// does not exist yet, and the topic if it does not.
     #[arg(long)]
     create_index: Option<String>,
     /// Primary shards of the created index.
@@ -659,6 +659,15 @@ async fn initial_load(
 
 async fn create_index(cluster: &Cluster, index: &str, args: &LoadArgs) -> anyhow::Result<()> {
     use indexferry_common::es::Method;
+    let kafka = indexferry_common::config::KafkaConfig {
+        brokers: args.brokers.clone(),
+        topic: args.topic.clone(),
+        dead_letter_topic: None,
+        group_id: None,
+        properties: Default::default(),
+    };
+    // The topic even when the index was made before (with settings of its own).
+    indexferry_common::kafka::ensure_topic(&kafka, &args.topic, args.partitions).await?;
     let alias = format!("{}{}", args.prefix, args.alias);
     if cluster.exists(&alias).await? {
         return Ok(());
@@ -672,14 +681,6 @@ async fn create_index(cluster: &Cluster, index: &str, args: &LoadArgs) -> anyhow
         .json::<serde_json::Value>(Method::Put, &format!("/{index}"), &[], Some(&body))
         .await
         .with_context(|| format!("cannot create index {index}"))?;
-    let kafka = indexferry_common::config::KafkaConfig {
-        brokers: args.brokers.clone(),
-        topic: args.topic.clone(),
-        dead_letter_topic: None,
-        group_id: None,
-        properties: Default::default(),
-    };
-    indexferry_common::kafka::ensure_topic(&kafka, &args.topic, args.partitions).await?;
     indexferry_common::say!("load: created index {index} behind alias {alias} and topic {}", args.topic);
     Ok(())
 }
