@@ -42,6 +42,10 @@ pub struct Status {
     /// the source cluster; empty when it does not answer within seconds).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unmigrated: Vec<Unmigrated>,
+    /// A pair `add`ed that the running consumer has not taken in yet (it does within a
+    /// second or two), as `source -> target`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_pending: Option<String>,
     /// Whether `rollover` would start now, and if not, the first reason it would refuse.
     pub ready: Readiness,
 }
@@ -228,8 +232,12 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         last_error: m.last_error.clone().or(cp.last_error.clone()),
         note,
         unmigrated: if m.state == crate::state::State::Initialized { unmigrated(&m, &recipe, common) } else { vec![] },
+        added_pending: None,
         ready: Readiness { ready: false, why_not: None },
     };
+    if s.consumer_pid.is_some() {
+        s.added_pending = cp.pending_rewind(&m.pairs).map(|p| format!("{} -> {}", p.source, p.target));
+    }
     let why_not = why_not_ready(&s, &recipe.rollover);
     s.ready = Readiness { ready: why_not.is_none(), why_not };
     Ok(s)
@@ -277,6 +285,9 @@ fn why_not_ready(s: &Status, rollover: &indexferry_common::config::RolloverConfi
     }
     if let Some(p) = s.pairs.iter().find(|p| !p.done) {
         return Some(format!("snapshot of {} at {:.1}%", p.source, p.percent));
+    }
+    if let Some(p) = &s.added_pending {
+        return Some(format!("the running consumer has not taken in the added pair {p} yet (it does within seconds)"));
     }
     if let Some(l) = s.lost_events.first() {
         return Some(format!("{} events lost on partition {} before they were replayed", l.events(), l.partition));
