@@ -125,6 +125,20 @@ async fn a_default_pipeline_is_copied_across_clusters_and_runs_once() -> anyhow:
     for i in 0..30 {
         app.index(&format!("d{i}"), &json!({ "n": i }).to_string(), None).await?;
     }
+    // `plan` names the pipeline, says the target lacks it, and proves the index without it.
+    let planned = std::process::Command::new(bin("indexferry"))
+        .args(["plan", "--source-url", &source_url, "--target-url", &target_url, "--indices", &src])
+        .args(["--brokers", &brokers(), "--topic", &topic, "--json"])
+        .output()?;
+    let report: Value = serde_json::from_slice(&planned.stdout)
+        .map_err(|e| anyhow::anyhow!("plan printed no report ({e}): {}", String::from_utf8_lossy(&planned.stderr)))?;
+    let index = &report["plans"][0];
+    assert_eq!(
+        index["pipelines"],
+        json!([{ "setting": "index.default_pipeline", "name": pipeline, "on_target": false }]),
+        "{report}"
+    );
+    assert_eq!(index["proof"]["accepted"], index["proof"]["sampled"], "the samples load without the pipeline: {report}");
     let recipe = RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
     let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     assert!(out.contains(&format!("ingest pipeline {pipeline} copied to the target")), "{out}");

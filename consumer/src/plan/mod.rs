@@ -99,10 +99,23 @@ pub struct IndexPlan {
     pub proof: Option<Proof>,
     pub estimate: Option<Estimate>,
     pub decisions: Vec<String>,
+    /// The ingest pipelines the index runs, and whether the target has them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pipelines: Vec<PipelinePlan>,
     #[serde(skip)]
     pub mappings: Value,
     #[serde(skip)]
     pub settings: Map<String, Value>,
+}
+
+/// An ingest pipeline a source index runs (`index.default_pipeline`, `index.final_pipeline`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelinePlan {
+    pub setting: String,
+    pub name: String,
+    /// The target cluster holds a pipeline of that name (across clusters `init` copies it
+    /// when it does not).
+    pub on_target: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -228,6 +241,20 @@ async fn build(opts: &Options) -> anyhow::Result<Report> {
     })
 }
 
+/// The pipelines `settings` name, each looked up on the target.
+async fn pipelines(target: &Cluster, settings: &Map<String, Value>) -> Vec<PipelinePlan> {
+    let mut out = vec![];
+    for setting in crate::pipelines::SETTINGS {
+        let Some(name) = settings.get(setting).and_then(Value::as_str).filter(|n| *n != "_none") else { continue };
+        let on_target = target
+            .json::<Value>(indexferry_common::es::Method::Get, &format!("/_ingest/pipeline/{name}"), &[], None)
+            .await
+            .is_ok();
+        out.push(PipelinePlan { setting: setting.to_owned(), name: name.to_owned(), on_target });
+    }
+    out
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn plan_index(
     source: &Cluster,
@@ -250,10 +277,12 @@ async fn plan_index(
         proof: None,
         estimate: None,
         decisions: vec![],
+        pipelines: vec![],
         mappings: Value::Null,
         settings: Map::new(),
         index,
     };
+    p.pipelines = pipelines(target, &p.index.settings).await;
     if let Some(b) = &p.index.blocker {
         p.decisions.push(format!("cannot be migrated: {b}"));
         return Ok(p);
@@ -270,6 +299,11 @@ async fn plan_index(
     p.mappings = converted.mappings;
     p.settings = converted.settings;
     if converted.refused.is_empty() {
+        // The proof loads samples as the copy does: without the pipelines (see `pipelines`).
+        let production: Vec<(String, Value)> = crate::pipelines::SETTINGS
+            .iter()
+            .filter_map(|k| p.settings.insert((*k).to_owned(), Value::from("_none")).map(|v| ((*k).to_owned(), v)))
+            .collect();
         let proof = prove::prove(
             source,
             target,
@@ -280,7 +314,12 @@ async fn plan_index(
             opts.sample as usize,
         )
         .await
-        .with_context(|| format!("proving index {:?} on the target at {}", p.index.name, target.url))?;
+        .with_context(|| format!("proving index {:?} on the target at {}", p.index.name, target.url));
+        for key in crate::pipelines::SETTINGS {
+            p.settings.remove(key);
+        }
+        p.settings.extend(production);
+        let proof = proof?;
         for r in &proof.rejections {
             p.decisions.push(match r.stage {
                 "create" => format!("the target refuses the converted index: {}", r.reason),
@@ -357,6 +396,8 @@ fn print(r: &Report) {
     let (s, t) = (&r.source, &r.target);
     println!("source  {} {}: {} indices, {} aliases", s.url, s.server, s.indices.len(), s.aliases.len());
     println!("target  {} {}", t.url, t.server);
+    let rule = indexferry_common::config::VersionRule::Source;
+    println!("versions {} (the recipes' rule): {}", rule.as_str(), rule.consequence());
     for p in &r.plans {
         let i = &p.index;
         let closed = if i.closed { ", closed" } else { "" };
@@ -389,6 +430,19 @@ fn print(r: &Report) {
         }
         if let Some(b) = &i.blocker {
             println!("  cannot be migrated: {b}");
+        }
+        for pl in &p.pipelines {
+            println!(
+                "  ingest pipeline {} ({}): copied without it (the stored _source as it is), set on the target at the \
+                 switch; {}",
+                pl.name,
+                pl.setting,
+                match (pl.on_target, r.source.url == r.target.url) {
+                    (_, true) => "the same cluster",
+                    (true, false) => "the target has one of that name",
+                    (false, false) => "not on the target: init copies it (its processors must exist there)",
+                }
+            );
         }
         for w in &p.rewrites {
             println!("  rewrite [{}] {}: {} -> {}", w.rule, w.path, w.from, w.to);
