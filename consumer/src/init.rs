@@ -340,6 +340,9 @@ async fn refuse_nested_prefix(common: &Common, recipe: &Recipe) -> anyhow::Resul
     for listed in crate::overview::list(common)? {
         let dir = StateDir::new(&common.state_dir, &listed.name);
         let Ok(m) = dir.load_migration() else { continue };
+        if m.state == State::RolledOver {
+            continue;
+        }
         if let Some(prefix) = stored_prefix(&m.recipe_text) {
             others.push((prefix, format!("migration {:?} in {}", m.name, common.state_dir.display())));
         }

@@ -408,13 +408,14 @@ method = "{method}"
         load_report = self.work / "rollover-load.json"
         load = subprocess.Popen(
             [self.producer, "load", "--url", self.es.url, "--brokers", self.args.brokers, "--topic", topic,
-             "--alias", alias, "--create-index", first, "--partitions", "2", "--initial", "5000", "--rate",
+             "--alias", alias, "--create-index", first, "--partitions", "2", "--initial", str(self.args.rollover_docs), "--rate",
              str(rate), "--report", str(load_report)],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "rollover-load.log", "w"),
         )
         pauses = []
         try:
             self.wait_for(lambda: self.alias_target(alias) is not None, 120, "the load's index")
+            self.wait_for(lambda: self.initial_loaded(), 3600, "the load's initial documents")
             time.sleep(3)
             for k in range(n):
                 self.reset_state()
@@ -424,7 +425,7 @@ method = "{method}"
                 measure(self.ferry_cmd("init", str(recipe)))
                 run = subprocess.Popen(self.ferry_cmd("run", name), stdout=subprocess.DEVNULL,
                                        stderr=open(self.work / f"rollover-run-{k}.log", "w"))
-                self.wait_for(lambda: self.caught_up(name), 300, f"migration {name} to catch up")
+                self.wait_for(lambda: self.caught_up(name), max(300, self.args.rollover_docs // 1000), f"migration {name} to catch up")
                 m = measure(self.ferry_cmd("rollover", name))
                 pause = next(int(line.split()[2]) for line in m.out.splitlines() if line.startswith("write pause:"))
                 pauses.append(pause / 1000)
@@ -443,6 +444,10 @@ method = "{method}"
         p99 = pauses[min(len(pauses) - 1, int(round(0.99 * (len(pauses) - 1))))]
         return {"p50": median(pauses), "p99": p99, "max": pauses[-1], "count": len(pauses),
                 "load_writes_per_s": rate, "load_writes": report.get("done")}
+
+    def initial_loaded(self):
+        log_text = (self.work / "rollover-load.log").read_text(errors="replace")
+        return "load: initial " in log_text and " documents in " in log_text
 
     def alias_target(self, alias):
         try:
@@ -522,6 +527,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (the median is reported)")
     ap.add_argument("--rollovers", type=int, default=20)
     ap.add_argument("--rollover-rate", type=int, default=200, help="steady writes/s during the rollovers")
+    ap.add_argument("--rollover-docs", type=int, default=5000, help="documents in the index each rollover migrates")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--url", default="http://127.0.0.1:9202")

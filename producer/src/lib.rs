@@ -182,6 +182,8 @@ pub struct Producer {
     /// Milliseconds after `epoch` of the first publish that failed since the last one that
     /// went through (and since the current client was made), plus one; 0: none failed.
     kafka_failing_since: AtomicU64,
+    /// Milliseconds after `epoch` of the last publish that failed.
+    kafka_last_failure: AtomicU64,
     epoch: Instant,
     cfg: ProducerConfig,
 }
@@ -235,6 +237,7 @@ impl Producer {
             writes_after_switch: AtomicU64::new(0),
             kafka: std::sync::RwLock::new(std::sync::Arc::new(kafka)),
             kafka_failing_since: AtomicU64::new(0),
+            kafka_last_failure: AtomicU64::new(0),
             epoch: Instant::now(),
             cfg,
         })
@@ -458,16 +461,20 @@ impl Producer {
     fn kafka_failed(&self) {
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
         let _ = self.kafka_failing_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        self.kafka_last_failure.store(now, Ordering::Relaxed);
     }
 
     /// The Kafka producer, made anew if the current one has met a fatal error, or has not
     /// published anything for [`STUCK_AFTER`].
     fn kafka(&self) -> std::sync::Arc<FutureProducer> {
         let current = self.kafka.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let failing_since = self.kafka_failing_since.load(Ordering::Relaxed);
-        let failing = match failing_since {
+        // Failing now (the last failure within seconds) and since STUCK_AFTER with no success:
+        // an application idle after one failure keeps its client.
+        let ago = |ms: u64| self.epoch.elapsed().saturating_sub(Duration::from_millis(ms.saturating_sub(1)));
+        let failing = match self.kafka_failing_since.load(Ordering::Relaxed) {
             0 => Duration::ZERO,
-            ms => self.epoch.elapsed().saturating_sub(Duration::from_millis(ms - 1)),
+            _ if ago(self.kafka_last_failure.load(Ordering::Relaxed)) > Duration::from_secs(2) => Duration::ZERO,
+            ms => ago(ms),
         };
         let why = match current.client().fatal_error() {
             Some((code, reason)) => format!("a fatal error ({code:?}: {reason})"),

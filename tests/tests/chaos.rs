@@ -471,7 +471,7 @@ async fn race(
     .await?;
     let in_pause = rand::rng().random_bool(0.5);
     let (mut p, log) = start_rollover(w, in_pause).await?;
-    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..if in_pause { 2000 } else { 1500 }))).await;
+    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1500))).await;
     // A rollover that already ended holds no lock, and a `cancel` then would cancel for real.
     let raced = p.try_wait()?.is_none();
     let refused = match raced {
@@ -531,7 +531,7 @@ async fn new_pattern_index(
     .await?;
     let in_pause = rand::rng().random_bool(0.5);
     let (mut p, log) = start_rollover(w, in_pause).await?;
-    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..if in_pause { 2000 } else { 1500 }))).await;
+    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1500))).await;
     days.made += 1;
     let day = days.make(days.made).await?;
     let exit = wait_for("the rollover to refuse the new day", Duration::from_secs(120), || Ok(p.try_wait()?)).await?;
@@ -543,6 +543,11 @@ async fn new_pattern_index(
     );
     rolled_back(w, source, src).await?;
     run_ok(indexferry(&w.state, &["add", &w.name, &day]))?;
+    // The running consumer takes the new pair in within seconds; until then rollover refuses.
+    wait_for("the consumer to take in the new day", Duration::from_secs(120), || {
+        Ok(status(&w.state, &w.name)?.get("added_pending").is_none_or(Value::is_null).then_some(()))
+    })
+    .await?;
     Ok(format!("in pause: {in_pause}, {day} refused then added"))
 }
 

@@ -138,7 +138,10 @@ async fn a_default_pipeline_is_copied_across_clusters_and_runs_once() -> anyhow:
         json!([{ "setting": "index.default_pipeline", "name": pipeline, "on_target": false }]),
         "{report}"
     );
-    assert_eq!(index["proof"]["accepted"], index["proof"]["sampled"], "the samples load without the pipeline: {report}");
+    assert_eq!(
+        index["proof"]["accepted"], index["proof"]["sampled"],
+        "the samples load without the pipeline: {report}"
+    );
     let recipe = RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
     let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     assert!(out.contains(&format!("ingest pipeline {pipeline} copied to the target")), "{out}");

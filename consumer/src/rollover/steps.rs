@@ -314,6 +314,16 @@ async fn recount(ctx: &Ctx, in_pause: &mut InPause, docs_per_second: f64, deadli
         if failed > 0 {
             bail!("reconcile: the target refused {failed} repairs in the pause; see the log");
         }
+        let (again_source, again_target) = crate::reconcile::counts(ctx, &p.source, &p.target).await?;
+        if again_source != again_target {
+            bail!(
+                "{} holds {again_target} documents and {} {again_source} even after an id-by-id comparison inside the \
+                 pause: run `indexferry migration reconcile {}` and look at what it reports before rolling over",
+                p.target,
+                p.source,
+                ctx.migration.name
+            );
+        }
         in_pause.repaired += report.count(crate::reconcile::Kind::Repaired);
         in_pause.backwards = crate::reconcile::merge(&in_pause.backwards, report.backwards);
         in_pause.recounted += 1;
