@@ -409,7 +409,7 @@ method = "{method}"
         load = subprocess.Popen(
             [self.producer, "load", "--url", self.es.url, "--brokers", self.args.brokers, "--topic", topic,
              "--alias", alias, "--create-index", first, "--partitions", "2", "--initial", str(self.args.rollover_docs), "--rate",
-             str(rate), "--report", str(load_report)],
+             str(rate), "--concurrency", str(self.args.rollover_concurrency), "--report", str(load_report)],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "rollover-load.log", "w"),
         )
         pauses = []
@@ -528,6 +528,7 @@ def main():
     ap.add_argument("--rollovers", type=int, default=20)
     ap.add_argument("--rollover-rate", type=int, default=200, help="steady writes/s during the rollovers")
     ap.add_argument("--rollover-docs", type=int, default=5000, help="documents in the index each rollover migrates")
+    ap.add_argument("--rollover-concurrency", type=int, default=8, help="the load's writes in flight at once")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--url", default="http://127.0.0.1:9202")
