@@ -9,8 +9,8 @@
 //! | `drain` | the same                                         | lift the block                  |
 //! | `sweep` | the same                                         | lift the block                  |
 //! | `reconcile` | the same (repairs are external-version writes, harmless if repeated) | lift the block |
-//! | `recount` | the same (a pair whose counts differ is compared id by id, as `reconcile`) | lift the block |
 //! | `reset` | the same, and the target's `gc_deletes` maybe at 0 (a rerun sets it back and sweeps the recorded deletes) | lift the block |
+//! | `recount` | the same (a pair whose counts differ is compared id by id, as `reconcile`; versions gone backwards that it finds are `reset`, then it counts again) | lift the block |
 //! | `pipelines` | the same, the target's production pipelines maybe set (a rerun sets `_none` first) | lift the block, `_none` again |
 //! | `swap`  | the same, the alias maybe moved                  | read the alias: moved → success, the block stays; not moved → lift the block; unreadable → leave both, a rerun reads them |
 //!
@@ -22,7 +22,7 @@
 use super::tombstones::{self, Sweep};
 use super::Consumer;
 use crate::context::Ctx;
-use crate::state::{ReconcileRecord, State, SwapAdd};
+use crate::state::{PairInfo, ReconcileRecord, State, SwapAdd};
 use anyhow::{bail, Context as _};
 use indexferry_common::es::Method;
 use indexferry_common::kafka::{OffsetReader, Offsets};
@@ -181,17 +181,20 @@ impl<'a> Driver<'a> {
             Ok(())
         })
         .await?;
-        let mut in_pause = match reconciled {
-            Some(before) => {
-                let mut in_pause = self.step("reconcile", true, reconcile_changed(ctx, &before.record)).await?;
-                let deadline = self.deadline.unwrap_or(blocked_at + r.max_pause);
-                self.step("recount", true, recount(ctx, &mut in_pause, before.docs_per_second, deadline)).await?;
-                in_pause
+        let mut in_pause = InPause::default();
+        if let Some(before) = reconciled {
+            in_pause = self.step("reconcile", true, reconcile_changed(ctx, &before.record)).await?;
+            // Versions gone backwards are written again first: the target lacks them until
+            // then, and the counts would differ by them.
+            if !in_pause.backwards.is_empty() {
+                self.step("reset", false, reset_backwards(ctx, &mut in_pause)).await?;
             }
-            None => InPause::default(),
-        };
-        if !in_pause.backwards.is_empty() {
-            self.step("reset", false, reset_backwards(ctx, &mut in_pause)).await?;
+            let deadline = self.deadline.unwrap_or(blocked_at + r.max_pause);
+            let compared = self.step("recount", true, recount(ctx, &mut in_pause, before.docs_per_second, deadline)).await?;
+            if !in_pause.backwards.is_empty() {
+                self.step("reset", false, reset_backwards(ctx, &mut in_pause)).await?;
+            }
+            self.step("recount", true, counts_agree(ctx, &compared)).await?;
         }
         self.step("pipelines", false, pipelines(ctx)).await?;
         self.step("swap", false, swap(ctx)).await?;
@@ -281,8 +284,16 @@ async fn reconcile_changed(ctx: &Ctx, before: &ReconcileRecord) -> anyhow::Resul
 /// here if the full pass's pace says that fits what is left of the pause; else the rollover
 /// stops (and lifts the block) rather than switch to a target holding documents the source
 /// deleted.
-async fn recount(ctx: &Ctx, in_pause: &mut InPause, docs_per_second: f64, deadline: Instant) -> anyhow::Result<()> {
+/// The pairs it compared, whose counts `counts_agree` checks once the versions gone
+/// backwards that the comparison found are written again.
+async fn recount<'c>(
+    ctx: &'c Ctx,
+    in_pause: &mut InPause,
+    docs_per_second: f64,
+    deadline: Instant,
+) -> anyhow::Result<Vec<&'c PairInfo>> {
     let started = Instant::now();
+    let mut compared = vec![];
     for p in &ctx.migration.pairs {
         let (on_source, on_target) = crate::reconcile::counts(ctx, &p.source, &p.target).await?;
         if on_source == on_target {
@@ -314,21 +325,30 @@ async fn recount(ctx: &Ctx, in_pause: &mut InPause, docs_per_second: f64, deadli
         if failed > 0 {
             bail!("reconcile: the target refused {failed} repairs in the pause; see the log");
         }
-        let (again_source, again_target) = crate::reconcile::counts(ctx, &p.source, &p.target).await?;
-        if again_source != again_target {
+        in_pause.repaired += report.count(crate::reconcile::Kind::Repaired);
+        in_pause.backwards = crate::reconcile::merge(&in_pause.backwards, report.backwards);
+        in_pause.recounted += 1;
+        compared.push(p);
+    }
+    in_pause.took += started.elapsed();
+    Ok(compared)
+}
+
+/// Counts the compared pairs again: what still differs is beyond what a comparison can see
+/// (the rollover stops rather than switch).
+async fn counts_agree(ctx: &Ctx, compared: &[&PairInfo]) -> anyhow::Result<()> {
+    for p in compared {
+        let (on_source, on_target) = crate::reconcile::counts(ctx, &p.source, &p.target).await?;
+        if on_source != on_target {
             bail!(
-                "{} holds {again_target} documents and {} {again_source} even after an id-by-id comparison inside the \
+                "{} holds {on_target} documents and {} {on_source} even after an id-by-id comparison inside the \
                  pause: run `indexferry migration reconcile {}` and look at what it reports before rolling over",
                 p.target,
                 p.source,
                 ctx.migration.name
             );
         }
-        in_pause.repaired += report.count(crate::reconcile::Kind::Repaired);
-        in_pause.backwards = crate::reconcile::merge(&in_pause.backwards, report.backwards);
-        in_pause.recounted += 1;
     }
-    in_pause.took += started.elapsed();
     Ok(())
 }
 
@@ -358,6 +378,7 @@ async fn reset_backwards(ctx: &Ctx, in_pause: &mut InPause) -> anyhow::Result<()
     }
     in_pause.repaired += reset;
     in_pause.took += started.elapsed();
+    in_pause.backwards.clear();
     Ok(())
 }
 
