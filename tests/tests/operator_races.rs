@@ -160,9 +160,9 @@ async fn cancel_keep_target_refuses_to_forget_a_switch_a_killed_rollover_left_un
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("run `rollover` again to finish it"), "{stderr}");
-    assert_eq!(status(&state, &name)?["state"], json!("rolling_over"), "the record stays");
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
-    assert_eq!(status(&state, &name)?["state"], json!("rolled_over"), "{out}");
+    assert_eq!(status(state, name)?["state"], json!("rolling_over"), "the record stays");
+    let out = run_ok(indexferry(state, &["rollover", name]))?;
+    assert_eq!(status(state, name)?["state"], json!("rolled_over"), "{out}");
     let _ = c.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await;
     Ok(())
 }

@@ -190,7 +190,8 @@ impl<'a> Driver<'a> {
                 self.step("reset", false, reset_backwards(ctx, &mut in_pause)).await?;
             }
             let deadline = self.deadline.unwrap_or(blocked_at + r.max_pause);
-            let compared = self.step("recount", true, recount(ctx, &mut in_pause, before.docs_per_second, deadline)).await?;
+            let compared =
+                self.step("recount", true, recount(ctx, &mut in_pause, before.docs_per_second, deadline)).await?;
             if !in_pause.backwards.is_empty() {
                 self.step("reset", false, reset_backwards(ctx, &mut in_pause)).await?;
             }
