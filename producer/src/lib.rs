@@ -25,6 +25,8 @@
 
 pub mod docs;
 mod follow;
+pub mod proxy;
+pub mod publish;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -32,12 +34,10 @@ use follow::{FollowError, Route};
 use indexferry_common::config::ClusterConfig;
 use indexferry_common::es::bulk::{BulkItem, Outcome};
 use indexferry_common::es::{is_transient, Cluster};
-use indexferry_common::kafka::{producer_config, wait_for_leaders};
 use indexferry_common::retry::Backoff;
 use indexferry_schemas::{ChangeEvent, Op, SCHEMA_V1};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use rdkafka::util::Timeout;
+use publish::Publisher;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -176,23 +176,9 @@ pub struct Producer {
     marker_read: tokio::sync::Mutex<Option<Instant>>,
     /// Writes acknowledged (and published) on a cluster followed to.
     writes_after_switch: AtomicU64,
-    /// Replaced when librdkafka reports a fatal error (an idempotent producer can meet one
-    /// when the broker restarts; the instance is unusable afterwards).
-    kafka: std::sync::RwLock<std::sync::Arc<FutureProducer>>,
-    /// Milliseconds after `epoch` of the first publish that failed since the last one that
-    /// went through (and since the current client was made), plus one; 0: none failed.
-    kafka_failing_since: AtomicU64,
-    /// Milliseconds after `epoch` of the last publish that failed.
-    kafka_last_failure: AtomicU64,
-    epoch: Instant,
+    publisher: Publisher,
     cfg: ProducerConfig,
 }
-
-/// A client whose publishes have all failed for this long is made anew, as after a
-/// fatal error: seen in the chaos harness, where after a run of broker restarts one
-/// idempotent client went on timing out every event for minutes while a new one published
-/// at once. A broker that is really down costs only a reconnection every `STUCK_AFTER`.
-const STUCK_AFTER: Duration = Duration::from_secs(20);
 
 /// What the cluster answers to a single-document write.
 #[derive(Debug, Deserialize)]
@@ -218,27 +204,16 @@ impl Producer {
             .await
             .map_err(|e| WriteError::Setup(format!("cannot read alias {alias:?}: {e}")))?;
         outside_prefix(&cluster, &alias, &cfg.prefix).await?;
-        let kafka: FutureProducer = producer_config(&cfg.brokers, &cfg.kafka_properties, cfg.publish_timeout)
-            .create()
-            .map_err(|e| WriteError::Setup(format!("kafka producer: {e}")))?;
-        // Connect and learn the partition leaders now, so that the first events do not
-        // spend their publish timeout on it.
-        let (kafka, cfg) = tokio::task::spawn_blocking(move || {
-            wait_for_leaders(kafka.client(), &cfg.topic, Duration::from_secs(30)).map(|()| (kafka, cfg))
-        })
-        .await
-        .map_err(|e| WriteError::Setup(e.to_string()))?
-        .map_err(|e| WriteError::Setup(format!("kafka: {e}")))?;
+        let publisher = Publisher::connect(&cfg.brokers, &cfg.kafka_properties, &cfg.topic, cfg.publish_timeout)
+            .await
+            .map_err(WriteError::Setup)?;
         let pipelined = follow::pipelined(&cluster, &alias).await.map_err(WriteError::Setup)?;
         let route = Route { cluster, name: alias, alias_routing, followed: false, pipelined };
         Ok(Producer {
             route: RwLock::new(Arc::new(route)),
             marker_read: tokio::sync::Mutex::new(None),
             writes_after_switch: AtomicU64::new(0),
-            kafka: std::sync::RwLock::new(std::sync::Arc::new(kafka)),
-            kafka_failing_since: AtomicU64::new(0),
-            kafka_last_failure: AtomicU64::new(0),
-            epoch: Instant::now(),
+            publisher,
             cfg,
         })
     }
@@ -452,64 +427,9 @@ impl Producer {
         }
     }
 
-    /// An event went through: the client works.
-    fn kafka_ok(&self) {
-        self.kafka_failing_since.store(0, Ordering::Relaxed);
-    }
-
-    /// An event was not acknowledged.
-    fn kafka_failed(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64 + 1;
-        let _ = self.kafka_failing_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        self.kafka_last_failure.store(now, Ordering::Relaxed);
-    }
-
-    /// The Kafka producer, made anew if the current one has met a fatal error, or has not
-    /// published anything for [`STUCK_AFTER`].
-    fn kafka(&self) -> std::sync::Arc<FutureProducer> {
-        let current = self.kafka.read().unwrap_or_else(|p| p.into_inner()).clone();
-        // Failing now (the last failure within seconds) and since STUCK_AFTER with no success:
-        // an application idle after one failure keeps its client.
-        let ago = |ms: u64| self.epoch.elapsed().saturating_sub(Duration::from_millis(ms.saturating_sub(1)));
-        let failing = match self.kafka_failing_since.load(Ordering::Relaxed) {
-            0 => Duration::ZERO,
-            _ if ago(self.kafka_last_failure.load(Ordering::Relaxed)) > Duration::from_secs(2) => Duration::ZERO,
-            ms => ago(ms),
-        };
-        let why = match current.client().fatal_error() {
-            Some((code, reason)) => format!("a fatal error ({code:?}: {reason})"),
-            None if failing > STUCK_AFTER => format!("every event failed for {}s", failing.as_secs()),
-            None => return current,
-        };
-        let mut slot = self.kafka.write().unwrap_or_else(|p| p.into_inner());
-        if !std::sync::Arc::ptr_eq(&slot, &current) {
-            return slot.clone();
-        }
-        // The new client gets its own STUCK_AFTER.
-        self.kafka_ok();
-        match producer_config(&self.cfg.brokers, &self.cfg.kafka_properties, self.cfg.publish_timeout).create() {
-            Ok(fresh) => {
-                tracing::warn!(why = %why, "kafka producer replaced");
-                *slot = std::sync::Arc::new(fresh);
-                slot.clone()
-            }
-            Err(e) => {
-                tracing::warn!(why = %why, error = %e, "kafka producer cannot be replaced yet");
-                current
-            }
-        }
-    }
-
     /// Publishes one event and waits for the broker's acknowledgement.
     pub async fn publish(&self, event: &ChangeEvent) -> Result<()> {
-        let payload = event.to_json();
-        let record = FutureRecord::to(&self.cfg.topic).key(event.id.as_bytes()).payload(&payload);
-        self.kafka().send(record, Timeout::After(self.cfg.publish_timeout)).await.map(|_| self.kafka_ok()).map_err(
-            |(e, _)| {
-                self.kafka_failed();
-                WriteError::Publish(e.to_string())
-            },
-        )
+        self.publisher.publish(event).await.map_err(WriteError::Publish)
     }
 
     /// Writes a batch through `_bulk` and publishes one event per acknowledged write.
@@ -551,26 +471,13 @@ impl Producer {
         if route.pipelined {
             self.stored_sources(&route, &mut out).await?;
         }
-        let payloads: Vec<(String, Vec<u8>)> = out.iter().flatten().map(|e| (e.id.clone(), e.to_json())).collect();
-        let kafka = self.kafka();
-        let mut pending = Vec::with_capacity(payloads.len());
-        for (id, payload) in &payloads {
-            let record = FutureRecord::to(&self.cfg.topic).key(id.as_bytes()).payload(payload);
-            pending.push(kafka.send(record, Timeout::After(self.cfg.publish_timeout)));
-        }
-        let delivered = futures::future::join_all(pending).await;
+        let delivered = self.publisher.publish_all(out.iter().flatten()).await;
         let mut delivered = delivered.into_iter();
         for slot in out.iter_mut() {
             if slot.is_ok() {
                 match delivered.next() {
-                    Some(Err((e, _))) => {
-                        self.kafka_failed();
-                        *slot = Err(WriteError::Publish(e.to_string()))
-                    }
-                    _ => {
-                        self.kafka_ok();
-                        self.count_after_switch(&route, 1)
-                    }
+                    Some(Err(e)) => *slot = Err(WriteError::Publish(e)),
+                    _ => self.count_after_switch(&route, 1),
                 }
             }
         }
@@ -671,7 +578,7 @@ impl Producer {
 
     /// Waits until every event handed to Kafka is acknowledged (for a clean exit).
     pub fn flush(&self, timeout: Duration) {
-        let _ = self.kafka().flush(Timeout::After(timeout));
+        self.publisher.flush(timeout);
     }
 }
 
