@@ -598,3 +598,79 @@ pub async fn rollover_until_blocked(state: &Path, name: &str, log: &Path) -> any
     }
     Ok(rollover)
 }
+
+/// The python of the official clients' virtualenv (`dev/clients`): from
+/// `INDEXFERRY_CLIENTS_PYTHON` (set by `dev/test`), else made or found by `dev/clients`.
+pub fn python_clients() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("INDEXFERRY_CLIENTS_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let out = Command::new(dev_script("clients")).output().context("cannot run dev/clients")?;
+    anyhow::ensure!(out.status.success(), "dev/clients failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// A write load through an official Python client (`dev/clients.d/load.py`), as an
+/// application that knows nothing of indexferry writes.
+pub struct PyLoad {
+    child: Proc,
+    report: PathBuf,
+}
+
+impl PyLoad {
+    /// `client` is `elasticsearch` or `opensearch`; `args` are load.py's further options.
+    pub fn start(dir: &Path, client: &str, url: &str, index: &str, args: &[&str]) -> anyhow::Result<PyLoad> {
+        let report = dir.join(format!("{}-pyload.json", unique("load")));
+        let mut c = Command::new(python_clients()?);
+        c.arg(dev_script("clients.d/load.py"))
+            .args(["--client", client, "--url", url, "--index", index])
+            .args(args)
+            .arg("--report")
+            .arg(&report);
+        let child = spawn(c, &dir.join("pyload.log"))?;
+        Ok(PyLoad { child, report })
+    }
+
+    /// Stops the load (SIGTERM) and returns its report: `done`, `failed`, `failures`.
+    pub fn stop(mut self) -> anyhow::Result<Value> {
+        terminate(&mut self.child)?;
+        let text = std::fs::read(&self.report).context("the load wrote no report")?;
+        Ok(serde_json::from_slice(&text)?)
+    }
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running `indexferry-proxy`, stopped when dropped.
+pub struct RunningProxy {
+    pub url: String,
+    _proc: Proc,
+}
+
+/// Starts the proxy in front of `upstream`, publishing to `topic`, and waits until it answers.
+pub async fn start_proxy(
+    upstream: &str,
+    brokers: &str,
+    topic: &str,
+    log: &Path,
+    extra: &[&str],
+) -> anyhow::Result<RunningProxy> {
+    let port = free_port()?;
+    let mut c = Command::new(bin("indexferry-proxy"));
+    c.args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream, "--brokers", brokers, "--topic", topic])
+        .args(extra)
+        .env("RUST_LOG", "info,rdkafka=warn");
+    let proc = spawn(c, log)?;
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(format!("{url}/_indexferry/stats")).send().await.is_ok() {
+            return Ok(RunningProxy { url, _proc: proc });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the proxy did not answer; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default())
+}

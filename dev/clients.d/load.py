@@ -1,0 +1,202 @@
+"""A write load through an official Python client, as an application would write.
+
+Used by the capture proxy's tests and by `dev/demo --capture proxy`: the application knows
+nothing of indexferry; it points its client at the proxy. Writes documents by id (index,
+create, partial update, doc_as_upsert, delete), `helpers.bulk` batches, and documents that
+carry their own version (`external_gte`, as Invenio's indexer writes them), at a set rate,
+until SIGTERM; then writes a JSON report: done, failed and the failures' kinds.
+
+Expected refusals are the application's own answers, not failures: a create of an id that
+exists (409), a delete or update of an id already deleted (404), a version below the
+stored one (409).
+"""
+
+import argparse
+import json
+import random
+import signal
+import sys
+import threading
+import time
+
+
+def client_for(kind, url, compress):
+    if kind == "elasticsearch":
+        from elasticsearch import Elasticsearch, helpers
+
+        return Elasticsearch(url, http_compress=compress, request_timeout=10, max_retries=0), helpers
+    from opensearchpy import OpenSearch, helpers
+
+    return OpenSearch(url, http_compress=compress, timeout=10, max_retries=0), helpers
+
+
+def status_of(e):
+    for attr in ("status_code", "status", "meta"):
+        v = getattr(e, attr, None)
+        if isinstance(v, int):
+            return v
+        if v is not None and isinstance(getattr(v, "status", None), int):
+            return v.status
+    return None
+
+
+class Load:
+    def __init__(self, args):
+        self.args = args
+        self.es, self.helpers = client_for(args.client, args.url, args.compress)
+        self.lock = threading.Lock()
+        self.done = 0
+        self.failed = 0
+        self.kinds = {}
+        self.stop = threading.Event()
+        self.rng = random.Random(args.seed)
+
+    def count(self, ok, kind=None, n=1):
+        with self.lock:
+            if ok:
+                self.done += n
+            else:
+                self.failed += n
+                self.kinds[kind] = self.kinds.get(kind, 0) + n
+                if self.kinds[kind] <= 3:
+                    print(f"load: write failed: {kind}", file=sys.stderr, flush=True)
+
+    # The two clients name the body differently (elasticsearch 8: document= and doc=;
+    # opensearch-py: body=).
+    def index(self, i, doc, **kw):
+        if self.args.client == "elasticsearch":
+            return self.es.index(index=self.args.index, id=i, document=doc, **kw)
+        return self.es.index(index=self.args.index, id=i, body=doc, params=kw)
+
+    def create(self, i, doc):
+        if self.args.client == "elasticsearch":
+            return self.es.create(index=self.args.index, id=i, document=doc)
+        return self.es.create(index=self.args.index, id=i, body=doc)
+
+    def update(self, i, doc, upsert=False):
+        if self.args.client == "elasticsearch":
+            return self.es.update(index=self.args.index, id=i, doc=doc, doc_as_upsert=upsert or None)
+        body = {"doc": doc}
+        if upsert:
+            body["doc_as_upsert"] = True
+        return self.es.update(index=self.args.index, id=i, body=body)
+
+    def doc(self, n):
+        return {"title": f"record {n}", "n": n, "at": time.time(), "tags": [f"t{n % 7}"]}
+
+    def one(self, rng):
+        a = self.args
+        n = rng.randrange(a.ids)
+        i = f"doc-{n}"
+        op = rng.random()
+        try:
+            if op < 0.30:
+                self.index(i, self.doc(n))
+            elif op < 0.40:
+                try:
+                    self.create(i, self.doc(n))
+                except Exception as e:
+                    if status_of(e) != 409:
+                        raise
+            elif op < 0.60:
+                try:
+                    self.update(i, {"n": n, "at": time.time()})
+                except Exception as e:
+                    if status_of(e) != 404:
+                        raise
+            elif op < 0.70:
+                self.update(i, self.doc(n), upsert=True)
+            elif op < 0.82:
+                try:
+                    self.es.delete(index=a.index, id=i)
+                except Exception as e:
+                    if status_of(e) != 404:
+                        raise
+            elif op < 0.92:
+                # The application's own versions: its clock in milliseconds.
+                v = int(time.time() * 1000)
+                try:
+                    self.index(f"ext-{n}", self.doc(n), version=v, version_type="external_gte")
+                except Exception as e:
+                    if status_of(e) != 409:
+                        raise
+            else:
+                actions = []
+                for _ in range(20):
+                    m = rng.randrange(a.ids)
+                    if rng.random() < 0.8:
+                        actions.append({"_op_type": "index", "_index": a.index, "_id": f"doc-{m}", "_source": self.doc(m)})
+                    else:
+                        actions.append({"_op_type": "delete", "_index": a.index, "_id": f"doc-{m}"})
+                ok, errors = self.helpers.bulk(self.es, actions, raise_on_error=False, raise_on_exception=False)
+                bad = [e for e in errors if list(e.values())[0].get("status") != 404]
+                self.count(True, n=ok)
+                if bad:
+                    self.count(False, f"bulk item {list(bad[0].values())[0].get('status')}", n=len(bad))
+                return
+            self.count(True)
+        except Exception as e:
+            self.count(False, f"{type(e).__name__} {status_of(e)}")
+
+    def worker(self, k):
+        rng = random.Random(self.args.seed * 1000 + k)
+        per = self.args.concurrency / max(self.args.rate, 1)
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            self.one(rng)
+            next_at += per
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                self.stop.wait(delay)
+            else:
+                next_at = time.monotonic()
+
+    def run(self):
+        a = self.args
+        if a.initial:
+            actions = ({"_op_type": "index", "_index": a.index, "_id": f"doc-{n}", "_source": self.doc(n)} for n in range(a.initial))
+            for ok, item in self.helpers.streaming_bulk(self.es, actions, chunk_size=500, raise_on_error=False):
+                self.count(ok, None if ok else f"initial {list(item.values())[0].get('status')}")
+            print(f"load: initial {a.initial} documents written", file=sys.stderr, flush=True)
+        threads = [threading.Thread(target=self.worker, args=(k,), daemon=True) for k in range(a.concurrency)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + a.seconds if a.seconds else None
+        while not self.stop.is_set():
+            if deadline and time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        self.report()
+
+    def report(self):
+        with self.lock:
+            r = {"done": self.done, "failed": self.failed, "failures": self.kinds}
+        with open(self.args.report, "w") as f:
+            json.dump(r, f)
+        print(f"load: done={r['done']} failed={r['failed']}", file=sys.stderr, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", required=True, help="the proxy (or cluster) the client talks to")
+    ap.add_argument("--client", choices=["elasticsearch", "opensearch"], default="elasticsearch")
+    ap.add_argument("--index", required=True, help="the alias the application writes through")
+    ap.add_argument("--initial", type=int, default=0, help="documents written with streaming_bulk first")
+    ap.add_argument("--ids", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=50, help="writes/s after the initial ones")
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0: at SIGTERM)")
+    ap.add_argument("--compress", action="store_true", help="http_compress=True")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--report", required=True)
+    args = ap.parse_args()
+    load = Load(args)
+    signal.signal(signal.SIGTERM, lambda *_: load.stop.set())
+    load.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+//! `indexferry-proxy`: put in front of the source cluster, it forwards every request and
+//! publishes the change event of every write the cluster acknowledged (see the library's
+//! `proxy` module).
+
+use anyhow::Context as _;
+use clap::Parser;
+use indexferry_producer::proxy::{Proxy, ProxyConfig};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "indexferry-proxy",
+    version,
+    about = "An HTTP proxy in front of the source cluster that publishes a change event for every write it acknowledged",
+    long_about = "Point the application at this proxy instead of the source cluster. Every request goes on to the \
+                  cluster; every document write the cluster acknowledged (_doc, _create, _update, deletes, _bulk) is \
+                  read back and its change event published to Kafka (acks=all) before the application gets its \
+                  answer. Writes are refused with 503 before they reach the cluster while Kafka cannot take events. \
+                  _update_by_query, _delete_by_query and _reindex are refused (501)."
+)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "INDEXFERRY_PROXY_LISTEN", default_value = "127.0.0.1:9280")]
+    listen: SocketAddr,
+    /// The source cluster's URL.
+    #[arg(long, env = "INDEXFERRY_PROXY_UPSTREAM")]
+    upstream: String,
+    /// PEM file of the CA that signed the upstream's certificate.
+    #[arg(long, env = "INDEXFERRY_PROXY_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "INDEXFERRY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Topic the change events go to (the recipe's `kafka.topic`).
+    #[arg(long, env = "INDEXFERRY_KAFKA_TOPIC")]
+    topic: String,
+    /// A librdkafka property for the producer, `key=value` (security.protocol, sasl.*, ...); repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
+    /// How long one event may take to be acknowledged.
+    #[arg(long, env = "INDEXFERRY_PROXY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    publish_timeout: Duration,
+    /// How long a write refused by a write block (a rollover's pause) or a full queue is held
+    /// and sent again. Keep it below the clients' request timeout (10 s in the Python clients).
+    #[arg(long, env = "INDEXFERRY_PROXY_HOLD", default_value = "8s", value_parser = humantime::parse_duration)]
+    hold: Duration,
+    /// The largest request body taken, in bytes (the cluster's http.max_content_length is 100mb).
+    #[arg(long, env = "INDEXFERRY_PROXY_MAX_BODY", default_value_t = 100 * 1024 * 1024)]
+    max_body: usize,
+    /// Log lines on stderr as `text`, or as `json`.
+    #[arg(long, env = "INDEXFERRY_LOG_FORMAT", default_value = "text")]
+    log_format: indexferry_common::logging::Format,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    indexferry_common::logging::init(cli.log_format);
+    if let Err(e) = run(cli).await {
+        indexferry_common::logging::fatal(&format!("{e:#}"));
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut kafka_properties = BTreeMap::new();
+    for p in &cli.kafka_properties {
+        let (k, v) = p.split_once('=').with_context(|| format!("--kafka-property {p:?}: expected key=value"))?;
+        kafka_properties.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let cfg = ProxyConfig {
+        listen: cli.listen,
+        upstream: cli.upstream,
+        ca_file: cli.ca_file,
+        brokers: cli.brokers,
+        kafka_properties,
+        topic: cli.topic,
+        publish_timeout: cli.publish_timeout,
+        hold: cli.hold,
+        max_body: cli.max_body,
+    };
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let (listen, upstream, topic) = (listener.local_addr()?, cfg.upstream.clone(), cfg.topic.clone());
+    let proxy = Proxy::new(cfg).await?;
+    tracing::info!(%listen, %upstream, %topic, "proxy listening");
+    let stop = CancellationToken::new();
+    let signalled = stop.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping: finishing the requests in flight");
+        signalled.cancel();
+    });
+    proxy.serve(listener, stop).await
+}

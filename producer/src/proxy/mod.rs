@@ -1,0 +1,395 @@
+//! `indexferry-proxy`: an HTTP proxy in front of the source cluster that publishes the
+//! change events for applications that cannot change their write path.
+//!
+//! The application points at the proxy instead of the cluster. Every request goes on to the
+//! cluster; the answers of reads and of every API that changes no document are streamed
+//! back unchanged. A request that writes documents ([`classify`]) is read whole, sent on,
+//! and for every write the cluster acknowledged the proxy reads the document back (realtime
+//! `_mget` on the concrete index, the client's own credentials) and publishes its change
+//! event with the `_source`, `_version`, `_seq_no` and routing the cluster stored: ingest
+//! pipelines, partial updates, scripts and upserts are all seen as the result they left.
+//! Only then does the client get its answer.
+//!
+//! Read back, not taken from the request: a concurrent write to the same document between
+//! the two makes the event carry that later state, which its own writer publishes too; a
+//! document deleted in between publishes nothing here (its delete's event says it). Every
+//! event is thus a state the source really held, with the version it held it at, and the
+//! consumer orders them by that version.
+//!
+//! Nothing lost, nothing invented:
+//! - a write's answer is a success only once its event is acknowledged (`acks=all`); an
+//!   event that cannot be published turns the write's answer into a 503 naming it (the
+//!   document is written: the client retries, and `reconcile` repairs it if it does not);
+//! - once a publish has failed, writes are refused with 503 and `Retry-After` before they
+//!   reach the cluster, until Kafka answers again;
+//! - a write refused by a write block (a rollover's pause) or a full queue (429) is held and
+//!   sent again for up to [`ProxyConfig::hold`], so that the application sees latency.
+
+mod classify;
+mod filter_path;
+mod write;
+
+use crate::publish::Publisher;
+use bytes::Bytes;
+use classify::Kind;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    /// The source cluster's URL (one node, or a load balancer in front of the cluster).
+    pub upstream: String,
+    /// A PEM file of the CA that signed the upstream's certificate.
+    pub ca_file: Option<PathBuf>,
+    pub brokers: String,
+    pub kafka_properties: BTreeMap<String, String>,
+    pub topic: String,
+    /// How long one event may take to be acknowledged.
+    pub publish_timeout: Duration,
+    /// How long a write refused by a write block or a full queue is held and sent again.
+    /// Keep it below the clients' request timeout (the Python clients' default is 10 s).
+    pub hold: Duration,
+    /// The largest request body taken, as the cluster's `http.max_content_length`.
+    pub max_body: usize,
+}
+
+/// What the proxy has done since it started (served on `/_indexferry/stats`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub events: AtomicU64,
+    pub passed: AtomicU64,
+    pub writes: AtomicU64,
+    /// Writes in the cluster whose event could not be published: gaps for `reconcile`.
+    pub unpublished: AtomicU64,
+    /// Writes refused before the cluster because Kafka could not take their events.
+    pub refused_kafka: AtomicU64,
+    /// Write requests held because of a write block or a full queue.
+    pub held: AtomicU64,
+}
+
+pub struct Proxy {
+    cfg: ProxyConfig,
+    client: reqwest::Client,
+    publisher: Publisher,
+    /// A publish failed and Kafka has not answered since: writes are refused.
+    kafka_down: AtomicBool,
+    /// When the brokers were last asked whether they are back.
+    kafka_probed: tokio::sync::Mutex<Option<Instant>>,
+    /// Alias name → the routing it applies to writes (`index_routing`), read when first met.
+    alias_routing: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    counters: Counters,
+}
+
+/// How long a read alias routing is trusted.
+const ALIAS_TTL: Duration = Duration::from_secs(10);
+
+impl Proxy {
+    /// Makes the upstream client and the Kafka producer. Kafka need not be up: until it
+    /// answers, writes are refused.
+    pub async fn new(cfg: ProxyConfig) -> anyhow::Result<Arc<Proxy>> {
+        let mut client = reqwest::Client::builder()
+            // The answers go back as the cluster sent them, compressed or not.
+            .no_gzip()
+            .no_deflate()
+            .no_brotli()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(ca) = &cfg.ca_file {
+            let pem =
+                std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read the CA file {}: {e}", ca.display()))?;
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let client = client.build()?;
+        let publisher = Publisher::new(&cfg.brokers, &cfg.kafka_properties, &cfg.topic, cfg.publish_timeout)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let up = publisher.reachable(Duration::from_secs(5)).await;
+        if !up {
+            tracing::warn!(brokers = %cfg.brokers, "kafka does not answer: writes are refused until it does");
+        }
+        Ok(Arc::new(Proxy {
+            cfg,
+            client,
+            publisher,
+            kafka_down: AtomicBool::new(!up),
+            kafka_probed: tokio::sync::Mutex::new(None),
+            alias_routing: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        }))
+    }
+
+    /// Serves until `stop` is cancelled, then lets the requests in flight finish.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let tracker = tokio_util::task::TaskTracker::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.cancelled() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            let stop = stop.clone();
+            tracker.spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended") },
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+        self.publisher.flush(Duration::from_secs(10));
+        Ok(())
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if req.uri().path() == "/_indexferry/stats" {
+            return self.stats();
+        }
+        match classify::classify(req.method(), req.uri().path()) {
+            Kind::Pass => {
+                self.counters.passed.fetch_add(1, Ordering::Relaxed);
+                self.pass(req).await
+            }
+            Kind::Refused(why) => error(StatusCode::NOT_IMPLEMENTED, "indexferry_proxy_exception", &why),
+            kind => {
+                self.counters.writes.fetch_add(1, Ordering::Relaxed);
+                let (parts, body) = req.into_parts();
+                let body = match self.read_body(&parts.headers, body).await {
+                    Ok(b) => b,
+                    Err(resp) => return *resp,
+                };
+                if let Some(refused) = self.kafka_gate().await {
+                    return refused;
+                }
+                match kind {
+                    Kind::Doc(w) => self.doc(w, parts, body).await,
+                    Kind::Bulk { index } => self.bulk(index, parts, body).await,
+                    Kind::Pass | Kind::Refused(_) => unreachable!("handled above"),
+                }
+            }
+        }
+    }
+
+    /// Forwards the request and streams the answer back.
+    async fn pass(&self, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.cfg.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return too_large_or_bad(e, self.cfg.max_body),
+        };
+        let url = self.url(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        let sent = self.client.request(parts.method, url).headers(forwarded(&parts.headers)).body(body).send().await;
+        match sent {
+            Ok(resp) => {
+                let mut out = Response::builder().status(resp.status());
+                if let Some(h) = out.headers_mut() {
+                    *h = forwarded(resp.headers());
+                }
+                let stream = futures::StreamExt::map(resp.bytes_stream(), |chunk| {
+                    chunk.map(Frame::data).map_err(|e| Box::new(e) as BoxError)
+                });
+                out.body(BoxBody::new(StreamBody::new(stream)))
+                    .unwrap_or_else(|e| error(StatusCode::BAD_GATEWAY, "indexferry_proxy_exception", &e.to_string()))
+            }
+            Err(e) => upstream_unreachable(&e),
+        }
+    }
+
+    /// A write request's body, whole and uncompressed, within the size limit.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Box<Response<Body>>> {
+        let raw = match Limited::new(body, self.cfg.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Err(Box::new(too_large_or_bad(e, self.cfg.max_body))),
+        };
+        let gzipped = headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+        if !gzipped {
+            return Ok(raw);
+        }
+        let mut out = vec![];
+        let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(self.cfg.max_body as u64 + 1);
+        use std::io::Read as _;
+        if let Err(e) = decoder.read_to_end(&mut out) {
+            return Err(Box::new(error(StatusCode::BAD_REQUEST, "parse_exception", &format!("bad gzip body: {e}"))));
+        }
+        if out.len() > self.cfg.max_body {
+            return Err(Box::new(too_large(self.cfg.max_body)));
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Refuses a write while Kafka cannot take its event (asking the brokers again at most
+    /// once a second); None lets it through.
+    async fn kafka_gate(&self) -> Option<Response<Body>> {
+        if !self.kafka_down.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut probed = self.kafka_probed.lock().await;
+        if self.kafka_down.load(Ordering::Relaxed) && probed.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *probed = Some(Instant::now());
+            if self.publisher.reachable(Duration::from_millis(500)).await {
+                tracing::info!("kafka answers again: writes are taken again");
+                self.publisher.ok();
+                self.kafka_down.store(false, Ordering::Relaxed);
+            }
+        }
+        if !self.kafka_down.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.counters.refused_kafka.fetch_add(1, Ordering::Relaxed);
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "indexferry_kafka_unavailable_exception",
+            "the change events cannot be published now (Kafka does not answer): the write was not sent to the \
+             cluster; retry it",
+        );
+        resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        Some(resp)
+    }
+
+    /// A publish failed: refuse writes until Kafka answers again.
+    pub(crate) fn publish_failed(&self, n: u64, why: &str) {
+        self.counters.unpublished.fetch_add(n, Ordering::Relaxed);
+        if !self.kafka_down.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = %why, "a change event could not be published: writes are refused until Kafka answers");
+        }
+    }
+
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.cfg.upstream.trim_end_matches('/'), path_and_query)
+    }
+
+    fn stats(&self) -> Response<Body> {
+        let c = &self.counters;
+        let v = json!({
+            "events_published": c.events.load(Ordering::Relaxed),
+            "write_requests": c.writes.load(Ordering::Relaxed),
+            "passed_requests": c.passed.load(Ordering::Relaxed),
+            "unpublished_writes": c.unpublished.load(Ordering::Relaxed),
+            "refused_kafka_down": c.refused_kafka.load(Ordering::Relaxed),
+            "held_requests": c.held.load(Ordering::Relaxed),
+            "kafka_down": self.kafka_down.load(Ordering::Relaxed),
+        });
+        json_response(StatusCode::OK, &v)
+    }
+}
+
+/// Headers that belong to one connection, not to the request or answer.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// The headers to send on: all but the connection's own, and the length (set again).
+fn forwarded(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (k, v) in headers {
+        if !HOP_BY_HOP.contains(&k.as_str()) && k != http::header::CONTENT_LENGTH {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// The headers a captured write sends on: its body goes uncompressed, and its answer must
+/// come back uncompressed (the proxy reads it).
+pub(crate) fn forwarded_write(headers: &HeaderMap) -> HeaderMap {
+    let mut out = forwarded(headers);
+    out.remove(http::header::CONTENT_ENCODING);
+    out.remove(http::header::ACCEPT_ENCODING);
+    out
+}
+
+/// The headers a read of the proxy's own sends: the client's credentials only.
+pub(crate) fn credentials(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in [http::header::AUTHORIZATION, HeaderName::from_static("es-security-runas-user")] {
+        if let Some(v) = headers.get(&name) {
+            out.insert(name, v.clone());
+        }
+    }
+    out.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    out
+}
+
+pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    bytes_response(status, Bytes::from(v.to_string()))
+}
+
+pub(crate) fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(BoxBody::new(Full::new(body).map_err(|never| match never {})));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// An answer shaped as the cluster's own errors, so that clients raise it as such.
+pub(crate) fn error(status: StatusCode, kind: &str, reason: &str) -> Response<Body> {
+    let cause = json!({ "type": kind, "reason": reason });
+    json_response(
+        status,
+        &json!({ "error": { "root_cause": [cause.clone()], "type": kind, "reason": reason }, "status": status.as_u16() }),
+    )
+}
+
+pub(crate) fn upstream_unreachable(e: &reqwest::Error) -> Response<Body> {
+    error(StatusCode::BAD_GATEWAY, "indexferry_proxy_exception", &format!("the cluster cannot be reached: {e}"))
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "content_too_long_exception",
+        &format!("request body is larger than the proxy's limit of {limit} bytes (--max-body)"),
+    )
+}
+
+fn too_large_or_bad(e: BoxError, limit: usize) -> Response<Body> {
+    if e.is::<http_body_util::LengthLimitError>() {
+        return too_large(limit);
+    }
+    error(StatusCode::BAD_REQUEST, "indexferry_proxy_exception", &format!("cannot read the request body: {e}"))
+}

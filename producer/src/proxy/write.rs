@@ -1,0 +1,630 @@
+//! The writes the proxy captures: one document (`_doc`, `_create`, `_update`, a delete) or a
+//! `_bulk`. Each is sent to the cluster (held while a write block or a full queue refuses
+//! it), every acknowledged write is read back and its event published, and then the client
+//! gets the cluster's answer, cut down to its `filter_path`.
+
+use super::classify::{DocOp, DocWrite};
+use super::filter_path::FilterPath;
+use super::{bytes_response, credentials, error, forwarded_write, json_response, upstream_unreachable, Body, Proxy};
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderMap, Method, Response, StatusCode};
+use indexferry_common::retry::Backoff;
+use indexferry_schemas::{ChangeEvent, Op, SCHEMA_V1};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The request's query without `filter_path` (the proxy needs the whole answer), and the
+/// client's `filter_path`.
+pub(super) fn split_query(query: Option<&str>) -> (String, Option<FilterPath>, Option<String>) {
+    let (mut kept, mut filter, mut routing) = (vec![], None, None);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode =
+            |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+        match decode(k).as_str() {
+            "filter_path" => filter = FilterPath::parse(&decode(v)),
+            "routing" => {
+                routing = Some(decode(v));
+                kept.push(pair);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    (kept.join("&"), filter, routing)
+}
+
+/// A document as the cluster holds it now (realtime `_mget`).
+#[derive(Debug, Deserialize)]
+struct Stored {
+    #[serde(rename = "_index")]
+    index: String,
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(default)]
+    found: bool,
+    #[serde(rename = "_version")]
+    version: Option<u64>,
+    #[serde(rename = "_seq_no")]
+    seq_no: Option<u64>,
+    #[serde(rename = "_primary_term")]
+    primary_term: Option<u64>,
+    #[serde(rename = "_routing")]
+    routing: Option<String>,
+    #[serde(rename = "_source")]
+    source: Option<Box<RawValue>>,
+}
+
+/// One write the cluster acknowledged, to read back (or, a delete, to publish as it is).
+#[derive(Debug, Clone)]
+struct Acked {
+    delete: bool,
+    index: String,
+    id: String,
+    routing: Option<String>,
+    version: u64,
+    seq_no: u64,
+    primary_term: u64,
+}
+
+impl Acked {
+    /// From a write's answer (a single write's body, or a bulk item's object); None when it
+    /// changed nothing (`noop`) or failed.
+    fn from_answer(v: &Value, status: u16, delete: bool, routing: Option<String>) -> Option<Acked> {
+        let result = v.get("result").and_then(Value::as_str);
+        let acked = (200..300).contains(&status) || (delete && status == 404 && result == Some("not_found"));
+        if !acked || result == Some("noop") {
+            return None;
+        }
+        Some(Acked {
+            delete,
+            index: v.get("_index")?.as_str()?.to_owned(),
+            id: v.get("_id")?.as_str()?.to_owned(),
+            routing,
+            version: v.get("_version")?.as_u64()?,
+            seq_no: v.get("_seq_no")?.as_u64()?,
+            primary_term: v.get("_primary_term")?.as_u64()?,
+        })
+    }
+}
+
+impl Proxy {
+    pub(super) async fn doc(&self, w: DocWrite, parts: http::request::Parts, body: Bytes) -> Response<Body> {
+        let (query, filter, routing) = split_query(parts.uri.query());
+        let path_and_query = join(parts.uri.path(), &query);
+        let headers = forwarded_write(&parts.headers);
+        let answer = match self.send_held(&parts.method, &path_and_query, &headers, &body).await {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        };
+        let status = answer.status;
+        let Ok(parsed) = serde_json::from_slice::<Value>(&answer.body) else {
+            return answer.unchanged();
+        };
+        let delete = w.op == DocOp::Delete;
+        let routing = match (&routing, parsed.get("_index").and_then(Value::as_str)) {
+            (Some(r), _) => Some(r.clone()),
+            (None, Some(concrete)) => self.alias_routing(&w.index, concrete, &parts.headers).await,
+            (None, None) => None,
+        };
+        if let Some(acked) = Acked::from_answer(&parsed, status.as_u16(), delete, routing) {
+            if let Err(why) = self.publish(&[acked], &parts.headers).await {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "indexferry_publish_exception", &why);
+            }
+        }
+        answer.respond(parsed, filter.as_ref())
+    }
+
+    pub(super) async fn bulk(&self, index: Option<String>, parts: http::request::Parts, body: Bytes) -> Response<Body> {
+        let (query, filter, routing) = split_query(parts.uri.query());
+        let items = match parse_bulk(&body) {
+            Ok(items) => items,
+            Err(why) => return error(StatusCode::BAD_REQUEST, "illegal_argument_exception", &why),
+        };
+        if items.is_empty() {
+            return error(StatusCode::BAD_REQUEST, "action_request_validation_exception", "no requests added");
+        }
+        let path_and_query = join(parts.uri.path(), &query);
+        let headers = forwarded_write(&parts.headers);
+        let first = match self.send_held(&parts.method, &path_and_query, &headers, &body).await {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        };
+        let parsed = match serde_json::from_slice::<Value>(&first.body) {
+            Ok(v) if first.status.is_success() => v,
+            _ => return first.unchanged(),
+        };
+        let mut answer = match self.hold_items(parsed, &items, &body, &parts.method, &path_and_query, &headers).await {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        };
+        let Some(answered) = answer.get("items").and_then(Value::as_array) else {
+            return first.respond(answer, None);
+        };
+        if answered.len() != items.len() {
+            // The proxy cannot tell which write each answer is for: say so rather than guess.
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "indexferry_proxy_exception",
+                &format!("the cluster answered {} items to a bulk of {}", answered.len(), items.len()),
+            );
+        }
+        let mut acked = vec![];
+        let mut slots = vec![];
+        for (n, (item, meta)) in answered.iter().zip(&items).enumerate() {
+            let Some((_, result)) = item.as_object().and_then(|o| o.iter().next()) else { continue };
+            let status = result.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
+            let named = meta.index.clone().or_else(|| index.clone()).unwrap_or_default();
+            let routing = match (
+                meta.routing.clone().or_else(|| routing.clone()),
+                result.get("_index").and_then(Value::as_str),
+            ) {
+                (Some(r), _) => Some(r),
+                (None, Some(concrete)) if (200..300).contains(&status) || status == 404 => {
+                    self.alias_routing(&named, concrete, &parts.headers).await
+                }
+                (None, _) => None,
+            };
+            if let Some(a) = Acked::from_answer(result, status, meta.action == "delete", routing) {
+                acked.push(a);
+                slots.push(n);
+            }
+        }
+        let failed = self.publish_each(&acked, &parts.headers).await;
+        if let Some(list) = answer.get_mut("items").and_then(Value::as_array_mut) {
+            for (k, why) in failed {
+                let n = slots[k];
+                let action = items[n].action.clone();
+                let a = &acked[k];
+                list[n] = json!({ action: {
+                    "_index": a.index, "_id": a.id, "status": 503,
+                    "error": { "type": "indexferry_publish_exception", "reason": why },
+                }});
+            }
+            let errors = list
+                .iter()
+                .any(|i| i.as_object().and_then(|o| o.values().next()).is_some_and(|r| r.get("error").is_some()));
+            answer["errors"] = json!(errors);
+        }
+        first.respond(answer, filter.as_ref())
+    }
+
+    /// Sends a write, and sends it again while a write block or a full queue refuses it,
+    /// for up to `hold`.
+    async fn send_held(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Answer, Response<Body>> {
+        let mut backoff = hold_backoff(self.cfg.hold);
+        let mut held = false;
+        loop {
+            let answer = self.send(method, path_and_query, headers, body.clone()).await?;
+            if refused_for_now(answer.status.as_u16(), &answer.body) {
+                if let Some(d) = backoff.next_delay() {
+                    if !std::mem::replace(&mut held, true) {
+                        self.counters.held.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+            }
+            return Ok(answer);
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, Response<Body>> {
+        let resp = self
+            .client
+            .request(method.clone(), self.url(path_and_query))
+            .headers(headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| upstream_unreachable(&e))?;
+        let status = resp.status();
+        let mut headers = resp.headers().clone();
+        for h in [http::header::CONTENT_LENGTH, http::header::CONTENT_ENCODING, http::header::TRANSFER_ENCODING] {
+            headers.remove(h);
+        }
+        let body = resp.bytes().await.map_err(|e| upstream_unreachable(&e))?;
+        Ok(Answer { status, headers, body })
+    }
+
+    /// Sends again, for up to `hold`, the items of a bulk that a write block or a full queue
+    /// refused, and puts their new answers in their places.
+    async fn hold_items(
+        &self,
+        mut answer: Value,
+        items: &[BulkLine],
+        body: &Bytes,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> Result<Value, Response<Body>> {
+        let mut backoff = hold_backoff(self.cfg.hold);
+        let mut held = false;
+        loop {
+            let Some(list) = answer.get("items").and_then(Value::as_array) else { return Ok(answer) };
+            let again: Vec<usize> = list
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| {
+                    let r = i.as_object().and_then(|o| o.values().next());
+                    let status = r.and_then(|r| r.get("status")).and_then(Value::as_u64).unwrap_or(0) as u16;
+                    let kind = r.and_then(|r| r.pointer("/error/type")).and_then(Value::as_str);
+                    status == 429 || (status == 403 && kind == Some("cluster_block_exception"))
+                })
+                .map(|(n, _)| n)
+                .collect();
+            if again.is_empty() || list.len() != items.len() {
+                return Ok(answer);
+            }
+            let Some(d) = backoff.next_delay() else { return Ok(answer) };
+            if !std::mem::replace(&mut held, true) {
+                self.counters.held.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(d).await;
+            let mut subset = Vec::new();
+            for &n in &again {
+                subset.extend_from_slice(&body[items[n].lines.clone()]);
+            }
+            let resent = self.send(method, path_and_query, headers, Bytes::from(subset)).await?;
+            let status = resent.status;
+            let Ok(resent) = serde_json::from_slice::<Value>(&resent.body) else { return Ok(answer) };
+            let Some(new_items) = resent.get("items").and_then(Value::as_array).filter(|_| status.is_success()) else {
+                continue;
+            };
+            if new_items.len() != again.len() {
+                return Ok(answer);
+            }
+            if let Some(list) = answer.get_mut("items").and_then(Value::as_array_mut) {
+                for (&n, item) in again.iter().zip(new_items) {
+                    list[n] = item.clone();
+                }
+            }
+        }
+    }
+
+    /// Publishes the events of acknowledged writes: all or none is what the caller tells
+    /// the client.
+    async fn publish(&self, acked: &[Acked], headers: &HeaderMap) -> Result<(), String> {
+        match self.publish_each(acked, headers).await.into_iter().next() {
+            Some((_, why)) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads back the written documents and publishes one event for each still there (and
+    /// one for each delete); the writes whose event is not published, with why.
+    async fn publish_each(&self, acked: &[Acked], headers: &HeaderMap) -> Vec<(usize, String)> {
+        if acked.is_empty() {
+            return vec![];
+        }
+        let written: Vec<usize> = (0..acked.len()).filter(|&k| !acked[k].delete).collect();
+        let stored = match self.read_back(written.iter().map(|&k| &acked[k]), headers).await {
+            Ok(s) => s,
+            Err(why) => {
+                let why = format!(
+                    "the write was acknowledged but the document could not be read back for its change event ({why}); \
+                     retry the write"
+                );
+                self.counters.unpublished.fetch_add(acked.len() as u64, Ordering::Relaxed);
+                return (0..acked.len()).map(|k| (k, why.clone())).collect();
+            }
+        };
+        let mut stored = stored.into_iter();
+        let mut events = vec![];
+        for (k, a) in acked.iter().enumerate() {
+            let event = match a.delete {
+                true => Some(event(Op::Delete, a.index.clone(), a.id.clone(), a.routing.clone(), None, a)),
+                // Not found: deleted since, by a write whose own event says so.
+                false => stored.next().flatten().map(|s| {
+                    let at = Acked {
+                        delete: false,
+                        index: s.index.clone(),
+                        id: s.id.clone(),
+                        routing: None,
+                        version: s.version.unwrap_or(a.version),
+                        seq_no: s.seq_no.unwrap_or(a.seq_no),
+                        primary_term: s.primary_term.unwrap_or(a.primary_term),
+                    };
+                    event(Op::Index, s.index, s.id, s.routing.or_else(|| a.routing.clone()), s.source, &at)
+                }),
+            };
+            if let Some(e) = event {
+                events.push((k, e));
+            }
+        }
+        let outcomes = self.publisher.publish_all(events.iter().map(|(_, e)| e)).await;
+        let mut failed = vec![];
+        for ((k, _), outcome) in events.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {
+                    self.counters.events.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => failed.push((
+                    *k,
+                    format!(
+                        "the document was written but its change event could not be published ({e}); retry the write"
+                    ),
+                )),
+            }
+        }
+        if let Some((_, why)) = failed.first() {
+            self.publish_failed(failed.len() as u64, why);
+        }
+        failed
+    }
+
+    /// The documents as the cluster holds them now, in order; None for one not found.
+    async fn read_back<'a>(
+        &self,
+        acked: impl Iterator<Item = &'a Acked>,
+        headers: &HeaderMap,
+    ) -> Result<Vec<Option<Stored>>, String> {
+        let docs: Vec<Value> = acked
+            .map(|a| {
+                let mut d = json!({ "_index": a.index, "_id": a.id });
+                if let Some(r) = &a.routing {
+                    d["routing"] = json!(r);
+                }
+                d
+            })
+            .collect();
+        if docs.is_empty() {
+            return Ok(vec![]);
+        }
+        let wanted = docs.len();
+        let body = Bytes::from(json!({ "docs": docs }).to_string());
+        let Answer { status, body: bytes, .. } = self
+            .send(&Method::POST, "/_mget?realtime=true", &credentials(headers), body)
+            .await
+            .map_err(|_| "the cluster cannot be reached".to_owned())?;
+        if !status.is_success() {
+            return Err(format!(
+                "_mget answered {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            ));
+        }
+        #[derive(Deserialize)]
+        struct Docs {
+            docs: Vec<Stored>,
+        }
+        let docs: Docs = serde_json::from_slice(&bytes).map_err(|e| format!("unexpected _mget answer: {e}"))?;
+        if docs.docs.len() != wanted {
+            return Err(format!("_mget answered {} documents for {wanted}", docs.docs.len()));
+        }
+        Ok(docs.docs.into_iter().map(|d| d.found.then_some(d)).collect())
+    }
+
+    /// The routing an alias applies to writes into `concrete` (its `index_routing`), when
+    /// `name` is an alias; read once per [`super::ALIAS_TTL`].
+    async fn alias_routing(&self, name: &str, concrete: &str, headers: &HeaderMap) -> Option<String> {
+        if name == concrete || name.is_empty() {
+            return None;
+        }
+        let key = format!("{name}\u{0}{concrete}");
+        if let Some((routing, at)) = self.alias_routing.lock().ok()?.get(&key) {
+            if at.elapsed() < super::ALIAS_TTL {
+                return routing.clone();
+            }
+        }
+        let path = format!("/{}/_alias/{}", encode(concrete), encode(name));
+        let routing = match self.send(&Method::GET, &path, &credentials(headers), Bytes::new()).await {
+            Ok(a) if a.status.is_success() => serde_json::from_slice::<Value>(&a.body).ok().and_then(|v| {
+                let a = v.get(concrete)?.get("aliases")?.get(name)?;
+                a.get("index_routing").or_else(|| a.get("routing")).and_then(Value::as_str).map(str::to_owned)
+            }),
+            _ => None,
+        };
+        if let Ok(mut cache) = self.alias_routing.lock() {
+            cache.insert(key, (routing.clone(), Instant::now()));
+        }
+        routing
+    }
+}
+
+fn event(
+    op: Op,
+    index: String,
+    id: String,
+    routing: Option<String>,
+    source: Option<Box<RawValue>>,
+    a: &Acked,
+) -> ChangeEvent {
+    ChangeEvent {
+        schema: SCHEMA_V1.to_owned(),
+        op,
+        index,
+        id,
+        seq_no: a.seq_no,
+        primary_term: a.primary_term,
+        version: a.version,
+        routing,
+        source,
+        ts: Utc::now(),
+    }
+}
+
+/// What the cluster answered a request of the proxy's.
+pub(super) struct Answer {
+    status: StatusCode,
+    /// Its headers but the length and encoding (`X-Elastic-Product` and the deprecation
+    /// warnings go back to the client: the Elasticsearch clients check the first).
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn unchanged(self) -> Response<Body> {
+        let mut resp = bytes_response(self.status, self.body);
+        resp.headers_mut().extend(self.headers);
+        resp
+    }
+
+    /// The client's answer: this one's status and headers, with `v` cut to the client's
+    /// `filter_path`.
+    fn respond(&self, v: Value, filter: Option<&FilterPath>) -> Response<Body> {
+        let v = match filter {
+            Some(f) => f.apply(v),
+            None => v,
+        };
+        let mut resp = json_response(self.status, &v);
+        resp.headers_mut().extend(self.headers.clone());
+        resp
+    }
+}
+
+fn join(path: &str, query: &str) -> String {
+    match query.is_empty() {
+        true => path.to_owned(),
+        false => format!("{path}?{query}"),
+    }
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Short first steps: a rollover's block lasts well under a second.
+fn hold_backoff(hold: Duration) -> Backoff {
+    Backoff::new(Duration::from_millis(20), Duration::from_millis(250), Some(hold))
+}
+
+/// A write block (a rollover's pause) or a full queue: worth sending again shortly.
+fn refused_for_now(status: u16, body: &[u8]) -> bool {
+    match status {
+        429 => true,
+        403 => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.pointer("/error/type").and_then(Value::as_str).map(|t| t == "cluster_block_exception"))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// One action of a bulk body: where its lines are, and what its metadata names.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct BulkLine {
+    pub action: String,
+    pub index: Option<String>,
+    pub routing: Option<String>,
+    /// Its action line and (but for a delete) its document line, newlines included.
+    pub lines: std::ops::Range<usize>,
+}
+
+/// The actions of a bulk body; an error names the line the cluster would refuse.
+pub(super) fn parse_bulk(body: &[u8]) -> Result<Vec<BulkLine>, String> {
+    let mut lines = vec![];
+    let mut start = 0;
+    while start < body.len() {
+        let end = body[start..].iter().position(|&b| b == b'\n').map(|p| start + p + 1).unwrap_or(body.len());
+        lines.push(start..end);
+        start = end;
+    }
+    let blank = |r: &std::ops::Range<usize>| body[r.clone()].iter().all(u8::is_ascii_whitespace);
+    let mut out = vec![];
+    let mut n = 0;
+    while n < lines.len() {
+        if blank(&lines[n]) {
+            n += 1;
+            continue;
+        }
+        let head: Value = serde_json::from_slice(&body[lines[n].clone()])
+            .map_err(|e| format!("bulk line {}: not an action: {e}", n + 1))?;
+        let Some((action, meta)) = head.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next()) else {
+            return Err(format!("bulk line {}: expected one action (index, create, update or delete)", n + 1));
+        };
+        if !matches!(action.as_str(), "index" | "create" | "update" | "delete") {
+            return Err(format!("bulk line {}: unknown action [{action}]", n + 1));
+        }
+        let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_owned);
+        let first = lines[n].start;
+        let mut last = lines[n].end;
+        if action != "delete" {
+            n += 1;
+            match lines.get(n) {
+                Some(doc) => last = doc.end,
+                None => return Err(format!("bulk line {}: the {action} action has no document line", n)),
+            }
+        }
+        out.push(BulkLine {
+            action: action.clone(),
+            index: text("_index"),
+            routing: text("routing").or_else(|| text("_routing")),
+            lines: first..last,
+        });
+        n += 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bulk_body_is_cut_into_its_actions() {
+        let body = b"{\"index\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"f\":1}\n\n{\"delete\":{\"_id\":\"2\",\"routing\":\"r\"}}\n{\"update\":{\"_id\":\"3\"}}\n{\"doc\":{\"f\":2}}";
+        let items = parse_bulk(body).unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].index.as_deref(), Some("a"));
+        assert_eq!(&body[items[0].lines.clone()], b"{\"index\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"f\":1}\n");
+        assert_eq!(items[1].action, "delete");
+        assert_eq!(items[1].routing.as_deref(), Some("r"));
+        assert_eq!(&body[items[1].lines.clone()], b"{\"delete\":{\"_id\":\"2\",\"routing\":\"r\"}}\n");
+        assert_eq!(&body[items[2].lines.clone()], b"{\"update\":{\"_id\":\"3\"}}\n{\"doc\":{\"f\":2}}");
+    }
+
+    #[test]
+    fn a_bad_bulk_line_is_named() {
+        assert!(parse_bulk(b"{\"index\":{}}\n").unwrap_err().contains("no document line"));
+        assert!(parse_bulk(b"{\"upsert\":{}}\n{}\n").unwrap_err().contains("unknown action"));
+        assert!(parse_bulk(b"nope\n").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn filter_path_is_taken_out_of_the_query_and_routing_read() {
+        let (q, f, r) =
+            split_query(Some("refresh=true&filter_path=items.*._id&routing=a%2Bb&version_type=external_gte"));
+        assert_eq!(q, "refresh=true&routing=a%2Bb&version_type=external_gte");
+        assert!(f.is_some());
+        assert_eq!(r.as_deref(), Some("a+b"));
+        assert_eq!(split_query(None).0, "");
+    }
+
+    #[test]
+    fn only_acknowledged_changes_make_events() {
+        let ok =
+            json!({ "_index": "i", "_id": "1", "_version": 3, "_seq_no": 7, "_primary_term": 1, "result": "updated" });
+        let a = Acked::from_answer(&ok, 200, false, Some("r".into())).unwrap();
+        assert_eq!((a.version, a.seq_no, a.routing.as_deref()), (3, 7, Some("r")));
+        let noop =
+            json!({ "_index": "i", "_id": "1", "_version": 3, "_seq_no": 7, "_primary_term": 1, "result": "noop" });
+        assert!(Acked::from_answer(&noop, 200, false, None).is_none());
+        let missing = json!({ "_index": "i", "_id": "1", "_version": 1, "_seq_no": 8, "_primary_term": 1, "result": "not_found" });
+        assert!(Acked::from_answer(&missing, 404, true, None).is_some());
+        assert!(Acked::from_answer(&missing, 404, false, None).is_none());
+        assert!(Acked::from_answer(&json!({ "error": {} }), 409, false, None).is_none());
+    }
+
+    #[test]
+    fn blocks_and_full_queues_are_held_other_refusals_are_not() {
+        assert!(refused_for_now(429, b"{}"));
+        assert!(refused_for_now(403, br#"{"error":{"type":"cluster_block_exception"}}"#));
+        assert!(!refused_for_now(403, br#"{"error":{"type":"security_exception"}}"#));
+        assert!(!refused_for_now(409, b"{}"));
+    }
+}

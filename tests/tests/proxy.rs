@@ -1,0 +1,259 @@
+//! The capture proxy (`indexferry-proxy`) against the real stack: every kind of write it
+//! captures publishes exactly the events of what the cluster stored; what it cannot capture
+//! is refused; reads pass through; with Kafka unreachable, writes are refused before they
+//! reach the cluster; and a migration captured only by the proxy ends identical.
+
+use anyhow::Context as _;
+use indexferry_common::es::Method;
+use indexferry_schemas::{ChangeEvent, Op};
+use indexferry_tests::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::Duration;
+
+/// One request through the proxy: status and JSON answer.
+async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+async fn bulk(url: &str, lines: &[Value], gzip: bool) -> anyhow::Result<(u16, Value)> {
+    let mut body = String::new();
+    for l in lines {
+        body.push_str(&l.to_string());
+        body.push('\n');
+    }
+    let mut req = reqwest::Client::new().post(url).header("content-type", "application/x-ndjson");
+    req = match gzip {
+        true => {
+            let mut enc = flate2::write::GzEncoder::new(vec![], flate2::Compression::default());
+            enc.write_all(body.as_bytes())?;
+            req.header("content-encoding", "gzip").body(enc.finish()?)
+        }
+        false => req.body(body),
+    };
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await?))
+}
+
+fn events(topic: &str) -> anyhow::Result<Vec<ChangeEvent>> {
+    read_topic_until_idle(topic, Duration::from_secs(2))?
+        .into_iter()
+        .map(|(_, payload)| indexferry_schemas::decode(None, &payload).map_err(|e| anyhow::anyhow!("{e}")))
+        .collect()
+}
+
+/// Every kind of single-document and bulk write through the proxy, then: the events are
+/// exactly the expected ones, in order, and the last event of each id is the document as
+/// the cluster stores it (`_source`, `_version`, routing), or its delete.
+async fn every_kind_of_write(cluster_url: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let index = unique("proxy-writes");
+    let alias = unique("proxy-routed");
+    let topic = unique("proxy-events");
+    let c = cluster(cluster_url).await?;
+    c.json::<Value>(
+        Method::Put,
+        &format!("/{index}"),
+        &[],
+        Some(&json!({
+            "settings": { "number_of_shards": 2, "number_of_replicas": 0 },
+            "aliases": { alias.clone(): { "index_routing": "ar", "is_write_index": true } }
+        })),
+    )
+    .await?;
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let proxy = start_proxy(cluster_url, &brokers(), &topic, &dir.path().join("proxy.log"), &[]).await?;
+    let doc = |path: &str| format!("{}/{index}/{path}", proxy.url);
+    use reqwest::Method as M;
+
+    let mut expected: Vec<(String, Op)> = vec![];
+    let (s, _) = call(M::PUT, &doc("_doc/1"), Some(json!({ "n": 1, "t": "a" }))).await?;
+    assert_eq!(s, 201);
+    expected.push(("1".into(), Op::Index));
+    let (s, r) = call(M::POST, &doc("_doc"), Some(json!({ "n": 2 }))).await?;
+    assert_eq!(s, 201, "{r}");
+    let auto = r["_id"].as_str().context("an auto id")?.to_owned();
+    expected.push((auto.clone(), Op::Index));
+    let (s, _) = call(M::PUT, &doc("_create/3"), Some(json!({ "n": 3 }))).await?;
+    assert_eq!(s, 201);
+    expected.push(("3".into(), Op::Index));
+    let (s, r) = call(M::PUT, &doc("_create/3"), Some(json!({ "n": 33 }))).await?;
+    assert_eq!(s, 409, "a create of an existing id is refused, and publishes nothing: {r}");
+    let (s, _) = call(M::POST, &doc("_update/1"), Some(json!({ "doc": { "t": "b" } }))).await?;
+    assert_eq!(s, 200);
+    expected.push(("1".into(), Op::Index));
+    let (s, _) = call(M::POST, &doc("_update/4"), Some(json!({ "doc": { "n": 4 }, "doc_as_upsert": true }))).await?;
+    assert_eq!(s, 201);
+    expected.push(("4".into(), Op::Index));
+    let (s, _) = call(M::POST, &doc("_update/5"), Some(json!({ "doc": { "n": 0 }, "upsert": { "n": 5 } }))).await?;
+    assert_eq!(s, 201);
+    expected.push(("5".into(), Op::Index));
+    let (s, r) = call(M::POST, &doc("_update/1"), Some(json!({ "doc": { "t": "b" } }))).await?;
+    assert_eq!((s, r["result"].as_str()), (200, Some("noop")), "an update that changes nothing publishes nothing");
+    let (s, _) = call(M::DELETE, &doc("_doc/3"), None).await?;
+    assert_eq!(s, 200);
+    expected.push(("3".into(), Op::Delete));
+    let (s, _) = call(M::PUT, &doc("_doc/6?routing=r6"), Some(json!({ "n": 6 }))).await?;
+    assert_eq!(s, 201);
+    expected.push(("6".into(), Op::Index));
+    let (s, r) = bulk(
+        &format!("{}/_bulk", proxy.url),
+        &[
+            json!({ "index": { "_index": index, "_id": "7" } }),
+            json!({ "n": 7 }),
+            json!({ "create": { "_index": index, "_id": "8" } }),
+            json!({ "n": 8 }),
+            json!({ "update": { "_index": index, "_id": "6", "routing": "r6" } }),
+            json!({ "doc": { "n": 66 } }),
+            json!({ "delete": { "_index": index, "_id": auto } }),
+            json!({ "create": { "_index": index, "_id": "1" } }),
+            json!({ "n": 11 }),
+        ],
+        false,
+    )
+    .await?;
+    assert_eq!(s, 200);
+    assert_eq!(r["errors"], json!(true), "the create of an existing id fails: {r}");
+    assert_eq!(r["items"][4]["create"]["status"], json!(409), "{r}");
+    expected.extend([
+        ("7".into(), Op::Index),
+        ("8".into(), Op::Index),
+        ("6".into(), Op::Index),
+        (auto.clone(), Op::Delete),
+    ]);
+    let (s, r) =
+        bulk(&format!("{}/{index}/_bulk", proxy.url), &[json!({ "index": { "_id": "9" } }), json!({ "n": 9 })], true)
+            .await?;
+    assert_eq!((s, &r["errors"]), (200, &json!(false)), "a gzip bulk with the index in the path: {r}");
+    expected.push(("9".into(), Op::Index));
+    let (s, r) = call(M::PUT, &doc("_doc/10?filter_path=_id,result"), Some(json!({ "n": 10 }))).await?;
+    assert_eq!((s, r), (201, json!({ "_id": "10", "result": "created" })), "the client's filter_path is kept");
+    expected.push(("10".into(), Op::Index));
+    let (s, r) = call(M::PUT, &doc("_doc/11?version=1000&version_type=external_gte"), Some(json!({ "n": 11 }))).await?;
+    assert_eq!((s, &r["_version"]), (201, &json!(1000)), "{r}");
+    expected.push(("11".into(), Op::Index));
+    let (s, r) = call(M::PUT, &doc("_doc/11?version=999&version_type=external_gte"), Some(json!({ "n": 0 }))).await?;
+    assert_eq!(s, 409, "a version below the document's is refused as the cluster refuses it: {r}");
+    let (s, _) = call(M::PUT, &format!("{}/{alias}/_doc/12", proxy.url), Some(json!({ "n": 12 }))).await?;
+    assert_eq!(s, 201);
+    expected.push(("12".into(), Op::Index));
+
+    // Refused, never passed through unpublished.
+    let (s, r) = call(M::POST, &doc("_delete_by_query"), Some(json!({ "query": { "match_all": {} } }))).await?;
+    assert_eq!(s, 501, "{r}");
+    assert_eq!(r["error"]["type"], json!("indexferry_proxy_exception"));
+    // Reads pass through.
+    let (s, r) = call(M::GET, &doc("_doc/1"), None).await?;
+    assert_eq!((s, &r["_source"]), (200, &json!({ "n": 1, "t": "b" })));
+    call(M::POST, &doc("_refresh"), None).await?;
+    let (s, r) = call(M::POST, &doc("_search?size=0"), Some(json!({ "query": { "match_all": {} } }))).await?;
+    assert_eq!(s, 200);
+    let stored = all_stored(cluster_url, &index).await?;
+    assert_eq!(r["hits"]["total"]["value"].as_u64(), Some(stored.len() as u64), "{r}");
+
+    let events = events(&topic)?;
+    let seen: Vec<(String, Op)> = events.iter().map(|e| (e.id.clone(), e.op)).collect();
+    assert_eq!(seen, expected, "exactly one event per acknowledged change, in order");
+    let mut last: BTreeMap<&str, &ChangeEvent> = BTreeMap::new();
+    for e in &events {
+        assert_eq!(e.index, index, "events name the concrete index");
+        last.insert(&e.id, e);
+    }
+    for (id, e) in &last {
+        match (e.op, stored.get(*id)) {
+            (Op::Delete, None) => {}
+            (Op::Index, Some(s)) => {
+                let source: Value = serde_json::from_str(e.source.as_deref().map(|r| r.get()).unwrap_or("null"))?;
+                assert_eq!(source, s.source, "{id}: the event carries the stored _source");
+                assert_eq!(e.version, s.version, "{id}: and its _version");
+                assert_eq!(e.routing, s.routing, "{id}: and its routing");
+            }
+            (op, s) => anyhow::bail!("{id}: last event {op:?} but stored {s:?}"),
+        }
+    }
+    assert_eq!(last["12"].routing.as_deref(), Some("ar"), "a write through an alias with index_routing");
+    assert_eq!(last.len(), stored.len() + 2, "every stored document has its events, and the two deletes");
+    c.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_7_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
+    every_kind_of_write(&es7()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_8_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
+    every_kind_of_write(&es8()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_9_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
+    every_kind_of_write(&es9()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_2_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
+    every_kind_of_write(&opensearch()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_3_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
+    every_kind_of_write(&opensearch3()).await
+}
+
+/// With Kafka unreachable, a write is refused with 503 and Retry-After and never reaches
+/// the cluster; reads still pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_kafka_unreachable_writes_are_refused_before_the_cluster() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let index = unique("proxy-nokafka");
+    let c = cluster(&es8()).await?;
+    c.json::<Value>(Method::Put, &format!("/{index}"), &[], None).await?;
+    let dead = format!("127.0.0.1:{}", free_port()?);
+    let proxy = start_proxy(&es8(), &dead, "nowhere", &dir.path().join("proxy.log"), &[]).await?;
+    let resp = reqwest::Client::new()
+        .put(format!("{}/{index}/_doc/1", proxy.url))
+        .header("content-type", "application/json")
+        .body(r#"{"n":1}"#)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let body: Value = resp.json().await?;
+    assert_eq!(body["error"]["type"], json!("indexferry_kafka_unavailable_exception"), "{body}");
+    let (s, r) =
+        bulk(&format!("{}/{index}/_bulk", proxy.url), &[json!({ "index": { "_id": "2" } }), json!({})], false).await?;
+    assert_eq!(s, 503, "{r}");
+    let (s, _) = call(reqwest::Method::GET, &format!("{}/{index}/_search", proxy.url), None).await?;
+    assert_eq!(s, 200, "reads pass while Kafka is away");
+    assert!(all_docs(&es8(), &index).await?.is_empty(), "nothing reached the cluster");
+    let (_, stats) = call(reqwest::Method::GET, &format!("{}/_indexferry/stats", proxy.url), None).await?;
+    assert_eq!(stats["refused_kafka_down"], json!(2), "{stats}");
+    c.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
+    Ok(())
+}
+
+/// A body above the limit is refused with 413 and named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_above_the_limit_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let topic = unique("proxy-limit");
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let proxy = start_proxy(&es8(), &brokers(), &topic, &dir.path().join("proxy.log"), &["--max-body", "1000"]).await?;
+    let big = json!({ "text": "x".repeat(2000) });
+    let (s, r) =
+        call(reqwest::Method::PUT, &format!("{}/{}/_doc/1", proxy.url, unique("proxy-big")), Some(big)).await?;
+    assert_eq!(s, 413, "{r}");
+    assert!(r["error"]["reason"].as_str().unwrap_or_default().contains("--max-body"), "{r}");
+    Ok(())
+}

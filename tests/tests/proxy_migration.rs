@@ -1,0 +1,81 @@
+//! A migration captured only by the proxy: an application writing with an official Python
+//! client (compressed requests, bulk helpers, its own `external_gte` versions) through
+//! `indexferry-proxy`, through init, run and an in-cluster rollover. No write may fail, the
+//! rollover's write block must be held inside the proxy, and the target must end holding
+//! the same ids, `_source`, routing and `_version` as the source.
+
+use indexferry_common::es::Method;
+use indexferry_tests::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn captured_by_the_proxy(url: &str, client: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let Names { src, dst, alias, topic, name } = Names::new("pxmig");
+    let source = create_source(url, &src, &alias, &topic, 2, json!({})).await?;
+    let proxy = start_proxy(url, &brokers(), &topic, &dir.path().join("proxy.log"), &[]).await?;
+    let load = PyLoad::start(
+        dir.path(),
+        client,
+        &proxy.url,
+        &alias,
+        &["--initial", "1500", "--ids", "2000", "--rate", "80", "--compress"],
+    )?;
+    wait_docs(url, &src, 1000).await?;
+    let recipe =
+        RecipeSpec { slices: 2, ..RecipeSpec::new(&name, url, url, &topic, &src, &dst, &alias) }.write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
+    wait_caught_up(&state, &name, Duration::from_secs(180)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    eprintln!("{out}");
+    // Writes go on through the proxy, now into the target.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = load.stop()?;
+    eprintln!("load: {report}");
+    assert_eq!(report["failed"], json!(0), "no application write may fail: {report}");
+    assert!(report["done"].as_u64().unwrap_or(0) > 1700, "the load really ran: {report}");
+    let (_, stats) = {
+        let r = reqwest::get(format!("{}/_indexferry/stats", proxy.url)).await?;
+        (r.status(), r.json::<Value>().await?)
+    };
+    eprintln!("proxy: {stats}");
+    assert_eq!(stats["unpublished_writes"], json!(0), "{stats}");
+    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+
+    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
+    let verified: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(verified["identical"], json!(true), "{verified}");
+    // Independently of verify: every id not written after the switch is the same on both
+    // sides, with its _version and routing.
+    let after_switch: std::collections::BTreeSet<String> = read_topic_until_idle(&topic, Duration::from_secs(3))?
+        .into_iter()
+        .filter_map(|(_, payload)| indexferry_schemas::decode(None, &payload).ok())
+        .filter(|e| e.index == dst)
+        .map(|e| e.id)
+        .collect();
+    let (in_source, in_target) = (all_stored(url, &src).await?, all_stored(url, &dst).await?);
+    let mut differences = 0;
+    for id in in_source.keys().chain(in_target.keys()) {
+        if !after_switch.contains(id) && in_source.get(id) != in_target.get(id) {
+            differences += 1;
+            eprintln!("differs: {id}: source {:?} target {:?}", in_source.get(id), in_target.get(id));
+        }
+    }
+    assert_eq!(differences, 0, "every id not written after the switch is identical");
+    assert!(in_source.keys().any(|id| id.starts_with("ext-")), "the application's own versions were written");
+    source.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_8_with_the_elasticsearch_python_client() -> anyhow::Result<()> {
+    captured_by_the_proxy(&es8(), "elasticsearch").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_2_with_opensearch_py() -> anyhow::Result<()> {
+    captured_by_the_proxy(&opensearch(), "opensearch").await
+}
