@@ -2,19 +2,24 @@
 //! client (compressed requests, bulk helpers, its own `external_gte` versions) through
 //! `indexferry-proxy`, through init, run and an in-cluster rollover. No write may fail, the
 //! rollover's write block must be held inside the proxy, and the target must end holding
-//! the same ids, `_source`, routing and `_version` as the source.
+//! the same ids, `_source`, routing and `_version` as the source. Across clusters the proxy
+//! follows the switch marker: the application's writes after the switch land in the target.
 
 use indexferry_common::es::Method;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn captured_by_the_proxy(url: &str, client: &str) -> anyhow::Result<()> {
+async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let Names { src, dst, alias, topic, name } = Names::new("pxmig");
     let source = create_source(url, &src, &alias, &topic, 2, json!({})).await?;
-    let proxy = start_proxy(url, &brokers(), &topic, &dir.path().join("proxy.log"), &[]).await?;
+    let follow: Vec<&str> = match url == target_url {
+        true => vec![],
+        false => vec!["--follow-url", target_url, "--follow-migration", &name],
+    };
+    let proxy = start_proxy(url, &brokers(), &topic, &dir.path().join("proxy.log"), &follow).await?;
     let load = PyLoad::start(
         dir.path(),
         client,
@@ -23,8 +28,8 @@ async fn captured_by_the_proxy(url: &str, client: &str) -> anyhow::Result<()> {
         &["--initial", "1500", "--ids", "2000", "--rate", "80", "--compress"],
     )?;
     wait_docs(url, &src, 1000).await?;
-    let recipe =
-        RecipeSpec { slices: 2, ..RecipeSpec::new(&name, url, url, &topic, &src, &dst, &alias) }.write(dir.path())?;
+    let recipe = RecipeSpec { slices: 2, ..RecipeSpec::new(&name, url, target_url, &topic, &src, &dst, &alias) }
+        .write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
     wait_caught_up(&state, &name, Duration::from_secs(180)).await?;
@@ -43,6 +48,9 @@ async fn captured_by_the_proxy(url: &str, client: &str) -> anyhow::Result<()> {
     };
     eprintln!("proxy: {stats}");
     assert_eq!(stats["unpublished_writes"], json!(0), "{stats}");
+    if url != target_url {
+        assert_eq!(stats["followed_to"], json!(target_url), "the proxy followed the switch: {stats}");
+    }
     wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
 
     let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
@@ -56,7 +64,8 @@ async fn captured_by_the_proxy(url: &str, client: &str) -> anyhow::Result<()> {
         .filter(|e| e.index == dst)
         .map(|e| e.id)
         .collect();
-    let (in_source, in_target) = (all_stored(url, &src).await?, all_stored(url, &dst).await?);
+    assert!(!after_switch.is_empty(), "the application wrote after the switch, through the proxy");
+    let (in_source, in_target) = (all_stored(url, &src).await?, all_stored(target_url, &dst).await?);
     let mut differences = 0;
     for id in in_source.keys().chain(in_target.keys()) {
         if !after_switch.contains(id) && in_source.get(id) != in_target.get(id) {
@@ -66,16 +75,28 @@ async fn captured_by_the_proxy(url: &str, client: &str) -> anyhow::Result<()> {
     }
     assert_eq!(differences, 0, "every id not written after the switch is identical");
     assert!(in_source.keys().any(|id| id.starts_with("ext-")), "the application's own versions were written");
-    source.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await?;
+    source.json::<Value>(Method::Delete, &format!("/{src}"), &[], None).await?;
+    cluster(target_url).await?.json::<Value>(Method::Delete, &format!("/{dst}"), &[], None).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn elasticsearch_8_with_the_elasticsearch_python_client() -> anyhow::Result<()> {
-    captured_by_the_proxy(&es8(), "elasticsearch").await
+    captured_by_the_proxy(&es8(), &es8(), "elasticsearch").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn opensearch_2_with_opensearch_py() -> anyhow::Result<()> {
-    captured_by_the_proxy(&opensearch(), "opensearch").await
+    captured_by_the_proxy(&opensearch(), &opensearch(), "opensearch").await
+}
+
+/// Across clusters: after the switch the proxy sends every request to the target.
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_8_to_elasticsearch_9_the_proxy_follows_the_switch() -> anyhow::Result<()> {
+    captured_by_the_proxy(&es8(), &es9(), "elasticsearch").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_2_to_opensearch_3_the_proxy_follows_the_switch() -> anyhow::Result<()> {
+    captured_by_the_proxy(&opensearch(), &opensearch3(), "opensearch").await
 }

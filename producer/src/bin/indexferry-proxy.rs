@@ -3,8 +3,9 @@
 //! `proxy` module).
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use clap::Parser;
-use indexferry_producer::proxy::{Proxy, ProxyConfig};
+use indexferry_producer::proxy::{FollowConfig, Proxy, ProxyConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,27 @@ struct Cli {
     /// The largest request body taken, in bytes (the cluster's http.max_content_length is 100mb).
     #[arg(long, env = "INDEXFERRY_PROXY_MAX_BODY", default_value_t = 100 * 1024 * 1024)]
     max_body: usize,
+    /// The target cluster of a cross-cluster migration, as the recipe's `[target] url` names
+    /// it: once the source carries the switch marker naming it, every request goes there.
+    #[arg(long, env = "INDEXFERRY_PROXY_FOLLOW_URL", requires = "follow_migration")]
+    follow_url: Option<String>,
+    /// The migration whose switch to that cluster is followed (its name in the recipe): the
+    /// source may carry the markers of other migrations that left it.
+    #[arg(long, env = "INDEXFERRY_PROXY_FOLLOW_MIGRATION", requires = "follow_url")]
+    follow_migration: Option<String>,
+    /// PEM file of the CA that signed the target's certificate.
+    #[arg(long, env = "INDEXFERRY_PROXY_FOLLOW_CA_FILE", requires = "follow_url")]
+    follow_ca_file: Option<PathBuf>,
+    /// A user of the target cluster, whose credentials replace the client's there (the
+    /// password from INDEXFERRY_PROXY_FOLLOW_PASSWORD). Without it or an API key, the
+    /// client's own credentials go to the target too.
+    #[arg(long, env = "INDEXFERRY_PROXY_FOLLOW_USERNAME", requires = "follow_url")]
+    follow_username: Option<String>,
+    #[arg(long, env = "INDEXFERRY_PROXY_FOLLOW_PASSWORD", hide_env_values = true, requires = "follow_username")]
+    follow_password: Option<String>,
+    /// An API key of the target cluster (base64 `id:key`), instead of a user.
+    #[arg(long, env = "INDEXFERRY_PROXY_FOLLOW_API_KEY", hide_env_values = true, conflicts_with = "follow_username")]
+    follow_api_key: Option<String>,
     /// Log lines on stderr as `text`, or as `json`.
     #[arg(long, env = "INDEXFERRY_LOG_FORMAT", default_value = "text")]
     log_format: indexferry_common::logging::Format,
@@ -82,10 +104,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         publish_timeout: cli.publish_timeout,
         hold: cli.hold,
         max_body: cli.max_body,
+        follow: cli.follow_url.map(|url| FollowConfig {
+            url,
+            migration: cli.follow_migration.unwrap_or_default(),
+            ca_file: cli.follow_ca_file,
+            authorization: match (cli.follow_username, cli.follow_api_key) {
+                (Some(user), _) => {
+                    let pair = format!("{user}:{}", cli.follow_password.unwrap_or_default());
+                    Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
+                }
+                (None, Some(key)) => Some(format!("ApiKey {key}")),
+                (None, None) => None,
+            },
+        }),
     };
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let (listen, upstream, topic) = (listener.local_addr()?, cfg.upstream.clone(), cfg.topic.clone());
+    if let Some(f) = &cfg.follow {
+        let own = if f.authorization.is_some() { "its own credentials" } else { "the client's credentials" };
+        tracing::info!(target_url = %indexferry_common::es::redact_url(&f.url), "after a cross-cluster switch to this cluster, requests go there with {own}");
+    }
     let proxy = Proxy::new(cfg).await?;
     tracing::info!(%listen, %upstream, %topic, "proxy listening");
     let stop = CancellationToken::new();

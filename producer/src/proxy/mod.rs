@@ -27,6 +27,7 @@
 
 mod classify;
 mod filter_path;
+mod switch;
 mod write;
 
 use crate::publish::Publisher;
@@ -65,6 +66,23 @@ pub struct ProxyConfig {
     pub hold: Duration,
     /// The largest request body taken, as the cluster's `http.max_content_length`.
     pub max_body: usize,
+    /// The cluster a cross-cluster rollover may move the application to (`switch`): once
+    /// the source carries a switch marker naming it, every request goes there.
+    pub follow: Option<FollowConfig>,
+}
+
+/// The target cluster of a cross-cluster migration, as the proxy reaches it.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// The migration whose switch is followed (a cluster holds the markers of every
+    /// migration that left it, other applications' included).
+    pub migration: String,
+    /// Its URL, as the recipe's `[target] url` names it (the marker is matched by it).
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    /// The `Authorization` header to send there instead of the client's (the target has
+    /// its own users); None: the client's credentials go there too.
+    pub authorization: Option<String>,
 }
 
 /// What the proxy has done since it started (served on `/_indexferry/stats`).
@@ -81,10 +99,21 @@ pub(crate) struct Counters {
     pub held: AtomicU64,
 }
 
+/// Where requests go: the source, or after a cross-cluster switch the target.
+pub(crate) struct Upstream {
+    pub url: String,
+    pub client: reqwest::Client,
+    /// Sent instead of the client's `Authorization`.
+    pub authorization: Option<HeaderValue>,
+    pub followed: bool,
+}
+
 pub struct Proxy {
     cfg: ProxyConfig,
-    client: reqwest::Client,
+    upstream: std::sync::RwLock<Arc<Upstream>>,
     publisher: Publisher,
+    /// When the source was last asked for a switch marker.
+    marker_read: tokio::sync::Mutex<Option<Instant>>,
     /// A publish failed and Kafka has not answered since: writes are refused.
     kafka_down: AtomicBool,
     /// When the brokers were last asked whether they are back.
@@ -101,19 +130,16 @@ impl Proxy {
     /// Makes the upstream client and the Kafka producer. Kafka need not be up: until it
     /// answers, writes are refused.
     pub async fn new(cfg: ProxyConfig) -> anyhow::Result<Arc<Proxy>> {
-        let mut client = reqwest::Client::builder()
-            // The answers go back as the cluster sent them, compressed or not.
-            .no_gzip()
-            .no_deflate()
-            .no_brotli()
-            .pool_idle_timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10));
-        if let Some(ca) = &cfg.ca_file {
-            let pem =
-                std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read the CA file {}: {e}", ca.display()))?;
-            client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        let client = http_client(cfg.ca_file.as_deref())?;
+        if let Some(f) = &cfg.follow {
+            // Fail now, not at the switch.
+            http_client(f.ca_file.as_deref())?;
+            if let Some(a) = &f.authorization {
+                HeaderValue::from_str(a)
+                    .map_err(|_| anyhow::anyhow!("the target's credentials are not a valid header"))?;
+            }
         }
-        let client = client.build()?;
+        let upstream = Upstream { url: cfg.upstream.clone(), client, authorization: None, followed: false };
         let publisher = Publisher::new(&cfg.brokers, &cfg.kafka_properties, &cfg.topic, cfg.publish_timeout)
             .map_err(|e| anyhow::anyhow!(e))?;
         let up = publisher.reachable(Duration::from_secs(5)).await;
@@ -122,8 +148,9 @@ impl Proxy {
         }
         Ok(Arc::new(Proxy {
             cfg,
-            client,
+            upstream: std::sync::RwLock::new(Arc::new(upstream)),
             publisher,
+            marker_read: tokio::sync::Mutex::new(None),
             kafka_down: AtomicBool::new(!up),
             kafka_probed: tokio::sync::Mutex::new(None),
             alias_routing: Mutex::new(HashMap::new()),
@@ -179,6 +206,7 @@ impl Proxy {
         if req.uri().path() == "/_indexferry/stats" {
             return self.stats();
         }
+        self.look_for_switch(req.headers()).await;
         match classify::classify(req.method(), req.uri().path()) {
             Kind::Pass => {
                 self.counters.passed.fetch_add(1, Ordering::Relaxed);
@@ -211,8 +239,10 @@ impl Proxy {
             Ok(b) => b.to_bytes(),
             Err(e) => return too_large_or_bad(e, self.cfg.max_body),
         };
-        let url = self.url(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-        let sent = self.client.request(parts.method, url).headers(forwarded(&parts.headers)).body(body).send().await;
+        let up = self.upstream();
+        let url = up.url(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        let headers = up.headers(forwarded(&parts.headers));
+        let sent = up.client.request(parts.method, url).headers(headers).body(body).send().await;
         match sent {
             Ok(resp) => {
                 let mut out = Response::builder().status(resp.status());
@@ -291,8 +321,8 @@ impl Proxy {
         }
     }
 
-    pub(crate) fn url(&self, path_and_query: &str) -> String {
-        format!("{}{}", self.cfg.upstream.trim_end_matches('/'), path_and_query)
+    pub(crate) fn upstream(&self) -> Arc<Upstream> {
+        self.upstream.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn stats(&self) -> Response<Body> {
@@ -305,9 +335,39 @@ impl Proxy {
             "refused_kafka_down": c.refused_kafka.load(Ordering::Relaxed),
             "held_requests": c.held.load(Ordering::Relaxed),
             "kafka_down": self.kafka_down.load(Ordering::Relaxed),
+            "followed_to": self.upstream().followed.then(|| self.upstream().url.clone()),
         });
         json_response(StatusCode::OK, &v)
     }
+}
+
+impl Upstream {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.url.trim_end_matches('/'), path_and_query)
+    }
+
+    /// The headers to send here: the target's own credentials, if configured.
+    pub(crate) fn headers(&self, mut headers: HeaderMap) -> HeaderMap {
+        if let Some(a) = &self.authorization {
+            headers.insert(http::header::AUTHORIZATION, a.clone());
+        }
+        headers
+    }
+}
+
+pub(crate) fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let mut client = reqwest::Client::builder()
+        // The answers go back as the cluster sent them, compressed or not.
+        .no_gzip()
+        .no_deflate()
+        .no_brotli()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read the CA file {}: {e}", ca.display()))?;
+        client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    Ok(client.build()?)
 }
 
 /// Headers that belong to one connection, not to the request or answer.

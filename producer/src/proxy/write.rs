@@ -206,6 +206,10 @@ impl Proxy {
         loop {
             let answer = self.send(method, path_and_query, headers, body.clone()).await?;
             if refused_for_now(answer.status.as_u16(), &answer.body) {
+                // A block that stays: the switch of a cross-cluster migration, maybe.
+                if self.blocked_write_switched(headers).await {
+                    continue;
+                }
                 if let Some(d) = backoff.next_delay() {
                     if !std::mem::replace(&mut held, true) {
                         self.counters.held.fetch_add(1, Ordering::Relaxed);
@@ -218,17 +222,18 @@ impl Proxy {
         }
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: &Method,
         path_and_query: &str,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Answer, Response<Body>> {
-        let resp = self
+        let up = self.upstream();
+        let resp = up
             .client
-            .request(method.clone(), self.url(path_and_query))
-            .headers(headers.clone())
+            .request(method.clone(), up.url(path_and_query))
+            .headers(up.headers(headers.clone()))
             .body(body)
             .send()
             .await
@@ -276,6 +281,7 @@ impl Proxy {
                 self.counters.held.fetch_add(1, Ordering::Relaxed);
             }
             tokio::time::sleep(d).await;
+            self.blocked_write_switched(headers).await;
             let mut subset = Vec::new();
             for &n in &again {
                 subset.extend_from_slice(&body[items[n].lines.clone()]);
@@ -460,11 +466,11 @@ fn event(
 
 /// What the cluster answered a request of the proxy's.
 pub(super) struct Answer {
-    status: StatusCode,
+    pub(super) status: StatusCode,
     /// Its headers but the length and encoding (`X-Elastic-Product` and the deprecation
     /// warnings go back to the client: the Elasticsearch clients check the first).
     headers: HeaderMap,
-    body: Bytes,
+    pub(super) body: Bytes,
 }
 
 impl Answer {
