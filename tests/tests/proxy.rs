@@ -257,3 +257,81 @@ async fn a_body_above_the_limit_is_refused() -> anyhow::Result<()> {
     assert!(r["error"]["reason"].as_str().unwrap_or_default().contains("--max-body"), "{r}");
     Ok(())
 }
+
+/// Ingest pipelines (`default_pipeline`, `?pipeline=`) and painless scripts (`script`,
+/// `scripted_upsert`, a bulk update with a script): the events carry the `_source` the
+/// cluster stored, not the request's body. OpenSearch only: the stack's Elasticsearch zips
+/// lack `ingest-common` and `lang-painless`.
+async fn pipelines_and_scripts(url: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (piped, plain) = (unique("proxy-piped"), unique("proxy-plain"));
+    let (pipeline, topic) = (unique("proxy-stamp"), unique("proxy-events"));
+    let c = cluster(url).await?;
+    let stamp = json!({ "processors": [ { "set": { "field": "stamped", "value": "yes" } } ] });
+    c.json::<Value>(Method::Put, &format!("/_ingest/pipeline/{pipeline}"), &[], Some(&stamp)).await?;
+    let settings = json!({ "settings": { "index.default_pipeline": pipeline, "number_of_replicas": 0 } });
+    c.json::<Value>(Method::Put, &format!("/{piped}"), &[], Some(&settings)).await?;
+    c.json::<Value>(Method::Put, &format!("/{plain}"), &[], Some(&json!({ "settings": { "number_of_replicas": 0 } })))
+        .await?;
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let proxy = start_proxy(url, &brokers(), &topic, &dir.path().join("proxy.log"), &[]).await?;
+    use reqwest::Method as M;
+    let at = |index: &str, path: &str| format!("{}/{index}/{path}", proxy.url);
+
+    let (s, r) = call(M::PUT, &at(&piped, "_doc/1"), Some(json!({ "n": 1 }))).await?;
+    assert_eq!(s, 201, "{r}");
+    let script = json!({ "script": { "source": "ctx._source.n += 10", "lang": "painless" } });
+    let (s, r) = call(M::POST, &at(&piped, "_update/1"), Some(script.clone())).await?;
+    assert_eq!(s, 200, "{r}");
+    let upsert = json!({ "scripted_upsert": true, "script": { "source": "ctx._source.n = 5" }, "upsert": {} });
+    let (s, r) = call(M::POST, &at(&piped, "_update/2"), Some(upsert)).await?;
+    assert_eq!(s, 201, "{r}");
+    let (s, r) = call(M::PUT, &at(&plain, &format!("_doc/1?pipeline={pipeline}")), Some(json!({ "n": 1 }))).await?;
+    assert_eq!(s, 201, "{r}");
+    let (s, r) = bulk(
+        &format!("{}/{plain}/_bulk?pipeline={pipeline}", proxy.url),
+        &[
+            json!({ "index": { "_id": "2" } }),
+            json!({ "n": 2 }),
+            json!({ "update": { "_id": "1" } }),
+            json!({ "script": { "source": "ctx._source.n *= 7" } }),
+        ],
+        false,
+    )
+    .await?;
+    assert_eq!((s, &r["errors"]), (200, &json!(false)), "{r}");
+
+    let events = events(&topic)?;
+    assert_eq!(events.len(), 6, "one event per write: {events:?}");
+    for index in [&piped, &plain] {
+        let stored = all_stored(url, index).await?;
+        let mut last: BTreeMap<&str, &ChangeEvent> = BTreeMap::new();
+        for e in events.iter().filter(|e| &e.index == index) {
+            last.insert(&e.id, e);
+        }
+        assert_eq!(last.len(), stored.len(), "{index}: {events:?}");
+        for (id, s) in &stored {
+            let e = last.get(id.as_str()).with_context(|| format!("{index}/{id} has no event"))?;
+            let source: Value = serde_json::from_str(e.source.as_deref().map(|r| r.get()).unwrap_or("null"))?;
+            assert_eq!(source, s.source, "{index}/{id}: the event carries what the cluster stored");
+            assert_eq!(e.version, s.version, "{index}/{id}");
+        }
+        assert_eq!(stored["1"].source["stamped"], json!("yes"), "{index}: the pipeline ran");
+    }
+    let piped_docs = all_stored(url, &piped).await?;
+    assert_eq!(piped_docs["1"].source["n"], json!(11), "the script ran");
+    assert_eq!(all_stored(url, &plain).await?["1"].source["n"], json!(7), "the bulk script ran");
+    c.json::<Value>(Method::Delete, &format!("/{piped},{plain}"), &[], None).await?;
+    c.json::<Value>(Method::Delete, &format!("/_ingest/pipeline/{pipeline}"), &[], None).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_2_pipelines_and_scripts_publish_what_was_stored() -> anyhow::Result<()> {
+    pipelines_and_scripts(&opensearch()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_3_pipelines_and_scripts_publish_what_was_stored() -> anyhow::Result<()> {
+    pipelines_and_scripts(&opensearch3()).await
+}
