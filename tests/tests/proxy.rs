@@ -148,7 +148,7 @@ async fn every_kind_of_write(cluster_url: &str) -> anyhow::Result<()> {
     expected.push(("12".into(), Op::Index));
 
     // Refused, never passed through unpublished.
-    let (s, r) = call(M::POST, &doc("_delete_by_query"), Some(json!({ "query": { "match_all": {} } }))).await?;
+    let (s, r) = call(M::POST, &format!("{}/_reindex", proxy.url), Some(json!({}))).await?;
     assert_eq!(s, 501, "{r}");
     assert_eq!(r["error"]["type"], json!("indexferry_proxy_exception"));
     // Reads pass through.
@@ -334,4 +334,104 @@ async fn opensearch_2_pipelines_and_scripts_publish_what_was_stored() -> anyhow:
 #[tokio::test(flavor = "multi_thread")]
 async fn opensearch_3_pipelines_and_scripts_publish_what_was_stored() -> anyhow::Result<()> {
     pipelines_and_scripts(&opensearch3()).await
+}
+
+/// `_delete_by_query` and `_update_by_query`, which the proxy runs itself (a scroll, then
+/// conditional bulks): the counts the application expects, one event per changed document,
+/// and the last event of each id is what the cluster stores. The clusters need no reindex
+/// module for it; a script needs `lang-painless` (OpenSearch here).
+async fn by_query(url: &str, scripts: bool) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (index, topic) = (unique("proxy-byquery"), unique("proxy-events"));
+    let c = cluster(url).await?;
+    let settings = json!({
+        "settings": { "number_of_shards": 2, "number_of_replicas": 0 },
+        "mappings": { "properties": { "n": { "type": "long" }, "odd": { "type": "boolean" } } }
+    });
+    c.json::<Value>(Method::Put, &format!("/{index}"), &[], Some(&settings)).await?;
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let proxy = start_proxy(url, &brokers(), &topic, &dir.path().join("proxy.log"), &[]).await?;
+    let mut lines = vec![];
+    for n in 0..20 {
+        lines.push(json!({ "index": { "_id": format!("d{n}") } }));
+        lines.push(json!({ "n": n, "odd": n % 2 == 1 }));
+    }
+    let (s, r) = bulk(&format!("{}/{index}/_bulk?refresh=true", proxy.url), &lines, false).await?;
+    assert_eq!((s, &r["errors"]), (200, &json!(false)), "{r}");
+    use reqwest::Method as M;
+    let at = |path: &str| format!("{}/{index}/{path}", proxy.url);
+
+    let (s, r) =
+        call(M::POST, &at("_delete_by_query?refresh=true"), Some(json!({ "query": { "term": { "odd": true } } }))).await?;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!((&r["total"], &r["deleted"], &r["version_conflicts"]), (&json!(10), &json!(10), &json!(0)), "{r}");
+    assert_eq!(r["failures"], json!([]), "{r}");
+    let (s, r) = call(
+        M::POST,
+        &at("_update_by_query?refresh=true&scroll_size=3&conflicts=proceed"),
+        Some(json!({ "query": { "range": { "n": { "gte": 10 } } } })),
+    )
+    .await?;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!((&r["total"], &r["updated"], &r["batches"]), (&json!(5), &json!(5), &json!(2)), "{r}");
+    let (s, r) = call(M::POST, &at("_delete_by_query?wait_for_completion=false"), Some(json!({}))).await?;
+    assert_eq!(s, 400, "a task to poll is refused: {r}");
+    let mut changed = 20 + 10 + 5;
+    if scripts {
+        let script = json!({ "script": { "source": "ctx._source.n += 100" }, "query": { "term": { "n": 0 } } });
+        let (s, r) = call(M::POST, &at("_update_by_query?refresh=true"), Some(script)).await?;
+        assert_eq!((s, &r["updated"]), (200, &json!(1)), "{r}");
+        changed += 1;
+    }
+
+    let events = events(&topic)?;
+    assert_eq!(events.len(), changed, "one event per changed document");
+    assert_eq!(events.iter().filter(|e| e.op == Op::Delete).count(), 10);
+    let stored = all_stored(url, &index).await?;
+    assert_eq!(stored.len(), 10);
+    let mut last: BTreeMap<&str, &ChangeEvent> = BTreeMap::new();
+    for e in &events {
+        last.insert(&e.id, e);
+    }
+    for (id, e) in &last {
+        match (e.op, stored.get(*id)) {
+            (Op::Delete, None) => {}
+            (Op::Index, Some(s)) => {
+                let source: Value = serde_json::from_str(e.source.as_deref().map(|r| r.get()).unwrap_or("null"))?;
+                assert_eq!((source, e.version), (s.source.clone(), s.version), "{id}");
+            }
+            (op, s) => anyhow::bail!("{id}: last event {op:?} but stored {s:?}"),
+        }
+    }
+    assert_eq!(stored["d10"].version, 2, "an update by query writes the document again");
+    if scripts {
+        assert_eq!(stored["d0"].source["n"], json!(100), "the script ran");
+    }
+    c.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_7_by_query_through_the_proxy() -> anyhow::Result<()> {
+    by_query(&es7(), false).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_8_by_query_through_the_proxy_without_the_reindex_module() -> anyhow::Result<()> {
+    by_query(&es8(), false).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_9_by_query_through_the_proxy_without_the_reindex_module() -> anyhow::Result<()> {
+    by_query(&es9(), false).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_2_by_query_with_scripts_through_the_proxy() -> anyhow::Result<()> {
+    by_query(&opensearch(), true).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_3_by_query_with_scripts_through_the_proxy() -> anyhow::Result<()> {
+    by_query(&opensearch3(), true).await
 }

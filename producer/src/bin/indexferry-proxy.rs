@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
     long_about = "Point the application at this proxy instead of the source cluster. Every request goes on to the \
                   cluster; every document write the cluster acknowledged (_doc, _create, _update, deletes, _bulk) is \
                   read back and its change event published to Kafka (acks=all) before the application gets its \
-                  answer. Writes are refused with 503 before they reach the cluster while Kafka cannot take events. \
-                  _update_by_query, _delete_by_query and _reindex are refused (501)."
+                  answer. _update_by_query and _delete_by_query are run by the proxy (a scroll, then conditional bulks) so \
+                  that every document they change is published. Writes are refused with 503 before they reach the \
+                  cluster while Kafka cannot take events. _reindex and typed document APIs are refused (501)."
 )]
 struct Cli {
     /// Address to listen on.

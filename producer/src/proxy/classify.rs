@@ -12,6 +12,8 @@ pub(crate) enum Kind {
     Doc(DocWrite),
     /// `_bulk`, with the index the path names (the default of its items), if any.
     Bulk { index: Option<String> },
+    /// `_delete_by_query` or `_update_by_query` on the index expression the path names.
+    ByQuery { index: String, delete: bool },
     /// A write the proxy cannot capture, with why.
     Refused(String),
 }
@@ -55,11 +57,11 @@ pub(crate) fn classify(method: &http::Method, path: &str) -> Kind {
         (&M::PUT | &M::POST, [index, "_create", id]) => doc(DocOp::Create, index, Some(id)),
         (&M::POST, [index, "_update", id]) => doc(DocOp::Update, index, Some(id)),
         (&M::DELETE, [index, "_doc", id]) => doc(DocOp::Delete, index, Some(id)),
-        (&M::POST, [.., "_update_by_query" | "_delete_by_query"]) => Kind::Refused(
-            "the capture proxy does not run _update_by_query or _delete_by_query yet: the documents they change \
-             would have no change event. Write them by id (a search, then _bulk) through the proxy"
-                .into(),
-        ),
+        (&M::POST, [index, "_delete_by_query"]) => Kind::ByQuery { index: index.to_string(), delete: true },
+        (&M::POST, [index, "_update_by_query"]) => Kind::ByQuery { index: index.to_string(), delete: false },
+        (_, [.., "_update_by_query" | "_delete_by_query"]) => {
+            Kind::Refused("the by-query APIs are run by the proxy for POST /{index}/_{update,delete}_by_query".into())
+        }
         (&M::POST, ["_reindex"]) => Kind::Refused(
             "_reindex through the capture proxy would write documents without change events: run it against the \
              cluster directly on an index that is not being migrated"
@@ -127,8 +129,12 @@ mod tests {
 
     #[test]
     fn writes_it_cannot_capture_are_refused() {
-        assert!(matches!(classify(&Method::POST, "/recs/_update_by_query"), Kind::Refused(_)));
-        assert!(matches!(classify(&Method::POST, "/recs/_delete_by_query"), Kind::Refused(_)));
+        assert_eq!(
+            classify(&Method::POST, "/recs,logs-*/_delete_by_query"),
+            Kind::ByQuery { index: "recs,logs-*".into(), delete: true }
+        );
+        assert_eq!(classify(&Method::POST, "/recs/_update_by_query"), Kind::ByQuery { index: "recs".into(), delete: false });
+        assert!(matches!(classify(&Method::POST, "/_delete_by_query"), Kind::Refused(_)));
         assert!(matches!(classify(&Method::POST, "/_reindex"), Kind::Refused(_)));
         assert!(matches!(classify(&Method::PUT, "/recs/record/1"), Kind::Refused(_)));
         assert!(matches!(classify(&Method::POST, "/recs/record/1/_update"), Kind::Refused(_)));

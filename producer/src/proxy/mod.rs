@@ -24,7 +24,11 @@
 //!   reach the cluster, until Kafka answers again;
 //! - a write refused by a write block (a rollover's pause) or a full queue (429) is held and
 //!   sent again for up to [`ProxyConfig::hold`], so that the application sees latency.
+//!
+//! `_delete_by_query` and `_update_by_query` are run by the proxy (`by_query`); a cross-
+//! cluster switch is followed (`switch`).
 
+mod by_query;
 mod classify;
 mod filter_path;
 mod switch;
@@ -226,6 +230,7 @@ impl Proxy {
                 match kind {
                     Kind::Doc(w) => self.doc(w, parts, body).await,
                     Kind::Bulk { index } => self.bulk(index, parts, body).await,
+                    Kind::ByQuery { index, delete } => self.by_query(index, delete, parts, body).await,
                     Kind::Pass | Kind::Refused(_) => unreachable!("handled above"),
                 }
             }

@@ -120,51 +120,65 @@ impl Proxy {
 
     pub(super) async fn bulk(&self, index: Option<String>, parts: http::request::Parts, body: Bytes) -> Response<Body> {
         let (query, filter, routing) = split_query(parts.uri.query());
+        let sent = BulkRequest {
+            method: &parts.method,
+            path_and_query: &join(parts.uri.path(), &query),
+            headers: &forwarded_write(&parts.headers),
+            client_headers: &parts.headers,
+            index,
+            routing,
+        };
+        match self.bulk_published(&sent, body).await {
+            Ok((first, answer)) => first.respond(answer, filter.as_ref()),
+            Err(resp) => resp,
+        }
+    }
+
+    /// Sends a bulk (holding the items a block refuses), publishes the events of its
+    /// acknowledged items, and turns the items whose event could not be published into
+    /// errors. The cluster's first answer (for its status and headers), and the whole answer.
+    pub(super) async fn bulk_published(
+        &self,
+        req: &BulkRequest<'_>,
+        body: Bytes,
+    ) -> Result<(Answer, Value), Response<Body>> {
         let items = match parse_bulk(&body) {
             Ok(items) => items,
-            Err(why) => return error(StatusCode::BAD_REQUEST, "illegal_argument_exception", &why),
+            Err(why) => return Err(error(StatusCode::BAD_REQUEST, "illegal_argument_exception", &why)),
         };
         if items.is_empty() {
-            return error(StatusCode::BAD_REQUEST, "action_request_validation_exception", "no requests added");
+            return Err(error(StatusCode::BAD_REQUEST, "action_request_validation_exception", "no requests added"));
         }
-        let path_and_query = join(parts.uri.path(), &query);
-        let headers = forwarded_write(&parts.headers);
-        let first = match self.send_held(&parts.method, &path_and_query, &headers, &body).await {
-            Ok(a) => a,
-            Err(resp) => return resp,
-        };
+        let first = self.send_held(req.method, req.path_and_query, req.headers, &body).await?;
         let parsed = match serde_json::from_slice::<Value>(&first.body) {
             Ok(v) if first.status.is_success() => v,
-            _ => return first.unchanged(),
+            _ => return Err(first.unchanged()),
         };
-        let mut answer = match self.hold_items(parsed, &items, &body, &parts.method, &path_and_query, &headers).await {
-            Ok(a) => a,
-            Err(resp) => return resp,
-        };
+        let mut answer = self.hold_items(parsed, &items, &body, req.method, req.path_and_query, req.headers).await?;
         let Some(answered) = answer.get("items").and_then(Value::as_array) else {
-            return first.respond(answer, None);
+            return Ok((first, answer));
         };
         if answered.len() != items.len() {
             // The proxy cannot tell which write each answer is for: say so rather than guess.
-            return error(
+            return Err(error(
                 StatusCode::BAD_GATEWAY,
                 "indexferry_proxy_exception",
                 &format!("the cluster answered {} items to a bulk of {}", answered.len(), items.len()),
-            );
+            ));
         }
         let mut acked = vec![];
         let mut slots = vec![];
         for (n, (item, meta)) in answered.iter().zip(&items).enumerate() {
             let Some((_, result)) = item.as_object().and_then(|o| o.iter().next()) else { continue };
             let status = result.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
-            let named = meta.index.clone().or_else(|| index.clone()).unwrap_or_default();
+            let named = meta.index.clone().or_else(|| req.index.clone()).unwrap_or_default();
             let routing = match (
-                meta.routing.clone().or_else(|| routing.clone()),
+                meta.routing.clone().or_else(|| req.routing.clone()),
                 result.get("_index").and_then(Value::as_str),
             ) {
                 (Some(r), _) => Some(r),
                 (None, Some(concrete)) if (200..300).contains(&status) || status == 404 => {
-                    self.alias_routing(&named, concrete, &parts.headers).await
+                    self.alias_routing(&named, concrete, req.client_headers).await
                 }
                 (None, _) => None,
             };
@@ -173,7 +187,7 @@ impl Proxy {
                 slots.push(n);
             }
         }
-        let failed = self.publish_each(&acked, &parts.headers).await;
+        let failed = self.publish_each(&acked, req.client_headers).await;
         if let Some(list) = answer.get_mut("items").and_then(Value::as_array_mut) {
             for (k, why) in failed {
                 let n = slots[k];
@@ -189,7 +203,7 @@ impl Proxy {
                 .any(|i| i.as_object().and_then(|o| o.values().next()).is_some_and(|r| r.get("error").is_some()));
             answer["errors"] = json!(errors);
         }
-        first.respond(answer, filter.as_ref())
+        Ok((first, answer))
     }
 
     /// Sends a write, and sends it again while a write block or a full queue refuses it,
@@ -464,6 +478,20 @@ fn event(
     }
 }
 
+/// A bulk to send: where, with which headers, and the defaults its items take.
+pub(super) struct BulkRequest<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    /// The headers sent on (`forwarded_write`).
+    pub headers: &'a HeaderMap,
+    /// The client's own, for the proxy's reads (its credentials).
+    pub client_headers: &'a HeaderMap,
+    /// The index the path names, the default of the items.
+    pub index: Option<String>,
+    /// The path's `routing`, the default of the items.
+    pub routing: Option<String>,
+}
+
 /// What the cluster answered a request of the proxy's.
 pub(super) struct Answer {
     pub(super) status: StatusCode,
@@ -474,7 +502,7 @@ pub(super) struct Answer {
 }
 
 impl Answer {
-    fn unchanged(self) -> Response<Body> {
+    pub(super) fn unchanged(self) -> Response<Body> {
         let mut resp = bytes_response(self.status, self.body);
         resp.headers_mut().extend(self.headers);
         resp
