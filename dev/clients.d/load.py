@@ -2,13 +2,15 @@
 
 Used by the capture proxy's tests and by `dev/demo --capture proxy`: the application knows
 nothing of indexferry; it points its client at the proxy. Writes documents by id (index,
-create, partial update, doc_as_upsert, delete), `helpers.bulk` batches, and documents that
+create, partial update, doc_as_upsert, delete), `helpers.bulk` batches, `delete_by_query` and `update_by_query` over a few ids, and
+documents that
 carry their own version (`external_gte`, as Invenio's indexer writes them), at a set rate,
 until SIGTERM; then writes a JSON report: done, failed and the failures' kinds.
 
 Expected refusals are the application's own answers, not failures: a create of an id that
 exists (409), a delete or update of an id already deleted (404), a version below the
-stored one (409).
+stored one (409), an update that still meets a concurrent write after retry_on_conflict
+(409, counted as `conflicts`).
 """
 
 import argparse
@@ -47,6 +49,7 @@ class Load:
         self.lock = threading.Lock()
         self.done = 0
         self.failed = 0
+        self.conflicts = 0
         self.kinds = {}
         self.stop = threading.Event()
         self.rng = random.Random(args.seed)
@@ -73,13 +76,28 @@ class Load:
             return self.es.create(index=self.args.index, id=i, document=doc)
         return self.es.create(index=self.args.index, id=i, body=doc)
 
+    # Updates retry a conflict with a concurrent write of the same document, as
+    # applications do; one that still conflicts is the cluster's answer, not a failure.
     def update(self, i, doc, upsert=False):
+        try:
+            if self.args.client == "elasticsearch":
+                return self.es.update(index=self.args.index, id=i, doc=doc, doc_as_upsert=upsert or None, retry_on_conflict=3)
+            body = {"doc": doc}
+            if upsert:
+                body["doc_as_upsert"] = True
+            return self.es.update(index=self.args.index, id=i, body=body, retry_on_conflict=3)
+        except Exception as e:
+            if status_of(e) != 409:
+                raise
+            with self.lock:
+                self.conflicts += 1
+
+    def by_query(self, delete, ids):
+        query = {"ids": {"values": ids}}
+        api = self.es.delete_by_query if delete else self.es.update_by_query
         if self.args.client == "elasticsearch":
-            return self.es.update(index=self.args.index, id=i, doc=doc, doc_as_upsert=upsert or None)
-        body = {"doc": doc}
-        if upsert:
-            body["doc_as_upsert"] = True
-        return self.es.update(index=self.args.index, id=i, body=body)
+            return api(index=self.args.index, query=query, conflicts="proceed")
+        return api(index=self.args.index, body={"query": query}, conflicts="proceed")
 
     def doc(self, n):
         return {"title": f"record {n}", "n": n, "at": time.time(), "tags": [f"t{n % 7}"]}
@@ -112,6 +130,12 @@ class Load:
                 except Exception as e:
                     if status_of(e) != 404:
                         raise
+            elif op < 0.86:
+                # A by-query over a few ids: run by the proxy, each changed document published.
+                ids = [f"doc-{rng.randrange(a.ids)}" for _ in range(3)]
+                r = self.by_query(op < 0.84, ids)
+                if r.get("failures"):
+                    raise RuntimeError(f"by-query failures: {r['failures'][:1]}")
             elif op < 0.92:
                 # The application's own versions: its clock in milliseconds.
                 v = int(time.time() * 1000)
@@ -173,7 +197,7 @@ class Load:
 
     def report(self):
         with self.lock:
-            r = {"done": self.done, "failed": self.failed, "failures": self.kinds}
+            r = {"done": self.done, "failed": self.failed, "failures": self.kinds, "conflicts": self.conflicts}
         with open(self.args.report, "w") as f:
             json.dump(r, f)
         print(f"load: done={r['done']} failed={r['failed']}", file=sys.stderr, flush=True)

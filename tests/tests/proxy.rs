@@ -362,7 +362,8 @@ async fn by_query(url: &str, scripts: bool) -> anyhow::Result<()> {
     let at = |path: &str| format!("{}/{index}/{path}", proxy.url);
 
     let (s, r) =
-        call(M::POST, &at("_delete_by_query?refresh=true"), Some(json!({ "query": { "term": { "odd": true } } }))).await?;
+        call(M::POST, &at("_delete_by_query?refresh=true"), Some(json!({ "query": { "term": { "odd": true } } })))
+            .await?;
     assert_eq!(s, 200, "{r}");
     assert_eq!((&r["total"], &r["deleted"], &r["version_conflicts"]), (&json!(10), &json!(10), &json!(0)), "{r}");
     assert_eq!(r["failures"], json!([]), "{r}");

@@ -40,6 +40,10 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str) -> any
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = load.stop()?;
     eprintln!("load: {report}");
+    if report["failed"] != json!(0) {
+        eprintln!("{}", std::fs::read_to_string(dir.path().join("pyload.log")).unwrap_or_default());
+        eprintln!("{}", std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default());
+    }
     assert_eq!(report["failed"], json!(0), "no application write may fail: {report}");
     assert!(report["done"].as_u64().unwrap_or(0) > 1700, "the load really ran: {report}");
     let (_, stats) = {

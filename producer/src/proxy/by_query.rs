@@ -12,6 +12,10 @@
 //! - `wait_for_completion=false` (a task to poll) is refused: the proxy answers when done;
 //! - it needs no `reindex` module on the cluster (Elasticsearch's test zips lack it): a
 //!   cluster without it serves these APIs through the proxy;
+//! - a rollover during the run moves the documents from under it (a write block that
+//!   outlasts the hold, or a cross-cluster switch): what is left runs again where the
+//!   request's index expression leads now, leaving out, when a script runs, the documents
+//!   it already changed;
 //! - `_update_by_query` without a script indexes each document again with its `_source`
 //!   (running the index's pipelines, or `?pipeline=`); with one, a bulk `update` with the
 //!   script, which needs `lang-painless` on the cluster as the cluster's own would.
@@ -22,13 +26,47 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long the scroll context lives between pages.
 const SCROLL: &str = "5m";
 
+/// A by-query run: what each pass searches and how it writes.
+struct Run<'a> {
+    search_path: String,
+    query: Value,
+    page: u64,
+    max_docs: Option<u64>,
+    per_second: Option<f64>,
+    delete: bool,
+    script: Option<Value>,
+    proceed: bool,
+    /// The client's credentials, for the searches.
+    reads: http::HeaderMap,
+    bulk: BulkRequest<'a>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    Done,
+    /// The documents moved under the run: the upstream switched to the target, or a write
+    /// block outlasted the hold (a rollover moved the alias from the index the scroll
+    /// read). What is left runs again, where the request's index expression leads now.
+    Moved,
+}
+
+/// How many times a run goes on after its documents moved.
+const MAX_PASSES: u32 = 4;
+
+/// How many changed ids a run keeps to go on after a switch without running a script twice.
+const MAX_REMEMBERED: usize = 1_000_000;
+
 #[derive(Debug, Default)]
 struct Tally {
+    /// The documents changed so far (kept for a run with a script).
+    changed: Vec<String>,
+    passes: u32,
     total: u64,
     deleted: u64,
     updated: u64,
@@ -47,26 +85,38 @@ impl Proxy {
         parts: http::request::Parts,
         body: Bytes,
     ) -> Response<Body> {
+        match self.by_query_answer(index, delete, parts, body).await {
+            Ok(r) | Err(r) => r,
+        }
+    }
+
+    async fn by_query_answer(
+        &self,
+        index: String,
+        delete: bool,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Result<Response<Body>, Response<Body>> {
         let started = Instant::now();
         let api = if delete { "_delete_by_query" } else { "_update_by_query" };
         let (_, filter, routing) = split_query(parts.uri.query());
         let params = params(parts.uri.query());
         let param = |k: &str| params.get(k).map(String::as_str);
         if param("wait_for_completion") == Some("false") {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "illegal_argument_exception",
                 &format!(
                     "{api} through indexferry-proxy runs in the proxy and answers when done: \
                      wait_for_completion=false (a task to poll) is not supported; send it without"
                 ),
-            );
+            ));
         }
         let request: Value = match body.iter().all(u8::is_ascii_whitespace) {
             true => json!({}),
             false => match serde_json::from_slice(&body) {
                 Ok(v) => v,
-                Err(e) => return error(StatusCode::BAD_REQUEST, "parse_exception", &format!("request body: {e}")),
+                Err(e) => return Err(error(StatusCode::BAD_REQUEST, "parse_exception", &format!("request body: {e}"))),
             },
         };
         let query = match (param("q"), request.get("query")) {
@@ -75,8 +125,8 @@ impl Proxy {
             (None, None) => json!({ "match_all": {} }),
         };
         let script = request.get("script").cloned().filter(|_| !delete);
-        let proceed =
-            param("conflicts") == Some("proceed") || request.get("conflicts").and_then(Value::as_str) == Some("proceed");
+        let proceed = param("conflicts") == Some("proceed")
+            || request.get("conflicts").and_then(Value::as_str) == Some("proceed");
         let max_docs = param("max_docs")
             .and_then(|v| v.parse::<u64>().ok())
             .or_else(|| request.get("max_docs").and_then(Value::as_u64));
@@ -89,86 +139,48 @@ impl Proxy {
                 search_query.push(format!("{k}={}", encode(v)));
             }
         }
-        let size = max_docs.map_or(page, |m| m.min(page));
-        let search = json!({
-            "size": size,
-            "query": query,
-            "sort": ["_doc"],
-            "seq_no_primary_term": true,
-            "_source": !delete && script.is_none(),
-        });
         let reads = credentials(&parts.headers);
-        let path = format!("/{}/_search?{}", encode_path(&index), search_query.join("&"));
-        let mut answer = match self.send(&Method::POST, &path, &reads, Bytes::from(search.to_string())).await {
-            Ok(a) => a,
-            Err(resp) => return resp,
-        };
         let mut bulk_headers = forwarded_write(&parts.headers);
+        // The bulk is the proxy's, in plain NDJSON: the client's media types (the
+        // Elasticsearch clients' `compatible-with`) would have to match it.
         bulk_headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        bulk_headers.remove(http::header::ACCEPT);
         let bulk_path = match (param("pipeline"), delete) {
             (Some(p), false) => format!("/_bulk?pipeline={}", encode(p)),
             _ => "/_bulk".to_owned(),
         };
-        let mut tally = Tally::default();
-        let mut scroll_id = None;
-        loop {
-            if !answer.status.is_success() {
-                self.clear_scroll(scroll_id, &reads).await;
-                return answer.unchanged();
-            }
-            let Ok(page) = serde_json::from_slice::<Value>(&answer.body) else {
-                self.clear_scroll(scroll_id, &reads).await;
-                return answer.unchanged();
-            };
-            scroll_id = page.get("_scroll_id").and_then(Value::as_str).map(str::to_owned).or(scroll_id);
-            let mut hits: Vec<&Value> = page.pointer("/hits/hits").and_then(Value::as_array).into_iter().flatten().collect();
-            if let Some(m) = max_docs {
-                hits.truncate(m.saturating_sub(tally.total) as usize);
-            }
-            if hits.is_empty() {
-                break;
-            }
-            let batch_started = Instant::now();
-            let body = bulk_body(&hits, delete, script.as_ref());
-            let req = BulkRequest {
+        let run = Run {
+            search_path: format!("/{}/_search?{}", encode_path(&index), search_query.join("&")),
+            query,
+            page,
+            max_docs,
+            per_second,
+            delete,
+            script,
+            proceed,
+            reads,
+            bulk: BulkRequest {
                 method: &Method::POST,
                 path_and_query: &bulk_path,
                 headers: &bulk_headers,
                 client_headers: &parts.headers,
                 index: None,
-                routing: routing.clone(),
-            };
-            let items = match self.bulk_published(&req, body).await {
-                Ok((_, v)) => v,
-                Err(resp) => {
-                    self.clear_scroll(scroll_id, &reads).await;
-                    return resp;
-                }
-            };
-            tally.batches += 1;
-            tally.total += hits.len() as u64;
-            count(&mut tally, &items, proceed);
-            let stop = !tally.failures.is_empty() || max_docs.is_some_and(|m| tally.total >= m);
-            if stop {
-                break;
-            }
-            if let Some(rate) = per_second {
-                let wanted = Duration::from_secs_f64(hits.len() as f64 / rate);
-                if let Some(wait) = wanted.checked_sub(batch_started.elapsed()) {
-                    tally.throttled += wait;
-                    tokio::time::sleep(wait).await;
-                }
-            }
-            let Some(id) = &scroll_id else { break };
-            let next = json!({ "scroll": SCROLL, "scroll_id": id });
-            answer = match self.send(&Method::POST, "/_search/scroll", &reads, Bytes::from(next.to_string())).await {
-                Ok(a) => a,
-                Err(resp) => return resp,
-            };
+                routing,
+            },
+        };
+        let mut tally = Tally::default();
+        // A cross-cluster switch during the run: what is left runs again on the target, the
+        // documents already changed left out (a script must not run twice on one).
+        while self.run_pass(&run, &mut tally).await? == Pass::Moved {
+            tracing::warn!(
+                api,
+                changed = tally.total,
+                "the documents moved during a by-query (a rollover): it goes on where they are"
+            );
         }
-        self.clear_scroll(scroll_id, &reads).await;
         if matches!(param("refresh"), Some("" | "true")) {
-            let _ = self.send(&Method::POST, &format!("/{}/_refresh", encode_path(&index)), &reads, Bytes::new()).await;
+            let path = format!("/{}/_refresh", encode_path(&index));
+            let _ = self.send(&Method::POST, &path, &run.reads, Bytes::new()).await;
         }
         let conflicted = !proceed && tally.version_conflicts > 0;
         let status = if conflicted { StatusCode::CONFLICT } else { StatusCode::OK };
@@ -196,7 +208,97 @@ impl Proxy {
             Some(f) => f.apply(out),
             None => out,
         };
-        super::json_response(status, &out)
+        Ok(super::json_response(status, &out))
+    }
+
+    /// One pass over the query's matches on the current upstream; `Moved` when the
+    /// documents moved under it (what this pass changed is in the tally).
+    async fn run_pass(&self, run: &Run<'_>, tally: &mut Tally) -> Result<Pass, Response<Body>> {
+        tally.passes += 1;
+        let on = self.upstream();
+        let switched = || !Arc::ptr_eq(&on, &self.upstream());
+        let mut query = run.query.clone();
+        if run.script.is_some() && !tally.changed.is_empty() {
+            query = json!({ "bool": { "must": [query], "must_not": [{ "ids": { "values": tally.changed } }] } });
+        }
+        let left = run.max_docs.map(|m| m.saturating_sub(tally.total));
+        let search = json!({
+            "size": left.map_or(run.page, |m| m.min(run.page)).max(1),
+            "query": query,
+            "sort": ["_doc"],
+            "seq_no_primary_term": true,
+            "_source": !run.delete && run.script.is_none(),
+        });
+        let mut answer =
+            self.send(&Method::POST, &run.search_path, &run.reads, Bytes::from(search.to_string())).await?;
+        let mut scroll_id = None;
+        let outcome = loop {
+            if switched() {
+                break Pass::Moved;
+            }
+            let page = match serde_json::from_slice::<Value>(&answer.body) {
+                Ok(v) if answer.status.is_success() => v,
+                _ => {
+                    self.clear_scroll(scroll_id, &run.reads).await;
+                    return Err(answer.unchanged());
+                }
+            };
+            scroll_id = page.get("_scroll_id").and_then(Value::as_str).map(str::to_owned).or(scroll_id);
+            let mut hits: Vec<&Value> =
+                page.pointer("/hits/hits").and_then(Value::as_array).into_iter().flatten().collect();
+            if let Some(m) = run.max_docs {
+                hits.truncate(m.saturating_sub(tally.total) as usize);
+            }
+            if hits.is_empty() {
+                break Pass::Done;
+            }
+            let batch_started = Instant::now();
+            let body = bulk_body(&hits, run.delete, run.script.as_ref());
+            let items = match self.bulk_published(&run.bulk, body).await {
+                Ok((_, v)) => v,
+                Err(resp) => {
+                    self.clear_scroll(scroll_id, &run.reads).await;
+                    return Err(resp);
+                }
+            };
+            // Moved while the bulk was held: its failures are the move's, not the
+            // documents'; what it changed counts.
+            let moved = switched() || (blocked(&items) && tally.passes < MAX_PASSES);
+            tally.batches += 1;
+            count(tally, &items, run.proceed, moved);
+            if run.script.is_none() {
+                tally.changed.clear();
+            }
+            if moved {
+                break Pass::Moved;
+            }
+            if !tally.failures.is_empty() || run.max_docs.is_some_and(|m| tally.total >= m) {
+                break Pass::Done;
+            }
+            if let Some(rate) = run.per_second {
+                let wanted = Duration::from_secs_f64(hits.len() as f64 / rate);
+                if let Some(wait) = wanted.checked_sub(batch_started.elapsed()) {
+                    tally.throttled += wait;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let Some(id) = &scroll_id else { break Pass::Done };
+            let next = json!({ "scroll": SCROLL, "scroll_id": id });
+            answer = self.send(&Method::POST, "/_search/scroll", &run.reads, Bytes::from(next.to_string())).await?;
+        };
+        if outcome == Pass::Done || !switched() {
+            self.clear_scroll(scroll_id, &run.reads).await;
+        }
+        if outcome == Pass::Moved && tally.changed.len() > MAX_REMEMBERED {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "indexferry_proxy_exception",
+                "the documents moved (a rollover) during this by-query, which changed more documents than the proxy \
+                 keeps track of to go on without running its script twice on one: it stopped; see which documents \
+                 it changed before sending it again",
+            ));
+        }
+        Ok(outcome)
     }
 
     async fn clear_scroll(&self, id: Option<String>, reads: &http::HeaderMap) {
@@ -233,12 +335,31 @@ fn bulk_body(hits: &[&Value], delete: bool, script: Option<&Value>) -> Bytes {
     Bytes::from(out)
 }
 
+/// Whether a write block refused an item for longer than the hold.
+fn blocked(answer: &Value) -> bool {
+    answer.get("items").and_then(Value::as_array).into_iter().flatten().any(|item| {
+        let r = item.as_object().and_then(|o| o.values().next());
+        r.and_then(|r| r.pointer("/error/type")).and_then(Value::as_str) == Some("cluster_block_exception")
+    })
+}
+
 /// Adds a bulk answer's items to the tally; a failure other than a conflict, or a conflict
 /// without `conflicts=proceed`, goes into `failures` (which stops the run, as the cluster's).
-fn count(tally: &mut Tally, answer: &Value, proceed: bool) {
+/// After a move (`moved`), only the changes count: the rest runs again where it is now.
+fn count(tally: &mut Tally, answer: &Value, proceed: bool, moved: bool) {
     for item in answer.get("items").and_then(Value::as_array).into_iter().flatten() {
         let Some((_, r)) = item.as_object().and_then(|o| o.iter().next()) else { continue };
         let status = r.get("status").and_then(Value::as_u64).unwrap_or(0);
+        let changed = (200..300).contains(&status);
+        if moved && !changed {
+            continue;
+        }
+        tally.total += 1;
+        if changed {
+            if let Some(id) = r.get("_id").and_then(Value::as_str) {
+                tally.changed.push(id.to_owned());
+            }
+        }
         match (status, r.get("result").and_then(Value::as_str)) {
             (200..=299, Some("deleted")) => tally.deleted += 1,
             (200..=299, Some("noop")) => tally.noops += 1,
@@ -307,7 +428,10 @@ mod tests {
         let hit = json!({ "_index": "i", "_id": "1", "_seq_no": 4, "_primary_term": 2, "_routing": "r", "_source": { "a": 1 } });
         let body = bulk_body(&[&hit], true, None);
         let line: Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
-        assert_eq!(line, json!({ "delete": { "_index": "i", "_id": "1", "if_seq_no": 4, "if_primary_term": 2, "routing": "r" } }));
+        assert_eq!(
+            line,
+            json!({ "delete": { "_index": "i", "_id": "1", "if_seq_no": 4, "if_primary_term": 2, "routing": "r" } })
+        );
         let body = String::from_utf8(bulk_body(&[&hit], false, None).to_vec()).unwrap();
         assert!(body.starts_with("{\"index\":"), "{body}");
         assert!(body.ends_with("{\"a\":1}\n"), "{body}");
@@ -324,12 +448,16 @@ mod tests {
             { "update": { "_index": "i", "_id": "3", "status": 200, "result": "noop" } },
         ] });
         let mut t = Tally::default();
-        count(&mut t, &answer, true);
-        assert_eq!((t.deleted, t.version_conflicts, t.noops, t.failures.len()), (1, 1, 1, 0));
+        count(&mut t, &answer, true, false);
+        assert_eq!((t.deleted, t.version_conflicts, t.noops, t.failures.len(), t.total), (1, 1, 1, 0, 3));
         let mut t = Tally::default();
-        count(&mut t, &answer, false);
+        count(&mut t, &answer, false, false);
         assert_eq!(t.failures.len(), 1);
         assert_eq!(t.failures[0]["id"], json!("2"));
+        // After a switch only the changes count; the rest runs again on the target.
+        let mut t = Tally::default();
+        count(&mut t, &answer, false, true);
+        assert_eq!((t.total, t.failures.len(), t.changed.clone()), (2, 0, vec!["1".to_owned(), "3".to_owned()]));
     }
 
     #[test]

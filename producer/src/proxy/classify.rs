@@ -133,7 +133,10 @@ mod tests {
             classify(&Method::POST, "/recs,logs-*/_delete_by_query"),
             Kind::ByQuery { index: "recs,logs-*".into(), delete: true }
         );
-        assert_eq!(classify(&Method::POST, "/recs/_update_by_query"), Kind::ByQuery { index: "recs".into(), delete: false });
+        assert_eq!(
+            classify(&Method::POST, "/recs/_update_by_query"),
+            Kind::ByQuery { index: "recs".into(), delete: false }
+        );
         assert!(matches!(classify(&Method::POST, "/_delete_by_query"), Kind::Refused(_)));
         assert!(matches!(classify(&Method::POST, "/_reindex"), Kind::Refused(_)));
         assert!(matches!(classify(&Method::PUT, "/recs/record/1"), Kind::Refused(_)));
