@@ -22,14 +22,18 @@ import threading
 import time
 
 
-def client_for(kind, url, compress):
+def client_for(kind, urls, compress, retries):
+    """The client over every URL given (several proxies, as behind a load balancer): a
+    request that cannot connect, or meets 502/503/504, is sent again to another one, up to
+    `retries` times, as the clients do by default."""
+    hosts = urls.split(",")
     if kind == "elasticsearch":
         from elasticsearch import Elasticsearch, helpers
 
-        return Elasticsearch(url, http_compress=compress, request_timeout=10, max_retries=0), helpers
+        return Elasticsearch(hosts, http_compress=compress, request_timeout=10, max_retries=retries), helpers
     from opensearchpy import OpenSearch, helpers
 
-    return OpenSearch(url, http_compress=compress, timeout=10, max_retries=0), helpers
+    return OpenSearch(hosts, http_compress=compress, timeout=10, max_retries=retries), helpers
 
 
 def status_of(e):
@@ -45,7 +49,7 @@ def status_of(e):
 class Load:
     def __init__(self, args):
         self.args = args
-        self.es, self.helpers = client_for(args.client, args.url, args.compress)
+        self.es, self.helpers = client_for(args.client, args.url, args.compress, args.retries)
         self.lock = threading.Lock()
         self.done = 0
         self.failed = 0
@@ -205,7 +209,8 @@ class Load:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", required=True, help="the proxy (or cluster) the client talks to")
+    ap.add_argument("--url", required=True, help="the proxy (or cluster) the client talks to; several, comma-separated")
+    ap.add_argument("--retries", type=int, default=0, help="the client's max_retries (another URL on a connection error)")
     ap.add_argument("--client", choices=["elasticsearch", "opensearch"], default="elasticsearch")
     ap.add_argument("--index", required=True, help="the alias the application writes through")
     ap.add_argument("--initial", type=int, default=0, help="documents written with streaming_bulk first")

@@ -647,7 +647,40 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// A running `indexferry-proxy`, stopped when dropped.
 pub struct RunningProxy {
     pub url: String,
-    _proc: Proc,
+    args: Vec<String>,
+    log: PathBuf,
+    proc: Proc,
+}
+
+impl RunningProxy {
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        kill9(&mut self.proc)
+    }
+
+    /// Starts it again on the same port, and waits until it answers.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let mut c = Command::new(bin("indexferry-proxy"));
+        c.args(&self.args).env("RUST_LOG", "info,rdkafka=warn");
+        self.proc = spawn(c, &self.log)?;
+        wait_answers(&self.url, &self.log).await
+    }
+
+    /// Its `/_indexferry/stats`.
+    pub async fn stats(&self) -> anyhow::Result<Value> {
+        Ok(reqwest::get(format!("{}/_indexferry/stats", self.url)).await?.json().await?)
+    }
+}
+
+async fn wait_answers(url: &str, log: &Path) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(format!("{url}/_indexferry/stats")).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the proxy did not answer; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default())
 }
 
 /// Starts the proxy in front of `upstream`, publishing to `topic`, and waits until it answers.
@@ -659,18 +692,16 @@ pub async fn start_proxy(
     extra: &[&str],
 ) -> anyhow::Result<RunningProxy> {
     let port = free_port()?;
+    let mut args: Vec<String> = ["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream]
+        .iter()
+        .chain(&["--brokers", brokers, "--topic", topic])
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     let mut c = Command::new(bin("indexferry-proxy"));
-    c.args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream, "--brokers", brokers, "--topic", topic])
-        .args(extra)
-        .env("RUST_LOG", "info,rdkafka=warn");
+    c.args(&args).env("RUST_LOG", "info,rdkafka=warn");
     let proc = spawn(c, log)?;
     let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client.get(format!("{url}/_indexferry/stats")).send().await.is_ok() {
-            return Ok(RunningProxy { url, _proc: proc });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the proxy did not answer; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default())
+    wait_answers(&url, log).await?;
+    Ok(RunningProxy { url, args, log: log.to_owned(), proc })
 }

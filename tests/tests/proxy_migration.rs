@@ -10,7 +10,15 @@ use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str) -> anyhow::Result<()> {
+/// How the proxies run: one, or two behind the client's list of hosts with one killed and
+/// started again mid-migration.
+#[derive(Clone, Copy, PartialEq)]
+enum Proxies {
+    One,
+    TwoOneKilled,
+}
+
+async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str, proxies: Proxies) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let Names { src, dst, alias, topic, name } = Names::new("pxmig");
@@ -20,18 +28,35 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str) -> any
         false => vec!["--follow-url", target_url, "--follow-migration", &name],
     };
     let proxy = start_proxy(url, &brokers(), &topic, &dir.path().join("proxy.log"), &follow).await?;
+    let mut second = match proxies {
+        Proxies::One => None,
+        Proxies::TwoOneKilled => {
+            Some(start_proxy(url, &brokers(), &topic, &dir.path().join("proxy2.log"), &follow).await?)
+        }
+    };
+    let (urls, retries) = match &second {
+        None => (proxy.url.clone(), "0"),
+        Some(p) => (format!("{},{}", proxy.url, p.url), "3"),
+    };
     let load = PyLoad::start(
         dir.path(),
         client,
-        &proxy.url,
+        &urls,
         &alias,
-        &["--initial", "1500", "--ids", "2000", "--rate", "80", "--compress"],
+        &["--initial", "1500", "--ids", "2000", "--rate", "80", "--compress", "--retries", retries],
     )?;
     wait_docs(url, &src, 1000).await?;
     let recipe = RecipeSpec { slices: 2, ..RecipeSpec::new(&name, url, target_url, &topic, &src, &dst, &alias) }
         .write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
+    if let Some(p) = &mut second {
+        // A crash mid-migration: the client goes on through the other proxy.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        p.kill9()?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        p.start_again().await?;
+    }
     wait_caught_up(&state, &name, Duration::from_secs(180)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let out = run_ok(indexferry(&state, &["rollover", &name]))?;
@@ -46,11 +71,20 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str) -> any
     }
     assert_eq!(report["failed"], json!(0), "no application write may fail: {report}");
     assert!(report["done"].as_u64().unwrap_or(0) > 1700, "the load really ran: {report}");
-    let (_, stats) = {
-        let r = reqwest::get(format!("{}/_indexferry/stats", proxy.url)).await?;
-        (r.status(), r.json::<Value>().await?)
-    };
+    let stats = proxy.stats().await?;
     eprintln!("proxy: {stats}");
+    if let Some(p) = &second {
+        eprintln!("second proxy: {}", p.stats().await?);
+        // Started again before the switch, and maybe left alone by the client since the kill
+        // (clients rest a node that failed): a read through it reads where the alias is now.
+        let on_target = all_stored(target_url, &dst).await?.len();
+        let read: Value = reqwest::get(format!("{}/{alias}/_search?size=0", p.url)).await?.json().await?;
+        assert_eq!(read["hits"]["total"]["value"], json!(on_target), "{read}");
+        if url != target_url {
+            let stats = p.stats().await?;
+            assert_eq!(stats["followed_to"], json!(target_url), "the second proxy followed the switch too: {stats}");
+        }
+    }
     assert_eq!(stats["unpublished_writes"], json!(0), "{stats}");
     if url != target_url {
         assert_eq!(stats["followed_to"], json!(target_url), "the proxy followed the switch: {stats}");
@@ -86,21 +120,33 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str) -> any
 
 #[tokio::test(flavor = "multi_thread")]
 async fn elasticsearch_8_with_the_elasticsearch_python_client() -> anyhow::Result<()> {
-    captured_by_the_proxy(&es8(), &es8(), "elasticsearch").await
+    captured_by_the_proxy(&es8(), &es8(), "elasticsearch", Proxies::One).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn opensearch_2_with_opensearch_py() -> anyhow::Result<()> {
-    captured_by_the_proxy(&opensearch(), &opensearch(), "opensearch").await
+    captured_by_the_proxy(&opensearch(), &opensearch(), "opensearch", Proxies::One).await
 }
 
 /// Across clusters: after the switch the proxy sends every request to the target.
 #[tokio::test(flavor = "multi_thread")]
 async fn elasticsearch_8_to_elasticsearch_9_the_proxy_follows_the_switch() -> anyhow::Result<()> {
-    captured_by_the_proxy(&es8(), &es9(), "elasticsearch").await
+    captured_by_the_proxy(&es8(), &es9(), "elasticsearch", Proxies::One).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn opensearch_2_to_opensearch_3_the_proxy_follows_the_switch() -> anyhow::Result<()> {
-    captured_by_the_proxy(&opensearch(), &opensearch3(), "opensearch").await
+    captured_by_the_proxy(&opensearch(), &opensearch3(), "opensearch", Proxies::One).await
+}
+
+/// Two proxies in front of one source, as behind a load balancer, one killed and started
+/// again mid-migration: they converge as one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_proxies_one_killed_in_cluster() -> anyhow::Result<()> {
+    captured_by_the_proxy(&es8(), &es8(), "elasticsearch", Proxies::TwoOneKilled).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_proxies_one_killed_across_clusters() -> anyhow::Result<()> {
+    captured_by_the_proxy(&opensearch(), &opensearch3(), "opensearch", Proxies::TwoOneKilled).await
 }
