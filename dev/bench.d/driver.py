@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,14 @@ def measure(cmd, env=None, log_to=None):
         tail = Path(log_to).read_text()[-2000:] if log_to else ""
         raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {stdout[-500:]}{tail}")
     return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, stdout, server_cpu() - server_before)
+
+
+def proc_usage(pid):
+    """CPU seconds (user + system) and peak RSS bytes of a running process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return cpu, int(hwm.split()[1]) * 1024
 
 
 def median(xs):
@@ -445,6 +454,85 @@ method = "{method}"
         return {"p50": median(pauses), "p99": p99, "max": pauses[-1], "count": len(pauses),
                 "load_writes_per_s": rate, "load_writes": report.get("done")}
 
+    # --- the capture proxy ----------------------------------------------------------------
+    def proxy(self):
+        """indexferry-proxy side by side with direct access to the same cluster: the latency it
+        adds to single writes (at 200 and 2,000/s) and searches, _bulk documents/s through it
+        against direct and against the producer library (which also publishes), and the
+        proxy's CPU seconds per million writes and peak RSS."""
+        topic = self.topic(f"bench-proxy-{self.run_id}", partitions=2)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [os.environ["INDEXFERRY_PROXY_BIN"], "--listen", f"127.0.0.1:{port}", "--upstream", self.es.url,
+             "--brokers", self.args.brokers, "--topic", topic],
+            stdout=subprocess.DEVNULL, stderr=open(self.work / "proxy.log", "w"),
+        )
+        out = {}
+        try:
+            def answers():
+                try:
+                    return Cluster(url).call("GET", "/_indexferry/stats") is not None
+                except Exception:
+                    return False
+
+            self.wait_for(answers, 30, "the proxy")
+
+            def probe(target, kind, rate, index):
+                m = measure([self.producer, "probe", "--url", target, "--index", index, "--kind", kind,
+                             "--rate", str(rate), "--seconds", str(self.args.proxy_seconds)])
+                return json.loads(m.out.strip().splitlines()[-1])
+
+            for rate in (200, 2000):
+                for where, target in (("direct", self.es.url), ("proxy", url)):
+                    index = f"bench-probe-{where}"
+                    self.es.create(index, self.mappings, self.shards)
+                    r = probe(target, "write", rate, index)
+                    out[f"write_{rate}_{where}"] = r
+                    log(f"proxy: single writes at {rate}/s {where}: {r['rate']:.0f}/s p50 {r['p50_ms']:.2f} ms "
+                        f"p99 {r['p99_ms']:.2f} ms errors {r['errors']}")
+                    self.es.drop(index)
+            for where, target in (("direct", self.es.url), ("proxy", url)):
+                r = probe(target, "search", 200, "bench-source")
+                out[f"search_200_{where}"] = r
+                log(f"proxy: searches at 200/s {where}: p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms")
+            n = min(self.docs, 200_000)
+            c = self.ceiling_concurrency
+            self.es.create("bench-proxy-bulk", self.mappings, self.shards)
+            direct, _ = self.bulk("bench-proxy-bulk", n, c)
+            self.es.create("bench-proxy-bulk", self.mappings, self.shards)
+            cpu_before, _ = proc_usage(proc.pid)
+            through = measure([self.producer, "bulk", "--url", url, "--index", "bench-proxy-bulk", "--file", str(self.data),
+                               "--concurrency", str(c), "--batch", "1000", "--limit", str(n)])
+            cpu_after, rss = proc_usage(proc.pid)
+            through = json.loads(through.out.strip().splitlines()[-1])
+            assert self.es.count("bench-proxy-bulk") == n
+            self.es.drop("bench-proxy-bulk")
+            # The producer library: its initial load writes _bulk batches and publishes.
+            lib_topic = self.topic(f"bench-proxy-lib-{self.run_id}", partitions=2)
+            lib = measure([self.producer, "load", "--url", self.es.url, "--brokers", self.args.brokers, "--topic", lib_topic,
+                           "--alias", "bench-proxy-lib", "--create-index", "bench-proxy-lib-0", "--partitions", "2",
+                           "--initial", str(n), "--rate", "0", "--concurrency", str(c)],
+                          log_to=self.work / "proxy-lib.log")
+            self.es.drop("bench-proxy-lib-0")
+            self.drop_topic(lib_topic)
+            out["bulk"] = {
+                "docs": n, "concurrency": c, "direct_docs_per_s": direct["docs_per_s"],
+                "proxy_docs_per_s": through["docs_per_s"], "library_docs_per_s": n / lib.wall,
+                "proxy_cpu_s_per_million_writes": (cpu_after - cpu_before) * 1_000_000 / n,
+                "proxy_peak_rss_bytes": rss,
+            }
+            log(f"proxy: _bulk {through['docs_per_s']:.0f} docs/s through it, {direct['docs_per_s']:.0f} direct, "
+                f"{n / lib.wall:.0f} with the producer library; {out['bulk']['proxy_cpu_s_per_million_writes']:.1f} "
+                f"CPU s per million writes, peak RSS {rss / 1e6:.0f} MB")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            self.drop_topic(topic)
+        return out
+
     def initial_loaded(self):
         log_text = (self.work / "rollover-load.log").read_text(errors="replace")
         return "load: initial " in log_text and " documents in " in log_text
@@ -540,8 +628,9 @@ def main():
     ap.add_argument("--baseline-bin", help="another indexferry binary (with consume --until-caught-up) to measure too")
     ap.add_argument("--peers", default="elasticdump,helpers_reindex,server_reindex,python_consumer",
                     help="the peer tools to measure (comma-separated; empty for none)")
-    ap.add_argument("--only", default="snapshot,remote,replay,reconcile,rollover,cost",
-                    help="comma-separated parts to run (snapshot, remote, replay, reconcile, rollover, cost)")
+    ap.add_argument("--only", default="snapshot,remote,replay,reconcile,rollover,cost,proxy",
+                    help="comma-separated parts to run (snapshot, remote, replay, reconcile, rollover, cost, proxy)")
+    ap.add_argument("--proxy-seconds", type=float, default=20, help="how long each proxy latency probe runs")
     args = ap.parse_args()
     only = set(args.only.split(","))
     b = Bench(args)
@@ -593,6 +682,8 @@ def main():
         r["rollover_pause_s"] = b.rollovers()
     if "cost" in only:
         r["peak_rss_bytes"] = b.rss_scaling()
+    if "proxy" in only:
+        r["proxy"] = b.proxy()
     per_million = {}
     for tool, runs in b.cost.items():
         if tool == "snapshot_100k":
@@ -635,6 +726,22 @@ def table(r):
     if p:
         lines.append(f"| rollover write pause ({p['count']} rollovers) | indexferry | p50 {p['p50'] * 1000:.0f} ms, "
                      f"p99 {p['p99'] * 1000:.0f} ms | |")
+    px = r.get("proxy")
+    if px:
+        for rate in (200, 2000):
+            d, p = px[f"write_{rate}_direct"], px[f"write_{rate}_proxy"]
+            lines.append(f"| single writes at {rate}/s | proxy vs direct | p50 {p['p50_ms']:.1f} vs {d['p50_ms']:.1f} ms, "
+                         f"p99 {p['p99_ms']:.1f} vs {d['p99_ms']:.1f} ms ({p['rate']:.0f} vs {d['rate']:.0f}/s reached) | |")
+        d, p = px["search_200_direct"], px["search_200_proxy"]
+        lines.append(f"| searches at 200/s | proxy vs direct | p99 {p['p99_ms']:.2f} vs {d['p99_ms']:.2f} ms "
+                     f"(+{p['p99_ms'] - d['p99_ms']:.2f} ms) | |")
+        b = px["bulk"]
+        lines.append(f"| _bulk through the proxy | direct | {b['proxy_docs_per_s']:,.0f} vs {b['direct_docs_per_s']:,.0f} docs/s | "
+                     f"{b['proxy_docs_per_s'] / b['direct_docs_per_s']:.2f}x |")
+        lines.append(f"| _bulk through the proxy | producer library | {b['library_docs_per_s']:,.0f} docs/s | "
+                     f"{b['proxy_docs_per_s'] / b['library_docs_per_s']:.2f}x |")
+        lines.append(f"| proxy cost | | {b['proxy_cpu_s_per_million_writes']:.0f} CPU s per million writes, "
+                     f"peak RSS {b['proxy_peak_rss_bytes'] / 1e6:.0f} MB | |")
     for tool, rss in r.get("client_peak_rss_bytes", {}).items():
         cpu = r["client_cpu_s_per_million"].get(tool)
         server = r["server_cpu_s_per_million"].get(tool)

@@ -207,3 +207,89 @@ pub(crate) async fn fill(args: &FillArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::json!({ "events": seq_no, "seconds": seconds }));
     Ok(())
 }
+
+#[derive(Args)]
+pub(crate) struct ProbeArgs {
+    /// Where requests go: a cluster, or `indexferry-proxy` in front of it.
+    #[arg(long)]
+    url: String,
+    /// The index written to or searched.
+    #[arg(long)]
+    index: String,
+    /// `write`: single-document writes of about 1 KB (new ids); `search`: a match query.
+    #[arg(long, default_value = "write")]
+    kind: String,
+    /// Requests per second asked for.
+    #[arg(long)]
+    rate: u32,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+/// Latency of single requests at a set rate: prints one JSON line with the count, the rate
+/// reached, errors, and the p50, p99 and max latency in milliseconds.
+pub(crate) async fn probe(args: &ProbeArgs) -> anyhow::Result<()> {
+    use governor::{Quota, RateLimiter};
+    use std::num::NonZeroU32;
+    use std::sync::{Arc, Mutex};
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let quota = Quota::per_second(NonZeroU32::new(args.rate.max(1)).context("rate")?);
+    let limiter = Arc::new(RateLimiter::direct(quota));
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(args.seconds);
+    let mut workers = JoinSet::new();
+    for w in 0..args.concurrency.max(1) {
+        let (client, limiter, latencies, errors) = (client.clone(), limiter.clone(), latencies.clone(), errors.clone());
+        let (url, index, search) =
+            (args.url.trim_end_matches('/').to_owned(), args.index.clone(), args.kind == "search");
+        workers.spawn(async move {
+            let mut gen = DocGen::new(w as u64);
+            let mut n = 0u64;
+            while Instant::now() < until {
+                limiter.until_ready().await;
+                n += 1;
+                let req = match search {
+                    true => client
+                        .post(format!("{url}/{index}/_search"))
+                        .header("content-type", "application/json")
+                        .body(r#"{"size":10,"query":{"match":{"title":"search engine"}}}"#),
+                    false => {
+                        let id = format!("probe-{w}-{n}");
+                        client
+                            .put(format!("{url}/{index}/_doc/{id}"))
+                            .header("content-type", "application/json")
+                            .body(gen.doc(&id, 1))
+                    }
+                };
+                let at = Instant::now();
+                let ok = match req.send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    latencies.lock().unwrap_or_else(|p| p.into_inner()).push(at.elapsed());
+                } else {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let wall = started.elapsed().as_secs_f64();
+    let mut l = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    l.sort();
+    let at = |q: f64| l.get(((l.len() as f64 - 1.0) * q).round() as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": l.len(), "errors": errors.load(std::sync::atomic::Ordering::Relaxed),
+            "rate": l.len() as f64 / wall, "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0),
+        })
+    );
+    Ok(())
+}

@@ -55,6 +55,8 @@ enum Command {
     Bulk(bench::BulkArgs),
     /// Benchmark data: publish one change event per document of a `gen` file.
     Fill(bench::FillArgs),
+    /// Benchmark: the latency of single writes or searches at a set rate (a cluster or the proxy).
+    Probe(bench::ProbeArgs),
 }
 
 #[tokio::main]
@@ -67,6 +69,7 @@ async fn main() {
         Command::Gen(args) => bench::generate(&args),
         Command::Bulk(args) => bench::bulk(&args.with_prefix(&cli.prefix)).await,
         Command::Fill(args) => bench::fill(&args.with_prefix(&cli.prefix)).await,
+        Command::Probe(args) => bench::probe(&args).await,
     };
     if let Err(e) = result {
         indexferry_common::logging::fatal(&format!("{e:#}"));
