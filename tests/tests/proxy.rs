@@ -161,6 +161,10 @@ async fn every_kind_of_write(cluster_url: &str) -> anyhow::Result<()> {
     assert_eq!(r["hits"]["total"]["value"].as_u64(), Some(stored.len() as u64), "{r}");
 
     let events = events(&topic)?;
+    let metrics = reqwest::get(format!("{}/_indexferry/metrics", proxy.url)).await?.text().await?;
+    assert!(metrics.contains(&format!("indexferry_proxy_events_published_total {}", events.len())), "{metrics}");
+    let (s, _) = call(M::GET, &format!("{}/_indexferry/health/ready", proxy.url), None).await?;
+    assert_eq!(s, 200);
     let seen: Vec<(String, Op)> = events.iter().map(|e| (e.id.clone(), e.op)).collect();
     assert_eq!(seen, expected, "exactly one event per acknowledged change, in order");
     let mut last: BTreeMap<&str, &ChangeEvent> = BTreeMap::new();
@@ -239,6 +243,13 @@ async fn with_kafka_unreachable_writes_are_refused_before_the_cluster() -> anyho
     assert!(all_docs(&es8(), &index).await?.is_empty(), "nothing reached the cluster");
     let (_, stats) = call(reqwest::Method::GET, &format!("{}/_indexferry/stats", proxy.url), None).await?;
     assert_eq!(stats["refused_kafka_down"], json!(2), "{stats}");
+    let (s, _) = call(reqwest::Method::GET, &format!("{}/_indexferry/health/ready", proxy.url), None).await?;
+    assert_eq!(s, 503, "not ready while writes are refused");
+    let (s, _) = call(reqwest::Method::GET, &format!("{}/_indexferry/health/live", proxy.url), None).await?;
+    assert_eq!(s, 200, "but live");
+    let metrics = reqwest::get(format!("{}/_indexferry/metrics", proxy.url)).await?.text().await?;
+    assert!(metrics.contains("indexferry_proxy_kafka_up 0"), "{metrics}");
+    assert!(metrics.contains("indexferry_proxy_refused_writes_total 2"), "{metrics}");
     c.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
     Ok(())
 }
@@ -435,4 +446,56 @@ async fn opensearch_2_by_query_with_scripts_through_the_proxy() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread")]
 async fn opensearch_3_by_query_with_scripts_through_the_proxy() -> anyhow::Result<()> {
     by_query(&opensearch3(), true).await
+}
+
+/// A write held by a write block: a client that hangs up does not cut it off (it lands and
+/// is published once the block lifts), and a proxy killed while holding one counts it as a
+/// gap at its next start, from its journal.
+#[tokio::test(flavor = "multi_thread")]
+async fn held_writes_outlive_their_client_and_a_killed_proxy_counts_its_gaps() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (index, topic) = (unique("proxy-held"), unique("proxy-events"));
+    let c = cluster(&es8()).await?;
+    c.json::<Value>(Method::Put, &format!("/{index}"), &[], None).await?;
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let journal = dir.path().join("journal");
+    let journal = journal.to_str().unwrap_or_default();
+    let mut proxy =
+        start_proxy(&es8(), &brokers(), &topic, &dir.path().join("proxy.log"), &["--hold", "20s", "--journal", journal])
+            .await?;
+    let block = |on: bool| json!({ "index.blocks.write": if on { json!(true) } else { Value::Null } });
+    c.put_settings(&index, block(true)).await?;
+
+    // The client gives up after 300 ms; the proxy holds the write until the block lifts.
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build()?;
+    let sent = impatient
+        .put(format!("{}/{index}/_doc/1", proxy.url))
+        .header("content-type", "application/json")
+        .body(r#"{"n":1}"#)
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client timed out");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.put_settings(&index, block(false)).await?;
+    let landed = wait_for("the held write to land", Duration::from_secs(15), || {
+        Ok(read_topic(&topic, 1, Duration::from_millis(500))?.into_iter().next())
+    })
+    .await?;
+    assert_eq!(landed.0.as_deref(), Some("1"), "its event is published");
+
+    // Killed while holding a write: the next start counts it.
+    c.put_settings(&index, block(true)).await?;
+    let held = tokio::spawn({
+        let url = format!("{}/{index}/_doc/2", proxy.url);
+        async move { reqwest::Client::new().put(url).header("content-type", "application/json").body("{}").send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.kill9()?;
+    assert!(held.await?.is_err(), "the client lost its connection");
+    proxy.start_again().await?;
+    let stats = proxy.stats().await?;
+    assert_eq!(stats["gaps_from_earlier_runs"], json!(1), "{stats}");
+    c.put_settings(&index, block(false)).await?;
+    c.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
+    Ok(())
 }

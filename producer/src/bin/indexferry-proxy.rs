@@ -53,6 +53,11 @@ struct Cli {
     /// The largest request body taken, in bytes (the cluster's http.max_content_length is 100mb).
     #[arg(long, env = "INDEXFERRY_PROXY_MAX_BODY", default_value_t = 100 * 1024 * 1024)]
     max_body: usize,
+    /// A folder for the journal of writes in flight: a proxy killed between the cluster's
+    /// answer and the publish leaves writes whose events may be missing, which the next start
+    /// counts (`/_indexferry/stats`) and lists there. Keep it on a persistent volume.
+    #[arg(long, env = "INDEXFERRY_PROXY_JOURNAL")]
+    journal: Option<PathBuf>,
     /// The target cluster of a cross-cluster migration, as the recipe's `[target] url` names
     /// it: once the source carries the switch marker naming it, every request goes there.
     #[arg(long, env = "INDEXFERRY_PROXY_FOLLOW_URL", requires = "follow_migration")]
@@ -105,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         publish_timeout: cli.publish_timeout,
         hold: cli.hold,
         max_body: cli.max_body,
+        journal: cli.journal,
         follow: cli.follow_url.map(|url| FollowConfig {
             url,
             migration: cli.follow_migration.unwrap_or_default(),

@@ -31,6 +31,7 @@
 mod by_query;
 mod classify;
 mod filter_path;
+mod journal;
 mod switch;
 mod write;
 
@@ -70,6 +71,9 @@ pub struct ProxyConfig {
     pub hold: Duration,
     /// The largest request body taken, as the cluster's `http.max_content_length`.
     pub max_body: usize,
+    /// Where the journal of writes in flight lives (`journal`); None: no journal, and the
+    /// gaps a killed proxy leaves are not counted.
+    pub journal: Option<PathBuf>,
     /// The cluster a cross-cluster rollover may move the application to (`switch`): once
     /// the source carries a switch marker naming it, every request goes there.
     pub follow: Option<FollowConfig>,
@@ -101,6 +105,8 @@ pub(crate) struct Counters {
     pub refused_kafka: AtomicU64,
     /// Write requests held because of a write block or a full queue.
     pub held: AtomicU64,
+    /// Writes an earlier run of the proxy left in flight when it died (`journal`).
+    pub gaps: AtomicU64,
 }
 
 /// Where requests go: the source, or after a cross-cluster switch the target.
@@ -124,7 +130,10 @@ pub struct Proxy {
     kafka_probed: tokio::sync::Mutex<Option<Instant>>,
     /// Alias name → the routing it applies to writes (`index_routing`), read when first met.
     alias_routing: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    journal: Option<journal::Journal>,
     counters: Counters,
+    /// Its own recorder, rendered at `/_indexferry/metrics` (not the process's global one).
+    recorder: metrics_exporter_prometheus::PrometheusRecorder,
 }
 
 /// How long a read alias routing is trusted.
@@ -146,6 +155,21 @@ impl Proxy {
         let upstream = Upstream { url: cfg.upstream.clone(), client, authorization: None, followed: false };
         let publisher = Publisher::new(&cfg.brokers, &cfg.kafka_properties, &cfg.topic, cfg.publish_timeout)
             .map_err(|e| anyhow::anyhow!(e))?;
+        let (journal, gaps) = match &cfg.journal {
+            Some(dir) => {
+                let (j, gaps) = journal::Journal::open(dir)?;
+                (Some(j), gaps)
+            }
+            None => (None, vec![]),
+        };
+        if !gaps.is_empty() {
+            tracing::warn!(
+                gaps = gaps.len(), journal = %cfg.journal.as_deref().unwrap_or_else(|| std::path::Path::new("")).display(),
+                "the proxy died with writes in flight: their documents may lack change events; rollover's reconcile \
+                 repairs them (run `indexferry migration reconcile <name>` to see them now); the journal folder keeps their list"
+            );
+        }
+        let counters = Counters { gaps: AtomicU64::new(gaps.len() as u64), ..Counters::default() };
         let up = publisher.reachable(Duration::from_secs(5)).await;
         if !up {
             tracing::warn!(brokers = %cfg.brokers, "kafka does not answer: writes are refused until it does");
@@ -158,7 +182,9 @@ impl Proxy {
             kafka_down: AtomicBool::new(!up),
             kafka_probed: tokio::sync::Mutex::new(None),
             alias_routing: Mutex::new(HashMap::new()),
-            counters: Counters::default(),
+            journal,
+            counters,
+            recorder: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
         }))
     }
 
@@ -207,8 +233,12 @@ impl Proxy {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        if req.uri().path() == "/_indexferry/stats" {
-            return self.stats();
+        match req.uri().path() {
+            "/_indexferry/stats" => return self.stats(),
+            "/_indexferry/metrics" => return self.metrics(),
+            "/_indexferry/health/live" => return json_response(StatusCode::OK, &json!({ "live": true })),
+            "/_indexferry/health/ready" => return self.ready(),
+            _ => {}
         }
         self.look_for_switch(req.headers()).await;
         match classify::classify(req.method(), req.uri().path()) {
@@ -227,12 +257,25 @@ impl Proxy {
                 if let Some(refused) = self.kafka_gate().await {
                     return refused;
                 }
-                match kind {
-                    Kind::Doc(w) => self.doc(w, parts, body).await,
-                    Kind::Bulk { index } => self.bulk(index, parts, body).await,
-                    Kind::ByQuery { index, delete } => self.by_query(index, delete, parts, body).await,
-                    Kind::Pass | Kind::Refused(_) => unreachable!("handled above"),
-                }
+                // Its own task: a client that hangs up (a timeout) must not cut a write off
+                // between the cluster's answer and its publish.
+                let proxy = self.clone();
+                let write = tokio::spawn(async move {
+                    let begun = proxy.journal.as_ref().map(|j| j.begin(&journal_line(&kind, &parts, &body)));
+                    let resp = match kind {
+                        Kind::Doc(w) => proxy.doc(w, parts, body).await,
+                        Kind::Bulk { index } => proxy.bulk(index, parts, body).await,
+                        Kind::ByQuery { index, delete } => proxy.by_query(index, delete, parts, body).await,
+                        Kind::Pass | Kind::Refused(_) => unreachable!("handled above"),
+                    };
+                    if let (Some(j), Some(n)) = (&proxy.journal, begun) {
+                        j.end(n);
+                    }
+                    resp
+                });
+                write.await.unwrap_or_else(|e| {
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "indexferry_proxy_exception", &format!("the write failed: {e}"))
+                })
             }
         }
     }
@@ -330,6 +373,58 @@ impl Proxy {
         self.upstream.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Ready: writes are taken (Kafka answers). Not ready while they are refused, so that a
+    /// load balancer sends them to another proxy.
+    fn ready(&self) -> Response<Body> {
+        match self.kafka_down.load(Ordering::Relaxed) {
+            false => json_response(StatusCode::OK, &json!({ "ready": true })),
+            true => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "ready": false, "why_not": "Kafka does not answer: writes are refused" }),
+            ),
+        }
+    }
+
+    /// The counters in Prometheus's text format.
+    fn metrics(&self) -> Response<Body> {
+        use metrics::{counter, describe_counter, describe_gauge, gauge};
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metrics::with_local_recorder(&self.recorder, || {
+            describe_counter!("indexferry_proxy_events_published_total", "Change events published.");
+            describe_counter!("indexferry_proxy_write_requests_total", "Write requests taken.");
+            describe_counter!("indexferry_proxy_passed_requests_total", "Requests passed through.");
+            describe_counter!(
+                "indexferry_proxy_unpublished_writes_total",
+                "Writes in the cluster whose event could not be published (answered 503)."
+            );
+            describe_counter!(
+                "indexferry_proxy_refused_writes_total",
+                "Writes refused before the cluster while Kafka did not answer."
+            );
+            describe_counter!("indexferry_proxy_held_requests_total", "Write requests held by a write block or a full queue.");
+            describe_gauge!(
+                "indexferry_proxy_gaps_from_earlier_runs",
+                "Writes an earlier run left in flight when it died (its journal)."
+            );
+            describe_gauge!("indexferry_proxy_kafka_up", "1 while writes are taken, 0 while Kafka does not answer.");
+            describe_gauge!("indexferry_proxy_followed", "1 once requests go to the target of a cross-cluster switch.");
+            counter!("indexferry_proxy_events_published_total").absolute(n(&c.events));
+            counter!("indexferry_proxy_write_requests_total").absolute(n(&c.writes));
+            counter!("indexferry_proxy_passed_requests_total").absolute(n(&c.passed));
+            counter!("indexferry_proxy_unpublished_writes_total").absolute(n(&c.unpublished));
+            counter!("indexferry_proxy_refused_writes_total").absolute(n(&c.refused_kafka));
+            counter!("indexferry_proxy_held_requests_total").absolute(n(&c.held));
+            gauge!("indexferry_proxy_gaps_from_earlier_runs").set(n(&c.gaps) as f64);
+            gauge!("indexferry_proxy_kafka_up").set(if self.kafka_down.load(Ordering::Relaxed) { 0.0 } else { 1.0 });
+            gauge!("indexferry_proxy_followed").set(if self.upstream().followed { 1.0 } else { 0.0 });
+        });
+        let mut resp = bytes_response(StatusCode::OK, Bytes::from(self.recorder.handle().render()));
+        resp.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        resp
+    }
+
     fn stats(&self) -> Response<Body> {
         let c = &self.counters;
         let v = json!({
@@ -339,6 +434,7 @@ impl Proxy {
             "unpublished_writes": c.unpublished.load(Ordering::Relaxed),
             "refused_kafka_down": c.refused_kafka.load(Ordering::Relaxed),
             "held_requests": c.held.load(Ordering::Relaxed),
+            "gaps_from_earlier_runs": c.gaps.load(Ordering::Relaxed),
             "kafka_down": self.kafka_down.load(Ordering::Relaxed),
             "followed_to": self.upstream().followed.then(|| self.upstream().url.clone()),
         });
@@ -373,6 +469,18 @@ pub(crate) fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<r
         client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
     Ok(client.build()?)
+}
+
+/// What the journal says of a write: the request line, and a bulk's documents.
+fn journal_line(kind: &Kind, parts: &http::request::Parts, body: &Bytes) -> String {
+    let line = format!("{} {}", parts.method, parts.uri.path());
+    let Kind::Bulk { index } = kind else { return line };
+    let items = write::parse_bulk(body).unwrap_or_default();
+    let ids: Vec<String> = items
+        .iter()
+        .map(|i| format!("{}/{}", i.index.as_deref().or(index.as_deref()).unwrap_or(""), i.id.as_deref().unwrap_or("")))
+        .collect();
+    format!("{line} {}", ids.join(" "))
 }
 
 /// Headers that belong to one connection, not to the request or answer.

@@ -554,6 +554,7 @@ fn refused_for_now(status: u16, body: &[u8]) -> bool {
 pub(super) struct BulkLine {
     pub action: String,
     pub index: Option<String>,
+    pub id: Option<String>,
     pub routing: Option<String>,
     /// Its action line and (but for a delete) its document line, newlines included.
     pub lines: std::ops::Range<usize>,
@@ -597,6 +598,7 @@ pub(super) fn parse_bulk(body: &[u8]) -> Result<Vec<BulkLine>, String> {
         out.push(BulkLine {
             action: action.clone(),
             index: text("_index"),
+            id: text("_id"),
             routing: text("routing").or_else(|| text("_routing")),
             lines: first..last,
         });
