@@ -46,8 +46,48 @@ pub struct Status {
     /// second or two), as `source -> target`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub added_pending: Option<String>,
+    /// Capture proxies' gap notices of this migration (`state::Gap`).
+    pub proxy_gaps: GapStatus,
     /// Whether `rollover` would start now, and if not, the first reason it would refuse.
     pub ready: Readiness,
+}
+
+/// Writes the source may hold without their change events, as capture proxies reported
+/// them: a proxy killed with writes in flight, or one that could not publish.
+#[derive(Debug, Default, Serialize)]
+pub struct GapStatus {
+    pub notices: u64,
+    /// Documents they name (reconcile looks at each again).
+    pub docs: u64,
+    /// Writes without ids (auto-generated ids, by-query): a full reconcile pass covers them.
+    pub unnamed: u64,
+    /// Notices recorded since the last reconcile pass started (all without one).
+    pub since_reconcile: u64,
+    pub origins: Vec<String>,
+    pub last_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl GapStatus {
+    /// The gap notices recorded in the replay's store.
+    pub fn read(dir: &StateDir, reconciled: Option<&crate::state::ReconcileRecord>) -> anyhow::Result<GapStatus> {
+        let Some(store) = dir.open_read_only(crate::state::Db::Replay)? else { return Ok(GapStatus::default()) };
+        let all = store.gaps(&Default::default())?;
+        let since = match reconciled {
+            Some(r) => store.gaps(&r.recheck_from)?.len() as u64,
+            None => all.len() as u64,
+        };
+        let mut origins: Vec<String> = all.iter().map(|g| g.origin.clone()).collect();
+        origins.sort();
+        origins.dedup();
+        Ok(GapStatus {
+            notices: all.len() as u64,
+            docs: all.iter().map(|g| g.docs.len() as u64).sum(),
+            unnamed: all.iter().filter(|g| !g.unnamed.is_empty()).count() as u64,
+            since_reconcile: since,
+            origins,
+            last_at: all.iter().map(|g| g.at).max(),
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -233,6 +273,7 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         note,
         unmigrated: if m.state == crate::state::State::Initialized { unmigrated(&m, &recipe, common) } else { vec![] },
         added_pending: None,
+        proxy_gaps: GapStatus::read(&dir, m.reconciled.as_ref())?,
         ready: Readiness { ready: false, why_not: None },
     };
     if s.consumer_pid.is_some() {
@@ -301,6 +342,13 @@ fn why_not_ready(s: &Status, rollover: &indexferry_common::config::RolloverConfi
                 a.partition, a.from, a.to
             ));
         }
+    }
+    if s.proxy_gaps.since_reconcile > 0 && !rollover.reconcile {
+        return Some(format!(
+            "{} gap notices of capture proxies since the last reconcile pass, and [rollover] reconcile is off: run \
+             `reconcile`",
+            s.proxy_gaps.since_reconcile
+        ));
     }
     let Some(lag) = s.replay.lag_messages else {
         return Some(format!("kafka unreachable: {}", s.kafka_error.as_deref().unwrap_or("no answer")));
@@ -418,6 +466,19 @@ pub fn print(s: &Status) {
             p.attempts,
             p.pid,
             p.error
+        );
+    }
+    let g = &s.proxy_gaps;
+    if g.notices > 0 {
+        println!(
+            "  proxy gaps: {} writes the source may hold without change events (from {}, the last at {}): {} documents \
+             named, {} writes without ids; {} since the last reconcile pass, which rollover's reconcile repairs",
+            g.notices,
+            g.origins.join(", "),
+            g.last_at.map_or("?".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            g.docs,
+            g.unnamed,
+            g.since_reconcile
         );
     }
     if let Some(r) = &s.last_rollover {

@@ -96,6 +96,22 @@ impl Publisher {
         }
     }
 
+    /// Publishes one record that is not a change event (a gap notice) and waits for its
+    /// acknowledgement.
+    pub async fn publish_raw(&self, key: &str, payload: &[u8]) -> Result<(), String> {
+        let record = FutureRecord::to(&self.topic).key(key.as_bytes()).payload(payload);
+        match self.kafka().send(record, Timeout::After(self.timeout)).await {
+            Ok(_) => {
+                self.ok();
+                Ok(())
+            }
+            Err((e, _)) => {
+                self.failed();
+                Err(e.to_string())
+            }
+        }
+    }
+
     /// Publishes the events at once and waits for every acknowledgement; each one's outcome,
     /// in order. Events of one id keep their order (one partition, an idempotent producer).
     pub async fn publish_all<'e>(&self, events: impl IntoIterator<Item = &'e ChangeEvent>) -> Vec<Result<(), String>> {

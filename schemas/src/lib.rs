@@ -7,6 +7,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod gap;
 pub mod switch;
 
 use chrono::{DateTime, Utc};

@@ -150,3 +150,109 @@ async fn two_proxies_one_killed_in_cluster() -> anyhow::Result<()> {
 async fn two_proxies_one_killed_across_clusters() -> anyhow::Result<()> {
     captured_by_the_proxy(&opensearch(), &opensearch3(), "opensearch", Proxies::TwoOneKilled).await
 }
+
+/// A proxy killed with writes in flight that the cluster took: its next start publishes a gap
+/// notice for each (from its journal), the consumer records them, `status` shows them, a
+/// rollover without reconcile refuses, and reconcile repairs them: the migration ends
+/// identical. The writes are held by a write block when the proxy dies, and then made
+/// directly in the source, as the cluster would have taken them: a new document, an update
+/// and a delete, none with an event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_proxys_gaps_are_shown_in_status_and_repaired() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let url = es8();
+    let Names { src, dst, alias, topic, name } = Names::new("pxgap");
+    let source = create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
+    let journal = dir.path().join("journal");
+    let mut proxy = start_proxy(
+        &url,
+        &brokers(),
+        &topic,
+        &dir.path().join("proxy.log"),
+        &["--journal", journal.to_str().unwrap_or_default(), "--hold", "30s", "--name", "proxy-a"],
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let put = |id: &str, n: u32| {
+        http.put(format!("{}/{alias}/_doc/{id}?refresh=true", proxy.url))
+            .header("content-type", "application/json")
+            .body(json!({ "n": n }).to_string())
+            .send()
+    };
+    for i in 0..20 {
+        assert!(put(&format!("d{i}"), i).await?.status().is_success());
+    }
+    let recipe =
+        RecipeSpec { extra: "reconcile = false", ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias) }
+            .write(dir.path())?;
+    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
+    wait_caught_up(&state, &name, Duration::from_secs(120)).await?;
+
+    // Three writes held by a block when the proxy dies.
+    let block = |on: bool| json!({ "index.blocks.write": if on { json!(true) } else { Value::Null } });
+    source.put_settings(&src, block(true)).await?;
+    let held: Vec<_> = [("PUT", "new1"), ("PUT", "d3"), ("DELETE", "d5")]
+        .into_iter()
+        .map(|(method, id)| {
+            let req = match method {
+                "PUT" => http.put(format!("{}/{alias}/_doc/{id}", proxy.url)).body(r#"{"n":100}"#),
+                _ => http.delete(format!("{}/{alias}/_doc/{id}", proxy.url)),
+            };
+            tokio::spawn(req.header("content-type", "application/json").send())
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.kill9()?;
+    for h in held {
+        assert!(h.await?.is_err(), "the client lost its connection");
+    }
+    // As the cluster would have taken them, without their events.
+    source.put_settings(&src, block(false)).await?;
+    for (id, body) in [("new1", Some(json!({ "n": 100 }))), ("d3", Some(json!({ "n": 100 }))), ("d5", None)] {
+        let path = format!("/{src}/_doc/{id}");
+        match body {
+            Some(b) => source.json::<Value>(Method::Put, &path, &[("refresh", "true")], Some(&b)).await?,
+            None => source.json::<Value>(Method::Delete, &path, &[("refresh", "true")], None).await?,
+        };
+    }
+    proxy.start_again().await?;
+    let mut stats = proxy.stats().await?;
+    for _ in 0..100 {
+        if stats["gap_notices_published"] == json!(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stats = proxy.stats().await?;
+    }
+    assert_eq!(stats["gap_notices_published"], json!(3), "{stats}");
+    assert_eq!(stats["gaps_from_earlier_runs"], json!(3), "{stats}");
+    let gaps = wait_for("status to show the gaps", Duration::from_secs(30), || {
+        let gaps = status(&state, &name)?["proxy_gaps"].clone();
+        Ok((gaps["notices"] == json!(3)).then_some(gaps))
+    })
+    .await?;
+    assert_eq!((gaps["docs"].clone(), gaps["since_reconcile"].clone()), (json!(3), json!(3)), "{gaps}");
+    assert_eq!(gaps["origins"], json!(["proxy-a"]), "{gaps}");
+    let text = run_ok(indexferry(&state, &["status", &name]))?;
+    assert!(text.contains("proxy gaps: 3 writes"), "{text}");
+
+    // Without reconcile, rollover refuses; reconcile repairs the three.
+    let refused = output(indexferry(&state, &["rollover", &name]))?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("capture proxies reported 3 gaps"), "{said}");
+    let out = output(indexferry(&state, &["reconcile", &name, "--json"]))?;
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["repaired"], json!(3), "{report}");
+    assert_eq!(status(&state, &name)?["proxy_gaps"]["since_reconcile"], json!(0));
+    run_ok(indexferry(&state, &["rollover", &name]))?;
+    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
+    let verified: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(verified["identical"], json!(true), "{verified}");
+    let target = all_stored(&url, &dst).await?;
+    assert!(target.contains_key("new1") && !target.contains_key("d5"), "the gaps are repaired");
+    source.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await?;
+    Ok(())
+}

@@ -3,7 +3,8 @@
 //! with the source write-blocked, so the set is final and small.
 //!
 //! Under the `source` rule, the events the replay refused as stale since that pass are
-//! looked at again too (`state::Recheck`).
+//! looked at again too (`state::Recheck`), and under either rule the documents named by the
+//! capture proxies' gap notices recorded since (`state::Gap`), deletes included.
 //!
 //! A delete leaves no document behind to match a range query: a delete the application made
 //! in that window without publishing its event is not seen here (the full `verify` after
@@ -63,6 +64,7 @@ pub(crate) async fn changed_since(
     let writer = Writer::new(ctx.target.clone(), "reconcile", CancellationToken::new());
     let mut pairs = vec![];
     let mut rechecks = super::rechecks(ctx, &before.recheck_from)?;
+    let mut gap_docs = super::gap_docs(ctx, &before.recheck_from)?;
     for p in &ctx.migration.pairs {
         let marks = before
             .pairs
@@ -85,6 +87,7 @@ pub(crate) async fn changed_since(
             }
         }
         pair.recheck(rechecks.remove(&p.target).unwrap_or_default()).await?;
+        pair.gap_docs(gap_docs.remove(&p.target).unwrap_or_default()).await?;
         pairs.push(pair.report);
     }
     Ok(Report::new(pairs, started))

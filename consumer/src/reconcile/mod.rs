@@ -106,6 +106,8 @@ pub struct PairReport {
     pub target_docs: u64,
     /// Events refused as stale that were looked at again (`source` rule).
     pub rechecked: u64,
+    /// Documents named by capture proxies' gap notices, looked at again.
+    pub gap_docs: u64,
     pub counts: BTreeMap<&'static str, u64>,
     pub samples: BTreeMap<&'static str, Vec<String>>,
     /// Every document found `backwards`, for rollover's pause to write again.
@@ -214,12 +216,14 @@ pub(crate) async fn full(
     let recheck_from = replay_positions(ctx)?;
     let last = ctx.migration.reconciled.as_ref().map(|r| r.recheck_from.clone()).unwrap_or_default();
     let mut rechecks = rechecks(ctx, &last)?;
+    let mut gap_docs = gap_docs(ctx, &last)?;
     for p in &ctx.migration.pairs {
         refuses_writes(&ctx.target, &p.target).await?;
         let max_seq_no = changed::shard_max_seq_no(&ctx.source, &p.source).await?;
         let report = compare(ctx, &writer, write_limit, &p.source, &p.target, samples).await?;
         let mut pair = Pair { ctx, writer: &writer, write_limit, report };
         pair.recheck(rechecks.remove(&p.target).unwrap_or_default()).await?;
+        pair.gap_docs(gap_docs.remove(&p.target).unwrap_or_default()).await?;
         pairs.push(pair.report);
         marks.push(max_seq_no);
     }
@@ -320,6 +324,20 @@ pub(super) fn rechecks(ctx: &Ctx, from: &BTreeMap<i32, i64>) -> anyhow::Result<B
     let Some(store) = ctx.dir.open_read_only(Db::Replay)? else { return Ok(out) };
     let mut seen = std::collections::HashSet::new();
     for r in store.rechecks(from)? {
+        if seen.insert((r.index.clone(), r.id.clone(), r.routing.clone())) {
+            out.entry(r.index.clone()).or_default().push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The documents the gap notices recorded from `from` on name (whatever the version rule),
+/// per target index, each once.
+pub(super) fn gap_docs(ctx: &Ctx, from: &BTreeMap<i32, i64>) -> anyhow::Result<BTreeMap<String, Vec<Recheck>>> {
+    let mut out: BTreeMap<String, Vec<Recheck>> = BTreeMap::new();
+    let Some(store) = ctx.dir.open_read_only(Db::Replay)? else { return Ok(out) };
+    let mut seen = std::collections::HashSet::new();
+    for r in store.gaps(from)?.into_iter().flat_map(|g| g.docs) {
         if seen.insert((r.index.clone(), r.id.clone(), r.routing.clone())) {
             out.entry(r.index.clone()).or_default().push(r);
         }

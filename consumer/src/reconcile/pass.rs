@@ -194,6 +194,52 @@ impl Pair<'_> {
         Ok(())
     }
 
+    /// The documents gap notices named (a capture proxy died, or could not publish, after
+    /// the cluster took their writes), judged as the scans judge them: in the source →
+    /// against the target's version ([`Pair::source_page`]); gone from the source but in the
+    /// target → deleted there ([`Pair::target_page`]).
+    pub(super) async fn gap_docs(&mut self, mut docs: Vec<Recheck>) -> anyhow::Result<()> {
+        docs.retain(|r| !self.report.noted.contains(&r.id));
+        for page in docs.chunks(super::PAGE) {
+            self.report.gap_docs += page.len() as u64;
+            let source = self.source_index().to_owned();
+            let in_source = mget(&self.ctx.source, &source, page.iter().map(|r| (&r.id, &r.routing)), false).await?;
+            let (mut there, mut gone) = (vec![], vec![]);
+            for (r, s) in page.iter().zip(in_source) {
+                match s.found {
+                    true => there.push(Hit {
+                        id: s.id,
+                        seq_no: s.seq_no,
+                        primary_term: s.primary_term,
+                        routing: s.routing.or_else(|| r.routing.clone()),
+                        version: s.version,
+                        source: None,
+                        sort: None,
+                    }),
+                    false => gone.push(r),
+                }
+            }
+            self.source_page(&there).await?;
+            let target = self.target_index().to_owned();
+            let in_target = mget(&self.ctx.target, &target, gone.iter().map(|r| (&r.id, &r.routing)), false).await?;
+            let extra: Vec<Hit> = in_target
+                .into_iter()
+                .filter(|t| t.found)
+                .map(|t| Hit {
+                    id: t.id,
+                    seq_no: t.seq_no,
+                    primary_term: t.primary_term,
+                    routing: t.routing,
+                    version: t.version,
+                    source: None,
+                    sort: None,
+                })
+                .collect();
+            self.target_page(&extra).await?;
+        }
+        Ok(())
+    }
+
     /// Reads the wanted documents from the source as they are now and writes them.
     async fn copy_from_source(&mut self, wanted: Vec<Wanted>) -> anyhow::Result<()> {
         if wanted.is_empty() {

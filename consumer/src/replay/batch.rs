@@ -1,11 +1,11 @@
 //! One batch of messages: decoded into target writes, applied, judged.
 
 use crate::deadletter::{DeadLetter, DeadLetters};
-use crate::state::{recheck_key, tombstone_key, Recheck, Tombstone};
+use crate::state::{gap_key, recheck_key, tombstone_key, Gap, Recheck, Tombstone};
 use crate::writer::{Cancelled, Doc, Final, VersionType, Writer};
 use indexferry_common::config::{IndexPair, Recipe, VersionRule};
 use indexferry_common::metrics::{EVENTS_BY_ALIAS, EVENTS_OTHER_PREFIX, EVENTS_UNKNOWN_INDEX};
-use indexferry_schemas::{decode, Op};
+use indexferry_schemas::{decode, gap, Op};
 use rdkafka::message::{Message, OwnedMessage};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,8 @@ pub(super) struct Outcome {
     /// Index events refused as stale under the `source` rule, for reconcile's second look
     /// (see `state::Recheck`).
     pub rechecks: Vec<(String, Recheck)>,
+    /// Gap notices naming this migration's indices (see `state::Gap`).
+    pub gaps: Vec<(String, Gap)>,
 }
 
 const OPS: [&str; 3] = ["index", "delete", "unknown"];
@@ -96,11 +98,17 @@ impl<'a> Batch<'a> {
             rule: recipe.versions,
         };
         for m in messages {
-            match decode(m.key(), m.payload().unwrap_or_default()) {
-                Err(e) => {
-                    b.letters.push(letter(m, "decode", e.to_string()));
-                    b.outcome.count(2, 2);
-                }
+            let payload = m.payload().unwrap_or_default();
+            match decode(m.key(), payload) {
+                // A capture proxy's gap notice: kept for reconcile and status if it names ours.
+                Err(e) => match gap::decode(payload).map(|n| ours(recipe, n)) {
+                    Some(Some(g)) => b.outcome.gaps.push((gap_key(m.partition(), m.offset()), g)),
+                    Some(None) => b.outcome.ignored += 1,
+                    None => {
+                        b.letters.push(letter(m, "decode", e.to_string()));
+                        b.outcome.count(2, 2);
+                    }
+                },
                 Ok(event) => match route(recipe, &event.index) {
                     // The application writes to the target after rollover: expected, not ours.
                     Route::Target => b.outcome.ignored += 1,
@@ -176,6 +184,25 @@ impl<'a> Batch<'a> {
         dead_letters.send_all(std::mem::take(&mut self.letters)).await?;
         Ok(self.outcome)
     }
+}
+
+/// The part of a gap notice that names this migration's indices, if any.
+fn ours(recipe: &Recipe, notice: gap::GapNotice) -> Option<Gap> {
+    let pair = |index: &str| match route(recipe, index) {
+        Route::Pair(pair, _) => Some(pair),
+        _ => None,
+    };
+    let docs: Vec<Recheck> = notice
+        .docs
+        .into_iter()
+        .filter_map(|d| {
+            let p = pair(&d.index)?;
+            Some(Recheck { index: p.target.clone(), id: d.id, routing: d.routing })
+        })
+        .collect();
+    let unnamed: Vec<String> = notice.unnamed.iter().filter_map(|i| pair(i)).map(|p| p.source.clone()).collect();
+    let g = Gap { origin: notice.origin, request: notice.request, at: notice.at, docs, unnamed };
+    (!g.docs.is_empty() || !g.unnamed.is_empty()).then_some(g)
 }
 
 /// Where an event's `index` leads.

@@ -158,7 +158,7 @@ async fn run_once(
                     Err(_) => break, // cancelled mid-batch: not checkpointed, replayed next time
                 };
                 record(&mut cp, &outcome, &cut);
-                // Checkpoint, tombstones and rechecks in one atomic write.
+                // Checkpoint, tombstones, rechecks and gap notices in one atomic write.
                 let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
                 entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&cp)?));
                 for (key, t) in newest_tombstones(store, &outcome.tombstones)? {
@@ -166,6 +166,9 @@ async fn run_once(
                 }
                 for (key, r) in &outcome.rechecks {
                     entries.push((key.clone(), serde_json::to_value(r)?));
+                }
+                for (key, g) in &outcome.gaps {
+                    entries.push((key.clone(), serde_json::to_value(g)?));
                 }
                 store.put_all(&entries)?;
                 mirror_commit(&consumer, &topic, &cp);

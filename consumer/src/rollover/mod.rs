@@ -217,6 +217,16 @@ async fn check_events(ctx: &Ctx) -> anyhow::Result<()> {
     if !losses.is_empty() {
         bail!("rollover refused: {}", loss::describe(&ctx.recipe.kafka.topic, &losses));
     }
+    let gaps = crate::status::GapStatus::read(&ctx.dir, ctx.migration.reconciled.as_ref())?;
+    if gaps.since_reconcile > 0 && !ctx.recipe.rollover.reconcile {
+        bail!(
+            "rollover refused: capture proxies reported {} gaps since the last reconcile pass (writes the source may \
+             hold without their change events), and [rollover] reconcile is off: run `indexferry migration reconcile {}` \
+             first, or set [rollover] reconcile = true",
+            gaps.since_reconcile,
+            ctx.migration.name
+        );
+    }
     let Some(last) = cp.accepted_losses.iter().max_by_key(|l| l.at) else { return Ok(()) };
     if ctx.recipe.rollover.reconcile {
         tracing::info!(

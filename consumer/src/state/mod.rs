@@ -243,11 +243,21 @@ impl Store {
     /// The recorded rechecks of each partition from its offset in `from` on (all of a
     /// partition `from` does not name), in partition and offset order.
     pub fn rechecks(&self, from: &BTreeMap<i32, i64>) -> Result<Vec<Recheck>> {
+        self.by_offset(RECHECK_PREFIX, from)
+    }
+
+    /// The recorded gap notices, as [`Store::rechecks`].
+    pub fn gaps(&self, from: &BTreeMap<i32, i64>) -> Result<Vec<Gap>> {
+        self.by_offset(GAP_PREFIX, from)
+    }
+
+    /// The values under `prefix` keyed `<prefix><partition>/<offset>`, from `from` on.
+    fn by_offset<T: DeserializeOwned>(&self, prefix: &str, from: &BTreeMap<i32, i64>) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        for item in self.db.prefix_iterator(RECHECK_PREFIX) {
+        for item in self.db.prefix_iterator(prefix) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            let Some((partition, offset)) = parse_recheck_key(&key) else { break };
+            let Some((partition, offset)) = parse_offset_key(prefix, &key) else { break };
             if from.get(&partition).is_some_and(|first| offset < *first) {
                 continue;
             }
@@ -269,14 +279,24 @@ impl Store {
 const SLICE_PREFIX: &str = "slice/";
 const TOMBSTONE_PREFIX: &str = "tomb/";
 const RECHECK_PREFIX: &str = "recheck/";
+const GAP_PREFIX: &str = "gap/";
 
 /// `recheck/<partition>/<offset>` of the event, zero-padded so that keys sort in offset order.
 pub fn recheck_key(partition: i32, offset: i64) -> String {
     format!("{RECHECK_PREFIX}{partition:05}/{offset:020}")
 }
 
+/// `gap/<partition>/<offset>` of the gap notice, as [`recheck_key`].
+pub fn gap_key(partition: i32, offset: i64) -> String {
+    format!("{GAP_PREFIX}{partition:05}/{offset:020}")
+}
+
 pub fn parse_recheck_key(key: &str) -> Option<(i32, i64)> {
-    let (p, o) = key.strip_prefix(RECHECK_PREFIX)?.split_once('/')?;
+    parse_offset_key(RECHECK_PREFIX, key)
+}
+
+fn parse_offset_key(prefix: &str, key: &str) -> Option<(i32, i64)> {
+    let (p, o) = key.strip_prefix(prefix)?.split_once('/')?;
     Some((p.parse().ok()?, o.parse().ok()?))
 }
 

@@ -230,6 +230,24 @@ pub struct Recheck {
     pub routing: Option<String>,
 }
 
+/// A gap notice of this migration's indices (`indexferry_schemas::gap`): a capture proxy
+/// died, or could not publish, with writes the cluster may have taken without their change
+/// events. Reconcile looks at `docs` again; the full pass covers the `unnamed` writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The proxy that left it.
+    pub origin: String,
+    /// The request's method and path.
+    pub request: String,
+    pub at: DateTime<Utc>,
+    /// The documents it named, in their pairs' target indices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docs: Vec<Recheck>,
+    /// The pairs' source indices written without naming the ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unnamed: Vec<String>,
+}
+
 /// One slice of one pair's snapshot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SliceCheckpoint {

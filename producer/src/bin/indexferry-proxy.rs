@@ -55,9 +55,14 @@ struct Cli {
     max_body: usize,
     /// A folder for the journal of writes in flight: a proxy killed between the cluster's
     /// answer and the publish leaves writes whose events may be missing, which the next start
-    /// counts (`/_indexferry/stats`) and lists there. Keep it on a persistent volume.
+    /// counts (`/_indexferry/stats`), lists there and publishes as gap notices for the
+    /// migration's consumer (`status` shows them). Keep it on a persistent volume.
     #[arg(long, env = "INDEXFERRY_PROXY_JOURNAL")]
     journal: Option<PathBuf>,
+    /// This proxy's name in the gap notices it publishes (default: the host name, which is
+    /// the pod's name on Kubernetes).
+    #[arg(long, env = "INDEXFERRY_PROXY_NAME")]
+    name: Option<String>,
     /// The target cluster of a cross-cluster migration, as the recipe's `[target] url` names
     /// it: once the source carries the switch marker naming it, every request goes there.
     #[arg(long, env = "INDEXFERRY_PROXY_FOLLOW_URL", requires = "follow_migration")]
@@ -111,6 +116,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         hold: cli.hold,
         max_body: cli.max_body,
         journal: cli.journal,
+        name: cli
+            .name
+            .or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()))
+            .unwrap_or_else(|| format!("indexferry-proxy@{}", cli.listen)),
         follow: cli.follow_url.map(|url| FollowConfig {
             url,
             migration: cli.follow_migration.unwrap_or_default(),

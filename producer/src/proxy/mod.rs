@@ -42,6 +42,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use indexferry_schemas::gap::{GapDoc, GapNotice};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -49,6 +50,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,6 +76,8 @@ pub struct ProxyConfig {
     /// Where the journal of writes in flight lives (`journal`); None: no journal, and the
     /// gaps a killed proxy leaves are not counted.
     pub journal: Option<PathBuf>,
+    /// This proxy's name in the gap notices it publishes (one per replica).
+    pub name: String,
     /// The cluster a cross-cluster rollover may move the application to (`switch`): once
     /// the source carries a switch marker naming it, every request goes there.
     pub follow: Option<FollowConfig>,
@@ -107,6 +111,11 @@ pub(crate) struct Counters {
     pub held: AtomicU64,
     /// Writes an earlier run of the proxy left in flight when it died (`journal`).
     pub gaps: AtomicU64,
+    /// Gap notices on the topic: of earlier runs' gaps, and of writes whose events could not
+    /// be published.
+    pub gaps_published: AtomicU64,
+    /// Gap notices waiting for Kafka.
+    pub gaps_pending: AtomicU64,
 }
 
 /// Where requests go: the source, or after a cross-cluster switch the target.
@@ -131,6 +140,8 @@ pub struct Proxy {
     /// Alias name → the routing it applies to writes (`index_routing`), read when first met.
     alias_routing: Mutex<HashMap<String, (Option<String>, Instant)>>,
     journal: Option<journal::Journal>,
+    /// Gap notices to publish (`publish_gaps`).
+    gaps_tx: mpsc::UnboundedSender<GapNotice>,
     counters: Counters,
     /// Its own recorder, rendered at `/_indexferry/metrics` (not the process's global one).
     recorder: metrics_exporter_prometheus::PrometheusRecorder,
@@ -157,7 +168,7 @@ impl Proxy {
             .map_err(|e| anyhow::anyhow!(e))?;
         let (journal, gaps) = match &cfg.journal {
             Some(dir) => {
-                let (j, gaps) = journal::Journal::open(dir)?;
+                let (j, gaps) = journal::Journal::open(dir, &cfg.name)?;
                 (Some(j), gaps)
             }
             None => (None, vec![]),
@@ -165,16 +176,22 @@ impl Proxy {
         if !gaps.is_empty() {
             tracing::warn!(
                 gaps = gaps.len(), journal = %cfg.journal.as_deref().unwrap_or_else(|| std::path::Path::new("")).display(),
-                "the proxy died with writes in flight: their documents may lack change events; rollover's reconcile \
-                 repairs them (run `indexferry migration reconcile <name>` to see them now); the journal folder keeps their list"
+                "the proxy died with writes in flight: their documents may lack change events; their gap notices go to \
+                 the topic (status counts them, reconcile looks at their documents again); the journal folder keeps their list"
             );
         }
-        let counters = Counters { gaps: AtomicU64::new(gaps.len() as u64), ..Counters::default() };
+        let counters = Counters {
+            gaps: AtomicU64::new(gaps.len() as u64),
+            gaps_pending: AtomicU64::new(gaps.len() as u64),
+            ..Counters::default()
+        };
         let up = publisher.reachable(Duration::from_secs(5)).await;
         if !up {
             tracing::warn!(brokers = %cfg.brokers, "kafka does not answer: writes are refused until it does");
         }
-        Ok(Arc::new(Proxy {
+        let (gaps_tx, gaps_rx) = mpsc::unbounded_channel();
+        let proxy = Arc::new(Proxy {
+            gaps_tx,
             cfg,
             upstream: std::sync::RwLock::new(Arc::new(upstream)),
             publisher,
@@ -185,7 +202,56 @@ impl Proxy {
             journal,
             counters,
             recorder: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
-        }))
+        });
+        tokio::spawn(proxy.clone().publish_gaps(gaps, gaps_rx));
+        Ok(proxy)
+    }
+
+    /// Publishes gap notices: those an earlier run left, then those of writes whose events
+    /// could not be published ([`Proxy::gap`]), retrying each until Kafka takes it. Those
+    /// not yet on the topic are kept in the journal's pending file.
+    async fn publish_gaps(self: Arc<Self>, mut pending: Vec<GapNotice>, mut rx: mpsc::UnboundedReceiver<GapNotice>) {
+        loop {
+            if pending.is_empty() {
+                let Some(g) = rx.recv().await else { return };
+                pending.push(g);
+            }
+            while let Ok(g) = rx.try_recv() {
+                pending.push(g);
+            }
+            self.keep_pending(&pending);
+            let mut left = vec![];
+            for g in pending.drain(..) {
+                match self.publisher.publish_raw(g.key(), &g.to_json()).await {
+                    Ok(()) => {
+                        self.counters.gaps_published.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot publish a gap notice yet: trying again");
+                        left.push(g);
+                    }
+                }
+            }
+            pending = left;
+            self.keep_pending(&pending);
+            self.counters.gaps_pending.store(pending.len() as u64, Ordering::Relaxed);
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    fn keep_pending(&self, pending: &[GapNotice]) {
+        if let Some(Err(e)) = self.journal.as_ref().map(|j| j.keep_pending(pending)) {
+            tracing::warn!(error = %e, "cannot keep the gap notices not yet published");
+        }
+    }
+
+    /// A write the cluster took whose event could not be published: its gap notice goes to
+    /// the topic as soon as Kafka takes it.
+    pub(crate) fn gap(&self, notice: GapNotice) {
+        self.counters.gaps_pending.fetch_add(1, Ordering::Relaxed);
+        let _ = self.gaps_tx.send(notice);
     }
 
     /// Serves until `stop` is cancelled, then lets the requests in flight finish.
@@ -261,7 +327,8 @@ impl Proxy {
                 // between the cluster's answer and its publish.
                 let proxy = self.clone();
                 let write = tokio::spawn(async move {
-                    let begun = proxy.journal.as_ref().map(|j| j.begin(&journal_line(&kind, &parts, &body)));
+                    let begun =
+                        proxy.journal.as_ref().map(|j| j.begin(&gap_notice(&proxy.cfg.name, &kind, &parts, &body)));
                     let resp = match kind {
                         Kind::Doc(w) => proxy.doc(w, parts, body).await,
                         Kind::Bulk { index } => proxy.bulk(index, parts, body).await,
@@ -274,7 +341,11 @@ impl Proxy {
                     resp
                 });
                 write.await.unwrap_or_else(|e| {
-                    error(StatusCode::INTERNAL_SERVER_ERROR, "indexferry_proxy_exception", &format!("the write failed: {e}"))
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "indexferry_proxy_exception",
+                        &format!("the write failed: {e}"),
+                    )
                 })
             }
         }
@@ -402,11 +473,16 @@ impl Proxy {
                 "indexferry_proxy_refused_writes_total",
                 "Writes refused before the cluster while Kafka did not answer."
             );
-            describe_counter!("indexferry_proxy_held_requests_total", "Write requests held by a write block or a full queue.");
+            describe_counter!(
+                "indexferry_proxy_held_requests_total",
+                "Write requests held by a write block or a full queue."
+            );
             describe_gauge!(
                 "indexferry_proxy_gaps_from_earlier_runs",
                 "Writes an earlier run left in flight when it died (its journal)."
             );
+            describe_counter!("indexferry_proxy_gap_notices_published_total", "Gap notices published on the topic.");
+            describe_gauge!("indexferry_proxy_gap_notices_pending", "Gap notices waiting for Kafka.");
             describe_gauge!("indexferry_proxy_kafka_up", "1 while writes are taken, 0 while Kafka does not answer.");
             describe_gauge!("indexferry_proxy_followed", "1 once requests go to the target of a cross-cluster switch.");
             counter!("indexferry_proxy_events_published_total").absolute(n(&c.events));
@@ -416,6 +492,8 @@ impl Proxy {
             counter!("indexferry_proxy_refused_writes_total").absolute(n(&c.refused_kafka));
             counter!("indexferry_proxy_held_requests_total").absolute(n(&c.held));
             gauge!("indexferry_proxy_gaps_from_earlier_runs").set(n(&c.gaps) as f64);
+            counter!("indexferry_proxy_gap_notices_published_total").absolute(n(&c.gaps_published));
+            gauge!("indexferry_proxy_gap_notices_pending").set(n(&c.gaps_pending) as f64);
             gauge!("indexferry_proxy_kafka_up").set(if self.kafka_down.load(Ordering::Relaxed) { 0.0 } else { 1.0 });
             gauge!("indexferry_proxy_followed").set(if self.upstream().followed { 1.0 } else { 0.0 });
         });
@@ -435,6 +513,8 @@ impl Proxy {
             "refused_kafka_down": c.refused_kafka.load(Ordering::Relaxed),
             "held_requests": c.held.load(Ordering::Relaxed),
             "gaps_from_earlier_runs": c.gaps.load(Ordering::Relaxed),
+            "gap_notices_published": c.gaps_published.load(Ordering::Relaxed),
+            "gap_notices_pending": c.gaps_pending.load(Ordering::Relaxed),
             "kafka_down": self.kafka_down.load(Ordering::Relaxed),
             "followed_to": self.upstream().followed.then(|| self.upstream().url.clone()),
         });
@@ -471,16 +551,28 @@ pub(crate) fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<r
     Ok(client.build()?)
 }
 
-/// What the journal says of a write: the request line, and a bulk's documents.
-fn journal_line(kind: &Kind, parts: &http::request::Parts, body: &Bytes) -> String {
-    let line = format!("{} {}", parts.method, parts.uri.path());
-    let Kind::Bulk { index } = kind else { return line };
-    let items = write::parse_bulk(body).unwrap_or_default();
-    let ids: Vec<String> = items
-        .iter()
-        .map(|i| format!("{}/{}", i.index.as_deref().or(index.as_deref()).unwrap_or(""), i.id.as_deref().unwrap_or("")))
-        .collect();
-    format!("{line} {}", ids.join(" "))
+/// What the journal says of a write, as the gap notice it becomes if the proxy dies before
+/// its end: the request line, the documents it names, the indices it writes without ids.
+fn gap_notice(origin: &str, kind: &Kind, parts: &http::request::Parts, body: &Bytes) -> GapNotice {
+    let mut g = GapNotice::new(origin, &format!("{} {}", parts.method, parts.uri.path()), chrono::Utc::now());
+    let mut named = |index: &str, id: Option<&str>, routing: Option<String>| match id {
+        Some(id) => g.docs.push(GapDoc { index: index.to_owned(), id: id.to_owned(), routing }),
+        None if !g.unnamed.iter().any(|u| u == index) => g.unnamed.push(index.to_owned()),
+        None => {}
+    };
+    match kind {
+        Kind::Doc(w) => named(&w.index, w.id.as_deref(), write::split_query(parts.uri.query()).2),
+        Kind::Bulk { index } => {
+            for i in write::parse_bulk(body).unwrap_or_default() {
+                if let Some(at) = i.index.as_deref().or(index.as_deref()) {
+                    named(at, i.id.as_deref(), i.routing.clone());
+                }
+            }
+        }
+        Kind::ByQuery { index, .. } => named(index, None, None),
+        Kind::Pass | Kind::Refused(_) => {}
+    }
+    g
 }
 
 /// Headers that belong to one connection, not to the request or answer.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use http::{HeaderMap, Method, Response, StatusCode};
 use indexferry_common::retry::Backoff;
+use indexferry_schemas::gap::{GapDoc, GapNotice};
 use indexferry_schemas::{ChangeEvent, Op, SCHEMA_V1};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -341,6 +342,7 @@ impl Proxy {
                      retry the write"
                 );
                 self.counters.unpublished.fetch_add(acked.len() as u64, Ordering::Relaxed);
+                self.gap_of(acked.iter());
                 return (0..acked.len()).map(|k| (k, why.clone())).collect();
             }
         };
@@ -384,8 +386,17 @@ impl Proxy {
         }
         if let Some((_, why)) = failed.first() {
             self.publish_failed(failed.len() as u64, why);
+            self.gap_of(failed.iter().map(|(k, _)| &acked[*k]));
         }
         failed
+    }
+
+    /// Acknowledged writes whose events are not published: a gap notice names them.
+    fn gap_of<'a>(&self, acked: impl Iterator<Item = &'a Acked>) {
+        let mut g = GapNotice::new(&self.cfg.name, "unpublished writes", chrono::Utc::now());
+        g.docs =
+            acked.map(|a| GapDoc { index: a.index.clone(), id: a.id.clone(), routing: a.routing.clone() }).collect();
+        self.gap(g);
     }
 
     /// The documents as the cluster holds them now, in order; None for one not found.
