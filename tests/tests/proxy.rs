@@ -460,9 +460,14 @@ async fn held_writes_outlive_their_client_and_a_killed_proxy_counts_its_gaps() -
     indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
     let journal = dir.path().join("journal");
     let journal = journal.to_str().unwrap_or_default();
-    let mut proxy =
-        start_proxy(&es8(), &brokers(), &topic, &dir.path().join("proxy.log"), &["--hold", "20s", "--journal", journal])
-            .await?;
+    let mut proxy = start_proxy(
+        &es8(),
+        &brokers(),
+        &topic,
+        &dir.path().join("proxy.log"),
+        &["--hold", "20s", "--journal", journal],
+    )
+    .await?;
     let block = |on: bool| json!({ "index.blocks.write": if on { json!(true) } else { Value::Null } });
     c.put_settings(&index, block(true)).await?;
 
@@ -497,5 +502,129 @@ async fn held_writes_outlive_their_client_and_a_killed_proxy_counts_its_gaps() -
     assert_eq!(stats["gaps_from_earlier_runs"], json!(1), "{stats}");
     c.put_settings(&index, block(false)).await?;
     c.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
+    Ok(())
+}
+
+/// `--tls-cert`/`--tls-key`: the proxy listens with TLS (a certificate made here with
+/// openssl, trusted by the client), and a write through it is published as over plain HTTP;
+/// a plain-HTTP request to the TLS port gets no answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_listens_with_tls() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    anyhow::ensure!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let (index, topic) = (unique("proxy-tls"), unique("proxy-events"));
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let port = free_port()?;
+    let mut c = std::process::Command::new(bin("indexferry-proxy"));
+    c.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--upstream",
+        &es8(),
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+    ])
+    .arg("--tls-cert")
+    .arg(&cert)
+    .arg("--tls-key")
+    .arg(&key);
+    let mut proc = spawn(c, &dir.path().join("proxy.log"))?;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert)?)?)
+        .build()?;
+    let url = format!("https://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{url}/_indexferry/stats")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::ensure!(up, "the proxy never answered: {}", std::fs::read_to_string(dir.path().join("proxy.log"))?);
+    let written = client
+        .put(format!("{url}/{index}/_doc/1?refresh=true"))
+        .header("content-type", "application/json")
+        .body(r#"{"over":"tls"}"#)
+        .send()
+        .await?;
+    assert_eq!(written.status(), 201, "{}", written.text().await?);
+    let events = read_topic(&topic, 1, Duration::from_secs(10))?;
+    let e: ChangeEvent = indexferry_schemas::decode(None, &events[0].1)?;
+    assert_eq!((e.id.as_str(), e.source.map(|s| s.get().to_owned())), ("1", Some(r#"{"over":"tls"}"#.to_owned())));
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(format!("http://127.0.0.1:{port}/_indexferry/stats"))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.is_ok_and(|r| r.status().is_success()), "plain HTTP is not served");
+    kill9(&mut proc)?;
+    cluster(&es8()).await?.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
+    Ok(())
+}
+
+/// The official `elasticsearch` Python client refuses OpenSearch (no `X-Elastic-Product`
+/// answer header, and media types OpenSearch refuses); through the proxy with
+/// `--elastic-product always` it writes, bulk-writes and reads OpenSearch, and the writes are
+/// published. Without the flag the proxy changes nothing, and the client refuses as it would
+/// refuse the cluster itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_elasticsearch_python_client_through_the_proxy_to_opensearch() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (index, topic) = (unique("proxy-product"), unique("proxy-events"));
+    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let script = r#"
+import json, sys
+from elasticsearch import Elasticsearch, helpers
+url, index = sys.argv[1], sys.argv[2]
+es = Elasticsearch(url, request_timeout=10)
+try:
+    es.index(index=index, id="1", document={"n": 1}, refresh=True)
+    helpers.bulk(es, [{"_index": index, "_id": str(i), "n": i} for i in range(2, 6)], refresh=True)
+    print(json.dumps({"ok": True, "count": es.count(index=index)["count"], "one": es.get(index=index, id="1")["_source"]}))
+except Exception as e:
+    print(json.dumps({"ok": False, "error": type(e).__name__, "message": str(e)[:300]}))
+"#;
+    let run = |url: &str| -> anyhow::Result<Value> {
+        let out = std::process::Command::new(python_clients()?).args(["-c", script, url, &index]).output()?;
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("the script printed no JSON: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let log = dir.path().join("proxy.log");
+    let mut plain = start_proxy(&opensearch(), &brokers(), &topic, &log, &[]).await?;
+    // OpenSearch refuses the client's media type (406) before the client could look at the
+    // answer's product header: either way the client fails.
+    let refused = run(&plain.url)?;
+    assert_eq!(refused["ok"], json!(false), "{refused}");
+    assert!(
+        ["ApiError", "UnsupportedProductError"].contains(&refused["error"].as_str().unwrap_or_default()),
+        "{refused}"
+    );
+    plain.kill9()?;
+    let mut compat = start_proxy(
+        &opensearch(),
+        &brokers(),
+        &topic,
+        &dir.path().join("proxy2.log"),
+        &["--elastic-product", "always"],
+    )
+    .await?;
+    let done = run(&compat.url)?;
+    assert_eq!(done, json!({ "ok": true, "count": 5, "one": { "n": 1 } }), "{done}");
+    let events = read_topic(&topic, 5, Duration::from_secs(10))?;
+    assert_eq!(events.len(), 5, "every write published");
+    compat.kill9()?;
+    cluster(&opensearch()).await?.json::<Value>(Method::Delete, &format!("/{index}"), &[], None).await?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use base64::Engine as _;
 use clap::Parser;
-use indexferry_producer::proxy::{FollowConfig, Proxy, ProxyConfig};
+use indexferry_producer::proxy::{ElasticProduct, FollowConfig, Proxy, ProxyConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +59,17 @@ struct Cli {
     /// migration's consumer (`status` shows them). Keep it on a persistent volume.
     #[arg(long, env = "INDEXFERRY_PROXY_JOURNAL")]
     journal: Option<PathBuf>,
+    /// Listen with TLS: a PEM file of the certificate chain (with --tls-key).
+    #[arg(long, env = "INDEXFERRY_PROXY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PKCS#8 PEM (`BEGIN PRIVATE KEY`).
+    #[arg(long, env = "INDEXFERRY_PROXY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// When to make OpenSearch acceptable to the `elasticsearch` clients (they refuse a
+    /// server without `X-Elastic-Product: Elasticsearch`, and send media types OpenSearch
+    /// refuses): never; once the proxy follows a cross-cluster switch; always.
+    #[arg(long, env = "INDEXFERRY_PROXY_ELASTIC_PRODUCT", value_enum, default_value_t = ElasticProduct::Never)]
+    elastic_product: ElasticProduct,
     /// This proxy's name in the gap notices it publishes (default: the host name, which is
     /// the pod's name on Kubernetes).
     #[arg(long, env = "INDEXFERRY_PROXY_NAME")]
@@ -116,6 +127,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         hold: cli.hold,
         max_body: cli.max_body,
         journal: cli.journal,
+        tls: cli.tls_cert.zip(cli.tls_key),
+        elastic_product: cli.elastic_product,
         name: cli
             .name
             .or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()))
@@ -137,12 +150,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let (listen, upstream, topic) = (listener.local_addr()?, cfg.upstream.clone(), cfg.topic.clone());
+    let tls = cfg.tls.is_some();
     if let Some(f) = &cfg.follow {
         let own = if f.authorization.is_some() { "its own credentials" } else { "the client's credentials" };
         tracing::info!(target_url = %indexferry_common::es::redact_url(&f.url), "after a cross-cluster switch to this cluster, requests go there with {own}");
     }
     let proxy = Proxy::new(cfg).await?;
-    tracing::info!(%listen, %upstream, %topic, "proxy listening");
+    tracing::info!(%listen, tls, %upstream, %topic, "proxy listening");
     let stop = CancellationToken::new();
     let signalled = stop.clone();
     tokio::spawn(async move {

@@ -78,9 +78,30 @@ pub struct ProxyConfig {
     pub journal: Option<PathBuf>,
     /// This proxy's name in the gap notices it publishes (one per replica).
     pub name: String,
+    /// A PEM certificate chain and its PKCS#8 PEM key: the proxy listens with TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// When answers get the `X-Elastic-Product` header and requests lose Elasticsearch's
+    /// compatibility media types (`elastic_product`).
+    pub elastic_product: ElasticProduct,
     /// The cluster a cross-cluster rollover may move the application to (`switch`): once
     /// the source carries a switch marker naming it, every request goes there.
     pub follow: Option<FollowConfig>,
+}
+
+/// Whether the proxy makes an OpenSearch cluster acceptable to the `elasticsearch` clients,
+/// which refuse a server whose answers lack `X-Elastic-Product: Elasticsearch` and send
+/// media types (`application/vnd.elasticsearch+json; compatible-with=8`) that OpenSearch
+/// refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ElasticProduct {
+    /// Headers pass unchanged: an `elasticsearch` client refuses OpenSearch behind the proxy.
+    #[default]
+    Never,
+    /// Once the proxy follows a cross-cluster switch (an Elasticsearch source, an
+    /// OpenSearch target): the application's `elasticsearch` client goes on working.
+    Followed,
+    /// Always (an OpenSearch source already).
+    Always,
 }
 
 /// The target cluster of a cross-cluster migration, as the proxy reaches it.
@@ -125,6 +146,9 @@ pub(crate) struct Upstream {
     /// Sent instead of the client's `Authorization`.
     pub authorization: Option<HeaderValue>,
     pub followed: bool,
+    /// Elasticsearch's media types become plain JSON on the way there, and its answers get
+    /// `X-Elastic-Product` (see [`ElasticProduct`]).
+    pub elastic_compat: bool,
 }
 
 pub struct Proxy {
@@ -142,6 +166,8 @@ pub struct Proxy {
     journal: Option<journal::Journal>,
     /// Gap notices to publish (`publish_gaps`).
     gaps_tx: mpsc::UnboundedSender<GapNotice>,
+    /// The listener's TLS (`--tls-cert`, `--tls-key`).
+    tls: Option<tokio_native_tls::TlsAcceptor>,
     counters: Counters,
     /// Its own recorder, rendered at `/_indexferry/metrics` (not the process's global one).
     recorder: metrics_exporter_prometheus::PrometheusRecorder,
@@ -163,7 +189,13 @@ impl Proxy {
                     .map_err(|_| anyhow::anyhow!("the target's credentials are not a valid header"))?;
             }
         }
-        let upstream = Upstream { url: cfg.upstream.clone(), client, authorization: None, followed: false };
+        let upstream = Upstream {
+            url: cfg.upstream.clone(),
+            client,
+            authorization: None,
+            followed: false,
+            elastic_compat: cfg.elastic_product == ElasticProduct::Always,
+        };
         let publisher = Publisher::new(&cfg.brokers, &cfg.kafka_properties, &cfg.topic, cfg.publish_timeout)
             .map_err(|e| anyhow::anyhow!(e))?;
         let (journal, gaps) = match &cfg.journal {
@@ -189,9 +221,14 @@ impl Proxy {
         if !up {
             tracing::warn!(brokers = %cfg.brokers, "kafka does not answer: writes are refused until it does");
         }
+        let tls = match &cfg.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            None => None,
+        };
         let (gaps_tx, gaps_rx) = mpsc::unbounded_channel();
         let proxy = Arc::new(Proxy {
             gaps_tx,
+            tls,
             cfg,
             upstream: std::sync::RwLock::new(Arc::new(upstream)),
             publisher,
@@ -261,6 +298,7 @@ impl Proxy {
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
         let tracker = tokio_util::task::TaskTracker::new();
+        let tls = self.tls.clone();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -276,19 +314,14 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             let stop = stop.clone();
+            let tls = tls.clone();
             tracker.spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended") },
-                    _ = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+                match tls {
+                    None => proxy.connection(stream, peer, stop).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => proxy.connection(s, peer, stop).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    },
                 }
             });
         }
@@ -296,6 +329,34 @@ impl Proxy {
         tracker.wait().await;
         self.publisher.flush(Duration::from_secs(10));
         Ok(())
+    }
+
+    /// Serves one client connection until it ends, or until `stop` (then gracefully).
+    async fn connection<I>(self: Arc<Self>, io: I, peer: SocketAddr, stop: CancellationToken)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = self.clone();
+            async move {
+                let mut resp = proxy.clone().handle(req).await;
+                if proxy.upstream().elastic_compat {
+                    resp.headers_mut()
+                        .entry(HeaderName::from_static("x-elastic-product"))
+                        .or_insert(HeaderValue::from_static("Elasticsearch"));
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended") },
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -527,13 +588,50 @@ impl Upstream {
         format!("{}{}", self.url.trim_end_matches('/'), path_and_query)
     }
 
-    /// The headers to send here: the target's own credentials, if configured.
+    /// The headers to send here: the target's own credentials, if configured, and plain
+    /// media types for a cluster that does not know Elasticsearch's.
     pub(crate) fn headers(&self, mut headers: HeaderMap) -> HeaderMap {
         if let Some(a) = &self.authorization {
             headers.insert(http::header::AUTHORIZATION, a.clone());
         }
+        if self.elastic_compat {
+            for name in [http::header::CONTENT_TYPE, http::header::ACCEPT] {
+                let plain = headers.get(&name).and_then(|v| v.to_str().ok()).and_then(plain_media_type);
+                if let Some(p) = plain {
+                    headers.insert(name, HeaderValue::from_static(p));
+                }
+            }
+        }
         headers
     }
+}
+
+/// `application/json` or `application/x-ndjson` for Elasticsearch's versioned media types
+/// (`application/vnd.elasticsearch+json; compatible-with=8`, `...+x-ndjson...`).
+fn plain_media_type(value: &str) -> Option<&'static str> {
+    let v = value.trim().to_ascii_lowercase();
+    if v.starts_with("application/vnd.elasticsearch+x-ndjson") {
+        Some("application/x-ndjson")
+    } else if v.starts_with("application/vnd.elasticsearch+json") {
+        Some("application/json")
+    } else {
+        None
+    }
+}
+
+/// The listener's TLS from a PEM certificate chain and its PKCS#8 PEM key.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<tokio_native_tls::TlsAcceptor> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()));
+    let identity = native_tls::Identity::from_pkcs8(&read(cert)?, &read(key)?).map_err(|e| {
+        anyhow::anyhow!(
+            "the TLS certificate {} and key {} do not make an identity (the key must be PKCS#8 PEM, \
+             `BEGIN PRIVATE KEY`): {e}",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    let acceptor = native_tls::TlsAcceptor::new(identity).map_err(|e| anyhow::anyhow!("TLS listener: {e}"))?;
+    Ok(tokio_native_tls::TlsAcceptor::from(acceptor))
 }
 
 pub(crate) fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {

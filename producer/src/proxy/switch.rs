@@ -88,7 +88,8 @@ impl Proxy {
             }
         };
         let authorization = follow.authorization.as_deref().and_then(|a| HeaderValue::from_str(a).ok());
-        let to = Upstream { url: follow.url.clone(), client, authorization, followed: true };
+        let elastic_compat = self.cfg.elastic_product != super::ElasticProduct::Never;
+        let to = Upstream { url: follow.url.clone(), client, authorization, followed: true, elastic_compat };
         tracing::warn!(
             migration = %marker.migration, alias = %marker.alias, to = %target,
             "the migration switched to another cluster: every request goes there from now on"
