@@ -285,6 +285,12 @@ pub struct RolloverConfig {
     /// errors.
     #[serde(with = "humantime_serde")]
     pub max_pause: Duration,
+    /// The capture proxies (`indexferry-proxy`) that every write of the application goes
+    /// through, one URL per replica (not a load balancer in front of them). After the block,
+    /// rollover asks each for its writes in flight and ends the grace as soon as every write
+    /// sent before the block has its event published; one that does not answer, and the
+    /// whole grace is waited. Empty (the default): the grace is waited.
+    pub proxies: Vec<String>,
 }
 
 impl Default for RolloverConfig {
@@ -296,6 +302,7 @@ impl Default for RolloverConfig {
             gc_deletes: "24h".into(),
             reconcile: true,
             max_pause: PRODUCER_RETRY_WINDOW - Duration::from_secs(5),
+            proxies: vec![],
         }
     }
 }

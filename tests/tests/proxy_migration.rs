@@ -16,7 +16,14 @@ use std::time::Duration;
 enum Proxies {
     One,
     TwoOneKilled,
+    /// One, named in `[rollover] proxies` as the drain signal, with a long grace and no
+    /// reconcile: the events of writes taken before the block must be in without waiting
+    /// out the grace, and nothing repairs a write whose event the drain missed.
+    OneAsDrainSignal,
 }
+
+/// The grace of the drain-signal variant: the rollover must end it well before.
+const LONG_GRACE: &str = "3s";
 
 async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str, proxies: Proxies) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -29,7 +36,7 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str, proxie
     };
     let proxy = start_proxy(url, &brokers(), &topic, &dir.path().join("proxy.log"), &follow).await?;
     let mut second = match proxies {
-        Proxies::One => None,
+        Proxies::One | Proxies::OneAsDrainSignal => None,
         Proxies::TwoOneKilled => {
             Some(start_proxy(url, &brokers(), &topic, &dir.path().join("proxy2.log"), &follow).await?)
         }
@@ -46,8 +53,17 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str, proxie
         &["--initial", "1500", "--ids", "2000", "--rate", "80", "--compress", "--retries", retries],
     )?;
     wait_docs(url, &src, 1000).await?;
-    let recipe = RecipeSpec { slices: 2, ..RecipeSpec::new(&name, url, target_url, &topic, &src, &dst, &alias) }
-        .write(dir.path())?;
+    let drain_signal = format!("reconcile = false\nproxies = [\"{}\"]", proxy.url);
+    let recipe = match proxies {
+        Proxies::OneAsDrainSignal => RecipeSpec {
+            slices: 2,
+            grace: LONG_GRACE,
+            extra: &drain_signal,
+            ..RecipeSpec::new(&name, url, target_url, &topic, &src, &dst, &alias)
+        },
+        _ => RecipeSpec { slices: 2, ..RecipeSpec::new(&name, url, target_url, &topic, &src, &dst, &alias) },
+    }
+    .write(dir.path())?;
     run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
     let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
     if let Some(p) = &mut second {
@@ -61,6 +77,11 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str, proxie
     tokio::time::sleep(Duration::from_secs(2)).await;
     let out = run_ok(indexferry(&state, &["rollover", &name]))?;
     eprintln!("{out}");
+    if proxies == Proxies::OneAsDrainSignal {
+        let r = status(&state, &name)?["last_rollover"].clone();
+        println!("drain signal: write pause {} ms, grace {} ms of {LONG_GRACE}", r["write_pause_ms"], r["grace_ms"]);
+        assert!(r["grace_ms"].as_u64().is_some_and(|g| g < 1000), "the proxy ended the grace: {r}");
+    }
     // Writes go on through the proxy, now into the target.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = load.stop()?;
@@ -141,6 +162,11 @@ async fn opensearch_2_to_opensearch_3_the_proxy_follows_the_switch() -> anyhow::
 
 /// Two proxies in front of one source, as behind a load balancer, one killed and started
 /// again mid-migration: they converge as one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_is_the_rollovers_drain_signal() -> anyhow::Result<()> {
+    captured_by_the_proxy(&es8(), &es8(), "elasticsearch", Proxies::OneAsDrainSignal).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_proxies_one_killed_in_cluster() -> anyhow::Result<()> {
     captured_by_the_proxy(&es8(), &es8(), "elasticsearch", Proxies::TwoOneKilled).await

@@ -329,7 +329,7 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
     Ok(RolloverRecord {
         at: Utc::now(),
         write_pause_ms: pause.as_millis() as u64,
-        grace_ms: r.grace.as_millis() as u64,
+        grace_ms: switched.grace.as_millis() as u64,
         drain_ms: switched.drain.as_millis() as u64,
         end_offsets: switched.end,
         deletes_reapplied: swept.tombstones,

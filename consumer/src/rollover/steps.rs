@@ -37,6 +37,75 @@ use tracing::Instrument;
 /// How often the drain checks the consumer's checkpoint.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 
+/// Waits out `[rollover] grace`, or less with the application's capture proxies listed
+/// (`[rollover] proxies`): until each says that every write it sent before now has its
+/// event published (`GET /_indexferry/inflight`). A proxy that does not answer, or restarts
+/// meanwhile, and the whole grace is waited. How long it took.
+async fn grace(r: &indexferry_common::config::RolloverConfig) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    if r.proxies.is_empty() {
+        tokio::time::sleep(r.grace).await;
+        return Ok(r.grace);
+    }
+    match tokio::time::timeout(r.grace, proxies_drained(&r.proxies)).await {
+        Ok(Ok(())) => {
+            let took = started.elapsed();
+            tracing::info!(
+                ms = took.as_millis() as u64,
+                "the capture proxies' writes from before the block are published"
+            );
+            Ok(took)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "the capture proxies cannot say: the whole grace is waited");
+            tokio::time::sleep_until((started + r.grace).into()).await;
+            Ok(r.grace)
+        }
+        Err(_) => {
+            tracing::warn!(
+                "the capture proxies still had writes from before the block in flight at the end of the grace"
+            );
+            Ok(r.grace)
+        }
+    }
+}
+
+/// A capture proxy's writes in flight: its run, the next write's number, the oldest open.
+#[derive(Debug, serde::Deserialize)]
+struct ProxyInflight {
+    run: u64,
+    next: u64,
+    oldest: Option<u64>,
+}
+
+/// Until every proxy has published every write it sent before this call.
+async fn proxies_drained(urls: &[String]) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build()?;
+    let read = |url: &str| {
+        let (client, url) = (client.clone(), format!("{}/_indexferry/inflight", url.trim_end_matches('/')));
+        async move {
+            let answer = client.get(&url).send().await.and_then(reqwest::Response::error_for_status);
+            answer.with_context(|| format!("capture proxy {url}"))?.json::<ProxyInflight>().await.context("its answer")
+        }
+    };
+    let marks = futures::future::try_join_all(urls.iter().map(|u| read(u))).await?;
+    let waits = urls.iter().zip(marks).map(|(url, mark)| {
+        let read = &read;
+        async move {
+            let mut now = ProxyInflight { ..mark };
+            loop {
+                if now.oldest.is_none_or(|o| o >= mark.next) {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(DRAIN_POLL).await;
+                now = read(url).await?;
+                anyhow::ensure!(now.run == mark.run, "capture proxy {url} restarted");
+            }
+        }
+    });
+    futures::future::try_join_all(waits).await.map(drop)
+}
+
 /// A signal stopped the rollover before its swap.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted by a signal during the {0} step")]
@@ -69,6 +138,9 @@ pub(super) struct SwapUnknown {
 /// What the blocked phase measured.
 pub(super) struct Switched {
     pub blocked_at: Instant,
+    /// How long the grace took: shorter than `[rollover] grace` when the capture proxies
+    /// said their writes from before the block were published.
+    pub grace: Duration,
     pub end: Offsets,
     pub drain: Duration,
     /// The final reconcile pass, if it ran.
@@ -157,11 +229,7 @@ impl<'a> Driver<'a> {
             Ok(())
         })
         .await?;
-        self.step("grace", true, async {
-            tokio::time::sleep(r.grace).await;
-            Ok(())
-        })
-        .await?;
+        let grace = self.step("grace", true, grace(r)).await?;
         // An index of a pattern made since the check before the block (a day, an ILM
         // rollover) would be left unblocked, unmigrated and unmoved: refused, naming it.
         // One listing per pattern, under the block, so the set is final.
@@ -199,7 +267,7 @@ impl<'a> Driver<'a> {
         }
         self.step("pipelines", false, pipelines(ctx)).await?;
         self.step("swap", false, swap(ctx)).await?;
-        Ok(Switched { blocked_at, end, drain, in_pause })
+        Ok(Switched { blocked_at, grace, end, drain, in_pause })
     }
 
     /// The undo of every step up to the swap, after any failure of the run: lifts the block,

@@ -166,6 +166,7 @@ impl Proxy {
                 client_headers: &parts.headers,
                 index: None,
                 routing,
+                pipeline: super::write::names_pipeline(bulk_path.split_once('?').map_or("", |(_, q)| q)),
             },
         };
         let mut tally = Tally::default();

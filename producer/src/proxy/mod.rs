@@ -31,6 +31,7 @@
 mod by_query;
 mod classify;
 mod filter_path;
+mod inflight;
 mod journal;
 mod switch;
 mod write;
@@ -163,6 +164,10 @@ pub struct Proxy {
     kafka_probed: tokio::sync::Mutex<Option<Instant>>,
     /// Alias name → the routing it applies to writes (`index_routing`), read when first met.
     alias_routing: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// The writes sent and not yet published: rollover's drain signal.
+    inflight: inflight::Inflight,
+    /// Concrete index → whether it stores documents as sent, read when first met.
+    stores_as_sent: Mutex<HashMap<String, (bool, Instant)>>,
     journal: Option<journal::Journal>,
     /// Gap notices to publish (`publish_gaps`).
     gaps_tx: mpsc::UnboundedSender<GapNotice>,
@@ -175,6 +180,9 @@ pub struct Proxy {
 
 /// How long a read alias routing is trusted.
 const ALIAS_TTL: Duration = Duration::from_secs(10);
+/// How long an index's "stores the document as sent" is trusted: a pipeline set on it since
+/// is seen at most this late (`write::Proxy::stores_as_sent`).
+const SOURCE_TTL: Duration = Duration::from_secs(2);
 
 impl Proxy {
     /// Makes the upstream client and the Kafka producer. Kafka need not be up: until it
@@ -236,6 +244,8 @@ impl Proxy {
             kafka_down: AtomicBool::new(!up),
             kafka_probed: tokio::sync::Mutex::new(None),
             alias_routing: Mutex::new(HashMap::new()),
+            stores_as_sent: Mutex::new(HashMap::new()),
+            inflight: inflight::Inflight::new(),
             journal,
             counters,
             recorder: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
@@ -365,6 +375,10 @@ impl Proxy {
             "/_indexferry/metrics" => return self.metrics(),
             "/_indexferry/health/live" => return json_response(StatusCode::OK, &json!({ "live": true })),
             "/_indexferry/health/ready" => return self.ready(),
+            "/_indexferry/inflight" => {
+                let (run, next, oldest) = self.inflight.snapshot();
+                return json_response(StatusCode::OK, &json!({ "run": run, "next": next, "oldest": oldest }));
+            }
             _ => {}
         }
         self.look_for_switch(req.headers()).await;

@@ -5,6 +5,7 @@
 
 use super::classify::{DocOp, DocWrite};
 use super::filter_path::FilterPath;
+use super::inflight::Ticket;
 use super::{bytes_response, credentials, error, forwarded_write, json_response, upstream_unreachable, Body, Proxy};
 use bytes::Bytes;
 use chrono::Utc;
@@ -69,6 +70,9 @@ struct Acked {
     version: u64,
     seq_no: u64,
     primary_term: u64,
+    /// The document as the request sent it, where that is what the cluster stored
+    /// ([`Proxy::stores_as_sent`]): published without reading it back.
+    sent: Option<Box<RawValue>>,
 }
 
 impl Acked {
@@ -88,8 +92,20 @@ impl Acked {
             version: v.get("_version")?.as_u64()?,
             seq_no: v.get("_seq_no")?.as_u64()?,
             primary_term: v.get("_primary_term")?.as_u64()?,
+            sent: None,
         })
     }
+}
+
+/// A document sent to be stored whole (`index`, `create`), as JSON, if it is an object.
+fn whole_document(bytes: &[u8]) -> Option<Box<RawValue>> {
+    let raw: Box<RawValue> = serde_json::from_slice(bytes).ok()?;
+    raw.get().starts_with('{').then_some(raw)
+}
+
+/// Whether the query names an ingest pipeline.
+pub(super) fn names_pipeline(query: &str) -> bool {
+    query.split('&').any(|p| p == "pipeline" || p.starts_with("pipeline="))
 }
 
 impl Proxy {
@@ -97,7 +113,8 @@ impl Proxy {
         let (query, filter, routing) = split_query(parts.uri.query());
         let path_and_query = join(parts.uri.path(), &query);
         let headers = forwarded_write(&parts.headers);
-        let answer = match self.send_held(&parts.method, &path_and_query, &headers, &body).await {
+        // The ticket is given back once the event is published (the drain signal).
+        let (answer, _ticket) = match self.send_held(&parts.method, &path_and_query, &headers, &body).await {
             Ok(a) => a,
             Err(resp) => return resp,
         };
@@ -111,7 +128,11 @@ impl Proxy {
             (None, Some(concrete)) => self.alias_routing(&w.index, concrete, &parts.headers).await,
             (None, None) => None,
         };
-        if let Some(acked) = Acked::from_answer(&parsed, status.as_u16(), delete, routing) {
+        if let Some(mut acked) = Acked::from_answer(&parsed, status.as_u16(), delete, routing) {
+            let whole = matches!(w.op, DocOp::Index | DocOp::Create) && !names_pipeline(&query);
+            if whole && self.stores_as_sent(&acked.index, &parts.headers).await {
+                acked.sent = whole_document(&body);
+            }
             if let Err(why) = self.publish(&[acked], &parts.headers).await {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "indexferry_publish_exception", &why);
             }
@@ -128,6 +149,7 @@ impl Proxy {
             client_headers: &parts.headers,
             index,
             routing,
+            pipeline: names_pipeline(&query),
         };
         match self.bulk_published(&sent, body).await {
             Ok((first, answer)) => first.respond(answer, filter.as_ref()),
@@ -150,26 +172,54 @@ impl Proxy {
         if items.is_empty() {
             return Err(error(StatusCode::BAD_REQUEST, "action_request_validation_exception", "no requests added"));
         }
-        let first = self.send_held(req.method, req.path_and_query, req.headers, &body).await?;
-        let parsed = match serde_json::from_slice::<Value>(&first.body) {
+        let (first, ticket) = self.send_held(req.method, req.path_and_query, req.headers, &body).await?;
+        let mut answer = match serde_json::from_slice::<Value>(&first.body) {
             Ok(v) if first.status.is_success() => v,
             _ => return Err(first.unchanged()),
         };
-        let mut answer = self.hold_items(parsed, &items, &body, req.method, req.path_and_query, req.headers).await?;
-        let Some(answered) = answer.get("items").and_then(Value::as_array) else {
-            return Ok((first, answer));
-        };
-        if answered.len() != items.len() {
+        let answered = answer.get("items").and_then(Value::as_array).map(Vec::len);
+        if answered.is_some_and(|n| n != items.len()) {
             // The proxy cannot tell which write each answer is for: say so rather than guess.
             return Err(error(
                 StatusCode::BAD_GATEWAY,
                 "indexferry_proxy_exception",
-                &format!("the cluster answered {} items to a bulk of {}", answered.len(), items.len()),
+                &format!("the cluster answered {} items to a bulk of {}", answered.unwrap_or(0), items.len()),
             ));
         }
+        // What the cluster took is published before the rest is held: a rollover waits for
+        // these (its drain signal), not for the hold.
+        let refused = refused_items(&answer);
+        self.publish_items(&mut answer, &items, req, &body, |_| true).await;
+        drop(ticket);
+        if refused.iter().any(|r| *r) {
+            let (held, _tickets) =
+                self.hold_items(answer, &items, &body, req.method, req.path_and_query, req.headers).await?;
+            answer = held;
+            self.publish_items(&mut answer, &items, req, &body, |n| refused[n]).await;
+        }
+        if let Some(list) = answer.get("items").and_then(Value::as_array) {
+            let errors = list
+                .iter()
+                .any(|i| i.as_object().and_then(|o| o.values().next()).is_some_and(|r| r.get("error").is_some()));
+            answer["errors"] = json!(errors);
+        }
+        Ok((first, answer))
+    }
+
+    /// Publishes the events of the acknowledged items among those `chosen`, and turns the
+    /// items whose event could not be published into errors.
+    async fn publish_items(
+        &self,
+        answer: &mut Value,
+        items: &[BulkLine],
+        req: &BulkRequest<'_>,
+        body: &Bytes,
+        chosen: impl Fn(usize) -> bool,
+    ) {
+        let Some(answered) = answer.get("items").and_then(Value::as_array) else { return };
         let mut acked = vec![];
         let mut slots = vec![];
-        for (n, (item, meta)) in answered.iter().zip(&items).enumerate() {
+        for (n, (item, meta)) in answered.iter().zip(items).enumerate().filter(|(n, _)| chosen(*n)) {
             let Some((_, result)) = item.as_object().and_then(|o| o.iter().next()) else { continue };
             let status = result.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
             let named = meta.index.clone().or_else(|| req.index.clone()).unwrap_or_default();
@@ -183,7 +233,11 @@ impl Proxy {
                 }
                 (None, _) => None,
             };
-            if let Some(a) = Acked::from_answer(result, status, meta.action == "delete", routing) {
+            if let Some(mut a) = Acked::from_answer(result, status, meta.action == "delete", routing) {
+                let whole = matches!(meta.action.as_str(), "index" | "create") && !meta.pipeline && !req.pipeline;
+                if whole && self.stores_as_sent(&a.index, req.client_headers).await {
+                    a.sent = meta.doc.as_ref().and_then(|d| whole_document(&body[d.clone()]));
+                }
                 acked.push(a);
                 slots.push(n);
             }
@@ -199,12 +253,7 @@ impl Proxy {
                     "error": { "type": "indexferry_publish_exception", "reason": why },
                 }});
             }
-            let errors = list
-                .iter()
-                .any(|i| i.as_object().and_then(|o| o.values().next()).is_some_and(|r| r.get("error").is_some()));
-            answer["errors"] = json!(errors);
         }
-        Ok((first, answer))
     }
 
     /// Sends a write, and sends it again while a write block or a full queue refuses it,
@@ -215,25 +264,29 @@ impl Proxy {
         path_and_query: &str,
         headers: &HeaderMap,
         body: &Bytes,
-    ) -> Result<Answer, Response<Body>> {
+    ) -> Result<(Answer, Ticket<'_>), Response<Body>> {
         let mut backoff = hold_backoff(self.cfg.hold);
         let mut held = false;
         loop {
+            let ticket = self.inflight.take();
             let answer = self.send(method, path_and_query, headers, body.clone()).await?;
-            if refused_for_now(answer.status.as_u16(), &answer.body) {
-                // A block that stays: the switch of a cross-cluster migration, maybe.
-                if self.blocked_write_switched(headers).await {
-                    continue;
-                }
-                if let Some(d) = backoff.next_delay() {
-                    if !std::mem::replace(&mut held, true) {
-                        self.counters.held.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(d).await;
-                    continue;
-                }
+            if !refused_for_now(answer.status.as_u16(), &answer.body) {
+                return Ok((answer, ticket));
             }
-            return Ok(answer);
+            // Not taken: nothing of it for a drain to wait for.
+            drop(ticket);
+            // A block that stays: the switch of a cross-cluster migration, maybe.
+            if self.blocked_write_switched(headers).await {
+                continue;
+            }
+            let Some(d) = backoff.next_delay() else {
+                // Refused past the hold: the cluster's answer goes back, nothing was taken.
+                return Ok((answer, self.inflight.take()));
+            };
+            if !std::mem::replace(&mut held, true) {
+                self.counters.held.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(d).await;
         }
     }
 
@@ -263,7 +316,8 @@ impl Proxy {
     }
 
     /// Sends again, for up to `hold`, the items of a bulk that a write block or a full queue
-    /// refused, and puts their new answers in their places.
+    /// refused, and puts their new answers in their places; with the tickets of the rounds
+    /// the cluster took something of, for the caller to give back once it has published.
     async fn hold_items(
         &self,
         mut answer: Value,
@@ -272,26 +326,17 @@ impl Proxy {
         method: &Method,
         path_and_query: &str,
         headers: &HeaderMap,
-    ) -> Result<Value, Response<Body>> {
+    ) -> Result<(Value, Vec<Ticket<'_>>), Response<Body>> {
         let mut backoff = hold_backoff(self.cfg.hold);
         let mut held = false;
+        let mut tickets = vec![];
         loop {
-            let Some(list) = answer.get("items").and_then(Value::as_array) else { return Ok(answer) };
-            let again: Vec<usize> = list
-                .iter()
-                .enumerate()
-                .filter(|(_, i)| {
-                    let r = i.as_object().and_then(|o| o.values().next());
-                    let status = r.and_then(|r| r.get("status")).and_then(Value::as_u64).unwrap_or(0) as u16;
-                    let kind = r.and_then(|r| r.pointer("/error/type")).and_then(Value::as_str);
-                    status == 429 || (status == 403 && kind == Some("cluster_block_exception"))
-                })
-                .map(|(n, _)| n)
-                .collect();
-            if again.is_empty() || list.len() != items.len() {
-                return Ok(answer);
+            let refused = refused_items(&answer);
+            let again: Vec<usize> = (0..refused.len()).filter(|&n| refused[n]).collect();
+            if again.is_empty() || refused.len() != items.len() {
+                return Ok((answer, tickets));
             }
-            let Some(d) = backoff.next_delay() else { return Ok(answer) };
+            let Some(d) = backoff.next_delay() else { return Ok((answer, tickets)) };
             if !std::mem::replace(&mut held, true) {
                 self.counters.held.fetch_add(1, Ordering::Relaxed);
             }
@@ -301,14 +346,19 @@ impl Proxy {
             for &n in &again {
                 subset.extend_from_slice(&body[items[n].lines.clone()]);
             }
+            let ticket = self.inflight.take();
             let resent = self.send(method, path_and_query, headers, Bytes::from(subset)).await?;
             let status = resent.status;
-            let Ok(resent) = serde_json::from_slice::<Value>(&resent.body) else { return Ok(answer) };
+            let Ok(resent) = serde_json::from_slice::<Value>(&resent.body) else { return Ok((answer, tickets)) };
             let Some(new_items) = resent.get("items").and_then(Value::as_array).filter(|_| status.is_success()) else {
                 continue;
             };
             if new_items.len() != again.len() {
-                return Ok(answer);
+                return Ok((answer, tickets));
+            }
+            // Kept until the caller publishes, if the cluster took any of this round.
+            if refused_items(&resent).iter().any(|r| !r) {
+                tickets.push(ticket);
             }
             if let Some(list) = answer.get_mut("items").and_then(Value::as_array_mut) {
                 for (&n, item) in again.iter().zip(new_items) {
@@ -333,7 +383,7 @@ impl Proxy {
         if acked.is_empty() {
             return vec![];
         }
-        let written: Vec<usize> = (0..acked.len()).filter(|&k| !acked[k].delete).collect();
+        let written: Vec<usize> = (0..acked.len()).filter(|&k| !acked[k].delete && acked[k].sent.is_none()).collect();
         let stored = match self.read_back(written.iter().map(|&k| &acked[k]), headers).await {
             Ok(s) => s,
             Err(why) => {
@@ -349,10 +399,14 @@ impl Proxy {
         let mut stored = stored.into_iter();
         let mut events = vec![];
         for (k, a) in acked.iter().enumerate() {
-            let event = match a.delete {
-                true => Some(event(Op::Delete, a.index.clone(), a.id.clone(), a.routing.clone(), None, a)),
+            let event = match (a.delete, &a.sent) {
+                (true, _) => Some(event(Op::Delete, a.index.clone(), a.id.clone(), a.routing.clone(), None, a)),
+                // The version the cluster gave this very document.
+                (false, Some(sent)) => {
+                    Some(event(Op::Index, a.index.clone(), a.id.clone(), a.routing.clone(), Some(sent.clone()), a))
+                }
                 // Not found: deleted since, by a write whose own event says so.
-                false => stored.next().flatten().map(|s| {
+                (false, None) => stored.next().flatten().map(|s| {
                     let at = Acked {
                         delete: false,
                         index: s.index.clone(),
@@ -361,6 +415,7 @@ impl Proxy {
                         version: s.version.unwrap_or(a.version),
                         seq_no: s.seq_no.unwrap_or(a.seq_no),
                         primary_term: s.primary_term.unwrap_or(a.primary_term),
+                        sent: None,
                     };
                     event(Op::Index, s.index, s.id, s.routing.or_else(|| a.routing.clone()), s.source, &at)
                 }),
@@ -442,6 +497,39 @@ impl Proxy {
 
     /// The routing an alias applies to writes into `concrete` (its `index_routing`), when
     /// `name` is an alias; read once per [`super::ALIAS_TTL`].
+    /// Whether `index` (a concrete index) stores a document's `_source` as the request sent
+    /// it: no default or final pipeline, no `_source` includes, excludes or synthetic source,
+    /// not a `logsdb` or `time_series` index. Read with the client's credentials and trusted
+    /// for [`super::SOURCE_TTL`]; what cannot be read counts as "no", and the documents are
+    /// read back.
+    pub(super) async fn stores_as_sent(&self, index: &str, headers: &HeaderMap) -> bool {
+        if let Some((yes, at)) = self.stores_as_sent.lock().ok().and_then(|c| c.get(index).copied()) {
+            if at.elapsed() < super::SOURCE_TTL {
+                return yes;
+            }
+        }
+        let headers = credentials(headers);
+        let read = |path: String| {
+            let headers = headers.clone();
+            async move {
+                match self.send(&Method::GET, &path, &headers, Bytes::new()).await {
+                    Ok(a) if a.status.is_success() => serde_json::from_slice::<Value>(&a.body).ok(),
+                    _ => None,
+                }
+            }
+        };
+        let settings = read(format!("/{}/_settings?flat_settings=true", encode(index))).await;
+        let mapping = read(format!("/{}/_mapping?filter_path=*.mappings._source", encode(index))).await;
+        let yes = match (settings, mapping) {
+            (Some(s), Some(m)) => stored_as_sent(&s, &m),
+            _ => false,
+        };
+        if let Ok(mut cache) = self.stores_as_sent.lock() {
+            cache.insert(index.to_owned(), (yes, Instant::now()));
+        }
+        yes
+    }
+
     async fn alias_routing(&self, name: &str, concrete: &str, headers: &HeaderMap) -> Option<String> {
         if name == concrete || name.is_empty() {
             return None;
@@ -465,6 +553,28 @@ impl Proxy {
         }
         routing
     }
+}
+
+/// [`Proxy::stores_as_sent`] on a `GET _settings?flat_settings` and a
+/// `GET _mapping?filter_path=*.mappings._source` answer of one index.
+fn stored_as_sent(settings: &Value, mapping: &Value) -> bool {
+    let Some(s) = settings.as_object().and_then(|o| o.values().next()).map(|i| &i["settings"]) else { return false };
+    let setting = |k: &str| s.get(k).and_then(Value::as_str);
+    let no_pipeline = |k: &str| setting(k).is_none_or(|p| p == "_none");
+    let plain_mode = setting("index.mode").is_none_or(|m| m == "standard");
+    let stored_source = setting("index.mapping.source.mode").is_none_or(|m| m == "stored");
+    let source = mapping.as_object().and_then(|o| o.values().next()).map(|i| &i["mappings"]["_source"]);
+    let whole = match source {
+        None | Some(Value::Null) => true,
+        Some(src) => {
+            let empty = |k: &str| src.get(k).and_then(Value::as_array).is_none_or(Vec::is_empty);
+            src.get("enabled") != Some(&Value::Bool(false))
+                && empty("includes")
+                && empty("excludes")
+                && src.get("mode").and_then(Value::as_str).is_none_or(|m| m == "stored")
+        }
+    };
+    no_pipeline("index.default_pipeline") && no_pipeline("index.final_pipeline") && plain_mode && stored_source && whole
 }
 
 fn event(
@@ -501,6 +611,8 @@ pub(super) struct BulkRequest<'a> {
     pub index: Option<String>,
     /// The path's `routing`, the default of the items.
     pub routing: Option<String>,
+    /// The path names an ingest pipeline (`?pipeline=`).
+    pub pipeline: bool,
 }
 
 /// What the cluster answered a request of the proxy's.
@@ -549,6 +661,19 @@ fn hold_backoff(hold: Duration) -> Backoff {
 }
 
 /// A write block (a rollover's pause) or a full queue: worth sending again shortly.
+/// For each item of a bulk answer: refused by a write block or a full queue (to hold).
+fn refused_items(answer: &Value) -> Vec<bool> {
+    let list = answer.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    list.iter()
+        .map(|i| {
+            let r = i.as_object().and_then(|o| o.values().next());
+            let status = r.and_then(|r| r.get("status")).and_then(Value::as_u64).unwrap_or(0) as u16;
+            let kind = r.and_then(|r| r.pointer("/error/type")).and_then(Value::as_str);
+            status == 429 || (status == 403 && kind == Some("cluster_block_exception"))
+        })
+        .collect()
+}
+
 fn refused_for_now(status: u16, body: &[u8]) -> bool {
     match status {
         429 => true,
@@ -567,8 +692,12 @@ pub(super) struct BulkLine {
     pub index: Option<String>,
     pub id: Option<String>,
     pub routing: Option<String>,
+    /// The action names an ingest pipeline.
+    pub pipeline: bool,
     /// Its action line and (but for a delete) its document line, newlines included.
     pub lines: std::ops::Range<usize>,
+    /// Its document line, newline included (none for a delete).
+    pub doc: Option<std::ops::Range<usize>>,
 }
 
 /// The actions of a bulk body; an error names the line the cluster would refuse.
@@ -599,10 +728,14 @@ pub(super) fn parse_bulk(body: &[u8]) -> Result<Vec<BulkLine>, String> {
         let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_owned);
         let first = lines[n].start;
         let mut last = lines[n].end;
+        let mut doc = None;
         if action != "delete" {
             n += 1;
             match lines.get(n) {
-                Some(doc) => last = doc.end,
+                Some(line) => {
+                    last = line.end;
+                    doc = Some(line.clone());
+                }
                 None => return Err(format!("bulk line {}: the {action} action has no document line", n)),
             }
         }
@@ -611,7 +744,9 @@ pub(super) fn parse_bulk(body: &[u8]) -> Result<Vec<BulkLine>, String> {
             index: text("_index"),
             id: text("_id"),
             routing: text("routing").or_else(|| text("_routing")),
+            pipeline: meta.get("pipeline").is_some(),
             lines: first..last,
+            doc,
         });
         n += 1;
     }
@@ -621,6 +756,41 @@ pub(super) fn parse_bulk(body: &[u8]) -> Result<Vec<BulkLine>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_is_stored_as_sent_only_without_pipelines_filters_or_synthetic_source() {
+        let settings = |extra: Value| {
+            let mut s = json!({ "index.number_of_shards": "1", "index.default_pipeline": "_none" });
+            s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            json!({ "recs-v1": { "settings": s } })
+        };
+        let mapping = |source: Value| json!({ "recs-v1": { "mappings": { "_source": source } } });
+        let plain = json!({});
+        assert!(stored_as_sent(&settings(json!({})), &plain));
+        assert!(stored_as_sent(&settings(json!({})), &mapping(json!({ "enabled": true, "excludes": [] }))));
+        assert!(stored_as_sent(&settings(json!({ "index.mode": "standard" })), &plain));
+        for s in [
+            json!({ "index.default_pipeline": "enrich" }),
+            json!({ "index.final_pipeline": "stamp" }),
+            json!({ "index.mode": "logsdb" }),
+            json!({ "index.mode": "time_series" }),
+            json!({ "index.mapping.source.mode": "synthetic" }),
+        ] {
+            assert!(!stored_as_sent(&settings(s.clone()), &plain), "{s}");
+        }
+        for m in [
+            json!({ "excludes": ["secret"] }),
+            json!({ "includes": ["a"] }),
+            json!({ "enabled": false }),
+            json!({ "mode": "synthetic" }),
+        ] {
+            assert!(!stored_as_sent(&settings(json!({})), &mapping(m.clone())), "{m}");
+        }
+        assert!(!stored_as_sent(&json!({}), &plain), "an answer without the index");
+        assert!(whole_document(b"{\"a\":1}\n").is_some_and(|d| d.get() == "{\"a\":1}"));
+        assert!(whole_document(b"[1]").is_none() && whole_document(b"not json").is_none());
+        assert!(names_pipeline("refresh=true&pipeline=p") && !names_pipeline("pipelined=x&routing=r"));
+    }
 
     #[test]
     fn a_bulk_body_is_cut_into_its_actions() {
