@@ -23,10 +23,22 @@
 //!
 //! Then verify: zero missing, extra, different and resurrected (an extra document whose last
 //! event was a delete), and no failed write of the load. `INDEXFERRY_CHAOS_FAULTS` sets the
-//! number of faults (default 8, one of each kind); `dev/chaos --faults N` runs it. Under the
+//! number of faults (default one of each kind); `dev/chaos --faults N` runs it. Under the
 //! default `source` version rule `verify` compares `_version` too, so "different" covers it;
 //! a source restart makes delete-then-recreate start again at `_version` 1, which reconcile
 //! finds and rollover writes again inside its pause.
+//!
+//! Who publishes the events (`INDEXFERRY_CHAOS_CAPTURE`, `dev/chaos --capture`): by default
+//! the load itself, through the producer library (`indexferry-producer load`). With `proxy`
+//! the application knows nothing of the migration: an official Python client
+//! (`dev/clients.d/load.py`) writes, with its own ids, through two `indexferry-proxy`s behind
+//! its list of hosts, each with a journal and following the switch to the target; it retries
+//! what a careful application retries (429 and 5xx refusals after their `Retry-After`, lost
+//! connections) for up to 180 s, as the producer library's load does. One more kind joins
+//! the plan: `kill_proxy`, a SIGKILL of one proxy under the load, started again 0-500 ms later
+//! on its port and journal; the writes it had in flight are gaps its journal counts, which
+//! the client's retry or rollover's reconcile repairs. The proxies' counters, summed over
+//! their runs, end the output.
 
 use indexferry_common::es::Method;
 use indexferry_tests::*;
@@ -51,6 +63,7 @@ enum Fault {
     RaceCancel,
     RaceRollover,
     NewPatternIndex,
+    KillProxy,
 }
 
 const ALL: [Fault; 11] = [
@@ -70,6 +83,16 @@ const ALL: [Fault; 11] = [
 /// The kinds injected during the plan (the first of `ALL`); the others come around rollovers.
 const IN_PLAN: usize = 7;
 
+/// The kinds of a run: `ALL`, and with the proxy capturing the writes, a killed proxy among
+/// the plan's.
+fn kinds(capture: Capture) -> Vec<Fault> {
+    let mut kinds = ALL.to_vec();
+    if capture == Capture::Proxy {
+        kinds.insert(IN_PLAN, Fault::KillProxy);
+    }
+    kinds
+}
+
 impl Fault {
     fn name(self) -> &'static str {
         match self {
@@ -84,6 +107,7 @@ impl Fault {
             Fault::RaceCancel => "race_cancel",
             Fault::RaceRollover => "race_rollover",
             Fault::NewPatternIndex => "new_pattern_index",
+            Fault::KillProxy => "kill_proxy",
         }
     }
 
@@ -91,6 +115,156 @@ impl Fault {
     fn around_rollover(self) -> bool {
         matches!(self, Fault::InterruptRollover | Fault::RaceCancel | Fault::RaceRollover | Fault::NewPatternIndex)
     }
+}
+
+/// Who publishes the application's change events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// The load, through the producer library.
+    App,
+    /// `indexferry-proxy` in front of the source; the load only writes.
+    Proxy,
+}
+
+impl Capture {
+    fn from_env() -> anyhow::Result<Capture> {
+        match std::env::var("INDEXFERRY_CHAOS_CAPTURE").as_deref() {
+            Err(_) | Ok("app") => Ok(Capture::App),
+            Ok("proxy") => Ok(Capture::Proxy),
+            Ok(other) => anyhow::bail!("INDEXFERRY_CHAOS_CAPTURE={other:?}: expected app or proxy"),
+        }
+    }
+}
+
+/// The application's writes: the producer library's load, or a Python client writing
+/// through the proxies.
+enum Writer {
+    Own(Load),
+    Proxied(PyLoad),
+}
+
+/// What the load says when stopped.
+struct Written {
+    done: u64,
+    failed: u64,
+    /// The first failures (the Rust load's messages, the Python load's kinds).
+    failures: Value,
+    /// Attempts made again (the Python load; the producer library does not count them).
+    retried: Option<u64>,
+}
+
+impl Writer {
+    fn stop(self) -> anyhow::Result<Written> {
+        let (report, failures) = match self {
+            Writer::Own(load) => {
+                let r = load.report()?;
+                let failures = r["first_errors"].clone();
+                (r, failures)
+            }
+            Writer::Proxied(load) => {
+                let r = load.stop()?;
+                let failures = r["failures"].clone();
+                (r, failures)
+            }
+        };
+        Ok(Written {
+            done: report["done"].as_u64().unwrap_or(0),
+            failed: report["failed"].as_u64().unwrap_or(u64::MAX),
+            failures,
+            retried: report["retried"].as_u64(),
+        })
+    }
+}
+
+/// One proxy of the capture, with its counters summed over its runs (a start begins them at
+/// zero again; `gaps_from_earlier_runs` is each start's count of what the run before left).
+struct Captor {
+    proxy: RunningProxy,
+    runs: u64,
+    earlier: BTreeMap<String, u64>,
+}
+
+/// The counters of `/_indexferry/stats` that add up across runs.
+const SUMMED: [&str; 8] = [
+    "write_requests",
+    "passed_requests",
+    "events_published",
+    "unpublished_writes",
+    "refused_kafka_down",
+    "held_requests",
+    "gaps_from_earlier_runs",
+    "gap_notices_published",
+];
+
+impl Captor {
+    /// `kill_proxy`: SIGKILL, a pause of 0-500 ms, then a start on the same port and journal.
+    /// Returns the pause.
+    async fn kill_and_start_again(&mut self) -> anyhow::Result<Duration> {
+        // The run's counters as of just before its death (a dead proxy serves none).
+        if let Ok(stats) = self.proxy.stats().await {
+            self.add(&stats);
+        }
+        self.proxy.kill9()?;
+        let pause = Duration::from_millis(rand::rng().random_range(0..=500));
+        tokio::time::sleep(pause).await;
+        self.proxy.start_again().await?;
+        self.runs += 1;
+        Ok(pause)
+    }
+
+    fn add(&mut self, stats: &Value) {
+        for k in SUMMED {
+            *self.earlier.entry(k.to_owned()).or_default() += stats[k].as_u64().unwrap_or(0);
+        }
+    }
+
+    /// One line: the summed counters, then the last run's pending notices and where it sends
+    /// requests. A read through it first, so that it looks for the switch marker.
+    async fn report(&self, alias: &str, target_url: &str) -> anyhow::Result<String> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stats = loop {
+            let _ = client.get(format!("{}/{alias}/_count", self.proxy.url)).send().await;
+            let stats = self.proxy.stats().await?;
+            if stats["followed_to"] == json!(target_url) || Instant::now() > deadline {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let summed: Vec<String> = SUMMED
+            .iter()
+            .map(|k| format!("{k}={}", self.earlier.get(*k).copied().unwrap_or(0) + stats[k].as_u64().unwrap_or(0)))
+            .collect();
+        Ok(format!(
+            "runs={} {} gap_notices_pending={} followed_to={}",
+            self.runs,
+            summed.join(" "),
+            stats["gap_notices_pending"],
+            stats["followed_to"]
+        ))
+    }
+}
+
+/// Starts the two proxies in front of `source_url`, each with its journal, following the
+/// migration's switch to `target_url`.
+async fn start_captors(
+    dir: &std::path::Path,
+    source_url: &str,
+    target_url: &str,
+    topic: &str,
+    migration: &str,
+) -> anyhow::Result<Vec<Captor>> {
+    let mut captors = vec![];
+    for n in 1..=2 {
+        let journal = dir.join(format!("proxy-{n}-journal"));
+        let journal = journal.to_str().unwrap_or_default();
+        let name = format!("chaos-proxy-{n}");
+        let args = ["--journal", journal, "--name", &name, "--follow-url", target_url, "--follow-migration", migration];
+        let log = dir.join(format!("proxy-{n}.log"));
+        let proxy = start_proxy(source_url, &brokers(), topic, &log, &args).await?;
+        captors.push(Captor { proxy, runs: 1, earlier: BTreeMap::new() });
+    }
+    Ok(captors)
 }
 
 fn stack(args: &[&str]) -> anyhow::Result<()> {
@@ -144,7 +318,10 @@ impl Workers {
 #[ignore = "restarts the shared stack for minutes: run it with dev/chaos"]
 async fn chaos() -> anyhow::Result<()> {
     let _alone = RESTARTS.lock().await;
-    let faults: usize = std::env::var("INDEXFERRY_CHAOS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(ALL.len());
+    let capture = Capture::from_env()?;
+    let kinds = kinds(capture);
+    let faults: usize =
+        std::env::var("INDEXFERRY_CHAOS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(kinds.len());
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     // `INDEXFERRY_CHAOS_METHOD=reindex` (`dev/chaos --method reindex`): the snapshot is a
@@ -164,16 +341,43 @@ async fn chaos() -> anyhow::Result<()> {
     // `INDEXFERRY_CHAOS_VERSIONING=external-gte` (`dev/chaos --versioning external-gte`): the
     // load versions its writes as an application with its own versions does.
     let versioning = std::env::var("INDEXFERRY_CHAOS_VERSIONING").unwrap_or_else(|_| "internal".into());
-    let load = Load::start_with(
-        dir.path(),
-        &source_url,
-        &alias,
-        &topic,
-        initial,
-        80,
-        &["--retry-for", "180s", "--versioning", &versioning],
-    )?;
-    wait_docs(&source_url, &src, initial).await?;
+    let mut captors = vec![];
+    let load = match capture {
+        Capture::App => {
+            let load = Load::start_with(
+                dir.path(),
+                &source_url,
+                &alias,
+                &topic,
+                initial,
+                80,
+                &["--retry-for", "180s", "--versioning", &versioning],
+            )?;
+            wait_docs(&source_url, &src, initial).await?;
+            Writer::Own(load)
+        }
+        Capture::Proxy => {
+            captors = start_captors(dir.path(), &source_url, &target_url, &topic, &name).await?;
+            let urls: Vec<&str> = captors.iter().map(|c| c.proxy.url.as_str()).collect();
+            // Elasticsearch's client for Elasticsearch; OpenSearch's for the reindex pair
+            // (Elasticsearch 7 into OpenSearch 3), which it speaks to both.
+            let client = if method == "reindex" { "opensearch" } else { "elasticsearch" };
+            let (initial_docs, hot) = (initial.to_string(), initial.min(2000).to_string());
+            // Ops of one document, now and then a by-query or a bulk of 20: 40/s write about
+            // as many documents as the producer library's 80.
+            let args = ["--initial", &initial_docs, "--ids", &hot, "--rate", "40", "--compress"];
+            let retry = ["--retries", "3", "--retry-for", "180"];
+            let load = PyLoad::start(dir.path(), client, &urls.join(","), &alias, &[&args[..], &retry[..]].concat())?;
+            // The steady load deletes at once: the count may never show all of them.
+            let log = dir.path().join("pyload.log");
+            let written = format!("load: initial {initial} documents written");
+            wait_for("the initial documents", Duration::from_secs(300), || {
+                Ok(std::fs::read_to_string(&log).unwrap_or_default().contains(&written).then_some(()))
+            })
+            .await?;
+            Writer::Proxied(load)
+        }
+    };
     let recipe = RecipeSpec {
         // Long enough that a rollover signalled inside its pause has not swapped yet.
         grace: ROLLOVER_GRACE,
@@ -208,12 +412,13 @@ async fn chaos() -> anyhow::Result<()> {
     w.start_consumer()?;
 
     // Random order, except that the snapshot worker is killed first, while it surely runs.
-    let mut plan: Vec<Fault> = (1..faults).map(|i| ALL[i % ALL.len()]).collect();
+    let mut plan: Vec<Fault> = (1..faults).map(|i| kinds[i % kinds.len()]).collect();
     plan.shuffle(&mut rand::rng());
     plan.insert(0, Fault::KillSnapshot);
     // Rollover interruptions need a complete snapshot: they come after the others.
     let (interrupts, plan): (Vec<Fault>, Vec<Fault>) = plan.into_iter().partition(|f| f.around_rollover());
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
+    let in_plan = kinds.iter().take_while(|f| !f.around_rollover()).count();
     let target = cluster(&target_url).await?;
     let started = Instant::now();
     for (i, planned) in plan.iter().enumerate() {
@@ -222,9 +427,10 @@ async fn chaos() -> anyhow::Result<()> {
         // so that the run injects as many faults as asked.
         let snapshot_done = w.snapshot.as_mut().is_none_or(|p| p.try_wait().ok().flatten().is_some());
         let fault = match planned {
-            Fault::KillSnapshot if snapshot_done => &ALL[1 + i % (IN_PLAN - 1)],
+            Fault::KillSnapshot if snapshot_done => &kinds[1 + i % (in_plan - 1)],
             f => f,
         };
+        let mut how = String::new();
         let done = match fault {
             Fault::KillSnapshot => {
                 let killed = Workers::kill(&mut w.snapshot)?;
@@ -257,13 +463,19 @@ async fn chaos() -> anyhow::Result<()> {
                 w.start_consumer()?;
                 true
             }
+            Fault::KillProxy => {
+                let n = rand::rng().random_range(0..captors.len());
+                let pause = captors[n].kill_and_start_again().await?;
+                how = format!(" (proxy {}, started again after {} ms)", n + 1, pause.as_millis());
+                true
+            }
             f => unreachable!("{} runs after the plan", f.name()),
         };
         if done {
             *injected.entry(*fault).or_default() += 1;
         }
         eprintln!(
-            "chaos: fault {}/{} {}{} at {:.0}s",
+            "chaos: fault {}/{} {}{}{how} at {:.0}s",
             i + 1,
             plan.len(),
             fault.name(),
@@ -312,10 +524,17 @@ async fn chaos() -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    let report = load.report()?;
-    let (done, failed) = (report["done"].as_u64().unwrap_or(0), report["failed"].as_u64().unwrap_or(u64::MAX));
+    let written = load.stop()?;
+    let (done, failed) = (written.done, written.failed);
     if failed > 0 {
-        println!("chaos: first failed writes: {}", report["first_errors"]);
+        println!("chaos: first failed writes: {}", written.failures);
+        // The client's own words on them (its log goes with the run's folder).
+        if capture == Capture::Proxy {
+            let log = std::fs::read_to_string(dir.path().join("pyload.log")).unwrap_or_default();
+            for line in log.lines().filter(|l| l.contains("write failed")) {
+                println!("chaos:   {line}");
+            }
+        }
     }
     final_rollover(&w, interrupted).await?;
     let out = output(indexferry(&state, &["verify", &name, "--json", "--samples", "100000"]))?;
@@ -348,10 +567,19 @@ async fn chaos() -> anyhow::Result<()> {
             ids.iter().filter(|id| id.as_str().is_some_and(|id| last_op.get(id).is_some_and(|(_, del)| *del))).count()
         })
         .unwrap_or(0);
-    for f in ALL {
-        println!("chaos: {:<15} injected={}", f.name(), injected.get(&f).copied().unwrap_or(0));
+    for f in &kinds {
+        println!("chaos: {:<15} injected={}", f.name(), injected.get(f).copied().unwrap_or(0));
     }
-    println!("chaos: load writes={done} failed={failed}; source documents={}", pair["source_docs"]);
+    match written.retried {
+        Some(retried) => println!(
+            "chaos: load writes={done} failed={failed} retried={retried}; source documents={}",
+            pair["source_docs"]
+        ),
+        None => println!("chaos: load writes={done} failed={failed}; source documents={}", pair["source_docs"]),
+    }
+    for (n, c) in captors.iter().enumerate() {
+        println!("chaos: proxy {} {}", n + 1, c.report(&alias, &target_url).await?);
+    }
     println!(
         "chaos: faults={} missing={} extra={} different={} resurrected={resurrected}",
         injected.values().sum::<usize>(),
