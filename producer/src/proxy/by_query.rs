@@ -183,8 +183,11 @@ impl Proxy {
             let path = format!("/{}/_refresh", encode_path(&index));
             let _ = self.send(&Method::POST, &path, &run.reads, Bytes::new()).await;
         }
-        let conflicted = !proceed && tally.version_conflicts > 0;
-        let status = if conflicted { StatusCode::CONFLICT } else { StatusCode::OK };
+        // As the cluster answers: the highest status among the failures (a conflict without
+        // `conflicts=proceed` is one), else 200. A 503 (an event not published) tells the
+        // client to retry, as a failure of the cluster's own would.
+        let worst = tally.failures.iter().filter_map(|f| f["status"].as_u64()).max().unwrap_or(200).max(200);
+        let status = StatusCode::from_u16(worst as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut out = json!({
             "took": started.elapsed().as_millis() as u64,
             "timed_out": false,
