@@ -50,7 +50,7 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str, proxie
         client,
         &urls,
         &alias,
-        &["--initial", "1500", "--ids", "2000", "--rate", "80", "--compress", "--retries", retries],
+        &["--initial", "1500", "--ids", "2000", "--rate", "80", "--compress", "--auto-ids", "--retries", retries],
     )?;
     wait_docs(url, &src, 1000).await?;
     let drain_signal = format!("reconcile = false\nproxies = [\"{}\"]", proxy.url);
@@ -134,6 +134,10 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str, proxie
     }
     assert_eq!(differences, 0, "every id not written after the switch is identical");
     assert!(in_source.keys().any(|id| id.starts_with("ext-")), "the application's own versions were written");
+    assert!(
+        in_source.keys().any(|id| !id.starts_with("ext-") && !id.starts_with("doc-")),
+        "ids the cluster chose were written"
+    );
     source.json::<Value>(Method::Delete, &format!("/{src}"), &[], None).await?;
     cluster(target_url).await?.json::<Value>(Method::Delete, &format!("/{dst}"), &[], None).await?;
     Ok(())
