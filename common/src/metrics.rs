@@ -6,7 +6,8 @@
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Events replayed, by `op` (index/delete/unknown) and `result` (applied/stale/dead_lettered).
 pub const EVENTS: &str = "indexferry_events_total";
@@ -104,9 +105,33 @@ pub fn answered_after(mark: u64) -> bool {
     SCRAPES_ANSWERED.load(Ordering::SeqCst) > mark
 }
 
-/// `GET /metrics` (or `/`) gets the text exposition format.
+/// The worker serves: it has loaded its migration and started its work (`/health/ready`).
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// How `/health/caught-up` is judged: `Err` says why not.
+type CaughtUp = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+static CAUGHT_UP: OnceLock<CaughtUp> = OnceLock::new();
+
+/// Says whether the worker serves, for `/health/ready`.
+pub fn set_ready(ready: bool) {
+    READY.store(ready, Ordering::SeqCst);
+}
+
+/// How `/health/caught-up` judges (called on each request, on the metrics thread): set once.
+pub fn judge_caught_up(f: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
+    let _ = CAUGHT_UP.set(Box::new(f));
+}
+
+/// `GET /metrics` (or `/`) gets the text exposition format. For orchestrators:
+/// `/health/live` (200 while the process answers), `/health/ready` (200 once the worker
+/// serves, 503 before and after), `/health/caught-up` (200 once the snapshot is done and
+/// the replay within the rollover's lag: `rollover` would start; 503 with why not).
 fn answer(request: tiny_http::Request, handle: &PrometheusHandle) -> std::io::Result<()> {
     let mut scrape = None;
+    let health = |ok: bool, why: &str| match ok {
+        true => (200, "{\"ok\":true}\n".to_owned()),
+        false => (503, format!("{}\n", serde_json::json!({ "ok": false, "why": why }))),
+    };
     let (status, body) = match request.url().split('?').next() {
         Some("/metrics" | "/") => {
             // Numbered before rendering, so a scrape numbered after a mark shows what was set
@@ -115,9 +140,21 @@ fn answer(request: tiny_http::Request, handle: &PrometheusHandle) -> std::io::Re
             handle.run_upkeep();
             (200, handle.render())
         }
-        _ => (404, "not found: try /metrics\n".to_owned()),
+        Some("/health/live") => health(true, ""),
+        Some("/health/ready") => health(READY.load(Ordering::SeqCst), "the worker is not serving"),
+        Some("/health/caught-up") => match CAUGHT_UP.get().map(|f| f()) {
+            Some(Ok(())) => health(true, ""),
+            Some(Err(why)) => health(false, &why),
+            None => health(false, "not a migration worker"),
+        },
+        _ => (404, "not found: try /metrics, /health/live, /health/ready or /health/caught-up\n".to_owned()),
     };
-    let content_type = tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+    let content_type = match scrape {
+        Some(_) => "text/plain; version=0.0.4; charset=utf-8",
+        None if status == 404 => "text/plain; charset=utf-8",
+        None => "application/json",
+    };
+    let content_type = tiny_http::Header::from_bytes("Content-Type", content_type)
         .map_err(|()| std::io::Error::other("content type header"))?;
     let sent =
         request.respond(tiny_http::Response::from_string(body).with_status_code(status).with_header(content_type));

@@ -80,7 +80,9 @@ impl Replay {
 
 #[derive(Args, Clone)]
 struct Metrics {
-    /// Serve Prometheus metrics on this address (`:9464` binds loopback).
+    /// Serve Prometheus metrics on this address (`:9464` binds loopback), and the health
+    /// endpoints: /health/live, /health/ready (the worker serves), /health/caught-up (the
+    /// snapshot is done and the replay within [rollover] max_lag: rollover would start).
     #[arg(long, env = "INDEXFERRY_METRICS_ADDR", value_parser = parse_metrics_addr)]
     metrics_addr: Option<SocketAddr>,
     /// After the rollover, a worker whose metrics were scraped keeps serving them until one
@@ -357,7 +359,16 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
     let common = global.common();
     let dir = indexferry_consumer::state::StateDir::new(&common.state_dir, name);
     indexferry_consumer::health::init(&dir.path());
+    let (judged, migration) = (common.clone(), name.to_owned());
+    indexferry_common::metrics::judge_caught_up(move || {
+        let s = status::collect(&judged, &migration).map_err(|e| format!("{e:#}"))?;
+        match s.ready.why_not {
+            None => Ok(()),
+            Some(why) => Err(why),
+        }
+    });
     let result = work_on(which, name, &common).await;
+    indexferry_common::metrics::set_ready(false);
     indexferry_consumer::health::finish();
     if metrics.metrics_addr.is_some() && result.is_ok() {
         indexferry_consumer::gauges::linger(&dir, metrics.metrics_linger).await;
@@ -379,6 +390,7 @@ async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<b
     shutdown::watch_state(ctx.dir.clone(), cancel.clone());
     let (snapshots, replays) = (!matches!(which, Worker::Consume { .. }), !matches!(which, Worker::Snapshot { .. }));
     indexferry_consumer::gauges::start(&ctx, snapshots, replays);
+    indexferry_common::metrics::set_ready(true);
     match which {
         Worker::Snapshot { .. } => snapshot::run(ctx, cancel).await?,
         Worker::Consume { until_caught_up: false, replay: opts } => replay::run(ctx, cancel, None, opts).await?,

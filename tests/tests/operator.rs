@@ -154,6 +154,66 @@ async fn run_serves_prometheus_metrics_on_loopback() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET path` on the metrics port: status and body.
+fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()))
+}
+
+/// The health endpoints on the metrics port, as an orchestrator probes them: live at once,
+/// ready once the worker serves, caught up only once the snapshot is done (it is throttled
+/// here: 503 with the reason first). SIGTERM stops `run` cleanly (exit 0) well within
+/// Kubernetes' 30 s grace, and a `run` started again on the same state resumes and serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_answers_health_probes_and_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
+    let s = setup_with(300, |spec| (spec.throttle, spec.batch_size) = (60, 20)).await?;
+    let port = 20000 + (rand::random::<u16>() % 20000);
+    let start = || {
+        let mut cmd = indexferry(&s.state, &["run", &s.name]);
+        cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}"), "--metrics-linger", "0s"]);
+        spawn(cmd, &s.dir.path().join("run.log"))
+    };
+    let mut run = start()?;
+    let ready = wait_for("/health/ready", Duration::from_secs(30), || {
+        Ok(get(port, "/health/ready").ok().filter(|(status, _)| *status == 200))
+    })
+    .await?;
+    assert!(ready.1.contains(r#""ok":true"#), "{ready:?}");
+    assert_eq!(get(port, "/health/live")?.0, 200);
+    let (code, why) = get(port, "/health/caught-up")?;
+    assert_eq!(code, 503, "the snapshot of 300 documents at 60/s is not done: {why}");
+    assert!(why.contains("snapshot of"), "{why}");
+    wait_for("/health/caught-up", Duration::from_secs(60), || {
+        Ok(get(port, "/health/caught-up").ok().filter(|(status, _)| *status == 200))
+    })
+    .await?;
+
+    let asked = std::time::Instant::now();
+    let exit = terminate(&mut run)?;
+    let took = asked.elapsed();
+    assert!(exit.success(), "a clean stop: {exit}");
+    assert!(took < Duration::from_secs(30), "within Kubernetes' default grace: {took:?}");
+    println!("run stopped {took:?} after SIGTERM");
+    assert!(get(port, "/health/live").is_err(), "the process is gone");
+
+    let mut again = start()?;
+    wait_for("/health/ready after the restart", Duration::from_secs(30), || {
+        Ok(get(port, "/health/ready").ok().filter(|(status, _)| *status == 200))
+    })
+    .await?;
+    s.producer.index("after", r#"{"resumed":true}"#, None).await?;
+    wait_for("the event after the restart to be applied", Duration::from_secs(30), || {
+        Ok((status(&s.state, &s.name)?["replay"]["applied"].as_u64().unwrap_or(0) > 0).then_some(()))
+    })
+    .await?;
+    assert!(terminate(&mut again)?.success());
+    Ok(())
+}
+
 /// `--throttle` sets the snapshot's rate for one run instead of the recipe's: at the recipe's
 /// 1 document per second these 300 would take five minutes; `--throttle 0` copies them at once.
 #[tokio::test(flavor = "multi_thread")]
