@@ -82,21 +82,10 @@ impl Publisher {
 
     /// Publishes one event and waits for the broker's acknowledgement.
     pub async fn publish(&self, event: &ChangeEvent) -> Result<(), String> {
-        let payload = event.to_json();
-        let record = FutureRecord::to(&self.topic).key(event.id.as_bytes()).payload(&payload);
-        match self.kafka().send(record, Timeout::After(self.timeout)).await {
-            Ok(_) => {
-                self.ok();
-                Ok(())
-            }
-            Err((e, _)) => {
-                self.failed();
-                Err(e.to_string())
-            }
-        }
+        self.publish_raw(&event.id, &event.to_json()).await
     }
 
-    /// Publishes one record that is not a change event (a gap notice) and waits for its
+    /// Publishes one record keyed `key` (a change event, a gap notice) and waits for its
     /// acknowledgement.
     pub async fn publish_raw(&self, key: &str, payload: &[u8]) -> Result<(), String> {
         let record = FutureRecord::to(&self.topic).key(key.as_bytes()).payload(payload);

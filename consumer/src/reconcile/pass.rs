@@ -207,34 +207,14 @@ impl Pair<'_> {
             let (mut there, mut gone) = (vec![], vec![]);
             for (r, s) in page.iter().zip(in_source) {
                 match s.found {
-                    true => there.push(Hit {
-                        id: s.id,
-                        seq_no: s.seq_no,
-                        primary_term: s.primary_term,
-                        routing: s.routing.or_else(|| r.routing.clone()),
-                        version: s.version,
-                        source: None,
-                        sort: None,
-                    }),
+                    true => there.push(looked_up(s, r.routing.as_ref())),
                     false => gone.push(r),
                 }
             }
             self.source_page(&there).await?;
             let target = self.target_index().to_owned();
             let in_target = mget(&self.ctx.target, &target, gone.iter().map(|r| (&r.id, &r.routing)), false).await?;
-            let extra: Vec<Hit> = in_target
-                .into_iter()
-                .filter(|t| t.found)
-                .map(|t| Hit {
-                    id: t.id,
-                    seq_no: t.seq_no,
-                    primary_term: t.primary_term,
-                    routing: t.routing,
-                    version: t.version,
-                    source: None,
-                    sort: None,
-                })
-                .collect();
+            let extra: Vec<Hit> = in_target.into_iter().filter(|t| t.found).map(|t| looked_up(t, None)).collect();
             self.target_page(&extra).await?;
         }
         Ok(())
@@ -357,6 +337,20 @@ impl Pair<'_> {
 
 /// Looks the ids up in `index` (each with its routing), realtime, in input order; a
 /// document the cluster could not look up fails the pass.
+/// A document looked up by id as the scans' hit for it (ids, versions, routing; `routing`
+/// where the answer names none).
+fn looked_up(d: crate::mget::Doc, routing: Option<&String>) -> Hit {
+    Hit {
+        id: d.id,
+        seq_no: d.seq_no,
+        primary_term: d.primary_term,
+        routing: d.routing.or_else(|| routing.cloned()),
+        version: d.version,
+        source: None,
+        sort: None,
+    }
+}
+
 async fn mget<'a>(
     cluster: &Cluster,
     index: &str,

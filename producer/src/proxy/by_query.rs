@@ -166,7 +166,7 @@ impl Proxy {
                 client_headers: &parts.headers,
                 index: None,
                 routing,
-                pipeline: super::write::names_pipeline(bulk_path.split_once('?').map_or("", |(_, q)| q)),
+                pipeline: super::as_sent::names_pipeline(bulk_path.split_once('?').map_or("", |(_, q)| q)),
             },
         };
         let mut tally = Tally::default();

@@ -28,6 +28,8 @@
 //! `_delete_by_query` and `_update_by_query` are run by the proxy (`by_query`); a cross-
 //! cluster switch is followed (`switch`).
 
+mod as_sent;
+mod bulk_body;
 mod by_query;
 mod classify;
 mod filter_path;
@@ -181,7 +183,7 @@ pub struct Proxy {
 /// How long a read alias routing is trusted.
 const ALIAS_TTL: Duration = Duration::from_secs(10);
 /// How long an index's "stores the document as sent" is trusted: a pipeline set on it since
-/// is seen at most this late (`write::Proxy::stores_as_sent`).
+/// is seen at most this late (`as_sent`).
 const SOURCE_TTL: Duration = Duration::from_secs(2);
 
 impl Proxy {
@@ -675,7 +677,7 @@ fn gap_notice(origin: &str, kind: &Kind, parts: &http::request::Parts, body: &By
     match kind {
         Kind::Doc(w) => named(&w.index, w.id.as_deref(), write::split_query(parts.uri.query()).2),
         Kind::Bulk { index } => {
-            for i in write::parse_bulk(body).unwrap_or_default() {
+            for i in bulk_body::parse_bulk(body).unwrap_or_default() {
                 if let Some(at) = i.index.as_deref().or(index.as_deref()) {
                     named(at, i.id.as_deref(), i.routing.clone());
                 }

@@ -3,6 +3,8 @@
 //! it), every acknowledged write is read back and its event published, and then the client
 //! gets the cluster's answer, cut down to its `filter_path`.
 
+use super::as_sent::{names_pipeline, whole_document};
+use super::bulk_body::{parse_bulk, BulkLine};
 use super::classify::{DocOp, DocWrite};
 use super::filter_path::FilterPath;
 use super::inflight::Ticket;
@@ -95,17 +97,6 @@ impl Acked {
             sent: None,
         })
     }
-}
-
-/// A document sent to be stored whole (`index`, `create`), as JSON, if it is an object.
-fn whole_document(bytes: &[u8]) -> Option<Box<RawValue>> {
-    let raw: Box<RawValue> = serde_json::from_slice(bytes).ok()?;
-    raw.get().starts_with('{').then_some(raw)
-}
-
-/// Whether the query names an ingest pipeline.
-pub(super) fn names_pipeline(query: &str) -> bool {
-    query.split('&').any(|p| p == "pipeline" || p.starts_with("pipeline="))
 }
 
 impl Proxy {
@@ -497,39 +488,6 @@ impl Proxy {
 
     /// The routing an alias applies to writes into `concrete` (its `index_routing`), when
     /// `name` is an alias; read once per [`super::ALIAS_TTL`].
-    /// Whether `index` (a concrete index) stores a document's `_source` as the request sent
-    /// it: no default or final pipeline, no `_source` includes, excludes or synthetic source,
-    /// not a `logsdb` or `time_series` index. Read with the client's credentials and trusted
-    /// for [`super::SOURCE_TTL`]; what cannot be read counts as "no", and the documents are
-    /// read back.
-    pub(super) async fn stores_as_sent(&self, index: &str, headers: &HeaderMap) -> bool {
-        if let Some((yes, at)) = self.stores_as_sent.lock().ok().and_then(|c| c.get(index).copied()) {
-            if at.elapsed() < super::SOURCE_TTL {
-                return yes;
-            }
-        }
-        let headers = credentials(headers);
-        let read = |path: String| {
-            let headers = headers.clone();
-            async move {
-                match self.send(&Method::GET, &path, &headers, Bytes::new()).await {
-                    Ok(a) if a.status.is_success() => serde_json::from_slice::<Value>(&a.body).ok(),
-                    _ => None,
-                }
-            }
-        };
-        let settings = read(format!("/{}/_settings?flat_settings=true", encode(index))).await;
-        let mapping = read(format!("/{}/_mapping?filter_path=*.mappings._source", encode(index))).await;
-        let yes = match (settings, mapping) {
-            (Some(s), Some(m)) => stored_as_sent(&s, &m),
-            _ => false,
-        };
-        if let Ok(mut cache) = self.stores_as_sent.lock() {
-            cache.insert(index.to_owned(), (yes, Instant::now()));
-        }
-        yes
-    }
-
     async fn alias_routing(&self, name: &str, concrete: &str, headers: &HeaderMap) -> Option<String> {
         if name == concrete || name.is_empty() {
             return None;
@@ -553,28 +511,6 @@ impl Proxy {
         }
         routing
     }
-}
-
-/// [`Proxy::stores_as_sent`] on a `GET _settings?flat_settings` and a
-/// `GET _mapping?filter_path=*.mappings._source` answer of one index.
-fn stored_as_sent(settings: &Value, mapping: &Value) -> bool {
-    let Some(s) = settings.as_object().and_then(|o| o.values().next()).map(|i| &i["settings"]) else { return false };
-    let setting = |k: &str| s.get(k).and_then(Value::as_str);
-    let no_pipeline = |k: &str| setting(k).is_none_or(|p| p == "_none");
-    let plain_mode = setting("index.mode").is_none_or(|m| m == "standard");
-    let stored_source = setting("index.mapping.source.mode").is_none_or(|m| m == "stored");
-    let source = mapping.as_object().and_then(|o| o.values().next()).map(|i| &i["mappings"]["_source"]);
-    let whole = match source {
-        None | Some(Value::Null) => true,
-        Some(src) => {
-            let empty = |k: &str| src.get(k).and_then(Value::as_array).is_none_or(Vec::is_empty);
-            src.get("enabled") != Some(&Value::Bool(false))
-                && empty("includes")
-                && empty("excludes")
-                && src.get("mode").and_then(Value::as_str).is_none_or(|m| m == "stored")
-        }
-    };
-    no_pipeline("index.default_pipeline") && no_pipeline("index.final_pipeline") && plain_mode && stored_source && whole
 }
 
 fn event(
@@ -651,7 +587,7 @@ fn join(path: &str, query: &str) -> String {
     }
 }
 
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -685,132 +621,9 @@ fn refused_for_now(status: u16, body: &[u8]) -> bool {
     }
 }
 
-/// One action of a bulk body: where its lines are, and what its metadata names.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct BulkLine {
-    pub action: String,
-    pub index: Option<String>,
-    pub id: Option<String>,
-    pub routing: Option<String>,
-    /// The action names an ingest pipeline.
-    pub pipeline: bool,
-    /// Its action line and (but for a delete) its document line, newlines included.
-    pub lines: std::ops::Range<usize>,
-    /// Its document line, newline included (none for a delete).
-    pub doc: Option<std::ops::Range<usize>>,
-}
-
-/// The actions of a bulk body; an error names the line the cluster would refuse.
-pub(super) fn parse_bulk(body: &[u8]) -> Result<Vec<BulkLine>, String> {
-    let mut lines = vec![];
-    let mut start = 0;
-    while start < body.len() {
-        let end = body[start..].iter().position(|&b| b == b'\n').map(|p| start + p + 1).unwrap_or(body.len());
-        lines.push(start..end);
-        start = end;
-    }
-    let blank = |r: &std::ops::Range<usize>| body[r.clone()].iter().all(u8::is_ascii_whitespace);
-    let mut out = vec![];
-    let mut n = 0;
-    while n < lines.len() {
-        if blank(&lines[n]) {
-            n += 1;
-            continue;
-        }
-        let head: Value = serde_json::from_slice(&body[lines[n].clone()])
-            .map_err(|e| format!("bulk line {}: not an action: {e}", n + 1))?;
-        let Some((action, meta)) = head.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next()) else {
-            return Err(format!("bulk line {}: expected one action (index, create, update or delete)", n + 1));
-        };
-        if !matches!(action.as_str(), "index" | "create" | "update" | "delete") {
-            return Err(format!("bulk line {}: unknown action [{action}]", n + 1));
-        }
-        let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_owned);
-        let first = lines[n].start;
-        let mut last = lines[n].end;
-        let mut doc = None;
-        if action != "delete" {
-            n += 1;
-            match lines.get(n) {
-                Some(line) => {
-                    last = line.end;
-                    doc = Some(line.clone());
-                }
-                None => return Err(format!("bulk line {}: the {action} action has no document line", n)),
-            }
-        }
-        out.push(BulkLine {
-            action: action.clone(),
-            index: text("_index"),
-            id: text("_id"),
-            routing: text("routing").or_else(|| text("_routing")),
-            pipeline: meta.get("pipeline").is_some(),
-            lines: first..last,
-            doc,
-        });
-        n += 1;
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_document_is_stored_as_sent_only_without_pipelines_filters_or_synthetic_source() {
-        let settings = |extra: Value| {
-            let mut s = json!({ "index.number_of_shards": "1", "index.default_pipeline": "_none" });
-            s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            json!({ "recs-v1": { "settings": s } })
-        };
-        let mapping = |source: Value| json!({ "recs-v1": { "mappings": { "_source": source } } });
-        let plain = json!({});
-        assert!(stored_as_sent(&settings(json!({})), &plain));
-        assert!(stored_as_sent(&settings(json!({})), &mapping(json!({ "enabled": true, "excludes": [] }))));
-        assert!(stored_as_sent(&settings(json!({ "index.mode": "standard" })), &plain));
-        for s in [
-            json!({ "index.default_pipeline": "enrich" }),
-            json!({ "index.final_pipeline": "stamp" }),
-            json!({ "index.mode": "logsdb" }),
-            json!({ "index.mode": "time_series" }),
-            json!({ "index.mapping.source.mode": "synthetic" }),
-        ] {
-            assert!(!stored_as_sent(&settings(s.clone()), &plain), "{s}");
-        }
-        for m in [
-            json!({ "excludes": ["secret"] }),
-            json!({ "includes": ["a"] }),
-            json!({ "enabled": false }),
-            json!({ "mode": "synthetic" }),
-        ] {
-            assert!(!stored_as_sent(&settings(json!({})), &mapping(m.clone())), "{m}");
-        }
-        assert!(!stored_as_sent(&json!({}), &plain), "an answer without the index");
-        assert!(whole_document(b"{\"a\":1}\n").is_some_and(|d| d.get() == "{\"a\":1}"));
-        assert!(whole_document(b"[1]").is_none() && whole_document(b"not json").is_none());
-        assert!(names_pipeline("refresh=true&pipeline=p") && !names_pipeline("pipelined=x&routing=r"));
-    }
-
-    #[test]
-    fn a_bulk_body_is_cut_into_its_actions() {
-        let body = b"{\"index\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"f\":1}\n\n{\"delete\":{\"_id\":\"2\",\"routing\":\"r\"}}\n{\"update\":{\"_id\":\"3\"}}\n{\"doc\":{\"f\":2}}";
-        let items = parse_bulk(body).unwrap();
-        assert_eq!(items.len(), 3);
-        assert_eq!(items[0].index.as_deref(), Some("a"));
-        assert_eq!(&body[items[0].lines.clone()], b"{\"index\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"f\":1}\n");
-        assert_eq!(items[1].action, "delete");
-        assert_eq!(items[1].routing.as_deref(), Some("r"));
-        assert_eq!(&body[items[1].lines.clone()], b"{\"delete\":{\"_id\":\"2\",\"routing\":\"r\"}}\n");
-        assert_eq!(&body[items[2].lines.clone()], b"{\"update\":{\"_id\":\"3\"}}\n{\"doc\":{\"f\":2}}");
-    }
-
-    #[test]
-    fn a_bad_bulk_line_is_named() {
-        assert!(parse_bulk(b"{\"index\":{}}\n").unwrap_err().contains("no document line"));
-        assert!(parse_bulk(b"{\"upsert\":{}}\n{}\n").unwrap_err().contains("unknown action"));
-        assert!(parse_bulk(b"nope\n").unwrap_err().contains("line 1"));
-    }
 
     #[test]
     fn filter_path_is_taken_out_of_the_query_and_routing_read() {
