@@ -251,11 +251,22 @@ pub struct ReplayConfig {
     /// Batches written at once. Checkpoints still advance in topic order: a batch counts
     /// only once every batch before it is acknowledged too.
     pub in_flight: usize,
+    /// The consumer is made again when it has received nothing for this long while the
+    /// topic holds events it has not had: librdkafka can leave an assigned partition
+    /// unfetched after a broker restart until the consumer is recreated.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for ReplayConfig {
     fn default() -> Self {
-        ReplayConfig { batch_size: 1000, batch_bytes: 8 << 20, batch_deadline: Duration::from_millis(50), in_flight: 8 }
+        ReplayConfig {
+            batch_size: 1000,
+            batch_bytes: 8 << 20,
+            batch_deadline: Duration::from_millis(50),
+            in_flight: 8,
+            stall_timeout: Duration::from_secs(30),
+        }
     }
 }
 

@@ -53,11 +53,30 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = ctx.dir.open(Db::Replay)?;
     let _pid = PidGuard::create(&ctx.dir, "consume")?;
-    while run_once(&ctx, &store, &cancel, applied.as_ref(), options).await? {
-        ctx = Arc::new(ctx.reloaded()?);
-        tracing::info!(pairs = ctx.migration.pairs.len(), "a pair was added to the migration: replaying with it");
+    while let Some(again) = run_once(&ctx, &store, &cancel, applied.as_ref(), options).await? {
+        if again == Again::PairAdded {
+            ctx = Arc::new(ctx.reloaded()?);
+            tracing::info!(pairs = ctx.migration.pairs.len(), "a pair was added to the migration: replaying with it");
+        }
     }
     Ok(())
+}
+
+/// Why a replay stopped to start again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// `add` put a pair in the migration: the context is read again.
+    PairAdded,
+    /// The consumer received nothing while events waited (see [`stalled`]): it is made again.
+    Stalled,
+}
+
+/// Why the batch cutter stopped on its own.
+enum Stop {
+    /// A receive error that retrying cannot mend.
+    Fatal(String),
+    /// Nothing received for `stall_timeout` while the topic held more; the partitions behind.
+    Stalled(String),
 }
 
 /// Cancels the returned token once the record holds more pairs than `known`.
@@ -81,14 +100,14 @@ fn watch_pairs(ctx: &Ctx, cancel: &CancellationToken) -> CancellationToken {
     added
 }
 
-/// One replay with the pairs `ctx` knows; `Ok(true)` when it stopped because a pair was added.
+/// One replay with the pairs `ctx` knows; `Ok(Some(..))` when it stopped to start again.
 async fn run_once(
     ctx: &Arc<Ctx>,
     store: &Store,
     outer: &CancellationToken,
     applied: Option<&watch::Sender<Offsets>>,
     options: Options,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<Again>> {
     let cancel = watch_pairs(ctx, outer);
     let _stop_watch = cancel.clone().drop_guard();
     let recipe = &ctx.recipe;
@@ -101,7 +120,9 @@ async fn run_once(
         store.put(REPLAY_KEY, &cp)?;
         store.flush()?;
     }
-    let Some(marks) = watermarks_at_start(ctx, &cancel).await else { return Ok(added(outer, &cancel)) };
+    let Some(marks) = watermarks_at_start(ctx, &cancel).await else {
+        return Ok(added(outer, &cancel).then_some(Again::PairAdded));
+    };
     let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
     if !losses.is_empty() {
         if !options.accept_lost_events {
@@ -129,6 +150,7 @@ async fn run_once(
     let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
     let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
     let (positions_tx, positions_rx) = watch::channel(cp.partitions.clone());
+    let (ends_tx, ends_rx) = watch::channel(Offsets::new());
     let follower = topic::follow(
         consumer.clone(),
         topic.clone(),
@@ -136,6 +158,7 @@ async fn run_once(
         positions.keys().copied().collect(),
         cancel.clone(),
         positions_rx,
+        ends_tx,
     );
     if let Some(tx) = applied {
         let _ = tx.send(positions.clone());
@@ -145,11 +168,23 @@ async fn run_once(
     // message; up to `in_flight` of them are written at once and checkpointed in order.
     let cfg = &recipe.replay;
     let (batches_tx, mut batches) = tokio::sync::mpsc::channel::<Cut>(cfg.in_flight);
-    let fatal = Arc::new(Mutex::new(None));
-    let cutter = tokio::spawn(cut_batches(consumer.clone(), cfg.clone(), cancel.clone(), batches_tx, fatal.clone()));
+    let stop = Arc::new(Mutex::new(None));
+    let cutter = tokio::spawn(cut_batches(
+        consumer.clone(),
+        cfg.clone(),
+        cancel.clone(),
+        Watch { assigned: positions.clone(), ends: ends_rx },
+        batches_tx,
+        stop.clone(),
+    ));
     let mut inflight = FuturesOrdered::new();
     let (writer, dead_letters) = (&writer, &dead_letters);
+    // Once the cutter has stopped, the batches it cut are still written and checkpointed.
+    let mut cut_all = false;
     loop {
+        if cut_all && inflight.is_empty() {
+            break;
+        }
         tokio::select! {
             done = inflight.next(), if !inflight.is_empty() => {
                 let Some((cut, result)): Option<(Cut, _)> = done else { continue };
@@ -177,8 +212,12 @@ async fn run_once(
                     let _ = tx.send(cp.positions(&ctx.migration.start_offsets, positions.keys().copied()));
                 }
             }
-            cut = batches.recv(), if inflight.len() < cfg.in_flight => {
-                let Some(cut) = cut else { break }; // cancelled, or the cutter met a fatal error
+            cut = batches.recv(), if !cut_all && inflight.len() < cfg.in_flight => {
+                // Cancelled, or the cutter stopped on its own.
+                let Some(cut) = cut else {
+                    cut_all = true;
+                    continue;
+                };
                 let topic = topic.as_str();
                 let span = tracing::info_span!("replay_batch", size = cut.messages.len(), offsets = %offset_ranges(&cut.messages));
                 inflight.push_back(async move {
@@ -194,12 +233,19 @@ async fn run_once(
     store.flush()?;
     mirror_commit(&consumer, &topic, &cp);
     indexferry_common::kafka::abandon(consumer);
-    let fatal = fatal.lock().ok().and_then(|mut f| f.take());
-    if let Some(reason) = fatal {
-        cancel.cancel();
-        return Err(explain_fatal(ctx, &cp, reason).await);
-    }
-    let reload = added(outer, &cancel);
+    let again = match stop.lock().ok().and_then(|mut f| f.take()) {
+        Some(Stop::Fatal(reason)) => {
+            cancel.cancel();
+            return Err(explain_fatal(ctx, &cp, reason).await);
+        }
+        Some(Stop::Stalled(behind)) if !cancel.is_cancelled() => {
+            let why = format!("nothing received for {:?} while {behind}", cfg.stall_timeout);
+            crate::health::failing("kafka", &why);
+            tracing::warn!(reason = %why, "the kafka consumer has stalled; making it again");
+            Some(Again::Stalled)
+        }
+        _ => added(outer, &cancel).then_some(Again::PairAdded),
+    };
     tracing::info!(
         applied = cp.applied,
         stale = cp.stale,
@@ -208,7 +254,7 @@ async fn run_once(
         "replay stopped"
     );
     writer.check()?;
-    Ok(reload)
+    Ok(again)
 }
 
 /// The replay's own token was cancelled by a pair being added, not by the caller.
@@ -285,38 +331,73 @@ fn offset_ranges(messages: &[OwnedMessage]) -> String {
     ranges.iter().map(|(p, (a, b))| format!("{p}:{a}..{b}")).collect::<Vec<_>>().join(" ")
 }
 
+/// What the cutter watches to tell a stalled consumer: the offsets it was assigned at, and
+/// the topic's end offsets as the follower last read them.
+struct Watch {
+    assigned: Offsets,
+    ends: watch::Receiver<Offsets>,
+}
+
 /// Cuts batches from the stream into `out` until cancelled (or `out` is closed). A fatal
-/// receive error goes into `fatal`, and ends the stream. A cut without messages is sent when
-/// the position moved past markers alone.
+/// receive error, or a stall, goes into `stop` and ends the stream. A cut without messages
+/// is sent when the position moved past markers alone.
 async fn cut_batches(
     consumer: Arc<StreamConsumer>,
     cfg: ReplayConfig,
     cancel: CancellationToken,
+    seen: Watch,
     out: tokio::sync::mpsc::Sender<Cut>,
-    fatal: Arc<Mutex<Option<String>>>,
+    stop: Arc<Mutex<Option<Stop>>>,
 ) {
     let mut sent = Offsets::new();
+    let mut received = seen.assigned;
+    let mut progress = Instant::now();
     loop {
         match collect(&consumer, cfg.batch_size, cfg.batch_bytes, cfg.batch_deadline, &cancel).await {
             Ok(Some(messages)) => {
                 let positions = received_up_to(&consumer);
                 if messages.is_empty() && positions == sent {
+                    if let Some(behind) = stalled(&received, &seen.ends.borrow(), progress.elapsed(), cfg.stall_timeout)
+                    {
+                        if let Ok(mut s) = stop.lock() {
+                            *s = Some(Stop::Stalled(behind));
+                        }
+                        return;
+                    }
                     continue;
                 }
+                received.extend(positions.iter().map(|(p, o)| (*p, *o)));
                 sent.clone_from(&positions);
                 if out.send(Cut { messages, positions }).await.is_err() {
                     return;
                 }
+                progress = Instant::now();
             }
             Ok(None) => return,
             Err(reason) => {
-                if let Ok(mut f) = fatal.lock() {
-                    *f = Some(reason);
+                if let Ok(mut s) = stop.lock() {
+                    *s = Some(Stop::Fatal(reason));
                 }
                 return;
             }
         }
     }
+}
+
+/// The partitions behind, `"partition 2 at 1754 of 2450"`, when the consumer has received
+/// nothing for `timeout` (`quiet`) although the topic's end is past what it received. A
+/// partition it has no position on yet (one added after the start) is not judged.
+fn stalled(received: &Offsets, ends: &Offsets, quiet: Duration, timeout: Duration) -> Option<String> {
+    if quiet < timeout {
+        return None;
+    }
+    let behind: Vec<String> = ends
+        .iter()
+        .filter_map(|(p, end)| {
+            received.get(p).filter(|at| *at < end).map(|at| format!("partition {p} at {at} of {end}"))
+        })
+        .collect();
+    (!behind.is_empty()).then(|| behind.join(", "))
 }
 
 /// The consumer's position per partition: librdkafka moves it past each message it hands
@@ -467,5 +548,23 @@ mod tests {
         let kept = newest_tombstones(&store, &batch).unwrap();
         let kept: Vec<(&str, u64)> = kept.into_iter().map(|(k, t)| (k, t.version)).collect();
         assert_eq!(kept, vec![(b.as_str(), 4), (c.as_str(), 9)], "a: the store has 7; c: 9 beats the later 6");
+    }
+
+    #[test]
+    fn a_consumer_is_stalled_only_when_quiet_long_enough_while_a_partition_it_follows_is_behind() {
+        let offsets = |v: &[(i32, i64)]| v.iter().copied().collect::<Offsets>();
+        let timeout = Duration::from_secs(30);
+        let (long, short) = (Duration::from_secs(31), Duration::from_secs(29));
+        let received = offsets(&[(0, 10), (1, 20)]);
+        let behind = offsets(&[(0, 10), (1, 25)]);
+        assert_eq!(stalled(&received, &behind, long, timeout).as_deref(), Some("partition 1 at 20 of 25"));
+        assert_eq!(stalled(&received, &behind, short, timeout), None, "not quiet for long enough");
+        assert_eq!(
+            stalled(&received, &offsets(&[(0, 10), (1, 20)]), long, timeout),
+            None,
+            "caught up: quiet is normal"
+        );
+        assert_eq!(stalled(&received, &offsets(&[(2, 5)]), long, timeout), None, "no position on partition 2 yet");
+        assert_eq!(stalled(&received, &Offsets::new(), long, timeout), None, "the end offsets were never read");
     }
 }

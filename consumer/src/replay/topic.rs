@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Spawns the follower. `assigned` are the partitions the consumer was given at start;
-/// `checkpoints` carries the replay's checkpoint after every batch.
+/// `checkpoints` carries the replay's checkpoint after every batch; `ends` receives the
+/// topic's end offsets each time they are read.
 pub(super) fn follow(
     consumer: Arc<StreamConsumer>,
     topic: String,
@@ -26,6 +27,7 @@ pub(super) fn follow(
     mut assigned: BTreeSet<i32>,
     cancel: CancellationToken,
     checkpoints: watch::Receiver<BTreeMap<i32, PartitionCheckpoint>>,
+    ends: watch::Sender<Offsets>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // The lag is measured at once, then every INTERVAL.
@@ -39,6 +41,7 @@ pub(super) fn follow(
             }
             let (c, t) = (consumer.clone(), topic.clone());
             let Ok(Ok(marks)) = tokio::task::spawn_blocking(move || watermarks(&c, &t)).await else { continue };
+            let _ = ends.send(indexferry_common::kafka::ends(&marks));
             let new: Vec<i32> = marks.keys().copied().filter(|p| !assigned.contains(p)).collect();
             if !new.is_empty() {
                 match assign_new(&consumer, &topic, &new) {
