@@ -7,7 +7,7 @@
 
 use crate::context::{connect, same_cluster, stored_recipe, Common};
 use crate::rollover::recover::{switch, Switch};
-use crate::state::{running_pid, OperatorLock, State, StateDir};
+use crate::state::{running_pid, runs_here, OperatorLock, State, StateDir};
 use anyhow::{bail, Context as _};
 use indexferry_common::es::Method;
 use nix::sys::signal::{kill, Signal};
@@ -40,8 +40,13 @@ pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::R
             held.join(", ")
         );
     }
+    std::fs::write(dir.stop_request_file(), chrono::Utc::now().to_rfc3339())
+        .context("cannot ask the workers to stop")?;
     for role in ["snapshot", "consume"] {
-        stop(&dir, role).await;
+        if let Err(e) = stop(&dir, role).await {
+            let _ = std::fs::remove_file(dir.stop_request_file());
+            return Err(e);
+        }
     }
     // `_reindex` tasks run on in the cluster after their worker stops.
     crate::snapshot::cancel_tasks(&target, &dir.read_snapshot()?).await?;
@@ -71,22 +76,32 @@ pub async fn cancel(common: &Common, name: &str, keep_target: bool) -> anyhow::R
     Ok(())
 }
 
-/// SIGTERM, up to 30 s to flush and exit, then SIGKILL.
-async fn stop(dir: &StateDir, role: &str) {
+/// Waits up to 30 s for the worker, asked through the state folder, to flush and exit (it
+/// may run in another container); then SIGKILLs it if it runs on this host, and otherwise
+/// says where to stop it.
+async fn stop(dir: &StateDir, role: &str) -> anyhow::Result<()> {
     let Some(pid) = running_pid(dir, role) else {
-        return;
+        return Ok(());
     };
     println!("stopping the {role} worker (pid {pid})");
-    let raw = pid;
-    let pid = Pid::from_raw(pid);
-    let _ = kill(pid, Signal::SIGTERM);
     let started = Instant::now();
     // The worker's lock on its pid file goes with the process.
-    while running_pid(dir, role) == Some(raw) {
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = kill(pid, Signal::SIGKILL);
+    while running_pid(dir, role) == Some(pid) {
+        if started.elapsed() > STOP {
+            if !runs_here(dir, role) {
+                bail!(
+                    "the {role} worker (pid {pid} on another host or container) has not stopped {STOP:?} after it was \
+                     asked to: stop it where it runs, then cancel again"
+                );
+            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            tokio::time::sleep(Duration::from_millis(200)).await;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
 }
+
+/// How long a worker has to stop once asked.
+const STOP: Duration = Duration::from_secs(30);

@@ -4,7 +4,8 @@
 //!
 //! Each worker process keeps one small JSON file in the migration's state directory,
 //! `health-<pid>.json`, rewritten when a problem starts, every few seconds while it lasts,
-//! and when it ends. `status` reads the files of processes still alive.
+//! and when it ends. `status` reads the files of processes that still hold their worker lock
+//! (see `state::held_pids`; a pid alone means nothing from another container).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -105,16 +106,25 @@ fn write(path: &Path, problems: &BTreeMap<String, Problem>) {
     }
 }
 
-/// The problems reported by worker processes of this migration that are still alive.
+/// How old the file of a process that holds no lock is before it is removed: a worker
+/// writes its file as it starts, a moment before it takes its lock.
+const ORPHANED: Duration = Duration::from_secs(600);
+
+/// The problems reported by worker processes of this migration that still run. The files of
+/// processes gone for a while (killed, so they could not remove theirs) are removed.
 pub fn read(state_dir: &Path) -> Vec<Problem> {
     let Ok(entries) = std::fs::read_dir(state_dir) else { return vec![] };
+    let running = crate::state::held_pids(state_dir);
     let mut out = vec![];
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name.strip_prefix("health-").and_then(|n| n.strip_suffix(".json")) else { continue };
         let Ok(pid) = pid.parse::<i32>() else { continue };
-        if !crate::state::alive(pid) {
-            let _ = std::fs::remove_file(entry.path());
+        if !running.contains(&pid) {
+            let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if age.is_some_and(|a| a > ORPHANED) {
+                let _ = std::fs::remove_file(entry.path());
+            }
             continue;
         }
         if let Ok(bytes) = std::fs::read(entry.path()) {

@@ -33,10 +33,12 @@ pub fn install(cancel: CancellationToken) {
     });
 }
 
-/// Cancels `cancel` once the migration is rolled over or its state is removed (cancel),
-/// so workers started before those commands stop by themselves. Reads the state every
-/// [`STATE_POLL`], and sets the state and rollover-pause gauges from it (see `gauges`).
+/// Cancels `cancel` once the migration is rolled over or its state is removed (cancel), or
+/// `cancel` asks the workers to stop through the state folder, so workers started before
+/// those commands stop by themselves, in whichever container they run. Reads the state
+/// every [`STATE_POLL`], and sets the state and rollover-pause gauges from it (see `gauges`).
 pub fn watch_state(dir: crate::state::StateDir, cancel: CancellationToken) {
+    let started = chrono::Utc::now();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(STATE_POLL);
         loop {
@@ -46,22 +48,30 @@ pub fn watch_state(dir: crate::state::StateDir, cancel: CancellationToken) {
             }
             let stop = match tokio::task::spawn_blocking({
                 let dir = dir.clone();
-                move || dir.load_migration()
+                move || (dir.load_migration(), stop_requested(&dir, started))
             })
             .await
             {
-                Ok(Ok(m)) => {
+                Ok((_, true)) => Some("cancel asked the workers to stop"),
+                Ok((Ok(m), false)) => {
                     crate::gauges::follow(&m);
-                    m.state == crate::state::State::RolledOver
+                    (m.state == crate::state::State::RolledOver).then_some("migration rolled over")
                 }
-                Ok(Err(crate::state::StateError::NotFound { .. })) => true,
-                _ => false,
+                Ok((Err(crate::state::StateError::NotFound { .. }), false)) => Some("migration cancelled"),
+                _ => None,
             };
-            if stop {
-                tracing::info!("migration rolled over or cancelled: stopping");
+            if let Some(why) = stop {
+                tracing::info!("{why}: stopping");
                 cancel.cancel();
                 return;
             }
         }
     });
+}
+
+/// Whether `cancel` asked the workers to stop since `started` (a request older than this
+/// worker was meant for another).
+fn stop_requested(dir: &crate::state::StateDir, started: chrono::DateTime<chrono::Utc>) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.stop_request_file()) else { return false };
+    chrono::DateTime::parse_from_rfc3339(text.trim()).is_ok_and(|at| at >= started)
 }

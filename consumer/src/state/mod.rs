@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
-pub use pid::{alive, running_pid, OperatorLock, PidGuard};
+pub use pid::{held_pids, running_pid, runs_here, OperatorLock, PidGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -78,6 +78,12 @@ impl StateDir {
 
     pub fn pid_file(&self, role: &str) -> PathBuf {
         self.path().join(format!("{role}.pid"))
+    }
+
+    /// Where `cancel` asks the workers to stop (the time it asked): they may run in other
+    /// containers, which its signals cannot reach.
+    pub fn stop_request_file(&self) -> PathBuf {
+        self.path().join("stop.request")
     }
 
     /// Opens a database for writing, creating it if needed. Fails if another process has it.

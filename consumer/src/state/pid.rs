@@ -1,10 +1,14 @@
 //! Which worker process runs a role (`snapshot`, `consume`) of a migration, and which
 //! operator command holds the migration ([`OperatorLock`]).
 //!
-//! The worker writes its pid into `<role>.pid` and holds an exclusive `flock` on that file for
-//! its lifetime. The kernel releases the lock when the process dies, however it dies, so a
-//! pid file left behind by a SIGKILL — whose number the system may since have given to an
-//! unrelated process — never reads as a running worker: only a held lock does.
+//! The worker writes its pid and host into `<role>.pid` and holds an exclusive `flock` on
+//! that file for its lifetime. The kernel releases the lock when the process dies, however
+//! it dies, so a pid file left behind by a SIGKILL — whose number the system may since have
+//! given to an unrelated process — never reads as a running worker: only a held lock does.
+//!
+//! Locks, not pids, are what other commands go by: a `flock` holds between containers that
+//! share the state volume on one machine (a pod's and a Job's on one node, two `podman run`s),
+//! where a pid from another container names nothing, or the wrong process.
 
 use super::StateDir;
 use nix::errno::Errno;
@@ -27,7 +31,7 @@ impl PidGuard {
         Self::create_with(dir, role, "")
     }
 
-    /// [`PidGuard::create`], with `detail` written after the pid (on lines of its own).
+    /// [`PidGuard::create`], with `detail` written after the pid and host (on lines of its own).
     fn create_with(dir: &StateDir, role: &str, detail: &str) -> std::io::Result<PidGuard> {
         let path = dir.pid_file(role);
         let mut tries = 0;
@@ -50,7 +54,7 @@ impl PidGuard {
             }
         };
         lock.set_len(0)?;
-        lock.write_all(format!("{}\n{detail}", std::process::id()).as_bytes())?;
+        lock.write_all(format!("{}\n{}\n{detail}", std::process::id(), hostname()).as_bytes())?;
         lock.sync_data()?;
         Ok(PidGuard { path, _lock: lock })
     }
@@ -75,8 +79,37 @@ pub fn running_pid(dir: &StateDir, role: &str) -> Option<i32> {
     }
 }
 
+/// Whether the process running `role` is on this host, where its pid can be signalled: a
+/// pid file from another container or machine names some other process here.
+pub fn runs_here(dir: &StateDir, role: &str) -> bool {
+    let text = std::fs::read_to_string(dir.pid_file(role)).unwrap_or_default();
+    text.lines().nth(1).is_some_and(|host| host == hostname())
+}
+
+/// The pids of the processes holding a lock in a migration's folder, as those processes
+/// wrote them: they match the pids in the health files the same processes write, whichever
+/// container each runs in.
+pub fn held_pids(migration_dir: &std::path::Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(migration_dir) else { return vec![] };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| {
+            let file = File::open(e.path()).ok()?;
+            match Flock::lock(file, FlockArg::LockSharedNonblock) {
+                Err((_, Errno::EWOULDBLOCK)) => read_pid(&e.path()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 fn read_pid(path: &std::path::Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "?".into())
 }
 
 /// The one operator command that may change a migration at a time: `rollover`, `cancel`,
@@ -92,8 +125,7 @@ impl OperatorLock {
     /// Takes the migration's lock for `command`; refuses, naming the holder's command, host,
     /// pid and start, while another process holds it.
     pub fn take(dir: &StateDir, command: &str) -> anyhow::Result<OperatorLock> {
-        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "?".into());
-        let detail = format!("{host}\n{command}\n{}\n", chrono::Utc::now().to_rfc3339());
+        let detail = format!("{command}\n{}\n", chrono::Utc::now().to_rfc3339());
         match PidGuard::create_with(dir, "operator", &detail) {
             Ok(g) => Ok(OperatorLock(g)),
             Err(e) => {
@@ -116,11 +148,6 @@ impl OperatorLock {
     }
 }
 
-/// Whether process `pid` exists.
-pub fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,12 +159,17 @@ mod tests {
         std::fs::create_dir_all(dir.path()).unwrap();
         // A stale file naming a live process that is not a worker (pid 1, this test's parent).
         for pid in [1, std::os::unix::process::parent_id() as i32] {
-            assert!(alive(pid));
+            assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok(), "pid {pid} is alive");
             std::fs::write(dir.pid_file("consume"), pid.to_string()).unwrap();
             assert_eq!(running_pid(&dir, "consume"), None, "pid {pid} holds no lock");
         }
+        assert_eq!(held_pids(&dir.path()), Vec::<i32>::new());
         let guard = PidGuard::create(&dir, "consume").unwrap();
         assert_eq!(running_pid(&dir, "consume"), Some(std::process::id() as i32), "a held lock is running");
+        assert_eq!(held_pids(&dir.path()), vec![std::process::id() as i32]);
+        assert!(runs_here(&dir, "consume"), "the pid file names this host");
+        std::fs::write(dir.path().join("snapshot.pid"), "4242\nanother-host\n").unwrap();
+        assert_eq!(held_pids(&dir.path()), vec![std::process::id() as i32], "an unlocked file is no holder");
         let second = PidGuard::create(&dir, "consume").err().expect("one holder at a time");
         assert!(second.to_string().contains("runs the consume worker"), "{second}");
         drop(guard);
