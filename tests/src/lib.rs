@@ -2,6 +2,8 @@
 //! with loopback defaults), unique names per test, the built binaries, and polling with
 //! deadlines instead of sleeps.
 
+pub mod container;
+
 use anyhow::{bail, Context};
 use indexferry_common::config::{ClusterConfig, KafkaConfig};
 use indexferry_common::es::Cluster;

@@ -377,14 +377,16 @@ fn report_pair(label: &str, cps: &[SliceCheckpoint], elapsed: Option<Duration>) 
         }
         _ => String::new(),
     };
+    let (applied, stale, rejected) = (sum(|c| c.applied), sum(|c| c.stale), sum(|c| c.rejected));
+    let (resumes, recopied, restarts) = (sum(|c| c.resumes), sum(|c| c.recopied), sum(|c| c.restarts));
+    // A worker's whole output is JSON lines in JSON mode (a container's log).
+    if indexferry_common::logging::format() == indexferry_common::logging::Format::Json {
+        tracing::info!(pair = label, copied, applied, stale, rejected, resumes, recopied, restarts, "snapshot done");
+        return;
+    }
     println!(
-        "snapshot {label}: {copied} documents{rate}; applied={} stale={} rejected={} resumes={} recopied<={} restarts={}",
-        sum(|c| c.applied),
-        sum(|c| c.stale),
-        sum(|c| c.rejected),
-        sum(|c| c.resumes),
-        sum(|c| c.recopied),
-        sum(|c| c.restarts),
+        "snapshot {label}: {copied} documents{rate}; applied={applied} stale={stale} rejected={rejected} \
+         resumes={resumes} recopied<={recopied} restarts={restarts}"
     );
 }
 
