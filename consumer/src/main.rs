@@ -106,6 +106,11 @@ enum Command {
         throttle: Throttle,
         #[command(flatten)]
         replay: Replay,
+        /// Once the migration is rolled over (or is found so at start), stay up serving the
+        /// health endpoints and metrics until a signal, instead of exiting: what a
+        /// Kubernetes StatefulSet, which starts an exited pod again, needs.
+        #[arg(long, env = "INDEXFERRY_RUN_STAY")]
+        stay: bool,
         #[command(flatten)]
         global: Global,
         #[command(flatten)]
@@ -283,7 +288,7 @@ async fn plan(opts: indexferry_consumer::plan::Options) -> anyhow::Result<bool> 
 }
 
 enum Worker {
-    Run { throttle: Option<u32>, replay: replay::Options },
+    Run { throttle: Option<u32>, replay: replay::Options, stay: bool },
     Snapshot { throttle: Option<u32> },
     Consume { until_caught_up: bool, replay: replay::Options },
 }
@@ -291,8 +296,9 @@ enum Worker {
 async fn execute(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Init { recipe, global } => init::init(&global.common(), &recipe).await.map(|_| true),
-        Command::Run { name, throttle, replay, global, metrics } => {
-            work(Worker::Run { throttle: throttle.throttle, replay: replay.options() }, &name, &global, &metrics).await
+        Command::Run { name, throttle, replay, stay, global, metrics } => {
+            let run = Worker::Run { throttle: throttle.throttle, replay: replay.options(), stay };
+            work(run, &name, &global, &metrics).await
         }
         Command::Snapshot { name, throttle, global, metrics } => {
             work(Worker::Snapshot { throttle: throttle.throttle }, &name, &global, &metrics).await
@@ -367,13 +373,34 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
             Some(why) => Err(why),
         }
     });
+    let stay = matches!(which, Worker::Run { stay: true, .. });
+    let rolled_over = || dir.load_migration().is_ok_and(|m| m.state == indexferry_consumer::state::State::RolledOver);
+    if stay && rolled_over() {
+        return stay_up(&format!("migration {name:?} is rolled over")).await;
+    }
     let result = work_on(which, name, &common).await;
+    if stay && result.is_ok() && rolled_over() {
+        indexferry_consumer::health::finish();
+        return stay_up(&format!("migration {name:?} rolled over")).await;
+    }
     indexferry_common::metrics::set_ready(false);
     indexferry_consumer::health::finish();
     if metrics.metrics_addr.is_some() && result.is_ok() {
         indexferry_consumer::gauges::linger(&dir, metrics.metrics_linger).await;
     }
     result
+}
+
+/// `run --stay` once the work is done: serving health and metrics, ready, until a signal.
+async fn stay_up(why: &str) -> anyhow::Result<bool> {
+    tracing::info!("{why}: nothing left to do; staying up until stopped (--stay)");
+    indexferry_common::metrics::set_ready(true);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(true)
 }
 
 async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<bool> {

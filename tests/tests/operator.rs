@@ -214,6 +214,43 @@ async fn run_answers_health_probes_and_stops_cleanly_on_sigterm() -> anyhow::Res
     Ok(())
 }
 
+/// `run --stay`, as a StatefulSet runs it: after the rollover the process stays up, live and
+/// ready, instead of exiting into a restart; started again on the rolled-over migration it
+/// stays up too, where plain `run` refuses; SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_stay_stays_up_after_the_rollover_until_sigterm() -> anyhow::Result<()> {
+    let s = setup_with(50, |_| {}).await?;
+    let port = 20000 + (rand::random::<u16>() % 20000);
+    let start = || {
+        let mut cmd = indexferry(&s.state, &["run", &s.name, "--stay"]);
+        cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
+        spawn(cmd, &s.dir.path().join("run.log"))
+    };
+    let mut run = start()?;
+    wait_caught_up(&s.state, &s.name, Duration::from_secs(60)).await?;
+    run_ok(indexferry(&s.state, &["rollover", &s.name]))?;
+    wait_for("the stay notice", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(s.dir.path().join("run.log"))?;
+        Ok(log.contains("staying up until stopped").then_some(()))
+    })
+    .await?;
+    assert!(run.try_wait()?.is_none(), "run stays up after the rollover");
+    assert_eq!(get(port, "/health/live")?.0, 200);
+    assert_eq!(get(port, "/health/ready")?.0, 200);
+    assert!(terminate(&mut run)?.success(), "SIGTERM stops it cleanly");
+
+    let plain = output(indexferry(&s.state, &["run", &s.name]))?;
+    assert!(!plain.status.success(), "plain run refuses a rolled-over migration");
+    let mut again = start()?;
+    wait_for("/health/ready of run --stay on a rolled-over migration", Duration::from_secs(30), || {
+        Ok(get(port, "/health/ready").ok().filter(|(status, _)| *status == 200))
+    })
+    .await?;
+    assert!(again.try_wait()?.is_none());
+    assert!(terminate(&mut again)?.success());
+    Ok(())
+}
+
 /// `--throttle` sets the snapshot's rate for one run instead of the recipe's: at the recipe's
 /// 1 document per second these 300 would take five minutes; `--throttle 0` copies them at once.
 #[tokio::test(flavor = "multi_thread")]
