@@ -106,9 +106,10 @@ enum Command {
         throttle: Throttle,
         #[command(flatten)]
         replay: Replay,
-        /// Once the migration is rolled over (or is found so at start), stay up serving the
-        /// health endpoints and metrics until a signal, instead of exiting: what a
-        /// Kubernetes StatefulSet, which starts an exited pod again, needs.
+        /// Once the migration is rolled over (or is found so at start), or cancelled while
+        /// this runs, stay up serving the health endpoints and metrics until a signal,
+        /// instead of exiting: what a Kubernetes StatefulSet, which starts an exited pod
+        /// again, needs.
         #[arg(long, env = "INDEXFERRY_RUN_STAY")]
         stay: bool,
         #[command(flatten)]
@@ -379,9 +380,15 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
         return stay_up(&format!("migration {name:?} is rolled over")).await;
     }
     let result = work_on(which, name, &common).await;
-    if stay && result.is_ok() && rolled_over() {
-        indexferry_consumer::health::finish();
-        return stay_up(&format!("migration {name:?} rolled over")).await;
+    if stay && result.is_ok() {
+        // `cancel` asked it to stop (and is removing the state), or is done.
+        let cancelled = dir.stop_request_file().exists()
+            || matches!(dir.load_migration(), Err(indexferry_consumer::state::StateError::NotFound { .. }));
+        if rolled_over() || cancelled {
+            indexferry_consumer::health::finish();
+            let done = if cancelled { "was cancelled" } else { "rolled over" };
+            return stay_up(&format!("migration {name:?} {done}")).await;
+        }
     }
     indexferry_common::metrics::set_ready(false);
     indexferry_consumer::health::finish();

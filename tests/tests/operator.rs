@@ -251,6 +251,29 @@ async fn run_stay_stays_up_after_the_rollover_until_sigterm() -> anyhow::Result<
     Ok(())
 }
 
+/// `run --stay` after a `cancel`: it stays up rather than exit, so that a StatefulSet does
+/// not start it again (its init container would then make the migration anew).
+#[tokio::test(flavor = "multi_thread")]
+async fn run_stay_stays_up_after_a_cancel() -> anyhow::Result<()> {
+    let s = setup_with(50, |_| {}).await?;
+    let port = 20000 + (rand::random::<u16>() % 20000);
+    let mut cmd = indexferry(&s.state, &["run", &s.name, "--stay"]);
+    cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    let mut run = spawn(cmd, &s.dir.path().join("run.log"))?;
+    wait_caught_up(&s.state, &s.name, Duration::from_secs(60)).await?;
+    let out = run_ok(indexferry(&s.state, &["cancel", &s.name]))?;
+    assert!(out.contains("cancelled migration"), "{out}");
+    wait_for("the stay notice", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(s.dir.path().join("run.log"))?;
+        Ok(log.contains("was cancelled: nothing left to do").then_some(()))
+    })
+    .await?;
+    assert!(run.try_wait()?.is_none(), "run stays up after the cancel");
+    assert_eq!(get(port, "/health/live")?.0, 200);
+    assert!(terminate(&mut run)?.success());
+    Ok(())
+}
+
 /// `--throttle` sets the snapshot's rate for one run instead of the recipe's: at the recipe's
 /// 1 document per second these 300 would take five minutes; `--throttle 0` copies them at once.
 #[tokio::test(flavor = "multi_thread")]
