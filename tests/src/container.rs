@@ -112,7 +112,7 @@ impl Deployment {
     /// SIGKILL, as a node failure would, and the container removed.
     pub fn kill(&self, name: &str) -> anyhow::Result<()> {
         podman_ok(podman()?.args(["kill", name]))?;
-        podman_ok(podman()?.args(["rm", "--force", name]))?;
+        podman_ok(podman()?.args(["rm", "--force", "--volumes", name]))?;
         Ok(())
     }
 
@@ -138,7 +138,7 @@ impl Deployment {
 impl Drop for Deployment {
     fn drop(&mut self) {
         for name in &self.containers {
-            let _ = podman().and_then(|mut c| Ok(c.args(["rm", "--force", name]).output()?));
+            let _ = podman().and_then(|mut c| Ok(c.args(["rm", "--force", "--volumes", name]).output()?));
         }
         let _ = podman().and_then(|mut c| Ok(c.args(["volume", "rm", "--force", &self.volume]).output()?));
     }
