@@ -32,14 +32,18 @@ fn image() -> anyhow::Result<&'static str> {
 }
 
 /// `podman` with the settings dev/image wrote for this machine (runtime runc, no default
-/// ulimits).
+/// ulimits), asked of dev/image once per test binary.
 pub fn podman() -> anyhow::Result<Command> {
-    let out = Command::new(dev_script("image")).arg("--podman-env").output().context("cannot run dev/image")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let conf =
-        text.lines().find_map(|l| l.strip_prefix("export CONTAINERS_CONF=")).context("dev/image --podman-env")?;
+    static CONF: OnceLock<Result<String, String>> = OnceLock::new();
+    let conf = CONF.get_or_init(|| {
+        let out = Command::new(dev_script("image")).arg("--podman-env").output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let conf = text.lines().find_map(|l| l.strip_prefix("export CONTAINERS_CONF="));
+        conf.map(|c| c.trim().to_owned()).ok_or_else(|| format!("dev/image --podman-env printed {text:?}"))
+    });
+    let conf = conf.as_deref().map_err(|e| anyhow::anyhow!("cannot run dev/image --podman-env: {e}"))?;
     let mut c = Command::new("podman");
-    c.env("CONTAINERS_CONF", conf.trim());
+    c.env("CONTAINERS_CONF", conf);
     Ok(c)
 }
 

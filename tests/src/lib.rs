@@ -527,8 +527,14 @@ pub fn producer_config(url: &str, topic: &str, alias: &str) -> indexferry_produc
 /// in the package folder and says so in CARGO_MANIFEST_DIR): a path compiled in could name
 /// another clone that shares the target directory.
 pub fn dev_script(name: &str) -> PathBuf {
+    repo_file(&format!("dev/{name}"))
+}
+
+/// A file of the project's repository, by its path there (`deploy/helm/indexferry`), found
+/// at run time as [`dev_script`] finds its scripts.
+pub fn repo_file(path: &str) -> PathBuf {
     let package = std::env::var("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("."));
-    package.join("..").join("dev").join(name)
+    package.join("..").join(path)
 }
 
 /// One document as a comparison of source and target sees it.

@@ -30,9 +30,7 @@ fn value(body: &str, series: &str) -> Option<f64> {
 }
 
 fn dashboard() -> anyhow::Result<Value> {
-    let package = std::env::var("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("."));
-    let path =
-        package.join("..").join("deploy").join("helm").join("indexferry").join("dashboards").join("indexferry.json");
+    let path = repo_file("deploy/helm/indexferry/dashboards/indexferry.json");
     Ok(serde_json::from_slice(&std::fs::read(&path)?)?)
 }
 

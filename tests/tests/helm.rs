@@ -4,7 +4,7 @@
 //! CRD schema. The tools come from `dev/tools` (helm built from the Go module proxy).
 
 use anyhow::Context;
-use indexferry_tests::dev_script;
+use indexferry_tests::{dev_script, repo_file};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,7 +16,7 @@ fn tools() -> anyhow::Result<PathBuf> {
 }
 
 fn chart() -> PathBuf {
-    dev_script("image").parent().map(Path::to_path_buf).unwrap_or_default().join("..").join("deploy/helm/indexferry")
+    repo_file("deploy/helm/indexferry")
 }
 
 fn run(tools: &Path, program: &str, args: &[&str]) -> anyhow::Result<Output> {

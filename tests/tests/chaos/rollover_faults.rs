@@ -22,6 +22,20 @@ pub(super) async fn start_rollover(w: &Workers, in_pause: bool) -> anyhow::Resul
     Ok((p, log))
 }
 
+/// A rollover started once the consumer runs, left to go on for up to 1.5 s, half the time
+/// counted from when it has blocked writes: where a racing command or a new day meets it.
+/// Returns whether it was in its write pause, the process and its log.
+async fn rollover_at_random_point(w: &Workers) -> anyhow::Result<(bool, Proc, PathBuf)> {
+    wait_for("the consumer to run", Duration::from_secs(60), || {
+        Ok((!status(&w.state, &w.name)?["consumer_pid"].is_null()).then_some(()))
+    })
+    .await?;
+    let in_pause = rand::rng().random_bool(0.5);
+    let (p, log) = start_rollover(w, in_pause).await?;
+    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1500))).await;
+    Ok((in_pause, p, log))
+}
+
 /// Sends `signal` to `p` unless it has exited; waits for the exit. `true` if it was still
 /// running when signalled.
 pub(super) fn signal_and_wait(
@@ -106,13 +120,7 @@ pub(super) async fn race(
     src: &str,
     command: &[&str],
 ) -> anyhow::Result<String> {
-    wait_for("the consumer to run", Duration::from_secs(60), || {
-        Ok((!status(&w.state, &w.name)?["consumer_pid"].is_null()).then_some(()))
-    })
-    .await?;
-    let in_pause = rand::rng().random_bool(0.5);
-    let (mut p, log) = start_rollover(w, in_pause).await?;
-    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1500))).await;
+    let (in_pause, mut p, log) = rollover_at_random_point(w).await?;
     // A rollover that already ended holds no lock, and a `cancel` then would cancel for real.
     let raced = p.try_wait()?.is_none();
     let refused = match raced {
@@ -166,13 +174,7 @@ pub(super) async fn new_pattern_index(
     src: &str,
     days: &mut Days,
 ) -> anyhow::Result<String> {
-    wait_for("the consumer to run", Duration::from_secs(60), || {
-        Ok((!status(&w.state, &w.name)?["consumer_pid"].is_null()).then_some(()))
-    })
-    .await?;
-    let in_pause = rand::rng().random_bool(0.5);
-    let (mut p, log) = start_rollover(w, in_pause).await?;
-    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1500))).await;
+    let (in_pause, mut p, log) = rollover_at_random_point(w).await?;
     days.made += 1;
     let day = days.make(days.made).await?;
     let exit = wait_for("the rollover to refuse the new day", Duration::from_secs(120), || Ok(p.try_wait()?)).await?;
