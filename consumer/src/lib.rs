@@ -1,31 +1,25 @@
-//! The indexferry migration engine: snapshot, replay, rollover, verify, and the state
-//! they share. `main.rs` is the operator CLI over it.
+//! The indexferry migration engine. `main.rs` is the operator CLI over it.
+//!
+//! The groups, from the bottom up; each uses only the groups above it in this list
+//! (ARCHITECTURE.md draws the picture):
+//! - [`state`]: the migration's durable record (RocksDB), its locks and pid files.
+//! - [`runtime`]: what every command runs on: context, metrics, health, shutdown.
+//! - [`recipe`]: what a recipe expands to on the clusters: pairs, templates, targets.
+//! - [`pipeline`]: the stages: snapshot, replay, reconcile, rollover, verify, and what
+//!   they share (the writer, the dead-letter topic).
+//! - [`commands`]: the operator commands that are not stages: init, add, cancel, status.
+//! - [`tools`]: plan, the upgrade assistant.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod add;
-pub mod cancel;
-pub mod context;
-pub mod deadletter;
-pub mod deadletters;
-pub mod gauges;
-pub mod health;
-pub mod init;
-pub mod mget;
-pub mod overview;
-pub mod patterns;
-pub mod pipelines;
-pub mod plan;
-pub mod reconcile;
-pub mod replay;
-pub mod rollover;
-pub mod shield;
-pub mod shutdown;
-pub mod snapshot;
-pub mod source_tombstones;
 pub mod state;
-pub mod status;
-pub mod templates;
-pub mod verify;
-pub mod versions;
-pub mod writer;
+
+pub mod runtime;
+
+pub mod recipe;
+
+pub mod pipeline;
+
+pub mod commands;
+
+pub mod tools;

@@ -3,8 +3,10 @@
 
 use clap::{Args, Parser, Subcommand};
 use indexferry_common::config::Overrides;
-use indexferry_consumer::context::{Common, Ctx};
-use indexferry_consumer::{cancel, init, overview, reconcile, replay, rollover, shutdown, snapshot, status, verify};
+use indexferry_consumer::commands::{cancel, init, overview, status};
+use indexferry_consumer::pipeline::{reconcile, replay, rollover, snapshot, verify};
+use indexferry_consumer::runtime::context::{Common, Ctx};
+use indexferry_consumer::runtime::shutdown;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ enum Top {
     #[command(subcommand)]
     Migration(Command),
     /// Inventory a cluster, prove on the target what will break, and write the recipes.
-    Plan(indexferry_consumer::plan::Options),
+    Plan(indexferry_consumer::tools::plan::Options),
 }
 
 #[derive(Args, Clone)]
@@ -272,17 +274,17 @@ fn main() {
         Ok(false) => std::process::exit(1),
         Err(e) => {
             indexferry_common::logging::fatal(&format!("{e:#}"));
-            let usage = e.downcast_ref::<indexferry_consumer::plan::Usage>().is_some();
+            let usage = e.downcast_ref::<indexferry_consumer::tools::plan::Usage>().is_some();
             std::process::exit(if usage { 2 } else { 1 });
         }
     }
 }
 
 /// `plan` until done or a signal: an interrupted plan drops its temporary index on the way out.
-async fn plan(opts: indexferry_consumer::plan::Options) -> anyhow::Result<bool> {
+async fn plan(opts: indexferry_consumer::tools::plan::Options) -> anyhow::Result<bool> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = indexferry_consumer::plan::plan(&opts) => r,
+        r = indexferry_consumer::tools::plan::plan(&opts) => r,
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the temporary index was deleted"),
         _ = term.recv() => anyhow::bail!("terminated; the temporary index was deleted"),
     }
@@ -339,7 +341,7 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
             reconcile::reconcile(&global.common(), &name, json, samples).await
         }
         Command::Add { name, index, exclude, global } => {
-            indexferry_consumer::add::add(&global.common(), &name, &index, exclude).await.map(|_| true)
+            indexferry_consumer::commands::add::add(&global.common(), &name, &index, exclude).await.map(|_| true)
         }
         Command::Cancel { name, keep_target, global } => {
             cancel::cancel(&global.common(), &name, keep_target).await.map(|_| true)
@@ -348,7 +350,7 @@ async fn execute(command: Command) -> anyhow::Result<bool> {
 }
 
 async fn deadletters(common: &Common, name: &str, json: bool, replay: bool) -> anyhow::Result<bool> {
-    use indexferry_consumer::deadletters as dl;
+    use indexferry_consumer::pipeline::deadletters as dl;
     match (replay, json) {
         (true, true) => println!("{}", serde_json::to_string_pretty(&dl::replay(common, name).await?)?),
         (true, false) => dl::print_replay(&dl::replay(common, name).await?),
@@ -365,7 +367,7 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
     }
     let common = global.common();
     let dir = indexferry_consumer::state::StateDir::new(&common.state_dir, name);
-    indexferry_consumer::health::init(&dir.path());
+    indexferry_consumer::runtime::health::init(&dir.path());
     let (judged, migration) = (common.clone(), name.to_owned());
     indexferry_common::metrics::judge_caught_up(move || {
         let s = status::collect(&judged, &migration).map_err(|e| format!("{e:#}"))?;
@@ -385,15 +387,15 @@ async fn work(which: Worker, name: &str, global: &Global, metrics: &Metrics) -> 
         let cancelled = dir.stop_request_file().exists()
             || matches!(dir.load_migration(), Err(indexferry_consumer::state::StateError::NotFound { .. }));
         if rolled_over() || cancelled {
-            indexferry_consumer::health::finish();
+            indexferry_consumer::runtime::health::finish();
             let done = if cancelled { "was cancelled" } else { "rolled over" };
             return stay_up(&format!("migration {name:?} {done}")).await;
         }
     }
     indexferry_common::metrics::set_ready(false);
-    indexferry_consumer::health::finish();
+    indexferry_consumer::runtime::health::finish();
     if metrics.metrics_addr.is_some() && result.is_ok() {
-        indexferry_consumer::gauges::linger(&dir, metrics.metrics_linger).await;
+        indexferry_consumer::runtime::gauges::linger(&dir, metrics.metrics_linger).await;
     }
     result
 }
@@ -423,7 +425,7 @@ async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<b
     shutdown::install(cancel.clone());
     shutdown::watch_state(ctx.dir.clone(), cancel.clone());
     let (snapshots, replays) = (!matches!(which, Worker::Consume { .. }), !matches!(which, Worker::Snapshot { .. }));
-    indexferry_consumer::gauges::start(&ctx, snapshots, replays);
+    indexferry_consumer::runtime::gauges::start(&ctx, snapshots, replays);
     indexferry_common::metrics::set_ready(true);
     match which {
         Worker::Snapshot { .. } => snapshot::run(ctx, cancel).await?,

@@ -10,6 +10,7 @@
 //! Any process may open any of them read-only at the same time (`status`, `rollover`
 //! watching the consumer drain). Values are JSON, keys are plain strings.
 
+mod gaps;
 pub mod model;
 mod pid;
 
@@ -19,6 +20,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use gaps::GapStatus;
 pub use model::*;
 pub use pid::{held_pids, running_pid, runs_here, OperatorLock, PidGuard};
 
@@ -66,6 +68,22 @@ impl StateDir {
 
     pub fn path(&self) -> PathBuf {
         self.root.join(&self.name)
+    }
+
+    /// Every migration under `root`, by name (none when `root` does not exist yet).
+    pub fn all(root: &Path) -> std::io::Result<Vec<StateDir>> {
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let mut out: Vec<StateDir> = entries
+            .flatten()
+            .map(|entry| StateDir::new(root, &entry.file_name().to_string_lossy()))
+            .filter(StateDir::exists)
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     pub fn exists(&self) -> bool {

@@ -122,7 +122,7 @@ pub struct PairInfo {
     pub source_gc_deletes: Option<SourceGcDeletes>,
 }
 
-/// See `crate::source_tombstones`.
+/// See `crate::pipeline::source_tombstones`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceGcDeletes {
     /// The setting as the source had it (`null`: unset, the cluster's default).

@@ -1,0 +1,238 @@
+//! Writes batches into the target with external versions, judging each item: applied,
+//! stale (409: the target already holds this version or newer — expected), rejected for
+//! good (dead-lettered by the caller), or transient (retried here with jittered backoff).
+//!
+//! A target that answers but refuses work for a while — a write block, 429 — is waited
+//! for as long as it takes. A target that does not answer, or refuses whole requests (401,
+//! 403, 404), is retried for its cluster's `unreachable_timeout`; then the writer gives up
+//! and cancels its worker.
+//!
+//! A batch returns only when every item has a final outcome, or with [`Cancelled`] on
+//! shutdown or giving up — in which case nothing was checkpointed and the batch is sent
+//! again later, which external versioning makes harmless.
+
+use bytes::Bytes;
+pub use indexferry_common::es::bulk::VersionType;
+use indexferry_common::es::bulk::{Action, BodyBuilder, Outcome};
+use indexferry_common::es::{is_transient, Cluster};
+use indexferry_common::metrics::BULK_SECONDS;
+use indexferry_common::retry::Backoff;
+use serde_json::value::RawValue;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// One document write (or delete) for the target.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub index: String,
+    pub id: String,
+    /// The source operation's version by the migration's rule (`crate::pipeline::versions`).
+    pub version: u64,
+    /// `External` but for reconcile's repairs of an index action.
+    pub version_type: VersionType,
+    pub routing: Option<String>,
+    pub source: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// Final outcome of each item, in input order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Final {
+    Applied,
+    Stale,
+    Rejected(String),
+}
+
+pub struct Writer {
+    cluster: Cluster,
+    /// Most documents in one `_bulk` request; a larger batch is sent as several at once.
+    request_docs: usize,
+    /// Why it gave up, once it did (and cancelled the worker).
+    gave_up: std::sync::Mutex<Option<String>>,
+    phase: &'static str,
+    cancel: CancellationToken,
+}
+
+impl Writer {
+    pub fn new(cluster: Cluster, phase: &'static str, cancel: CancellationToken) -> Self {
+        Writer { cluster, phase, cancel, request_docs: 1000, gave_up: std::sync::Mutex::new(None) }
+    }
+
+    /// Why the writer gave up, if it did: the worker must fail with this, not stop quietly.
+    pub fn gave_up(&self) -> Option<String> {
+        self.gave_up.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// `Err` with why the writer gave up, if it did.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.gave_up() {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn write(&self, docs: &[Doc]) -> Result<Vec<Final>, Cancelled> {
+        let mut outcomes: Vec<Option<Final>> = vec![None; docs.len()];
+        let mut pending: Vec<usize> = (0..docs.len()).collect();
+        // Items per request; halved when the target says the request is too large.
+        let mut chunk = docs.len().clamp(1, self.request_docs);
+        let mut backoff = Backoff::standard(None);
+        let mut unreachable_since: Option<Instant> = None;
+        while !pending.is_empty() {
+            let mut retry = Vec::new();
+            let mut need_backoff = false;
+            // The first item refused for now (busy, or its index closed or missing): said once a round.
+            let mut item_retry: Option<(&str, String)> = None;
+            // The parts of a batch are sent at once: the target indexes them in parallel.
+            let parts: Vec<&[usize]> = pending.chunks(chunk).collect();
+            let sends = parts.iter().map(|part| {
+                let mut body = BodyBuilder::with_capacity(part.len() * 1200);
+                for &i in *part {
+                    let d = &docs[i];
+                    body.push(&Action {
+                        index: &d.index,
+                        id: &d.id,
+                        version: d.version,
+                        version_type: d.version_type,
+                        routing: d.routing.as_deref(),
+                        source: d.source.as_deref().map(RawValue::get),
+                    });
+                }
+                self.send(body.finish())
+            });
+            let answers = futures::future::join_all(sends).await;
+            for (part, answer) in parts.into_iter().zip(answers) {
+                match answer {
+                    Ok(items) if items.len() == part.len() => {
+                        unreachable_since = None;
+                        for (&i, outcome) in part.iter().zip(items) {
+                            match outcome {
+                                Outcome::Applied => outcomes[i] = Some(Final::Applied),
+                                Outcome::Stale => outcomes[i] = Some(Final::Stale),
+                                Outcome::Rejected(r) => outcomes[i] = Some(Final::Rejected(r)),
+                                Outcome::Retry(reason) => {
+                                    tracing::debug!(phase = self.phase, id = %docs[i].id, %reason, "item will be retried");
+                                    item_retry.get_or_insert((docs[i].index.as_str(), reason));
+                                    retry.push(i);
+                                    need_backoff = true;
+                                }
+                            }
+                        }
+                    }
+                    Ok(items) => {
+                        tracing::warn!(
+                            phase = self.phase,
+                            sent = part.len(),
+                            got = items.len(),
+                            "bulk answer has the wrong number of items; resending"
+                        );
+                        retry.extend_from_slice(part);
+                        need_backoff = true;
+                    }
+                    Err(SendError::TooLarge) if part.len() == 1 => {
+                        outcomes[part[0]] = Some(Final::Rejected(
+                            "document too large: the target refused the request (413 request entity too large)".into(),
+                        ));
+                    }
+                    Err(SendError::TooLarge) => {
+                        chunk = (part.len() / 2).max(1);
+                        retry.extend_from_slice(part);
+                    }
+                    Err(SendError::Busy(reason)) => {
+                        // It answered: busy is not unreachable.
+                        unreachable_since = None;
+                        tracing::warn!(phase = self.phase, %reason, "the target is busy; retrying");
+                        retry.extend_from_slice(part);
+                        need_backoff = true;
+                    }
+                    Err(SendError::Failing { reason, refused }) => {
+                        crate::runtime::health::failing(self.cluster.role(), &reason);
+                        let since = *unreachable_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.cluster.unreachable_timeout() {
+                            let why = format!(
+                                "the {} cluster {} for {}: {reason}",
+                                self.cluster.role(),
+                                if refused { "refused every request" } else { "did not answer" },
+                                humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+                            );
+                            if let Ok(mut g) = self.gave_up.lock() {
+                                g.get_or_insert(why);
+                            }
+                            self.cancel.cancel();
+                            return Err(Cancelled);
+                        }
+                        tracing::warn!(phase = self.phase, %reason, "bulk request failed; retrying");
+                        retry.extend_from_slice(part);
+                        need_backoff = true;
+                    }
+                    Err(SendError::Final(reason)) => {
+                        for &i in part {
+                            outcomes[i] = Some(Final::Rejected(reason.clone()));
+                        }
+                    }
+                }
+            }
+            pending = retry;
+            self.report_item_retries(item_retry, pending.len());
+            if need_backoff {
+                indexferry_common::metrics::retry(self.cluster.role(), self.phase);
+                let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return Err(Cancelled),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Final::Rejected("no outcome".into()))).collect())
+    }
+
+    /// Items the target refused for now keep the batch (and the worker) waiting: the log and
+    /// `status` say why, until a round goes through without them.
+    fn report_item_retries(&self, first: Option<(&str, String)>, pending: usize) {
+        let what = format!("{} writes", self.cluster.role());
+        match first {
+            Some((index, reason)) => {
+                tracing::warn!(phase = self.phase, %index, pending, %reason, "the target refused items for now; retrying");
+                crate::runtime::health::failing(&what, &format!("index {index}: {reason}"));
+            }
+            None => crate::runtime::health::ok(&what),
+        }
+    }
+
+    async fn send(&self, body: Bytes) -> Result<Vec<Outcome>, SendError> {
+        let started = Instant::now();
+        let result = self.cluster.bulk_statuses("/_bulk", body).await;
+        metrics::histogram!(BULK_SECONDS, "phase" => self.phase).record(started.elapsed().as_secs_f64());
+        let role = self.cluster.role();
+        match result {
+            Ok(r) => {
+                crate::runtime::health::ok(role);
+                Ok(r.items.iter().map(|i| i.outcome()).collect())
+            }
+            Err(e) if e.status() == Some(413) => Err(SendError::TooLarge),
+            Err(e) if e.status() == Some(429) => Err(SendError::Busy(e.to_string())),
+            Err(e) if is_transient(&e) => Err(SendError::Failing { reason: e.to_string(), refused: false }),
+            // A whole request refused for good (index missing, bad credentials) is not one
+            // document's fault: keep retrying and let the operator see it in status.
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
+                Err(SendError::Failing { reason: e.to_string(), refused: true })
+            }
+            Err(e) => Err(SendError::Final(e.to_string())),
+        }
+    }
+}
+
+enum SendError {
+    TooLarge,
+    /// The whole request was refused with 429: waited for.
+    Busy(String),
+    /// No answer (or a 5xx), or the whole request refused: retried for `unreachable_timeout`.
+    Failing {
+        reason: String,
+        refused: bool,
+    },
+    Final(String),
+}
