@@ -88,9 +88,6 @@ start_search() {
         -Ediscovery.type=single-node
         -Ecluster.routing.allocation.disk.threshold_enabled=false
         -Eaction.destructive_requires_name=false
-        # Every test makes its own indices and a long-lived dev stack keeps them: the default
-        # 1000 shards per node fill up after a few full test runs.
-        -Ecluster.max_shards_per_node=20000
         "${REINDEX_SETTINGS[@]+"${REINDEX_SETTINGS[@]}"}"
     )
     local -a run
