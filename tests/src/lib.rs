@@ -33,9 +33,29 @@ pub fn brokers() -> String {
     std::env::var("INDEXFERRY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-/// A lowercase name no other test (or earlier run) uses.
+/// What every name a run of the tests makes on the servers starts with when
+/// `INDEXFERRY_TEST_RUN` is not set; `dev/test` gives each run a prefix of its own below it
+/// and sweeps this one at its start, so that what an interrupted run left behind goes.
+pub const RUN_BASE: &str = "ift-";
+
+/// The prefix of every name this run makes on the servers (indices, aliases, templates,
+/// pipelines, topics): `INDEXFERRY_TEST_RUN`, else [`RUN_BASE`]. A test cannot await in
+/// `Drop`, so what a failed test leaves is swept by this prefix (`dev/stack sweep`).
+pub fn run_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let prefix = std::env::var("INDEXFERRY_TEST_RUN").unwrap_or_else(|_| RUN_BASE.to_owned());
+        // It leads index and topic names: lowercase letters, digits and `-`, not first.
+        let valid = prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+        assert!(valid, "INDEXFERRY_TEST_RUN={prefix:?} cannot lead an index name (a-z, 0-9, `-`)");
+        prefix
+    })
+}
+
+/// A lowercase name no other test (or earlier run) uses: `<run prefix><prefix>-<8 hex>`.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:08x}", rand::rng().random::<u32>())
+    format!("{}{prefix}-{:08x}", run_prefix(), rand::rng().random::<u32>())
 }
 
 /// Fresh names for one test's migration: `<prefix>-src` into `<prefix>-dst` behind the alias
