@@ -14,10 +14,11 @@ use crate::state::SourceGcDeletes;
 use crate::state::{Db, Migration, PairInfo, State, StateDir, MIGRATION_KEY};
 use anyhow::{bail, Context as _};
 use chrono::Utc;
-use indexferry_common::config::{Recipe, VersionRule};
+use indexferry_common::config::{Recipe, SnapshotMethod, VersionRule};
 use indexferry_common::es::Cluster;
 use indexferry_common::es::Method;
-use indexferry_common::kafka;
+use indexferry_common::kafka::{self, Offsets};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use tracing::Instrument;
@@ -30,6 +31,46 @@ pub async fn init(common: &Common, recipe_path: &Path) -> anyhow::Result<()> {
 
 async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> anyhow::Result<()> {
     let dir = StateDir::new(&common.state_dir, &recipe.name);
+    refuse_existing(common, &recipe, &dir)?;
+    refuse_nested_prefix(common, &recipe).await?;
+    let clusters = check_clusters(common, &recipe).await?;
+    let plan = plan_targets(&clusters, &recipe).await?;
+    let retention = check_kafka(&recipe).await?;
+
+    let recipe_text = std::fs::read_to_string(recipe_path)?;
+    let recipe_abs = std::path::absolute(recipe_path)?.display().to_string();
+
+    // From here on init changes the clusters; a failure puts back what it changed.
+    let Changed { kept, start_offsets, pairs, pipelines, made } = change_clusters(&clusters, &plan, &recipe).await?;
+    let migration = Migration {
+        name: recipe.name.clone(),
+        recipe_text,
+        recipe_path: recipe_abs,
+        created_at: Utc::now(),
+        state: State::Initialized,
+        start_offsets,
+        pairs,
+        source_server: format!("{} {}", clusters.source.flavor, clusters.source.version),
+        target_server: format!("{} {}", clusters.target.flavor, clusters.target.version),
+        cross_cluster: clusters.cross,
+        source_uuid: clusters.source_uuid.clone(),
+        target_uuid: clusters.target_uuid.clone(),
+        topic: Some(recipe.kafka.topic.clone()),
+        rollover: None,
+        reconciled: None,
+        last_error: None,
+        excluded: vec![],
+        snapshot_method: plan.snapshot_method,
+        versions: recipe.versions,
+        swap: vec![],
+    };
+    record(&dir, &migration, &clusters, made, &kept).await?;
+    print_summary(&recipe, &clusters, &plan, &migration, &pipelines, &retention);
+    Ok(())
+}
+
+/// Refuses a migration whose state folder exists already.
+fn refuse_existing(common: &Common, recipe: &Recipe, dir: &StateDir) -> anyhow::Result<()> {
     if dir.exists() {
         bail!(
             "migration {:?} already exists in {} (run `indexferry migration cancel {}` first, or rename it in the recipe)",
@@ -38,8 +79,23 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
             recipe.name
         );
     }
-    refuse_nested_prefix(common, &recipe).await?;
-    let (source, target) = connect(&recipe, common.connect_timeout).await?;
+    Ok(())
+}
+
+/// The two clusters, reached, with each named pair checked on them.
+struct Clusters {
+    source: Cluster,
+    target: Cluster,
+    source_uuid: Option<String>,
+    target_uuid: Option<String>,
+    /// Source and target are two clusters.
+    cross: bool,
+}
+
+/// Reaches both clusters and checks each named pair: the source index and its alias exist,
+/// the target does not.
+async fn check_clusters(common: &Common, recipe: &Recipe) -> anyhow::Result<Clusters> {
+    let (source, target) = connect(recipe, common.connect_timeout).await?;
     tracing::info!(source = %format!("{} {}", source.flavor, source.version), target = %format!("{} {}", target.flavor, target.version), "clusters reachable");
 
     let (source_uuid, target_uuid) = (source.uuid().await?, target.uuid().await?);
@@ -50,16 +106,40 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         (Some(s), Some(t)) => s != t,
         _ => recipe.cross_cluster(),
     };
-    let planned = crate::recipe::patterns::plan(&source, &target, &recipe, cross).await?;
+    Ok(Clusters { source, target, source_uuid, target_uuid, cross })
+}
+
+/// What `init` is to make: the pairs (patterns expanded), the templates to copy, the
+/// snapshot method.
+struct Plan {
+    planned: Vec<Planned>,
+    templates: Vec<crate::recipe::templates::Copy>,
+    /// Templates not copied: they cover indices outside the prefix.
+    foreign_templates: Vec<String>,
+    snapshot_method: SnapshotMethod,
+    /// Why that method, for the summary.
+    why: String,
+}
+
+/// Expands the patterns, plans the templates to copy and chooses the snapshot method.
+async fn plan_targets(clusters: &Clusters, recipe: &Recipe) -> anyhow::Result<Plan> {
+    let Clusters { source, target, cross, .. } = clusters;
+    let planned = crate::recipe::patterns::plan(source, target, recipe, *cross).await?;
     let (templates, foreign_templates) = match cross {
-        true => crate::recipe::templates::plan(&source, &target, &recipe, &planned).await?,
+        true => crate::recipe::templates::plan(source, target, recipe, &planned).await?,
         false => (vec![], vec![]),
     };
-    let (snapshot_method, why) = method::choose(recipe.snapshot.method, &source, &target, cross).await?;
+    let (snapshot_method, why) = method::choose(recipe.snapshot.method, source, target, *cross).await?;
+    Ok(Plan { planned, templates, foreign_templates, snapshot_method, why })
+}
+
+/// Reaches Kafka, refuses a compacted topic, makes the dead-letter topic; the topic's
+/// retention, for the summary.
+async fn check_kafka(recipe: &Recipe) -> anyhow::Result<kafka::Retention> {
     // Kafka reached (and authenticated: a consumer says why, an admin call only times out)
     // before anything is changed; the replay's offsets are read again below, after the
     // source keeps its tombstones.
-    end_offsets(&recipe, Duration::from_secs(15)).await?;
+    end_offsets(recipe, Duration::from_secs(15)).await?;
     let retention = kafka::retention(&recipe.kafka, &recipe.kafka.topic)
         .await
         .with_context(|| format!("kafka at {}", recipe.kafka.brokers))?;
@@ -75,29 +155,43 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
     kafka::ensure_topic(&recipe.kafka, &recipe.dead_letter_topic(), 1)
         .await
         .context("cannot create the dead-letter topic")?;
+    Ok(retention)
+}
 
-    let recipe_text = std::fs::read_to_string(recipe_path)?;
-    let recipe_abs = std::path::absolute(recipe_path)?.display().to_string();
+/// What `init` changed on the clusters, and the replay's start.
+struct Changed {
+    /// The source's `index.gc_deletes` raised, by index.
+    kept: BTreeMap<String, SourceGcDeletes>,
+    start_offsets: Offsets,
+    pairs: Vec<PairInfo>,
+    /// The ingest pipelines copied to the target.
+    pipelines: Vec<String>,
+    made: Made,
+}
 
-    // From here on init changes the clusters; a failure puts back what it changed.
+/// Keeps the source's tombstones, reads the replay's start offsets, makes the targets; on a
+/// failure, puts back what it changed.
+async fn change_clusters(clusters: &Clusters, plan: &Plan, recipe: &Recipe) -> anyhow::Result<Changed> {
+    let (source, target) = (&clusters.source, &clusters.target);
     // Before the offsets are read: a delete replayed from them keeps its tombstone.
-    let mut kept = std::collections::BTreeMap::new();
+    let mut kept = BTreeMap::new();
     if recipe.versions == VersionRule::Source {
-        for p in &planned {
-            kept.insert(p.source.clone(), keep_tombstones(&source, &p.source, &recipe, &kept).await?);
+        for p in &plan.planned {
+            kept.insert(p.source.clone(), keep_tombstones(source, &p.source, recipe, &kept).await?);
         }
     }
-    let start_offsets = match end_offsets(&recipe, Duration::from_secs(15)).await {
+    let start_offsets = match end_offsets(recipe, Duration::from_secs(15)).await {
         Ok(o) => o,
         Err(e) => {
-            crate::pipeline::source_tombstones::restore(&source, kept_settings(&kept)).await;
+            crate::pipeline::source_tombstones::restore(source, kept_settings(&kept)).await;
             return Err(e);
         }
     };
-    let (pairs, pipelines, made) = match make_targets(&source, &target, &planned, &templates, &recipe, cross).await {
+    let made = make_targets(source, target, &plan.planned, &plan.templates, recipe, clusters.cross).await;
+    let (pairs, pipelines, made) = match made {
         Ok(done) => done,
         Err(e) => {
-            crate::pipeline::source_tombstones::restore(&source, kept_settings(&kept)).await;
+            crate::pipeline::source_tombstones::restore(source, kept_settings(&kept)).await;
             return Err(e);
         }
     };
@@ -108,49 +202,55 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
             info
         })
         .collect();
+    Ok(Changed { kept, start_offsets, pairs, pipelines, made })
+}
 
-    let migration = Migration {
-        name: recipe.name.clone(),
-        recipe_text,
-        recipe_path: recipe_abs,
-        created_at: Utc::now(),
-        state: State::Initialized,
-        start_offsets,
-        pairs,
-        source_server: format!("{} {}", source.flavor, source.version),
-        target_server: format!("{} {}", target.flavor, target.version),
-        cross_cluster: cross,
-        source_uuid,
-        target_uuid,
-        topic: Some(recipe.kafka.topic.clone()),
-        rollover: None,
-        reconciled: None,
-        last_error: None,
-        excluded: vec![],
-        snapshot_method,
-        versions: recipe.versions,
-        swap: vec![],
-    };
+/// Writes the migration's record; on a failure, takes back what `init` changed.
+async fn record(
+    dir: &StateDir,
+    migration: &Migration,
+    clusters: &Clusters,
+    made: Made,
+    kept: &BTreeMap<String, SourceGcDeletes>,
+) -> anyhow::Result<()> {
     let recorded = dir.open(Db::Meta).and_then(|store| {
-        store.put(MIGRATION_KEY, &migration)?;
+        store.put(MIGRATION_KEY, migration)?;
         store.flush()
     });
     if let Err(e) = recorded {
-        made.undo(&target).await;
-        crate::pipeline::source_tombstones::restore(&source, kept_settings(&kept)).await;
+        made.undo(&clusters.target).await;
+        crate::pipeline::source_tombstones::restore(&clusters.source, kept_settings(kept)).await;
         return Err(e.into());
     }
+    Ok(())
+}
 
+/// What `init` did and what comes next, for the operator.
+fn print_summary(
+    recipe: &Recipe,
+    clusters: &Clusters,
+    plan: &Plan,
+    migration: &Migration,
+    pipelines: &[String],
+    retention: &kafka::Retention,
+) {
     println!("initialized migration {:?}", migration.name);
     let uuid = |u: &Option<String>| u.as_deref().map_or(String::new(), |u| format!(", cluster {u}"));
-    println!("  source  {} ({}{})", source.url, migration.source_server, uuid(&migration.source_uuid));
+    println!("  source  {} ({}{})", clusters.source.url, migration.source_server, uuid(&migration.source_uuid));
     println!(
         "  target  {} ({}{}){}",
-        target.url,
+        clusters.target.url,
         migration.target_server,
         uuid(&migration.target_uuid),
         if migration.cross_cluster { "" } else { ", the same cluster as the source" }
     );
+    print_targets(recipe, plan, migration, pipelines);
+    print_snapshot_and_replay(recipe, plan, migration, retention);
+    println!("next: indexferry migration run {}", migration.name);
+}
+
+/// Each pair, and the templates and ingest pipelines copied or not.
+fn print_targets(recipe: &Recipe, plan: &Plan, migration: &Migration, pipelines: &[String]) {
     for p in &migration.pairs {
         let aliases: Vec<&str> = p.moved_aliases().into_iter().map(|(a, _)| a).collect();
         let matched = p.pattern.as_deref().map_or(String::new(), |pat| format!("matches {pat}, "));
@@ -162,10 +262,10 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
             p.source_docs
         );
     }
-    for t in &templates {
+    for t in &plan.templates {
         println!("  template {} copied to the target ({})", t.name, t.kind.api());
     }
-    for name in &pipelines {
+    for name in pipelines {
         println!("  ingest pipeline {name} copied to the target");
     }
     for p in &migration.pairs {
@@ -179,10 +279,14 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
             );
         }
     }
-    for t in &foreign_templates {
+    for t in &plan.foreign_templates {
         println!("  template {t} not copied: it covers indices outside the prefix {:?}", recipe.prefix);
     }
-    println!("  snapshot method {}: {why}", snapshot_method.as_str());
+}
+
+/// How the snapshot copies, how versions are kept, where the replay starts.
+fn print_snapshot_and_replay(recipe: &Recipe, plan: &Plan, migration: &Migration, retention: &kafka::Retention) {
+    println!("  snapshot method {}: {}", plan.snapshot_method.as_str(), plan.why);
     println!("  versions {}: {}", recipe.versions.as_str(), recipe.versions.consequence());
     if recipe.versions == VersionRule::Source {
         let raised: Vec<&str> = migration
@@ -206,8 +310,6 @@ async fn init_recipe(common: &Common, recipe_path: &Path, recipe: Recipe) -> any
         "  topic {}: {} (events deleted before they are replayed stop the consumer and refuse the rollover)",
         recipe.kafka.topic, retention
     );
-    println!("next: indexferry migration run {}", migration.name);
-    Ok(())
 }
 
 /// What `init` made on the target cluster, to take back when a later step fails.
