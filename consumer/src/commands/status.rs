@@ -3,10 +3,11 @@
 
 use crate::pipeline::replay::loss::{self, Loss};
 use crate::runtime::context::{stored_recipe, Common};
-use crate::state::{running_pid, SliceCheckpoint, StateDir};
+use crate::state::{running_pid, Migration, PairInfo, ReplayCheckpoint, SliceCheckpoint, StateDir};
 use crate::state::{AcceptedLoss, GapStatus};
 use chrono::Utc;
-use indexferry_common::kafka::{ends, watermarks};
+use indexferry_common::config::Recipe;
+use indexferry_common::kafka::{ends, watermarks, Offsets};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -118,92 +119,13 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
         .map(|(i, p)| {
             let cps: Vec<&SliceCheckpoint> =
                 slices.iter().filter(|((pair, _), _)| *pair == i).map(|(_, c)| c).collect();
-            let sum = |f: fn(&SliceCheckpoint) -> u64| cps.iter().map(|c| f(c)).sum::<u64>();
-            let copied = sum(|c| c.copied);
-            let done = cps.iter().filter(|c| c.done).count() >= want;
-            let start = cps.iter().filter_map(|c| c.started_at).min();
-            let last = cps.iter().filter_map(|c| c.updated_at).max();
-            let rate = match (start, last) {
-                (Some(s), Some(l)) if l > s => Some(copied as f64 / ((l - s).num_milliseconds() as f64 / 1000.0)),
-                _ => None,
-            };
-            let total = p.source_docs.max(copied);
-            PairStatus {
-                source: p.source.clone(),
-                target: p.target.clone(),
-                alias: p.alias.clone(),
-                copied,
-                total,
-                percent: if done {
-                    100.0
-                } else if total == 0 {
-                    0.0
-                } else {
-                    (copied as f64 * 100.0 / total as f64).min(100.0)
-                },
-                docs_per_s: rate.map(|r| r.round()),
-                eta_s: if done {
-                    Some(0)
-                } else {
-                    rate.filter(|r| *r > 0.0).map(|r| (total.saturating_sub(copied) as f64 / r) as u64)
-                },
-                done,
-                applied: sum(|c| c.applied),
-                stale: sum(|c| c.stale),
-                dead_lettered: sum(|c| c.rejected),
-                resumes: sum(|c| c.resumes),
-                recopied: sum(|c| c.recopied),
-                restarts: sum(|c| c.restarts),
-            }
+            pair_status(p, &cps, want)
         })
         .collect();
 
     let cp = dir.read_replay()?;
-    let (marks, kafka_error) = match watermarks(&recipe.kafka, &recipe.kafka.topic, Duration::from_secs(5)) {
-        Ok(w) => (Some(w), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    let positions = cp.positions(&m.start_offsets, marks.iter().flat_map(|w| w.keys().copied()));
-    let lost_events = marks.as_ref().map(|w| loss::find(&positions, w)).unwrap_or_default();
-    let ends = marks.as_ref().map(ends);
-    let now = Utc::now().timestamp_millis();
-    let partitions: Vec<PartitionStatus> =
-        positions
-            .iter()
-            .map(|(p, pos)| {
-                let end = ends.as_ref().and_then(|e| e.get(p).copied());
-                let lag = end.map(|e| (e - pos).max(0));
-                let last = cp.partitions.get(p).and_then(|c| c.last_event_ms);
-                PartitionStatus {
-                    partition: *p,
-                    position: *pos,
-                    end,
-                    lag_messages: lag,
-                    lag_seconds: lag.map(|l| {
-                        if l == 0 {
-                            0.0
-                        } else {
-                            last.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
-                        }
-                    }),
-                }
-            })
-            .collect();
-    let lag_total = ends.as_ref().map(|_| partitions.iter().filter_map(|p| p.lag_messages).sum::<i64>() as u64);
-    let note = m.cross_cluster.then(|| match m.state {
-        crate::state::State::RolledOver => format!(
-            "cross-cluster: the alias is on the target cluster {}; producers configured for it follow the switch marker, \
-             other writers must point at it",
-            recipe
-                .target_cluster()
-                .url
-                .iter()
-                .map(|u| indexferry_common::es::redact_url(u))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        _ => "cross-cluster: after rollover the application must point at the target cluster".to_owned(),
-    });
+    let kafka = replay_lag(&recipe, &m, &cp);
+    let note = cross_cluster_note(&m, &recipe);
     let mut s = Status {
         name: m.name.clone(),
         state: m.state.as_str().to_owned(),
@@ -222,12 +144,12 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
             ignored: cp.ignored,
             ignored_indices: cp.ignored_indices.clone(),
             other_prefix: cp.other_prefix,
-            lag_messages: lag_total,
+            lag_messages: kafka.lag_total,
         },
-        partitions,
-        lost_events,
+        partitions: kafka.partitions,
+        lost_events: kafka.lost_events,
         accepted_losses: cp.accepted_losses.clone(),
-        kafka_error,
+        kafka_error: kafka.error,
         unreachable: crate::runtime::health::read(&dir.path()),
         last_rollover: m.rollover.clone(),
         last_reconcile: m.reconciled.clone(),
@@ -244,6 +166,118 @@ pub fn collect(common: &Common, name: &str) -> anyhow::Result<Status> {
     let why_not = why_not_ready(&s, &recipe.rollover);
     s.ready = Readiness { ready: why_not.is_none(), why_not };
     Ok(s)
+}
+
+/// A pair's snapshot progress, from its slices' checkpoints (`want` of them when done).
+fn pair_status(p: &PairInfo, cps: &[&SliceCheckpoint], want: usize) -> PairStatus {
+    let sum = |f: fn(&SliceCheckpoint) -> u64| cps.iter().map(|c| f(c)).sum::<u64>();
+    let copied = sum(|c| c.copied);
+    let done = cps.iter().filter(|c| c.done).count() >= want;
+    let start = cps.iter().filter_map(|c| c.started_at).min();
+    let last = cps.iter().filter_map(|c| c.updated_at).max();
+    let rate = match (start, last) {
+        (Some(s), Some(l)) if l > s => Some(copied as f64 / ((l - s).num_milliseconds() as f64 / 1000.0)),
+        _ => None,
+    };
+    let total = p.source_docs.max(copied);
+    PairStatus {
+        source: p.source.clone(),
+        target: p.target.clone(),
+        alias: p.alias.clone(),
+        copied,
+        total,
+        percent: if done {
+            100.0
+        } else if total == 0 {
+            0.0
+        } else {
+            (copied as f64 * 100.0 / total as f64).min(100.0)
+        },
+        docs_per_s: rate.map(|r| r.round()),
+        eta_s: if done {
+            Some(0)
+        } else {
+            rate.filter(|r| *r > 0.0).map(|r| (total.saturating_sub(copied) as f64 / r) as u64)
+        },
+        done,
+        applied: sum(|c| c.applied),
+        stale: sum(|c| c.stale),
+        dead_lettered: sum(|c| c.rejected),
+        resumes: sum(|c| c.resumes),
+        recopied: sum(|c| c.recopied),
+        restarts: sum(|c| c.restarts),
+    }
+}
+
+/// Where the replay stands against the topic.
+struct ReplayLag {
+    partitions: Vec<PartitionStatus>,
+    lost_events: Vec<Loss>,
+    /// The lag of all partitions, when Kafka answered.
+    lag_total: Option<u64>,
+    /// Why Kafka did not answer.
+    error: Option<String>,
+}
+
+/// Reads the topic's watermarks (within seconds) and measures each partition's position
+/// against them: its lag, and the events deleted before they were replayed.
+fn replay_lag(recipe: &Recipe, m: &Migration, cp: &ReplayCheckpoint) -> ReplayLag {
+    let (marks, error) = match watermarks(&recipe.kafka, &recipe.kafka.topic, Duration::from_secs(5)) {
+        Ok(w) => (Some(w), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let positions = cp.positions(&m.start_offsets, marks.iter().flat_map(|w| w.keys().copied()));
+    let lost_events = marks.as_ref().map(|w| loss::find(&positions, w)).unwrap_or_default();
+    let ends = marks.as_ref().map(ends);
+    let partitions = partition_statuses(&positions, ends.as_ref(), cp);
+    let lag_total = ends.as_ref().map(|_| partitions.iter().filter_map(|p| p.lag_messages).sum::<i64>() as u64);
+    ReplayLag { partitions, lost_events, lag_total, error }
+}
+
+/// Each partition's position, end and lag, in events and in seconds since its last event.
+fn partition_statuses(positions: &Offsets, ends: Option<&Offsets>, cp: &ReplayCheckpoint) -> Vec<PartitionStatus> {
+    let now = Utc::now().timestamp_millis();
+    positions
+        .iter()
+        .map(|(p, pos)| {
+            let end = ends.and_then(|e| e.get(p).copied());
+            let lag = end.map(|e| (e - pos).max(0));
+            let last = cp.partitions.get(p).and_then(|c| c.last_event_ms);
+            PartitionStatus {
+                partition: *p,
+                position: *pos,
+                end,
+                lag_messages: lag,
+                lag_seconds: lag.map(
+                    |l| {
+                        if l == 0 {
+                            0.0
+                        } else {
+                            last.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
+                        }
+                    },
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Across clusters: where the application must write, before and after the rollover.
+fn cross_cluster_note(m: &Migration, recipe: &Recipe) -> Option<String> {
+    m.cross_cluster.then(|| match m.state {
+        crate::state::State::RolledOver => format!(
+            "cross-cluster: the alias is on the target cluster {}; producers configured for it follow the switch marker, \
+             other writers must point at it",
+            recipe
+                .target_cluster()
+                .url
+                .iter()
+                .map(|u| indexferry_common::es::redact_url(u))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        _ => "cross-cluster: after rollover the application must point at the target cluster".to_owned(),
+    })
 }
 
 /// Asks the source cluster which indices match a pattern and are not migrated, within a few
@@ -330,6 +364,18 @@ pub fn readiness_line(r: &Readiness) -> String {
 }
 
 pub fn print(s: &Status) {
+    print_header(s);
+    println!();
+    print_snapshot(s);
+    println!();
+    print_replay(s);
+    print_problems(s);
+    print_history(s);
+    println!("  {}", readiness_line(&s.ready));
+}
+
+/// The migration's state, its clusters and its workers.
+fn print_header(s: &Status) {
     println!("migration {}: {}", s.name, s.state);
     println!(
         "  {} -> {}{}, versions {}",
@@ -345,7 +391,10 @@ pub fn print(s: &Status) {
         pid(s.snapshot_worker_pid),
         pid(s.consumer_pid)
     );
-    println!();
+}
+
+/// The snapshot table, a pair a line, and the indices a pattern matches that are not migrated.
+fn print_snapshot(s: &Status) {
     println!(
         "  {:<40} {:>21} {:>7} {:>9} {:>8} {:>9} {:>7}",
         "snapshot", "copied/total", "%", "docs/s", "eta", "stale", "dead"
@@ -370,7 +419,10 @@ pub fn print(s: &Status) {
     for u in &s.unmigrated {
         println!("  NOT MIGRATED: {} (matches {}; `add` it, or `add --exclude` it)", u.index, u.pattern);
     }
-    println!();
+}
+
+/// The replay's counters, the partition table, and the events lost or skipped.
+fn print_replay(s: &Status) {
     println!(
         "  replay: applied={} stale={} dead_lettered={} ignored={} lag={}",
         s.replay.applied,
@@ -419,6 +471,10 @@ pub fn print(s: &Status) {
             a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
     }
+}
+
+/// What the workers cannot reach, and the capture proxies' gap notices.
+fn print_problems(s: &Status) {
     for p in &s.unreachable {
         println!(
             "  unreachable: {} since {} ({}s, {} attempts, worker pid {}), retrying: {}",
@@ -443,6 +499,10 @@ pub fn print(s: &Status) {
             g.since_reconcile
         );
     }
+}
+
+/// The last rollover, reconcile pass and error, and the note.
+fn print_history(s: &Status) {
     if let Some(r) = &s.last_rollover {
         println!(
             "  last rollover: {} write pause {} ms (grace {} ms, drain {} ms)",
@@ -461,5 +521,4 @@ pub fn print(s: &Status) {
     if let Some(n) = &s.note {
         println!("  note: {n}");
     }
-    println!("  {}", readiness_line(&s.ready));
 }
