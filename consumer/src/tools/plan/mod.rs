@@ -266,22 +266,7 @@ async fn plan_index(
     index: Index,
     opts: &Options,
 ) -> anyhow::Result<IndexPlan> {
-    let aliases: Vec<String> = inv.aliases.iter().filter(|a| a.index == index.name).map(|a| a.name.clone()).collect();
-    let alias = recipe::own_alias(&index.name, &inv.aliases).map(|a| a.name.clone());
-    let target_name = if opts.target_url.is_some() { index.name.clone() } else { format!("{}-migrated", index.name) };
-    let mut p = IndexPlan {
-        aliases,
-        alias,
-        target_name,
-        rewrites: vec![],
-        proof: None,
-        estimate: None,
-        decisions: vec![],
-        pipelines: vec![],
-        mappings: Value::Null,
-        settings: Map::new(),
-        index,
-    };
+    let mut p = new_plan(inv, index, opts);
     p.pipelines = pipelines(target, &p.index.settings).await;
     if let Some(b) = &p.index.blocker {
         p.decisions.push(format!("cannot be migrated: {b}"));
@@ -299,46 +284,69 @@ async fn plan_index(
     p.mappings = converted.mappings;
     p.settings = converted.settings;
     if converted.refused.is_empty() {
-        // The proof loads samples as the copy does: without the pipelines (see `pipelines`).
-        let production: Vec<(String, Value)> = crate::recipe::pipelines::SETTINGS
-            .iter()
-            .filter_map(|k| p.settings.insert((*k).to_owned(), Value::from("_none")).map(|v| ((*k).to_owned(), v)))
-            .collect();
-        let proof = prove::prove(
-            source,
-            target,
-            &p.index.name,
-            &p.mappings,
-            &mut p.settings,
-            &mut p.rewrites,
-            opts.sample as usize,
-        )
-        .await
-        .with_context(|| format!("proving index {:?} on the target at {}", p.index.name, target.url));
-        for key in crate::recipe::pipelines::SETTINGS {
-            p.settings.remove(key);
-        }
-        p.settings.extend(production);
-        let proof = proof?;
-        for r in &proof.rejections {
-            p.decisions.push(match r.stage {
-                "create" => format!("the target refuses the converted index: {}", r.reason),
-                _ => format!(
-                    "the target rejected {} of {} sample documents: {} (e.g. {})",
-                    r.count,
-                    proof.sampled,
-                    r.reason,
-                    r.ids.join(", ")
-                ),
-            });
-        }
-        if proof.accepted > 0 {
-            p.estimate =
-                Some(recipe::estimate(&p.index, proof.accepted as f64 / proof.bulk_seconds, proof.avg_doc_bytes));
-        }
-        p.proof = Some(proof);
+        let proof = prove_plan(source, target, &mut p, opts.sample as usize).await?;
+        record_proof(&mut p, proof);
     }
     Ok(p)
+}
+
+/// An index's plan before anything is checked: its aliases, the one the recipe moves, its
+/// target's name.
+fn new_plan(inv: &Inventory, index: Index, opts: &Options) -> IndexPlan {
+    let aliases: Vec<String> = inv.aliases.iter().filter(|a| a.index == index.name).map(|a| a.name.clone()).collect();
+    let alias = recipe::own_alias(&index.name, &inv.aliases).map(|a| a.name.clone());
+    let target_name = if opts.target_url.is_some() { index.name.clone() } else { format!("{}-migrated", index.name) };
+    IndexPlan {
+        aliases,
+        alias,
+        target_name,
+        rewrites: vec![],
+        proof: None,
+        estimate: None,
+        decisions: vec![],
+        pipelines: vec![],
+        mappings: Value::Null,
+        settings: Map::new(),
+        index,
+    }
+}
+
+/// Proves the converted index on the target with `sample` documents; the plan's settings
+/// keep their ingest pipelines.
+async fn prove_plan(source: &Cluster, target: &Cluster, p: &mut IndexPlan, sample: usize) -> anyhow::Result<Proof> {
+    // The proof loads samples as the copy does: without the pipelines (see `pipelines`).
+    let production: Vec<(String, Value)> = crate::recipe::pipelines::SETTINGS
+        .iter()
+        .filter_map(|k| p.settings.insert((*k).to_owned(), Value::from("_none")).map(|v| ((*k).to_owned(), v)))
+        .collect();
+    let proof = prove::prove(source, target, &p.index.name, &p.mappings, &mut p.settings, &mut p.rewrites, sample)
+        .await
+        .with_context(|| format!("proving index {:?} on the target at {}", p.index.name, target.url));
+    for key in crate::recipe::pipelines::SETTINGS {
+        p.settings.remove(key);
+    }
+    p.settings.extend(production);
+    proof
+}
+
+/// What the proof says: the target's refusals as decisions, the estimate from its throughput.
+fn record_proof(p: &mut IndexPlan, proof: Proof) {
+    for r in &proof.rejections {
+        p.decisions.push(match r.stage {
+            "create" => format!("the target refuses the converted index: {}", r.reason),
+            _ => format!(
+                "the target rejected {} of {} sample documents: {} (e.g. {})",
+                r.count,
+                proof.sampled,
+                r.reason,
+                r.ids.join(", ")
+            ),
+        });
+    }
+    if proof.accepted > 0 {
+        p.estimate = Some(recipe::estimate(&p.index, proof.accepted as f64 / proof.bulk_seconds, proof.avg_doc_bytes));
+    }
+    p.proof = Some(proof);
 }
 
 fn write_recipes(
@@ -399,81 +407,10 @@ fn print(r: &Report) {
     let rule = indexferry_common::config::VersionRule::Source;
     println!("versions {} (the recipes' rule): {}", rule.as_str(), rule.consequence());
     for p in &r.plans {
-        let i = &p.index;
-        let closed = if i.closed { ", closed" } else { "" };
-        println!(
-            "\nindex {}  {} docs, {} bytes, {} shard(s), {} replica(s){closed}  aliases: {}",
-            i.name,
-            i.docs,
-            i.size_bytes,
-            i.shards,
-            i.replicas,
-            if p.aliases.is_empty() { "-".into() } else { p.aliases.join(", ") }
-        );
-        for a in s.aliases.iter().filter(|a| a.index == i.name) {
-            let mut traits = Vec::new();
-            if a.is_write_index == Some(true) {
-                traits.push("write index".to_owned());
-            }
-            if let Some(f) = &a.filter {
-                traits.push(format!("filter {f}"));
-            }
-            if let Some(r) = &a.index_routing {
-                traits.push(format!("index routing {r}"));
-            }
-            if let Some(r) = &a.search_routing {
-                traits.push(format!("search routing {r}"));
-            }
-            if !traits.is_empty() {
-                println!("  alias {}: {}", a.name, traits.join(", "));
-            }
-        }
-        if let Some(b) = &i.blocker {
-            println!("  cannot be migrated: {b}");
-        }
-        for pl in &p.pipelines {
-            println!(
-                "  ingest pipeline {} ({}): copied without it (the stored _source as it is), set on the target at the \
-                 switch; {}",
-                pl.name,
-                pl.setting,
-                match (pl.on_target, r.source.url == r.target.url) {
-                    (_, true) => "the same cluster",
-                    (true, false) => "the target has one of that name",
-                    (false, false) => "not on the target: init copies it (its processors must exist there)",
-                }
-            );
-        }
-        for w in &p.rewrites {
-            println!("  rewrite [{}] {}: {} -> {}", w.rule, w.path, w.from, w.to);
-        }
-        if let Some(proof) = &p.proof {
-            if proof.created {
-                println!(
-                    "  proven on the target: created; {}/{} sample documents accepted in {:.2}s",
-                    proof.accepted, proof.sampled, proof.bulk_seconds
-                );
-            }
-            for rej in &proof.rejections {
-                println!("  rejected ({}, {}x): {}", rej.stage, rej.count, rej.reason);
-            }
-        }
-        if let Some(e) = &p.estimate {
-            println!(
-                "  estimate: {} docs/s per stream; snapshot about {}s over {} slice(s); batch_size {}, partitions {}, max_lag {}",
-                e.sample_docs_per_s, e.snapshot_seconds, e.slices, e.batch_size, e.partitions, e.max_lag
-            );
-        }
+        print_index(r, p);
     }
     for e in &r.patterns {
-        println!("\npattern {} -> {} (recipe {}): {}", e.pattern, e.target, e.group, e.members.join(", "));
-        if !e.exclude.is_empty() {
-            println!("  exclude {}", e.exclude.join(", "));
-        }
-        println!("  mappings and settings of {}; every alias moves: {}", e.representative, e.aliases.join(", "));
-        for m in &e.proofs {
-            println!("  {}: {}", m.index, daily_proof(m));
-        }
+        print_pattern(e);
     }
     println!();
     for tpl in &r.templates {
@@ -492,5 +429,97 @@ fn print(r: &Report) {
         for d in &r.decisions {
             println!("  - {d}");
         }
+    }
+}
+
+/// An index's paragraph: its size and aliases, why it cannot be migrated, its pipelines,
+/// its conversion and proof.
+fn print_index(r: &Report, p: &IndexPlan) {
+    let i = &p.index;
+    let closed = if i.closed { ", closed" } else { "" };
+    println!(
+        "\nindex {}  {} docs, {} bytes, {} shard(s), {} replica(s){closed}  aliases: {}",
+        i.name,
+        i.docs,
+        i.size_bytes,
+        i.shards,
+        i.replicas,
+        if p.aliases.is_empty() { "-".into() } else { p.aliases.join(", ") }
+    );
+    print_alias_traits(&r.source, i);
+    if let Some(b) = &i.blocker {
+        println!("  cannot be migrated: {b}");
+    }
+    for pl in &p.pipelines {
+        println!(
+            "  ingest pipeline {} ({}): copied without it (the stored _source as it is), set on the target at the \
+             switch; {}",
+            pl.name,
+            pl.setting,
+            match (pl.on_target, r.source.url == r.target.url) {
+                (_, true) => "the same cluster",
+                (true, false) => "the target has one of that name",
+                (false, false) => "not on the target: init copies it (its processors must exist there)",
+            }
+        );
+    }
+    print_conversion(p);
+}
+
+/// What the index's aliases do besides naming it (write index, filter, routing).
+fn print_alias_traits(s: &Inventory, i: &Index) {
+    for a in s.aliases.iter().filter(|a| a.index == i.name) {
+        let mut traits = Vec::new();
+        if a.is_write_index == Some(true) {
+            traits.push("write index".to_owned());
+        }
+        if let Some(f) = &a.filter {
+            traits.push(format!("filter {f}"));
+        }
+        if let Some(r) = &a.index_routing {
+            traits.push(format!("index routing {r}"));
+        }
+        if let Some(r) = &a.search_routing {
+            traits.push(format!("search routing {r}"));
+        }
+        if !traits.is_empty() {
+            println!("  alias {}: {}", a.name, traits.join(", "));
+        }
+    }
+}
+
+/// The rewrites, what the target said of the proof, and the estimate.
+fn print_conversion(p: &IndexPlan) {
+    for w in &p.rewrites {
+        println!("  rewrite [{}] {}: {} -> {}", w.rule, w.path, w.from, w.to);
+    }
+    if let Some(proof) = &p.proof {
+        if proof.created {
+            println!(
+                "  proven on the target: created; {}/{} sample documents accepted in {:.2}s",
+                proof.accepted, proof.sampled, proof.bulk_seconds
+            );
+        }
+        for rej in &proof.rejections {
+            println!("  rejected ({}, {}x): {}", rej.stage, rej.count, rej.reason);
+        }
+    }
+    if let Some(e) = &p.estimate {
+        println!(
+            "  estimate: {} docs/s per stream; snapshot about {}s over {} slice(s); batch_size {}, partitions {}, max_lag {}",
+            e.sample_docs_per_s, e.snapshot_seconds, e.slices, e.batch_size, e.partitions, e.max_lag
+        );
+    }
+}
+
+/// A pattern entry's paragraph: its members, excluded indices, and how each was proven.
+fn print_pattern(e: &daily::PatternPlan) {
+    println!("\npattern {} -> {} (recipe {}): {}", e.pattern, e.target, e.group, e.members.join(", "));
+    if !e.exclude.is_empty() {
+        println!("  exclude {}", e.exclude.join(", "));
+    }
+    println!("  mappings and settings of {}; every alias moves: {}", e.representative, e.aliases.join(", "));
+    for m in &e.proofs {
+        println!("  {}: {}", m.index, daily_proof(m));
     }
 }
