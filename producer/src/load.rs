@@ -259,14 +259,27 @@ struct Counters {
     recreates: AtomicU64,
 }
 
+/// What the steady load's workers share with the driver.
+#[derive(Clone)]
+struct Shared {
+    producer: Arc<Producer>,
+    ids: Arc<Mutex<Ids>>,
+    /// The first errors, said and kept for the summary.
+    errors: Arc<Mutex<Vec<String>>>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+}
+
+/// How fast the steady writes go (`--rate`), and how many are left (`--count`).
+#[derive(Clone)]
+struct Pace {
+    limiter: Arc<governor::DefaultDirectRateLimiter>,
+    budget: Arc<AtomicU64>,
+}
+
 pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mix = parse_mix(&args.mix)?;
-    let mut cfg = ProducerConfig::new(&args.url, &args.brokers, &args.topic, &args.alias);
-    cfg.prefix = args.prefix.clone();
-    cfg.retry_for = args.retry_for;
-    cfg.publish_timeout = args.publish_timeout;
-    cfg.follow = args.follow();
-    let producer = Arc::new(Producer::connect(cfg).await?);
+    let producer = Arc::new(connect_producer(&args).await?);
     if let Some(index) = &args.create_index {
         create_index(&producer.cluster(), &format!("{}{index}", args.prefix), &args).await?;
     }
@@ -274,99 +287,122 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     spawn_signal_handler(cancel.clone());
 
     let started = Instant::now();
-    let ids = Arc::new(Mutex::new(Ids::default()));
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let counters = Arc::new(Counters::default());
+    let load = Shared {
+        producer,
+        ids: Arc::new(Mutex::new(Ids::default())),
+        errors: Arc::new(Mutex::new(Vec::<String>::new())),
+        counters: Arc::new(Counters::default()),
+        cancel,
+    };
     let mut gen = DocGen::new(args.seed);
-    let initial = initial_load(&producer, &mut gen, &ids, &args, &cancel).await?;
+    let initial = initial_load(&load.producer, &mut gen, &load.ids, &args, &load.cancel).await?;
 
-    if args.rate > 0 && !cancel.is_cancelled() {
-        let limiter =
-            Arc::new(RateLimiter::direct(Quota::per_second(NonZeroU32::new(args.rate).unwrap_or(NonZeroU32::MIN))));
-        let budget = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));
-        if let Some(d) = args.duration {
-            let c = cancel.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(d).await;
-                c.cancel();
-            });
-        }
-        let reporter = {
-            let (c, counters, p) = (cancel.clone(), counters.clone(), producer.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                tick.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = c.cancelled() => break,
-                        _ = tick.tick() => indexferry_common::say!(
-                            "load: done={} failed={} writes_after_switch={}",
-                            counters.done.load(Ordering::Relaxed),
-                            counters.failed.load(Ordering::Relaxed),
-                            p.writes_after_switch()
-                        ),
-                    }
-                }
-            })
-        };
-        let shape = Arc::new(Shape {
-            prefix: args.id_prefix.clone(),
-            versions: (args.versioning == crate::app_versions::Mode::ExternalGte)
-                .then(crate::app_versions::AppVersions::default),
-            routed_percent: args.routed_percent,
-            unpublished_percent: args.unpublished_percent,
-            unpublished_until: args.unpublished_for.map(|d| Instant::now() + d),
-        });
-        if let Some(d) = args.unpublished_for.filter(|_| args.unpublished_percent > 0.0) {
-            tokio::spawn(async move {
-                tokio::time::sleep(d).await;
-                indexferry_common::say!("load: unpublished window over");
-            });
-        }
-        let mut workers = tokio::task::JoinSet::new();
-        for w in 0..args.concurrency.max(1) {
-            let (producer, ids, counters, errors, limiter, budget, cancel) = (
-                producer.clone(),
-                ids.clone(),
-                counters.clone(),
-                errors.clone(),
-                limiter.clone(),
-                budget.clone(),
-                cancel.clone(),
-            );
-            let mut gen = DocGen::new(args.seed.wrapping_add(1 + w as u64));
-            let shape = shape.clone();
-            workers.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = limiter.until_ready() => {}
-                    }
-                    if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
-                        cancel.cancel();
-                        break;
-                    }
-                    let outcome = one_write(&producer, &mut gen, &ids, mix, &shape, &counters).await;
-                    match outcome {
-                        Ok(()) => counters.done.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            let mut errs = errors.lock().unwrap_or_else(|p| p.into_inner());
-                            if errs.len() < 10 {
-                                indexferry_common::say!("load: write failed: {e}");
-                                errs.push(e.to_string());
-                            }
-                            counters.failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            });
-        }
-        while workers.join_next().await.is_some() {}
-        reporter.abort();
+    if args.rate > 0 && !load.cancel.is_cancelled() {
+        steady_load(&args, mix, &load).await;
     }
-    producer.flush(Duration::from_secs(10));
+    load.producer.flush(Duration::from_secs(10));
 
-    let summary = Summary {
+    let summary = summarize(&load, initial, started);
+    report(&summary, args.report.as_deref())
+}
+
+/// The producer library, set up from the flags.
+async fn connect_producer(args: &LoadArgs) -> anyhow::Result<Producer> {
+    let mut cfg = ProducerConfig::new(&args.url, &args.brokers, &args.topic, &args.alias);
+    cfg.prefix = args.prefix.clone();
+    cfg.retry_for = args.retry_for;
+    cfg.publish_timeout = args.publish_timeout;
+    cfg.follow = args.follow();
+    Ok(Producer::connect(cfg).await?)
+}
+
+/// `--concurrency` workers writing at `--rate`, until `--count` writes, `--duration` or a
+/// signal; progress said every 5 s.
+async fn steady_load(args: &LoadArgs, mix: Mix, load: &Shared) {
+    let limiter =
+        Arc::new(RateLimiter::direct(Quota::per_second(NonZeroU32::new(args.rate).unwrap_or(NonZeroU32::MIN))));
+    let pace = Pace { limiter, budget: Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX))) };
+    if let Some(d) = args.duration {
+        let c = load.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            c.cancel();
+        });
+    }
+    let reporter = spawn_reporter(load.clone());
+    let shape = Arc::new(Shape {
+        prefix: args.id_prefix.clone(),
+        versions: (args.versioning == crate::app_versions::Mode::ExternalGte)
+            .then(crate::app_versions::AppVersions::default),
+        routed_percent: args.routed_percent,
+        unpublished_percent: args.unpublished_percent,
+        unpublished_until: args.unpublished_for.map(|d| Instant::now() + d),
+    });
+    if let Some(d) = args.unpublished_for.filter(|_| args.unpublished_percent > 0.0) {
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            indexferry_common::say!("load: unpublished window over");
+        });
+    }
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency.max(1) {
+        let gen = DocGen::new(args.seed.wrapping_add(1 + w as u64));
+        workers.spawn(worker(load.clone(), gen, mix, shape.clone(), pace.clone()));
+    }
+    while workers.join_next().await.is_some() {}
+    reporter.abort();
+}
+
+/// Says the load's progress every 5 s until the load is cancelled.
+fn spawn_reporter(load: Shared) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = load.cancel.cancelled() => break,
+                _ = tick.tick() => indexferry_common::say!(
+                    "load: done={} failed={} writes_after_switch={}",
+                    load.counters.done.load(Ordering::Relaxed),
+                    load.counters.failed.load(Ordering::Relaxed),
+                    load.producer.writes_after_switch()
+                ),
+            }
+        }
+    })
+}
+
+/// One steady-load worker: a write each time the rate allows, until the budget is spent
+/// (which cancels the load) or the load is cancelled.
+async fn worker(load: Shared, mut gen: DocGen, mix: Mix, shape: Arc<Shape>, pace: Pace) {
+    loop {
+        tokio::select! {
+            _ = load.cancel.cancelled() => break,
+            _ = pace.limiter.until_ready() => {}
+        }
+        if pace.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
+            load.cancel.cancel();
+            break;
+        }
+        let outcome = one_write(&load.producer, &mut gen, &load.ids, mix, &shape, &load.counters).await;
+        match outcome {
+            Ok(()) => load.counters.done.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                let mut errs = load.errors.lock().unwrap_or_else(|p| p.into_inner());
+                if errs.len() < 10 {
+                    indexferry_common::say!("load: write failed: {e}");
+                    errs.push(e.to_string());
+                }
+                load.counters.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// The counters at the end of the run.
+fn summarize(load: &Shared, initial: u64, started: Instant) -> Summary {
+    let counters = &load.counters;
+    Summary {
         done: counters.done.load(Ordering::Relaxed),
         superseded: counters.superseded.load(Ordering::Relaxed),
         unpublished: counters.unpublished.load(Ordering::Relaxed),
@@ -377,10 +413,14 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         recreates: counters.recreates.load(Ordering::Relaxed),
         initial,
         seconds: started.elapsed().as_secs_f64(),
-        writes_after_switch: producer.writes_after_switch(),
-        switched_to: producer.followed_to(),
-        first_errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|p| p.into_inner())),
-    };
+        writes_after_switch: load.producer.writes_after_switch(),
+        switched_to: load.producer.followed_to(),
+        first_errors: std::mem::take(&mut *load.errors.lock().unwrap_or_else(|p| p.into_inner())),
+    }
+}
+
+/// Prints the summary line, and writes the summary as JSON to `--report`.
+fn report(summary: &Summary, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     println!(
         "load: done={} superseded={} unpublished={} failed={} creates={} updates={} deletes={} recreates={} initial={} writes_after_switch={} seconds={:.1}",
         summary.done,
@@ -395,8 +435,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         summary.writes_after_switch,
         summary.seconds
     );
-    if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
