@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# dev/stack's commands (up, down, clean, status, logs, kafka-cli, tls-ca), and what they ask of
-# a component whatever its kind: start it, is it healthy, which version answers.
+# dev/stack's commands (up, down, clean, status, logs, kafka-cli, tls-ca; sweep is in
+# sweep.sh), and what they ask of a component whatever its kind: start it, is it healthy,
+# which version answers.
 
 healthy() {
     if is_search "$1"; then
@@ -245,6 +246,7 @@ main() {
     logs | log) cmd_logs "$@" ;;
     kafka-cli) cmd_kafka_cli "$@" ;;
     tls-ca) cmd_tls_ca ;;
+    sweep) cmd_sweep "$@" ;;
     -h | --help | help | "") usage ;;
     *)
         usage >&2
