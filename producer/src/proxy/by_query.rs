@@ -20,6 +20,7 @@
 //!   (running the index's pipelines, or `?pipeline=`); with one, a bulk `update` with the
 //!   script, which needs `lang-painless` on the cluster as the cluster's own would.
 
+use super::filter_path::FilterPath;
 use super::write::{split_query, BulkRequest};
 use super::{credentials, error, forwarded_write, Body, Proxy};
 use bytes::Bytes;
@@ -112,107 +113,44 @@ impl Proxy {
                 ),
             ));
         }
-        let request: Value = match body.iter().all(u8::is_ascii_whitespace) {
-            true => json!({}),
-            false => match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(e) => return Err(error(StatusCode::BAD_REQUEST, "parse_exception", &format!("request body: {e}"))),
-            },
-        };
-        let query = match (param("q"), request.get("query")) {
-            (Some(q), _) => json!({ "query_string": { "query": q } }),
-            (None, Some(q)) => q.clone(),
-            (None, None) => json!({ "match_all": {} }),
-        };
-        let script = request.get("script").cloned().filter(|_| !delete);
-        let proceed = param("conflicts") == Some("proceed")
-            || request.get("conflicts").and_then(Value::as_str) == Some("proceed");
-        let max_docs = param("max_docs")
-            .and_then(|v| v.parse::<u64>().ok())
-            .or_else(|| request.get("max_docs").and_then(Value::as_u64));
-        let page = param("scroll_size").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1000).max(1);
-        let per_second = param("requests_per_second").and_then(|v| v.parse::<f64>().ok()).filter(|r| *r > 0.0);
-
-        let mut search_query = vec![format!("scroll={SCROLL}")];
-        for k in ["routing", "preference", "expand_wildcards", "ignore_unavailable", "allow_no_indices"] {
-            if let Some(v) = param(k) {
-                search_query.push(format!("{k}={}", encode(v)));
-            }
-        }
+        let request = request_body(&body)?;
         let reads = credentials(&parts.headers);
-        let mut bulk_headers = forwarded_write(&parts.headers);
-        // The bulk is the proxy's, in plain NDJSON: the client's media types (the
-        // Elasticsearch clients' `compatible-with`) would have to match it.
-        bulk_headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-        bulk_headers.remove(http::header::ACCEPT);
+        let bulk_headers = bulk_headers(&parts.headers);
         let bulk_path = match (param("pipeline"), delete) {
             (Some(p), false) => format!("/_bulk?pipeline={}", encode(p)),
             _ => "/_bulk".to_owned(),
         };
-        let run = Run {
-            search_path: format!("/{}/_search?{}", encode_path(&index), search_query.join("&")),
-            query,
-            page,
-            max_docs,
-            per_second,
-            delete,
-            script,
-            proceed,
-            reads,
-            bulk: BulkRequest {
-                method: &Method::POST,
-                path_and_query: &bulk_path,
-                headers: &bulk_headers,
-                client_headers: &parts.headers,
-                index: None,
-                routing,
-                pipeline: super::as_sent::names_pipeline(bulk_path.split_once('?').map_or("", |(_, q)| q)),
-            },
+        let bulk = BulkRequest {
+            method: &Method::POST,
+            path_and_query: &bulk_path,
+            headers: &bulk_headers,
+            client_headers: &parts.headers,
+            index: None,
+            routing,
+            pipeline: super::as_sent::names_pipeline(bulk_path.split_once('?').map_or("", |(_, q)| q)),
         };
+        let run = Run::asked(&index, delete, &params, &request, reads, bulk);
+        let tally = self.run_passes(api, &run).await?;
+        if matches!(param("refresh"), Some("" | "true")) {
+            let path = format!("/{}/_refresh", encode_path(&index));
+            let _ = self.send(&Method::POST, &path, &run.reads, Bytes::new()).await;
+        }
+        Ok(answer(tally, started, &run, filter.as_ref()))
+    }
+
+    /// Runs passes until one is done. A cross-cluster switch during the run: what is left
+    /// runs again on the target, the documents already changed left out (a script must not
+    /// run twice on one).
+    async fn run_passes(&self, api: &str, run: &Run<'_>) -> Result<Tally, Response<Body>> {
         let mut tally = Tally::default();
-        // A cross-cluster switch during the run: what is left runs again on the target, the
-        // documents already changed left out (a script must not run twice on one).
-        while self.run_pass(&run, &mut tally).await? == Pass::Moved {
+        while self.run_pass(run, &mut tally).await? == Pass::Moved {
             tracing::warn!(
                 api,
                 changed = tally.total,
                 "the documents moved during a by-query (a rollover): it goes on where they are"
             );
         }
-        if matches!(param("refresh"), Some("" | "true")) {
-            let path = format!("/{}/_refresh", encode_path(&index));
-            let _ = self.send(&Method::POST, &path, &run.reads, Bytes::new()).await;
-        }
-        // As the cluster answers: the highest status among the failures (a conflict without
-        // `conflicts=proceed` is one), else 200. A 503 (an event not published) tells the
-        // client to retry, as a failure of the cluster's own would.
-        let worst = tally.failures.iter().filter_map(|f| f["status"].as_u64()).max().unwrap_or(200).max(200);
-        let status = StatusCode::from_u16(worst as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut out = json!({
-            "took": started.elapsed().as_millis() as u64,
-            "timed_out": false,
-            "total": tally.total,
-            "updated": tally.updated,
-            "deleted": tally.deleted,
-            "batches": tally.batches,
-            "version_conflicts": tally.version_conflicts,
-            "noops": tally.noops,
-            "retries": { "bulk": 0, "search": 0 },
-            "throttled_millis": tally.throttled.as_millis() as u64,
-            "requests_per_second": per_second.unwrap_or(-1.0),
-            "throttled_until_millis": 0,
-            "failures": tally.failures,
-        });
-        if delete {
-            if let Some(o) = out.as_object_mut() {
-                o.remove("updated");
-            }
-        }
-        let out = match &filter {
-            Some(f) => f.apply(out),
-            None => out,
-        };
-        Ok(super::json_response(status, &out))
+        Ok(tally)
     }
 
     /// One pass over the query's matches on the current upstream; `Moved` when the
@@ -221,18 +159,7 @@ impl Proxy {
         tally.passes += 1;
         let on = self.upstream();
         let switched = || !Arc::ptr_eq(&on, &self.upstream());
-        let mut query = run.query.clone();
-        if run.script.is_some() && !tally.changed.is_empty() {
-            query = json!({ "bool": { "must": [query], "must_not": [{ "ids": { "values": tally.changed } }] } });
-        }
-        let left = run.max_docs.map(|m| m.saturating_sub(tally.total));
-        let search = json!({
-            "size": left.map_or(run.page, |m| m.min(run.page)).max(1),
-            "query": query,
-            "sort": ["_doc"],
-            "seq_no_primary_term": true,
-            "_source": !run.delete && run.script.is_none(),
-        });
+        let search = pass_search(run, tally);
         let mut answer =
             self.send(&Method::POST, &run.search_path, &run.reads, Bytes::from(search.to_string())).await?;
         let mut scroll_id = None;
@@ -248,11 +175,7 @@ impl Proxy {
                 }
             };
             scroll_id = page.get("_scroll_id").and_then(Value::as_str).map(str::to_owned).or(scroll_id);
-            let mut hits: Vec<&Value> =
-                page.pointer("/hits/hits").and_then(Value::as_array).into_iter().flatten().collect();
-            if let Some(m) = run.max_docs {
-                hits.truncate(m.saturating_sub(tally.total) as usize);
-            }
+            let hits = page_hits(&page, run, tally);
             if hits.is_empty() {
                 break Pass::Done;
             }
@@ -279,13 +202,7 @@ impl Proxy {
             if !tally.failures.is_empty() || run.max_docs.is_some_and(|m| tally.total >= m) {
                 break Pass::Done;
             }
-            if let Some(rate) = run.per_second {
-                let wanted = Duration::from_secs_f64(hits.len() as f64 / rate);
-                if let Some(wait) = wanted.checked_sub(batch_started.elapsed()) {
-                    tally.throttled += wait;
-                    tokio::time::sleep(wait).await;
-                }
-            }
+            throttle(run, hits.len(), batch_started, tally).await;
             let Some(id) = &scroll_id else { break Pass::Done };
             let next = json!({ "scroll": SCROLL, "scroll_id": id });
             answer = self.send(&Method::POST, "/_search/scroll", &run.reads, Bytes::from(next.to_string())).await?;
@@ -294,13 +211,7 @@ impl Proxy {
             self.clear_scroll(scroll_id, &run.reads).await;
         }
         if outcome == Pass::Moved && tally.changed.len() > MAX_REMEMBERED {
-            return Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "indexferry_proxy_exception",
-                "the documents moved (a rollover) during this by-query, which changed more documents than the proxy \
-                 keeps track of to go on without running its script twice on one: it stopped; see which documents \
-                 it changed before sending it again",
-            ));
+            return Err(too_many_to_go_on());
         }
         Ok(outcome)
     }
@@ -311,6 +222,154 @@ impl Proxy {
             let _ = self.send(&Method::DELETE, "/_search/scroll", reads, body).await;
         }
     }
+}
+
+impl<'a> Run<'a> {
+    /// The run the request asks for, from its parameters and body (a parameter wins).
+    fn asked(
+        index: &str,
+        delete: bool,
+        params: &BTreeMap<String, String>,
+        request: &Value,
+        reads: http::HeaderMap,
+        bulk: BulkRequest<'a>,
+    ) -> Self {
+        let param = |k: &str| params.get(k).map(String::as_str);
+        let query = match (param("q"), request.get("query")) {
+            (Some(q), _) => json!({ "query_string": { "query": q } }),
+            (None, Some(q)) => q.clone(),
+            (None, None) => json!({ "match_all": {} }),
+        };
+        let script = request.get("script").cloned().filter(|_| !delete);
+        let proceed = param("conflicts") == Some("proceed")
+            || request.get("conflicts").and_then(Value::as_str) == Some("proceed");
+        let max_docs = param("max_docs")
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| request.get("max_docs").and_then(Value::as_u64));
+        let page = param("scroll_size").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1000).max(1);
+        let per_second = param("requests_per_second").and_then(|v| v.parse::<f64>().ok()).filter(|r| *r > 0.0);
+
+        let mut search_query = vec![format!("scroll={SCROLL}")];
+        for k in ["routing", "preference", "expand_wildcards", "ignore_unavailable", "allow_no_indices"] {
+            if let Some(v) = param(k) {
+                search_query.push(format!("{k}={}", encode(v)));
+            }
+        }
+        Run {
+            search_path: format!("/{}/_search?{}", encode_path(index), search_query.join("&")),
+            query,
+            page,
+            max_docs,
+            per_second,
+            delete,
+            script,
+            proceed,
+            reads,
+            bulk,
+        }
+    }
+}
+
+/// The request's body, `{}` when empty.
+fn request_body(body: &Bytes) -> Result<Value, Response<Body>> {
+    match body.iter().all(u8::is_ascii_whitespace) {
+        true => Ok(json!({})),
+        false => match serde_json::from_slice(body) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(error(StatusCode::BAD_REQUEST, "parse_exception", &format!("request body: {e}"))),
+        },
+    }
+}
+
+/// The headers of the proxy's bulk requests: the client's, forwarded as a write's.
+fn bulk_headers(client: &http::HeaderMap) -> http::HeaderMap {
+    let mut bulk_headers = forwarded_write(client);
+    // The bulk is the proxy's, in plain NDJSON: the client's media types (the
+    // Elasticsearch clients' `compatible-with`) would have to match it.
+    bulk_headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    bulk_headers.remove(http::header::ACCEPT);
+    bulk_headers
+}
+
+/// The answer in the cluster's shape. Its status as the cluster's: the highest among the
+/// failures (a conflict without `conflicts=proceed` is one), else 200. A 503 (an event not
+/// published) tells the client to retry, as a failure of the cluster's own would.
+fn answer(tally: Tally, started: Instant, run: &Run<'_>, filter: Option<&FilterPath>) -> Response<Body> {
+    let worst = tally.failures.iter().filter_map(|f| f["status"].as_u64()).max().unwrap_or(200).max(200);
+    let status = StatusCode::from_u16(worst as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut out = json!({
+        "took": started.elapsed().as_millis() as u64,
+        "timed_out": false,
+        "total": tally.total,
+        "updated": tally.updated,
+        "deleted": tally.deleted,
+        "batches": tally.batches,
+        "version_conflicts": tally.version_conflicts,
+        "noops": tally.noops,
+        "retries": { "bulk": 0, "search": 0 },
+        "throttled_millis": tally.throttled.as_millis() as u64,
+        "requests_per_second": run.per_second.unwrap_or(-1.0),
+        "throttled_until_millis": 0,
+        "failures": tally.failures,
+    });
+    if run.delete {
+        if let Some(o) = out.as_object_mut() {
+            o.remove("updated");
+        }
+    }
+    let out = match filter {
+        Some(f) => f.apply(out),
+        None => out,
+    };
+    super::json_response(status, &out)
+}
+
+/// A pass's search: a page of the query's matches, each with its `_seq_no` and
+/// `_primary_term`; with a script, without the documents it changed already.
+fn pass_search(run: &Run<'_>, tally: &Tally) -> Value {
+    let mut query = run.query.clone();
+    if run.script.is_some() && !tally.changed.is_empty() {
+        query = json!({ "bool": { "must": [query], "must_not": [{ "ids": { "values": tally.changed } }] } });
+    }
+    let left = run.max_docs.map(|m| m.saturating_sub(tally.total));
+    json!({
+        "size": left.map_or(run.page, |m| m.min(run.page)).max(1),
+        "query": query,
+        "sort": ["_doc"],
+        "seq_no_primary_term": true,
+        "_source": !run.delete && run.script.is_none(),
+    })
+}
+
+/// A page's hits, no more than `max_docs` leaves.
+fn page_hits<'p>(page: &'p Value, run: &Run<'_>, tally: &Tally) -> Vec<&'p Value> {
+    let mut hits: Vec<&Value> = page.pointer("/hits/hits").and_then(Value::as_array).into_iter().flatten().collect();
+    if let Some(m) = run.max_docs {
+        hits.truncate(m.saturating_sub(tally.total) as usize);
+    }
+    hits
+}
+
+/// Waits what `requests_per_second` asks after a page of `hits` written since `batch_started`.
+async fn throttle(run: &Run<'_>, hits: usize, batch_started: Instant, tally: &mut Tally) {
+    if let Some(rate) = run.per_second {
+        let wanted = Duration::from_secs_f64(hits as f64 / rate);
+        if let Some(wait) = wanted.checked_sub(batch_started.elapsed()) {
+            tally.throttled += wait;
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The documents moved after the run changed more than it can remember.
+fn too_many_to_go_on() -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "indexferry_proxy_exception",
+        "the documents moved (a rollover) during this by-query, which changed more documents than the proxy \
+         keeps track of to go on without running its script twice on one: it stopped; see which documents \
+         it changed before sending it again",
+    )
 }
 
 /// The bulk of one page: each item conditional on the operation the scroll saw.
