@@ -3,6 +3,9 @@
 //! deadlines instead of sleeps.
 
 pub mod container;
+pub mod scenario;
+
+pub use scenario::{json_report, Migration, Scenario};
 
 use anyhow::{bail, Context};
 use indexferry_common::config::{ClusterConfig, KafkaConfig};

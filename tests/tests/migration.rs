@@ -4,36 +4,22 @@
 //! Elasticsearch 8 and cross-cluster to Elasticsearch 9 and to OpenSearch.
 
 use indexferry_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 
 async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let source_url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("live");
-    create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
-    let load = Load::start(dir.path(), &source_url, &alias, &topic, 4000, 150)?;
-    wait_docs(&source_url, &src, 4000).await?;
-
-    let recipe = RecipeSpec {
-        mappings: changed_mappings(),
-        slices: 2,
-        batch_size: 500,
-        ..RecipeSpec::new(&name, &source_url, target_url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
-    let caught = wait_caught_up(&state, &name, Duration::from_secs(180)).await;
-    if caught.is_err() {
-        let _ = terminate(&mut run);
-        eprintln!("{}", std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default());
-    }
-    caught?;
+    let mut m = Scenario::new("live")
+        .to(target_url)
+        .load(4000, 150)
+        .recipe(|r| (r.mappings, r.slices, r.batch_size) = (changed_mappings(), 2, 500))
+        .init()
+        .await?;
+    m.run()?;
+    m.wait_caught_up(Duration::from_secs(180)).await?;
     // Writes keep coming while caught up.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    let load = m.load();
     let load = if load_through_rollover {
         Some(load)
     } else {
@@ -41,7 +27,7 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
         assert_eq!(failed, 0, "no write may fail ({done} done)");
         None
     };
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    let out = m.rollover()?;
     eprintln!("{out}");
     let pause: u64 = out
         .lines()
@@ -49,7 +35,7 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .expect("rollover prints the write pause");
-    let s = status(&state, &name)?;
+    let s = m.status()?;
     assert_eq!(s["state"], "rolled_over");
     assert_eq!(s["last_rollover"]["write_pause_ms"], json!(pause), "the pause is recorded");
 
@@ -61,32 +47,31 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
         assert!(done > 100, "the load really ran ({done} writes)");
     }
     // The run process stops by itself once rolled over.
-    let exit = wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    let exit = m.wait_run_exit().await?;
     assert!(exit.success(), "run exits cleanly: {exit}");
 
-    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    let (report, ok) = m.verify()?;
     let pair = &report["pairs"][0];
     assert!(pair["source_docs"].as_u64().unwrap_or(0) >= 4000, "{report}");
     assert_eq!(report["identical"], json!(true), "{report}");
-    assert!(out.status.success());
+    assert!(ok);
     if !load_through_rollover {
         return Ok(());
     }
     // Writes after the switch went to the target alone (their events name the target
     // index). verify leaves them out; check that independently of verify: the source
     // equals the target on every other id.
-    let after_switch: std::collections::BTreeSet<String> = read_topic_until_idle(&topic, Duration::from_secs(3))?
+    let Names { src, dst, topic, .. } = &m.names;
+    let after_switch: std::collections::BTreeSet<String> = read_topic_until_idle(topic, Duration::from_secs(3))?
         .into_iter()
         .filter_map(|(_, payload)| indexferry_schemas::decode(None, &payload).ok())
-        .filter(|e| e.index == dst)
+        .filter(|e| &e.index == dst)
         .map(|e| e.id)
         .collect();
     assert!(!after_switch.is_empty(), "the load wrote through the alias after the switch");
     assert!(pair["written_after_switch"].as_u64().unwrap_or(0) >= after_switch.len() as u64, "{report}");
-    let source_docs = all_docs(&source_url, &src).await?;
-    let target_docs = all_docs(target_url, &dst).await?;
+    let source_docs = all_docs(&m.source_url, src).await?;
+    let target_docs = all_docs(target_url, dst).await?;
     let mut differences = 0;
     for id in source_docs.keys().chain(target_docs.keys()) {
         if after_switch.contains(id) {

@@ -6,7 +6,6 @@
 use indexferry_common::es::Method;
 use indexferry_tests::*;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 /// How long the load skips publishing some of its writes (from the start of its steady load).
@@ -19,47 +18,23 @@ fn number_after(out: &str, prefix: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Deletes a passed test's indices: the shared clusters have a shard limit.
-async fn drop_indices(url: &str, indices: &[&str]) {
-    if let Ok(c) = cluster(url).await {
-        for i in indices {
-            let _ = c.request(Method::Delete, &format!("/{i}"), &[], None).await;
-        }
-    }
-}
-
-fn verify_report(state: &Path, name: &str) -> anyhow::Result<(Value, bool)> {
-    let out = output(indexferry(state, &["verify", name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
-    Ok((report, out.status.success()))
-}
-
 /// init → run → caught up → (unpublished window over) → rollover → verify identical.
 async fn migrate_with_unpublished_writes(target_url: &str, load_through_rollover: bool) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let source_url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("rec");
-    create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
     let faults = ["--unpublished-percent", "0.5", "--unpublished-for", UNPUBLISHED_FOR];
-    let load = Load::start_with(dir.path(), &source_url, &alias, &topic, 2000, 100, &faults)?;
-    wait_docs(&source_url, &src, 2000).await?;
-    let recipe = RecipeSpec {
-        mappings: changed_mappings(),
-        slices: 2,
-        batch_size: 500,
-        ..RecipeSpec::new(&name, &source_url, target_url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
-    let load_log = dir.path().join("load.log");
+    let mut m = Scenario::new("rec")
+        .to(target_url)
+        .load_with(2000, 100, &faults)
+        .recipe(|r| (r.mappings, r.slices, r.batch_size) = (changed_mappings(), 2, 500))
+        .init()
+        .await?;
+    m.run()?;
+    let load_log = m.file("load.log");
     wait_for("the load's unpublished window to end", Duration::from_secs(120), || {
         Ok(std::fs::read_to_string(&load_log)?.contains("load: unpublished window over").then_some(()))
     })
     .await?;
-    wait_caught_up(&state, &name, Duration::from_secs(180)).await?;
+    m.wait_caught_up(Duration::from_secs(180)).await?;
+    let load = m.load();
     let load = if load_through_rollover {
         Some(load)
     } else {
@@ -69,7 +44,7 @@ async fn migrate_with_unpublished_writes(target_url: &str, load_through_rollover
         None
     };
 
-    let rolled = output(indexferry(&state, &["rollover", &name]))?;
+    let rolled = output(m.cmd(&["rollover", m.name()]))?;
     let out = String::from_utf8_lossy(&rolled.stdout).into_owned();
     eprintln!("{out}\n{}", String::from_utf8_lossy(&rolled.stderr));
     assert!(rolled.status.success(), "rollover failed");
@@ -88,16 +63,13 @@ async fn migrate_with_unpublished_writes(target_url: &str, load_through_rollover
         assert_eq!(report["failed"], json!(0), "no write fails across the rollover: {report}");
         assert!(report["unpublished"].as_u64().unwrap_or(0) > 0, "some writes went unpublished: {report}");
     }
-    let mut run = run;
-    let exit = wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    let exit = m.wait_run_exit().await?;
     assert!(exit.success(), "run exits cleanly: {exit}");
 
-    let (report, ok) = verify_report(&state, &name)?;
+    let (report, ok) = m.verify()?;
     assert_eq!(report["identical"], json!(true), "{report}");
     assert_eq!(report["pairs"][0]["late_source_events"], json!(0), "{report}");
     assert!(ok);
-    drop_indices(&source_url, &[&src]).await;
-    drop_indices(target_url, &[&dst]).await;
     Ok(())
 }
 
@@ -117,76 +89,54 @@ async fn unpublished_writes_are_reconciled_cross_cluster_to_opensearch() -> anyh
 /// only through the recount inside the pause. The switch lands on an identical copy.
 #[tokio::test(flavor = "multi_thread")]
 async fn unpublished_deletes_up_to_the_block_are_found_by_the_recount() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let (source_url, target_url) = (es8(), es9());
-    let Names { src, dst, alias, topic, name } = Names::new("recount");
-    create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
-    let load = Load::start_with(dir.path(), &source_url, &alias, &topic, 2000, 150, &["--unpublished-percent", "100"])?;
-    wait_docs(&source_url, &src, 2000).await?;
-    let recipe =
-        RecipeSpec { slices: 2, ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias) }
-            .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
-    wait_caught_up(&state, &name, Duration::from_secs(180)).await?;
+    let mut m = Scenario::new("recount")
+        .to(&es9())
+        .load_with(2000, 150, &["--unpublished-percent", "100"])
+        .recipe(|r| r.slices = 2)
+        .init()
+        .await?;
+    m.run()?;
+    m.wait_caught_up(Duration::from_secs(180)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let log = dir.path().join("rollover.log");
-    let mut rollover = spawn(indexferry(&state, &["rollover", &name]), &log)?;
+    let log = m.file("rollover.log");
+    let mut rollover = spawn(m.cmd(&["rollover", m.name()]), &log)?;
     let started = std::time::Instant::now();
     while !std::fs::read_to_string(&log)?.contains("reconcile before the block:") {
         anyhow::ensure!(rollover.try_wait()?.is_none(), "rollover exited early: {}", std::fs::read_to_string(&log)?);
         anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "no full pass printed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let report = load.report()?;
+    let report = m.load().report()?;
     let exit = wait_for("rollover to exit", Duration::from_secs(120), || Ok(rollover.try_wait()?)).await?;
     let out = std::fs::read_to_string(&log)?;
     assert!(exit.success(), "rollover failed: {out}");
     assert_eq!(report["failed"], json!(0), "{report}");
     assert!(report["deletes"].as_u64().unwrap_or(0) > 0, "the application deleted: {report}");
     assert!(out.contains("counts differed inside the pause"), "the recount found the unpublished deletes: {out}");
-    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
-    let (report, ok) = verify_report(&state, &name)?;
+    m.wait_run_exit().await?;
+    let (report, ok) = m.verify()?;
     assert_eq!(report["identical"], json!(true), "{report}");
     assert!(ok);
-    drop_indices(&source_url, &[&src]).await;
-    drop_indices(&target_url, &[&dst]).await;
     Ok(())
 }
 
-/// A small in-cluster migration with `run` started and caught up.
-struct Setup {
-    dir: tempfile::TempDir,
-    state: std::path::PathBuf,
-    names: Names,
-    run: Proc,
-}
-
-async fn caught_up_migration(prefix: &str, docs: usize) -> anyhow::Result<Setup> {
+/// A small in-cluster migration of `docs` documents with `run` started and caught up.
+async fn caught_up_migration(prefix: &str, docs: usize) -> anyhow::Result<Migration> {
     caught_up_migration_with(prefix, docs, "").await
 }
 
 /// [`caught_up_migration`] with TOML lines at the top of the recipe (`versions = ...`).
-async fn caught_up_migration_with(prefix: &str, docs: usize, top: &str) -> anyhow::Result<Setup> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let names = Names::new(prefix);
-    let Names { src, dst, alias, topic, name } = &names;
-    create_source(&url, src, alias, topic, 2, source_mappings()).await?;
-    let producer = indexferry_producer::Producer::connect(producer_config(&url, topic, alias)).await?;
-    for i in 0..docs {
-        producer.index(&format!("d{i}"), &json!({ "title": format!("doc {i}"), "n": i }).to_string(), None).await?;
-    }
-    producer.flush(Duration::from_secs(10));
-    let recipe = RecipeSpec { top: top.to_owned(), ..RecipeSpec::new(name, &url, &url, topic, src, dst, alias) }
-        .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let run = spawn(indexferry(&state, &["run", name]), &dir.path().join("run.log"))?;
-    wait_caught_up(&state, name, Duration::from_secs(120)).await?;
-    Ok(Setup { dir, state, names, run })
+async fn caught_up_migration_with(prefix: &str, docs: usize, top: &'static str) -> anyhow::Result<Migration> {
+    let mut m = Scenario::new(prefix)
+        .partitions(2)
+        .docs(docs, |i| json!({ "title": format!("doc {i}"), "n": i }))
+        .recipe(move |r| r.top = top.to_owned())
+        .init()
+        .await?;
+    m.run()?;
+    m.wait_caught_up(Duration::from_secs(120)).await?;
+    Ok(m)
 }
 
 fn kinds(report: &Value) -> (u64, u64, u64, u64) {
@@ -197,7 +147,7 @@ fn kinds(report: &Value) -> (u64, u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_by_hand_repairs_then_finds_nothing_with_the_consumer_running() -> anyhow::Result<()> {
-    let s = caught_up_migration("recman", 50).await?;
+    let mut s = caught_up_migration("recman", 50).await?;
     let (src, dst, name) = (&s.names.src, &s.names.dst, &s.names.name);
     let c = cluster(&es8()).await?;
     // Writes the migration never hears of: two new, two updated, two deleted.
@@ -208,7 +158,7 @@ async fn reconcile_by_hand_repairs_then_finds_nothing_with_the_consumer_running(
     for id in ["d3", "d4"] {
         c.json::<Value>(Method::Delete, &format!("/{src}/_doc/{id}"), &[], None).await?;
     }
-    let (before, _) = verify_report(&s.state, name)?;
+    let (before, _) = s.verify()?;
     assert_eq!(before["identical"], json!(false), "the target lacks the unpublished writes: {before}");
 
     let out = output(indexferry(&s.state, &["reconcile", name, "--json"]))?;
@@ -230,12 +180,10 @@ async fn reconcile_by_hand_repairs_then_finds_nothing_with_the_consumer_running(
     let st = status(&s.state, name)?;
     assert_eq!(st["last_reconcile"]["repaired"], json!(0), "the last pass is recorded: {st}");
     assert_eq!(st["last_reconcile"]["failed"], json!(0), "{st}");
-    let (after, ok) = verify_report(&s.state, name)?;
+    let (after, ok) = s.verify()?;
     assert_eq!(after["identical"], json!(true), "{after}");
     assert!(ok);
-    assert!(s.run.id() > 0, "the consumer ran throughout");
-    drop(s.dir);
-    drop_indices(&es8(), &[src, dst]).await;
+    assert!(s.run_proc().id() > 0, "the consumer ran throughout");
     Ok(())
 }
 
@@ -262,7 +210,6 @@ async fn reconcile_stops_on_a_write_blocked_target_or_a_missing_source_and_recor
     assert_eq!(out.status.code(), Some(1), "exit 1: {stderr}");
     assert!(stderr.contains("source cluster") && stderr.contains(src.as_str()), "names the source: {stderr}");
     assert_eq!(status(&s.state, name)?["last_reconcile"], Value::Null, "no pass recorded");
-    drop_indices(&es8(), &[dst]).await;
     Ok(())
 }
 
@@ -282,13 +229,12 @@ async fn verify_reports_a_late_event_for_the_source_after_rollover() -> anyhow::
     let (_, first) = read_topic(topic, 1, Duration::from_secs(20))?.into_iter().next().expect("an event");
     let again = indexferry_schemas::decode(None, &first)?;
     publish_raw(topic, &[(again.id.as_str(), first.clone()), ("late-1", late.to_string().into_bytes())]).await?;
-    let (report, ok) = verify_report(&s.state, name)?;
+    let (report, ok) = s.verify()?;
     assert_eq!(report["pairs"][0]["late_duplicates"], json!(1), "{report}");
     assert_eq!(report["pairs"][0]["late_source_events"], json!(1), "{report}");
     assert_eq!(report["pairs"][0]["sample_late_source_events"], json!(["late-1"]), "{report}");
     assert_eq!(report["identical"], json!(false), "{report}");
     assert!(!ok, "verify fails on a late event");
-    drop_indices(&es8(), &[src, &s.names.dst]).await;
     Ok(())
 }
 
@@ -321,7 +267,5 @@ async fn a_copy_refused_by_a_newer_delete_in_the_target_is_a_failed_repair() -> 
     assert_eq!(report["failed"], json!(1), "{report}");
     assert_eq!(report["pairs"][0]["samples"]["failed"], json!(["ghost"]), "{report}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("newer delete"), "the log says why");
-    drop(s.dir);
-    drop_indices(&es8(), &[src, dst]).await;
     Ok(())
 }

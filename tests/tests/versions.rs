@@ -14,91 +14,68 @@ const INITIAL: u64 = 2000;
 const RATE: u32 = 100;
 
 async fn migrate_under_load(source_url: &str, target_url: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let Names { src, dst, alias, topic, name } = Names::new("versions");
-    create_source(source_url, &src, &alias, &topic, 3, source_mappings()).await?;
-    let load = Load::start(dir.path(), source_url, &alias, &topic, INITIAL, RATE)?;
-    wait_docs(source_url, &src, INITIAL).await?;
+    let mut m = Scenario::new("versions")
+        .from(source_url)
+        .to(target_url)
+        .load(INITIAL, RATE)
+        .recipe(|r| (r.mappings, r.slices, r.batch_size) = (changed_mappings(), 2, 500))
+        .init()
+        .await?;
+    m.run()?;
+    m.wait_caught_up(Duration::from_secs(180)).await?;
 
-    let recipe = RecipeSpec {
-        mappings: changed_mappings(),
-        slices: 2,
-        batch_size: 500,
-        ..RecipeSpec::new(&name, source_url, target_url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
-    let caught = wait_caught_up(&state, &name, Duration::from_secs(180)).await;
-    if caught.is_err() {
-        let _ = terminate(&mut run);
-        eprintln!("{}", std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default());
-    }
-    caught?;
-
-    let (done, failed) = load.stop()?;
+    let (done, failed) = m.load().stop()?;
     assert_eq!(failed, 0, "no write may fail ({done} done)");
-    run_ok(indexferry(&state, &["rollover", &name]))?;
-    assert_eq!(status(&state, &name)?["state"], "rolled_over");
-    let exit = wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    m.rollover()?;
+    assert_eq!(m.status()?["state"], "rolled_over");
+    let exit = m.wait_run_exit().await?;
     assert!(exit.success(), "run exits cleanly: {exit}");
 
-    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    let (report, ok) = m.verify()?;
     assert!(report["pairs"][0]["source_docs"].as_u64().unwrap_or(0) >= INITIAL, "{report}");
     assert_eq!(report["identical"], json!(true), "{report}");
-    assert!(out.status.success());
+    assert!(ok);
     // The alias now names the target index on the target cluster.
+    let (alias, dst) = (&m.names.alias, &m.names.dst);
     let target = cluster(target_url).await?;
     let aliases: Value = target.json(Method::Get, &format!("/_alias/{alias}"), &[], None).await?;
-    assert!(aliases.get(&dst).is_some(), "{alias} points at {dst} on the target: {aliases}");
-    delete_indices(source_url, target_url, &src, &dst).await
-}
-
-/// The shared servers have a shard limit: a passed test leaves nothing behind.
-async fn delete_indices(source_url: &str, target_url: &str, src: &str, dst: &str) -> anyhow::Result<()> {
-    cluster(source_url).await?.request(Method::Delete, &format!("/{src}"), &[], None).await?;
-    cluster(target_url).await?.request(Method::Delete, &format!("/{dst}"), &[], None).await?;
+    assert!(aliases.get(dst).is_some(), "{alias} points at {dst} on the target: {aliases}");
     Ok(())
 }
 
 /// Elasticsearch 7.17 and OpenSearch 3 have sliced point-in-time reads: a snapshot killed
 /// mid-way resumes each slice from its checkpoint instead of starting over on a fresh view.
 async fn snapshot_resumes_after_a_kill(source_url: &str, target_url: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let Names { src, dst, alias, topic, name } = Names::new("versions-kill");
-    let source = create_source(source_url, &src, &alias, &topic, 1, source_mappings()).await?;
+    let m = Scenario::new("versions-kill")
+        .from(source_url)
+        .to(target_url)
+        .partitions(1)
+        .recipe(|r| (r.slices, r.batch_size, r.throttle) = (2, 250, 1500))
+        .start()
+        .await?;
+    let (state, name, src, dst) = (&m.state, m.name(), &m.names.src, &m.names.dst);
     let docs = 6000;
     let mut body = String::new();
     for i in 0..docs {
         body.push_str(&format!("{{\"index\":{{\"_id\":\"d{i}\"}}}}\n{{\"id\":\"d{i}\",\"revision\":{i}}}\n"));
     }
     let path = format!("/{src}/_bulk");
+    let source = cluster(source_url).await?;
     let answer = source.request(Method::Post, &path, &[("refresh", "true")], Some(body.into())).await?;
     let answer: Value = serde_json::from_slice(&answer)?;
     assert_eq!(answer["errors"], json!(false), "the source documents are written");
 
-    let recipe = RecipeSpec {
-        slices: 2,
-        batch_size: 250,
-        throttle: 1500,
-        ..RecipeSpec::new(&name, source_url, target_url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let log = dir.path().join("snapshot.log");
-    let mut snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
+    m.init()?;
+    let log = m.file("snapshot.log");
+    let mut snapshot = spawn(m.cmd(&["snapshot", name]), &log)?;
     wait_for("the snapshot copies 1,500 documents", Duration::from_secs(60), || {
-        Ok((status(&state, &name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) >= 1500).then_some(()))
+        Ok((status(state, name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) >= 1500).then_some(()))
     })
     .await?;
     kill9(&mut snapshot)?;
-    let _snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
+    let _snapshot = spawn(m.cmd(&["snapshot", name]), &log)?;
     let s = wait_for("the snapshot to finish", Duration::from_secs(120), || {
-        let s = status(&state, &name)?;
+        let s = status(state, name)?;
         Ok((s["pairs"][0]["done"] == json!(true)).then_some(s))
     })
     .await
@@ -106,8 +83,8 @@ async fn snapshot_resumes_after_a_kill(source_url: &str, target_url: &str) -> an
     let pair = &s["pairs"][0];
     assert_eq!(pair["restarts"], json!(0), "resumed on the same point-in-time, not started over: {pair}");
     assert!(pair["resumes"].as_u64().unwrap_or(0) >= 1, "the kill was followed by a resume: {pair}");
-    assert_eq!(cluster(target_url).await?.count(&dst, true).await?, docs, "every document copied once");
-    delete_indices(source_url, target_url, &src, &dst).await
+    assert_eq!(cluster(target_url).await?.count(dst, true).await?, docs, "every document copied once");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]

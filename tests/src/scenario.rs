@@ -1,0 +1,347 @@
+//! The end-to-end tests' common path, written once: a source index behind its write alias
+//! and a topic, documents in it (a live load, or a few writes through the producer library),
+//! a recipe, `init`, `run`, caught up, `rollover`, `verify`. A test states how it differs
+//! ([`Scenario`]'s setters) and drives the steps ([`Migration`]'s methods) with its own
+//! assertions in between. What the migration made on the servers (its source and target
+//! indices and its topics) is deleted when the [`Migration`] is dropped, whether the test
+//! passed or failed, so that a run frees its shards as it goes.
+
+use crate::{
+    brokers, cluster, es8, indexferry, kafka, output, producer_config, run_ok, source_mappings, spawn, status,
+    terminate, wait_docs, wait_for, Load, Names, Proc, RecipeSpec,
+};
+use indexferry_common::es::Method;
+use indexferry_producer::Producer;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output};
+use std::time::Duration;
+
+/// How a test's recipe differs from [`RecipeSpec::new`]'s.
+type Tune = Box<dyn Fn(&mut RecipeSpec<'_>) + Send + Sync>;
+
+/// A live load: `initial` documents first, then `rate` writes/s, with more `load` arguments.
+struct LoadSpec {
+    initial: u64,
+    rate: u32,
+    args: Vec<String>,
+}
+
+/// A migration to set up: by default one index of Elasticsearch 8 into another of the same
+/// cluster, 2 shards behind a write alias, the test mappings, a topic of 3 partitions, no
+/// documents, and [`RecipeSpec::new`]'s recipe.
+pub struct Scenario {
+    prefix: String,
+    source_url: String,
+    target_url: String,
+    partitions: i32,
+    shards: u32,
+    mappings: Value,
+    alias: Value,
+    load: Option<LoadSpec>,
+    docs: Option<(usize, fn(usize) -> Value)>,
+    tune: Tune,
+}
+
+impl Scenario {
+    /// Names from `prefix` ([`Names::new`]).
+    pub fn new(prefix: &str) -> Scenario {
+        Scenario {
+            prefix: prefix.to_owned(),
+            source_url: es8(),
+            target_url: es8(),
+            partitions: 3,
+            shards: 2,
+            mappings: source_mappings(),
+            alias: json!({ "is_write_index": true }),
+            load: None,
+            docs: None,
+            tune: Box::new(|_| {}),
+        }
+    }
+
+    /// The source cluster (by default Elasticsearch 8); the target stays where it was set.
+    pub fn from(mut self, url: &str) -> Scenario {
+        if self.target_url == self.source_url {
+            self.target_url = url.to_owned();
+        }
+        self.source_url = url.to_owned();
+        self
+    }
+
+    /// The target cluster (by default the source's).
+    pub fn to(mut self, url: &str) -> Scenario {
+        self.target_url = url.to_owned();
+        self
+    }
+
+    pub fn partitions(mut self, partitions: i32) -> Scenario {
+        self.partitions = partitions;
+        self
+    }
+
+    /// The source index's primary shards.
+    pub fn shards(mut self, shards: u32) -> Scenario {
+        self.shards = shards;
+        self
+    }
+
+    /// The source index's mappings.
+    pub fn mappings(mut self, mappings: Value) -> Scenario {
+        self.mappings = mappings;
+        self
+    }
+
+    /// The alias's definition on the source index (filter, routing, write flag).
+    pub fn alias(mut self, definition: Value) -> Scenario {
+        self.alias = definition;
+        self
+    }
+
+    /// A live load through the alias (`indexferry-producer load`), running from the start:
+    /// `initial` documents, waited for, then `rate` writes/s.
+    pub fn load(self, initial: u64, rate: u32) -> Scenario {
+        self.load_with(initial, rate, &[])
+    }
+
+    /// [`Scenario::load`] with more `indexferry-producer load` arguments.
+    pub fn load_with(mut self, initial: u64, rate: u32, args: &[&str]) -> Scenario {
+        self.load = Some(LoadSpec { initial, rate, args: args.iter().map(|a| a.to_string()).collect() });
+        self
+    }
+
+    /// `n` documents `d0`, `d1`, ... written through the producer library before the
+    /// migration, each `body(i)`.
+    pub fn docs(mut self, n: usize, body: fn(usize) -> Value) -> Scenario {
+        self.docs = Some((n, body));
+        self
+    }
+
+    /// How the recipe differs from [`RecipeSpec::new`]'s.
+    pub fn recipe(mut self, tune: impl Fn(&mut RecipeSpec<'_>) + Send + Sync + 'static) -> Scenario {
+        self.tune = Box::new(tune);
+        self
+    }
+
+    /// The source index, its alias and topic, and the documents in it (the load started and
+    /// its first documents waited for); no recipe yet.
+    pub async fn start(self) -> anyhow::Result<Migration> {
+        let dir = tempfile::tempdir()?;
+        let mut m = Migration {
+            state: dir.path().join("state"),
+            dir,
+            names: Names::new(&self.prefix),
+            source_url: self.source_url,
+            target_url: self.target_url,
+            load: None,
+            run: None,
+            producer: None,
+            tune: self.tune,
+            made: vec![],
+        };
+        let Names { src, alias, topic, .. } = &m.names;
+        let body = json!({
+            "settings": { "index.number_of_shards": self.shards, "index.number_of_replicas": 0 },
+            "mappings": self.mappings,
+            "aliases": { alias: self.alias },
+        });
+        cluster(&m.source_url).await?.json::<Value>(Method::Put, &format!("/{src}"), &[], Some(&body)).await?;
+        indexferry_common::kafka::ensure_topic(&kafka(topic), topic, self.partitions).await?;
+        if let Some((n, body)) = self.docs {
+            let producer = m.producer().await?;
+            for i in 0..n {
+                producer.index(&format!("d{i}"), &body(i).to_string(), None).await?;
+            }
+            producer.flush(Duration::from_secs(10));
+        }
+        if let Some(l) = self.load {
+            let args: Vec<&str> = l.args.iter().map(String::as_str).collect();
+            let (url, Names { alias, topic, .. }) = (&m.source_url, &m.names);
+            m.load = Some(Load::start_with(m.dir.path(), url, alias, topic, l.initial, l.rate, &args)?);
+            wait_docs(&m.source_url, &m.names.src, l.initial).await?;
+        }
+        Ok(m)
+    }
+
+    /// [`Scenario::start`], then the recipe written and `init`.
+    pub async fn init(self) -> anyhow::Result<Migration> {
+        let m = self.start().await?;
+        m.init()?;
+        Ok(m)
+    }
+}
+
+/// A migration set up by a [`Scenario`]: its folder (recipe, state, logs), names and
+/// processes. Dropping it stops its processes and deletes what it made on the servers.
+pub struct Migration {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    pub names: Names,
+    pub source_url: String,
+    pub target_url: String,
+    load: Option<Load>,
+    run: Option<Proc>,
+    producer: Option<Producer>,
+    tune: Tune,
+    /// More indices to delete at the end: (cluster, index).
+    made: Vec<(String, String)>,
+}
+
+impl Migration {
+    /// The migration's name.
+    pub fn name(&self) -> &str {
+        &self.names.name
+    }
+
+    /// `indexferry migration <args>` on this migration's state folder.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        indexferry(&self.state, args)
+    }
+
+    /// A file of the migration's folder (`run.log`, `load.log`, ...).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the recipe into `dir`; its path.
+    pub fn recipe_in(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let Names { src, dst, alias, topic, name } = &self.names;
+        let mut spec = RecipeSpec::new(name, &self.source_url, &self.target_url, topic, src, dst, alias);
+        (self.tune)(&mut spec);
+        spec.write(dir)
+    }
+
+    /// Writes the recipe into the migration's folder and runs `init`; its output.
+    pub fn init(&self) -> anyhow::Result<String> {
+        let recipe = self.recipe_in(self.dir.path())?;
+        run_ok(self.cmd(&["init", recipe.to_str().unwrap_or_default()]))
+    }
+
+    /// The producer library on the source, writing through the alias (connected once).
+    pub async fn producer(&mut self) -> anyhow::Result<&Producer> {
+        if self.producer.is_none() {
+            let cfg = producer_config(&self.source_url, &self.names.topic, &self.names.alias);
+            self.producer = Some(Producer::connect(cfg).await?);
+        }
+        Ok(self.producer.as_ref().expect("connected above"))
+    }
+
+    /// The live load, taken to be stopped (`stop`, `report`) by the test.
+    pub fn load(&mut self) -> Load {
+        self.load.take().expect("the scenario has a load that was not taken yet")
+    }
+
+    /// Starts `run` with its output in `run.log`.
+    pub fn run(&mut self) -> anyhow::Result<()> {
+        self.run_with(&[])
+    }
+
+    /// [`Migration::run`] with more arguments (`--stay`, `--metrics-addr ...`).
+    pub fn run_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        let mut c = self.cmd(&["run", &self.names.name]);
+        c.args(args);
+        self.run = Some(spawn(c, &self.file("run.log"))?);
+        Ok(())
+    }
+
+    /// The running `run` process.
+    pub fn run_proc(&mut self) -> &mut Proc {
+        self.run.as_mut().expect("run was started")
+    }
+
+    /// Snapshot done and replay caught up, per `status --json`; if not within `limit`, `run`
+    /// is stopped and its log printed.
+    pub async fn wait_caught_up(&mut self, limit: Duration) -> anyhow::Result<Value> {
+        let caught = crate::wait_caught_up(&self.state, &self.names.name, limit).await;
+        if caught.is_err() {
+            if let Some(run) = self.run.as_mut() {
+                let _ = terminate(run);
+            }
+            eprintln!("{}", std::fs::read_to_string(self.file("run.log")).unwrap_or_default());
+        }
+        caught
+    }
+
+    /// `rollover`, which must succeed; its output.
+    pub fn rollover(&self) -> anyhow::Result<String> {
+        run_ok(self.cmd(&["rollover", &self.names.name]))
+    }
+
+    /// `run` exits by itself once rolled over (within 30 s); its exit status.
+    pub async fn wait_run_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        let run = self.run_proc();
+        wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> anyhow::Result<Value> {
+        status(&self.state, &self.names.name)
+    }
+
+    /// `verify --json`: its report, and whether it exited 0.
+    pub fn verify(&self) -> anyhow::Result<(Value, bool)> {
+        let out = output(self.cmd(&["verify", &self.names.name, "--json"]))?;
+        Ok((json_report("verify", &out)?, out.status.success()))
+    }
+
+    /// Deletes `index` on `url` too when the migration is dropped.
+    pub fn also_delete(&mut self, url: &str, index: &str) {
+        self.made.push((url.to_owned(), index.to_owned()));
+    }
+}
+
+/// The JSON report a command printed, or an error with what it said instead.
+pub fn json_report(what: &str, out: &Output) -> anyhow::Result<Value> {
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("{what} printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+impl Drop for Migration {
+    fn drop(&mut self) {
+        // Its processes first: a load or a worker would write the indices again.
+        drop(self.run.take());
+        drop(self.load.take());
+        let Names { src, dst, topic, .. } = &self.names;
+        let mut indices = vec![(self.source_url.clone(), src.clone()), (self.target_url.clone(), dst.clone())];
+        indices.append(&mut self.made);
+        let topics = vec![topic.clone(), format!("{topic}.deadletter")];
+        // Drop cannot await, and may run inside the test's runtime: a thread of its own with
+        // a runtime of its own, joined, so that the deletion is done when the test ends.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(delete_made(&indices, &topics));
+            anyhow::Ok(())
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!("could not delete {src} and {dst}: dev/test sweeps them at the end of the run");
+        }
+    }
+}
+
+/// Deletes the indices (cluster, index) and the topics, each if it exists.
+async fn delete_made(indices: &[(String, String)], topics: &[String]) {
+    for (url, index) in indices {
+        if let Ok(c) = cluster(url).await {
+            let _ = c.request(Method::Delete, &format!("/{index}"), &[("ignore_unavailable", "true")], None).await;
+        }
+    }
+    let _ = delete_topics(topics).await;
+}
+
+/// Deletes Kafka topics; one that does not exist is no error.
+pub async fn delete_topics(topics: &[String]) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create()?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&names, &options).await? {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, e)) => anyhow::bail!("cannot delete the topic {topic}: {e}"),
+        }
+    }
+    Ok(())
+}
