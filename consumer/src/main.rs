@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Parser)]
 #[command(
@@ -296,7 +297,31 @@ enum Worker {
     Consume { until_caught_up: bool, replay: replay::Options },
 }
 
+/// The span every line a command logs is in: the migration it works on and the command
+/// (`init` opens its own once it has read the recipe's name).
+fn command_span(command: &Command) -> tracing::Span {
+    let (name, command) = match command {
+        Command::Init { .. } | Command::List { .. } => return tracing::Span::none(),
+        Command::Run { name, .. } => (name, "run"),
+        Command::Snapshot { name, .. } => (name, "snapshot"),
+        Command::Consume { name, .. } => (name, "consume"),
+        Command::Status { name, .. } => (name, "status"),
+        Command::Deadletters { name, .. } => (name, "deadletters"),
+        Command::Rollover { name, .. } => (name, "rollover"),
+        Command::Verify { name, .. } => (name, "verify"),
+        Command::Reconcile { name, .. } => (name, "reconcile"),
+        Command::Add { name, .. } => (name, "add"),
+        Command::Cancel { name, .. } => (name, "cancel"),
+    };
+    tracing::info_span!("migration", migration = %name, command)
+}
+
 async fn execute(command: Command) -> anyhow::Result<bool> {
+    let span = command_span(&command);
+    execute_command(command).instrument(span).await
+}
+
+async fn execute_command(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Init { recipe, global } => init::init(&global.common(), &recipe).await.map(|_| true),
         Command::Run { name, throttle, replay, stay, global, metrics } => {
@@ -434,8 +459,8 @@ async fn work_on(which: Worker, name: &str, common: &Common) -> anyhow::Result<b
             replay::run_until_caught_up(ctx, cancel, opts).await?
         }
         Worker::Run { replay: opts, .. } => {
-            let snap = tokio::spawn(snapshot::run(ctx.clone(), cancel.clone()));
-            let consume = tokio::spawn(replay::run(ctx.clone(), cancel.clone(), None, opts));
+            let snap = tokio::spawn(snapshot::run(ctx.clone(), cancel.clone()).in_current_span());
+            let consume = tokio::spawn(replay::run(ctx.clone(), cancel.clone(), None, opts).in_current_span());
             // The snapshot ends first; the consumer runs on until rollover or a signal.
             let snap_result = snap.await?;
             if let Err(e) = snap_result {

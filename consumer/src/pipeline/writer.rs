@@ -75,109 +75,25 @@ impl Writer {
     }
 
     pub async fn write(&self, docs: &[Doc]) -> Result<Vec<Final>, Cancelled> {
-        let mut outcomes: Vec<Option<Final>> = vec![None; docs.len()];
+        let mut batch = Batch {
+            docs,
+            outcomes: vec![None; docs.len()],
+            chunk: docs.len().clamp(1, self.request_docs),
+            unreachable_since: None,
+        };
         let mut pending: Vec<usize> = (0..docs.len()).collect();
-        // Items per request; halved when the target says the request is too large.
-        let mut chunk = docs.len().clamp(1, self.request_docs);
         let mut backoff = Backoff::standard(None);
-        let mut unreachable_since: Option<Instant> = None;
         while !pending.is_empty() {
-            let mut retry = Vec::new();
-            let mut need_backoff = false;
-            // The first item refused for now (busy, or its index closed or missing): said once a round.
-            let mut item_retry: Option<(&str, String)> = None;
             // The parts of a batch are sent at once: the target indexes them in parallel.
-            let parts: Vec<&[usize]> = pending.chunks(chunk).collect();
-            let sends = parts.iter().map(|part| {
-                let mut body = BodyBuilder::with_capacity(part.len() * 1200);
-                for &i in *part {
-                    let d = &docs[i];
-                    body.push(&Action {
-                        index: &d.index,
-                        id: &d.id,
-                        version: d.version,
-                        version_type: d.version_type,
-                        routing: d.routing.as_deref(),
-                        source: d.source.as_deref().map(RawValue::get),
-                    });
-                }
-                self.send(body.finish())
-            });
-            let answers = futures::future::join_all(sends).await;
+            let parts: Vec<&[usize]> = pending.chunks(batch.chunk).collect();
+            let answers = futures::future::join_all(parts.iter().map(|part| self.send(body(docs, part)))).await;
+            let mut round = Round::default();
             for (part, answer) in parts.into_iter().zip(answers) {
-                match answer {
-                    Ok(items) if items.len() == part.len() => {
-                        unreachable_since = None;
-                        for (&i, outcome) in part.iter().zip(items) {
-                            match outcome {
-                                Outcome::Applied => outcomes[i] = Some(Final::Applied),
-                                Outcome::Stale => outcomes[i] = Some(Final::Stale),
-                                Outcome::Rejected(r) => outcomes[i] = Some(Final::Rejected(r)),
-                                Outcome::Retry(reason) => {
-                                    tracing::debug!(phase = self.phase, id = %docs[i].id, %reason, "item will be retried");
-                                    item_retry.get_or_insert((docs[i].index.as_str(), reason));
-                                    retry.push(i);
-                                    need_backoff = true;
-                                }
-                            }
-                        }
-                    }
-                    Ok(items) => {
-                        tracing::warn!(
-                            phase = self.phase,
-                            sent = part.len(),
-                            got = items.len(),
-                            "bulk answer has the wrong number of items; resending"
-                        );
-                        retry.extend_from_slice(part);
-                        need_backoff = true;
-                    }
-                    Err(SendError::TooLarge) if part.len() == 1 => {
-                        outcomes[part[0]] = Some(Final::Rejected(
-                            "document too large: the target refused the request (413 request entity too large)".into(),
-                        ));
-                    }
-                    Err(SendError::TooLarge) => {
-                        chunk = (part.len() / 2).max(1);
-                        retry.extend_from_slice(part);
-                    }
-                    Err(SendError::Busy(reason)) => {
-                        // It answered: busy is not unreachable.
-                        unreachable_since = None;
-                        tracing::warn!(phase = self.phase, %reason, "the target is busy; retrying");
-                        retry.extend_from_slice(part);
-                        need_backoff = true;
-                    }
-                    Err(SendError::Failing { reason, refused }) => {
-                        crate::runtime::health::failing(self.cluster.role(), &reason);
-                        let since = *unreachable_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= self.cluster.unreachable_timeout() {
-                            let why = format!(
-                                "the {} cluster {} for {}: {reason}",
-                                self.cluster.role(),
-                                if refused { "refused every request" } else { "did not answer" },
-                                humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
-                            );
-                            if let Ok(mut g) = self.gave_up.lock() {
-                                g.get_or_insert(why);
-                            }
-                            self.cancel.cancel();
-                            return Err(Cancelled);
-                        }
-                        tracing::warn!(phase = self.phase, %reason, "bulk request failed; retrying");
-                        retry.extend_from_slice(part);
-                        need_backoff = true;
-                    }
-                    Err(SendError::Final(reason)) => {
-                        for &i in part {
-                            outcomes[i] = Some(Final::Rejected(reason.clone()));
-                        }
-                    }
-                }
+                self.judge(&mut batch, &mut round, part, answer)?;
             }
-            pending = retry;
-            self.report_item_retries(item_retry, pending.len());
-            if need_backoff {
+            pending = round.retry;
+            self.report_item_retries(round.item_retry, pending.len());
+            if round.backoff {
                 indexferry_common::metrics::retry(self.cluster.role(), self.phase);
                 let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
                 tokio::select! {
@@ -186,7 +102,95 @@ impl Writer {
                 }
             }
         }
-        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Final::Rejected("no outcome".into()))).collect())
+        Ok(batch.outcomes.into_iter().map(|o| o.unwrap_or(Final::Rejected("no outcome".into()))).collect())
+    }
+
+    /// What the target's answer to one part of a round says of its items: final outcomes go
+    /// into the batch, items to send again into the round. `Err` once the target has failed
+    /// for longer than its `unreachable_timeout`: the writer gives up and cancels its worker.
+    fn judge<'d>(
+        &self,
+        batch: &mut Batch<'d>,
+        round: &mut Round<'d>,
+        part: &[usize],
+        answer: Result<Vec<Outcome>, SendError>,
+    ) -> Result<(), Cancelled> {
+        let docs = batch.docs;
+        match answer {
+            Ok(items) if items.len() == part.len() => {
+                batch.unreachable_since = None;
+                for (&i, outcome) in part.iter().zip(items) {
+                    match outcome {
+                        Outcome::Applied => batch.outcomes[i] = Some(Final::Applied),
+                        Outcome::Stale => batch.outcomes[i] = Some(Final::Stale),
+                        Outcome::Rejected(r) => batch.outcomes[i] = Some(Final::Rejected(r)),
+                        Outcome::Retry(reason) => {
+                            tracing::debug!(phase = self.phase, id = %docs[i].id, %reason, "item will be retried");
+                            round.item_retry.get_or_insert((docs[i].index.as_str(), reason));
+                            round.again(&[i], true);
+                        }
+                    }
+                }
+            }
+            Ok(items) => {
+                tracing::warn!(
+                    phase = self.phase,
+                    sent = part.len(),
+                    got = items.len(),
+                    "bulk answer has the wrong number of items; resending"
+                );
+                round.again(part, true);
+            }
+            Err(SendError::TooLarge) if part.len() == 1 => {
+                batch.outcomes[part[0]] = Some(Final::Rejected(
+                    "document too large: the target refused the request (413 request entity too large)".into(),
+                ));
+            }
+            Err(SendError::TooLarge) => {
+                // Items per request, halved when the target says the request is too large.
+                batch.chunk = (part.len() / 2).max(1);
+                round.again(part, false);
+            }
+            Err(SendError::Busy(reason)) => {
+                // It answered: busy is not unreachable.
+                batch.unreachable_since = None;
+                tracing::warn!(phase = self.phase, %reason, "the target is busy; retrying");
+                round.again(part, true);
+            }
+            Err(SendError::Failing { reason, refused }) => {
+                self.failing(&mut batch.unreachable_since, &reason, refused)?;
+                round.again(part, true);
+            }
+            Err(SendError::Final(reason)) => {
+                for &i in part {
+                    batch.outcomes[i] = Some(Final::Rejected(reason.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A request the target did not answer or refused whole: retried, until it has been so
+    /// for the cluster's `unreachable_timeout`; then the writer gives up, says why, and
+    /// cancels its worker.
+    fn failing(&self, since: &mut Option<Instant>, reason: &str, refused: bool) -> Result<(), Cancelled> {
+        crate::runtime::health::failing(self.cluster.role(), reason);
+        let since = *since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.cluster.unreachable_timeout() {
+            let why = format!(
+                "the {} cluster {} for {}: {reason}",
+                self.cluster.role(),
+                if refused { "refused every request" } else { "did not answer" },
+                humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+            );
+            if let Ok(mut g) = self.gave_up.lock() {
+                g.get_or_insert(why);
+            }
+            self.cancel.cancel();
+            return Err(Cancelled);
+        }
+        tracing::warn!(phase = self.phase, %reason, "bulk request failed; retrying");
+        Ok(())
     }
 
     /// Items the target refused for now keep the batch (and the worker) waiting: the log and
@@ -223,6 +227,52 @@ impl Writer {
             Err(e) => Err(SendError::Final(e.to_string())),
         }
     }
+}
+
+/// One call of [`Writer::write`]: each item's outcome once final, and what carries from one
+/// round of requests to the next.
+struct Batch<'d> {
+    docs: &'d [Doc],
+    outcomes: Vec<Option<Final>>,
+    /// Items per request; halved when the target says the request is too large.
+    chunk: usize,
+    /// Since when the target has failed every request (none while it answers).
+    unreachable_since: Option<Instant>,
+}
+
+/// What one round of requests leaves for the next.
+#[derive(Default)]
+struct Round<'d> {
+    /// The items to send again.
+    retry: Vec<usize>,
+    /// Whether to wait (with backoff) before the next round.
+    backoff: bool,
+    /// The first item refused for now (busy, or its index closed or missing): said once a round.
+    item_retry: Option<(&'d str, String)>,
+}
+
+impl Round<'_> {
+    fn again(&mut self, items: &[usize], backoff: bool) {
+        self.retry.extend_from_slice(items);
+        self.backoff |= backoff;
+    }
+}
+
+/// The `_bulk` body of the items `part` of `docs`.
+fn body(docs: &[Doc], part: &[usize]) -> Bytes {
+    let mut body = BodyBuilder::with_capacity(part.len() * 1200);
+    for &i in part {
+        let d = &docs[i];
+        body.push(&Action {
+            index: &d.index,
+            id: &d.id,
+            version: d.version,
+            version_type: d.version_type,
+            routing: d.routing.as_deref(),
+            source: d.source.as_deref().map(RawValue::get),
+        });
+    }
+    body.finish()
 }
 
 enum SendError {

@@ -4,33 +4,37 @@
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How often a worker reads the migration's state: under the shortest write pause (the
 /// default grace alone is 500 ms), so that its state gauge shows `rolling_over`.
 pub const STATE_POLL: Duration = Duration::from_millis(400);
 
 pub fn install(cancel: CancellationToken) {
-    tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-            return;
-        };
-        let mut signals = 0;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            signals += 1;
-            if signals == 1 {
-                tracing::info!(
-                    "stopping: finishing the current batches and saving checkpoints (signal again to exit now)"
-                );
-                cancel.cancel();
-            } else {
-                std::process::exit(130);
+    tokio::spawn(
+        async move {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            let mut signals = 0;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                signals += 1;
+                if signals == 1 {
+                    tracing::info!(
+                        "stopping: finishing the current batches and saving checkpoints (signal again to exit now)"
+                    );
+                    cancel.cancel();
+                } else {
+                    std::process::exit(130);
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
 }
 
 /// Cancels `cancel` once the migration is rolled over or its state is removed (cancel), or
@@ -39,34 +43,37 @@ pub fn install(cancel: CancellationToken) {
 /// every [`STATE_POLL`], and sets the state and rollover-pause gauges from it (see `gauges`).
 pub fn watch_state(dir: crate::state::StateDir, cancel: CancellationToken) {
     let started = chrono::Utc::now();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(STATE_POLL);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let stop = match tokio::task::spawn_blocking({
-                let dir = dir.clone();
-                move || (dir.load_migration(), stop_requested(&dir, started))
-            })
-            .await
-            {
-                Ok((_, true)) => Some("cancel asked the workers to stop"),
-                Ok((Ok(m), false)) => {
-                    crate::runtime::gauges::follow(&m);
-                    (m.state == crate::state::State::RolledOver).then_some("migration rolled over")
+    tokio::spawn(
+        async move {
+            let mut tick = tokio::time::interval(STATE_POLL);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
                 }
-                Ok((Err(crate::state::StateError::NotFound { .. }), false)) => Some("migration cancelled"),
-                _ => None,
-            };
-            if let Some(why) = stop {
-                tracing::info!("{why}: stopping");
-                cancel.cancel();
-                return;
+                let stop = match tokio::task::spawn_blocking({
+                    let dir = dir.clone();
+                    move || (dir.load_migration(), stop_requested(&dir, started))
+                })
+                .await
+                {
+                    Ok((_, true)) => Some("cancel asked the workers to stop"),
+                    Ok((Ok(m), false)) => {
+                        crate::runtime::gauges::follow(&m);
+                        (m.state == crate::state::State::RolledOver).then_some("migration rolled over")
+                    }
+                    Ok((Err(crate::state::StateError::NotFound { .. }), false)) => Some("migration cancelled"),
+                    _ => None,
+                };
+                if let Some(why) = stop {
+                    tracing::info!("{why}: stopping");
+                    cancel.cancel();
+                    return;
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
 }
 
 /// Whether `cancel` asked the workers to stop since `started` (a request older than this

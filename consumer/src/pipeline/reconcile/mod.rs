@@ -47,6 +47,7 @@ use spill::{Cursor, Difference, Spill};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 const PAGE: usize = 1000;
 
@@ -218,13 +219,23 @@ pub(crate) async fn full(
     let mut rechecks = rechecks(ctx, &last)?;
     let mut gap_docs = gap_docs(ctx, &last)?;
     for p in &ctx.migration.pairs {
-        refuses_writes(&ctx.target, &p.target).await?;
-        let max_seq_no = changed::shard_max_seq_no(&ctx.source, &p.source).await?;
-        let report = compare(ctx, &writer, write_limit, &p.source, &p.target, samples).await?;
-        let mut pair = Pair { ctx, writer: &writer, write_limit, report };
-        pair.recheck(rechecks.remove(&p.target).unwrap_or_default()).await?;
-        pair.gap_docs(gap_docs.remove(&p.target).unwrap_or_default()).await?;
-        pairs.push(pair.report);
+        let (rechecks, gap_docs) =
+            (rechecks.remove(&p.target).unwrap_or_default(), gap_docs.remove(&p.target).unwrap_or_default());
+        let span = tracing::info_span!("reconcile_pass", pass = "full", pair = %p.source);
+        let (report, max_seq_no) = async {
+            refuses_writes(&ctx.target, &p.target).await?;
+            let max_seq_no = changed::shard_max_seq_no(&ctx.source, &p.source).await?;
+            let report = compare(ctx, &writer, write_limit, &p.source, &p.target, samples).await?;
+            let mut pair = Pair { ctx, writer: &writer, write_limit, report };
+            pair.recheck(rechecks).await?;
+            pair.gap_docs(gap_docs).await?;
+            let counts = &pair.report.counts;
+            tracing::info!(source_docs = pair.report.source_docs, ?counts, "pair compared");
+            anyhow::Ok((pair.report, max_seq_no))
+        }
+        .instrument(span)
+        .await?;
+        pairs.push(report);
         marks.push(max_seq_no);
     }
     let report = Report::new(pairs, started);
@@ -266,7 +277,8 @@ pub(crate) async fn narrow(
         marks.push(changed::shard_max_seq_no(&ctx.source, &p.source).await?);
     }
     let recheck_from = replay_positions(ctx)?;
-    let report = changed_since(ctx, before, write_limit).await?;
+    let span = tracing::info_span!("reconcile_pass", pass = "changed");
+    let report = changed_since(ctx, before, write_limit).instrument(span).await?;
     let mut next = before.clone();
     for (pair, max_seq_no) in next.pairs.iter_mut().zip(marks) {
         pair.max_seq_no = max_seq_no;
@@ -295,7 +307,8 @@ pub(crate) async fn compare_pair(
     target: &str,
 ) -> anyhow::Result<PairReport> {
     let writer = Writer::new(ctx.target.clone(), "reconcile", CancellationToken::new());
-    compare(ctx, &writer, write_limit, source, target, 10).await
+    let span = tracing::info_span!("reconcile_pass", pass = "pair", pair = %source);
+    compare(ctx, &writer, write_limit, source, target, 10).instrument(span).await
 }
 
 /// Both lists, each document once.

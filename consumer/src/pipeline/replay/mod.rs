@@ -18,7 +18,7 @@ use anyhow::{bail, Context as _};
 use batch::{Batch, Outcome};
 use chrono::Utc;
 use futures::stream::{FuturesOrdered, StreamExt};
-use indexferry_common::config::ReplayConfig;
+use indexferry_common::config::{Recipe, ReplayConfig};
 use indexferry_common::kafka::{kafka_consumer_config, Offsets, Watermarks};
 use indexferry_common::metrics::EVENTS;
 use indexferry_common::retry::Backoff;
@@ -53,9 +53,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = ctx.dir.open(Db::Replay)?;
     let _pid = PidGuard::create(&ctx.dir, "consume")?;
-    while let Some(again) = run_once(&ctx, &store, &cancel, applied.as_ref(), options).await? {
+    let span = tracing::info_span!("replay");
+    while let Some(again) = run_once(&ctx, &store, &cancel, applied.as_ref(), options).instrument(span.clone()).await? {
         if again == Again::PairAdded {
             ctx = Arc::new(ctx.reloaded()?);
+            let _in = span.enter();
             tracing::info!(pairs = ctx.migration.pairs.len(), "a pair was added to the migration: replaying with it");
         }
     }
@@ -113,70 +115,18 @@ async fn run_once(
     let recipe = &ctx.recipe;
     let topic = recipe.kafka.topic.clone();
     let mut cp: ReplayCheckpoint = store.get(REPLAY_KEY)?.unwrap_or_default();
-    // The events of a pair added since were ignored as outside the migration: back to the
-    // offsets `add` recorded before its snapshot, once (stale copies of the others are no-ops).
-    if cp.rewind_for_added(&ctx.migration.pairs, &ctx.migration.start_offsets) {
-        tracing::info!(partitions = ?cp.partitions, "going back for the events of an added pair");
-        store.put(REPLAY_KEY, &cp)?;
-        store.flush()?;
-    }
-    let Some(marks) = watermarks_at_start(ctx, &cancel).await else {
+    let Some(positions) = start_positions(ctx, store, &mut cp, &cancel, options).await? else {
         return Ok(added(outer, &cancel).then_some(Again::PairAdded));
     };
-    let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
-    if !losses.is_empty() {
-        if !options.accept_lost_events {
-            bail!("{}", loss::describe(&topic, &losses));
-        }
-        tracing::warn!(lost = ?losses, "events lost before they were replayed: skipped, as --accept-lost-events says");
-        loss::accept(&mut cp, &losses);
-        store.put(REPLAY_KEY, &cp)?;
-        store.flush()?;
-    }
-    let positions = cp.positions(&ctx.migration.start_offsets, marks.keys().copied());
-
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        kafka_consumer_config(&recipe.kafka, &recipe.group_id())
-            .create()
-            .context("cannot create the kafka consumer")?,
-    );
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in &positions {
-        tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))?;
-    }
-    consumer.assign(&tpl).context("cannot assign partitions")?;
-    tracing::info!(%topic, positions = ?positions, "replaying");
-
+    let consumer = assign(recipe, &positions)?;
     let writer = Writer::new(ctx.target.clone(), "replay", cancel.clone());
     let dead_letters = DeadLetters::new(recipe, cancel.clone())?;
-    let (positions_tx, positions_rx) = watch::channel(cp.partitions.clone());
-    let (ends_tx, ends_rx) = watch::channel(Offsets::new());
-    let follower = topic::follow(
-        consumer.clone(),
-        topic.clone(),
-        ctx.migration.start_offsets.clone(),
-        positions.keys().copied().collect(),
-        cancel.clone(),
-        positions_rx,
-        ends_tx,
-    );
+    let Feeds { follower, cutter, mut batches, positions_tx, stop } =
+        Feeds::start(ctx, &consumer, &positions, &cp, &cancel);
     if let Some(tx) = applied {
         let _ = tx.send(positions.clone());
     }
-
-    // Batches are cut by a task of their own, so that cutting never drops a received
-    // message; up to `in_flight` of them are written at once and checkpointed in order.
     let cfg = &recipe.replay;
-    let (batches_tx, mut batches) = tokio::sync::mpsc::channel::<Cut>(cfg.in_flight);
-    let stop = Arc::new(Mutex::new(None));
-    let cutter = tokio::spawn(cut_batches(
-        consumer.clone(),
-        cfg.clone(),
-        cancel.clone(),
-        Watch { assigned: positions.clone(), ends: ends_rx },
-        batches_tx,
-        stop.clone(),
-    ));
     let mut inflight = FuturesOrdered::new();
     let (writer, dead_letters) = (&writer, &dead_letters);
     // Once the cutter has stopped, the batches it cut are still written and checkpointed.
@@ -192,20 +142,7 @@ async fn run_once(
                     Ok(o) => o,
                     Err(_) => break, // cancelled mid-batch: not checkpointed, replayed next time
                 };
-                record(&mut cp, &outcome, &cut);
-                // Checkpoint, tombstones, rechecks and gap notices in one atomic write.
-                let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
-                entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&cp)?));
-                for (key, t) in newest_tombstones(store, &outcome.tombstones)? {
-                    entries.push((key.to_owned(), serde_json::to_value(t)?));
-                }
-                for (key, r) in &outcome.rechecks {
-                    entries.push((key.clone(), serde_json::to_value(r)?));
-                }
-                for (key, g) in &outcome.gaps {
-                    entries.push((key.clone(), serde_json::to_value(g)?));
-                }
-                store.put_all(&entries)?;
+                checkpoint(store, &mut cp, &outcome, &cut)?;
                 mirror_commit(&consumer, &topic, &cp);
                 let _ = positions_tx.send(cp.partitions.clone());
                 if let Some(tx) = applied {
@@ -233,19 +170,8 @@ async fn run_once(
     store.flush()?;
     mirror_commit(&consumer, &topic, &cp);
     indexferry_common::kafka::abandon(consumer);
-    let again = match stop.lock().ok().and_then(|mut f| f.take()) {
-        Some(Stop::Fatal(reason)) => {
-            cancel.cancel();
-            return Err(explain_fatal(ctx, &cp, reason).await);
-        }
-        Some(Stop::Stalled(behind)) if !cancel.is_cancelled() => {
-            let why = format!("nothing received for {:?} while {behind}", cfg.stall_timeout);
-            crate::runtime::health::failing("kafka", &why);
-            tracing::warn!(reason = %why, "the kafka consumer has stalled; making it again");
-            Some(Again::Stalled)
-        }
-        _ => added(outer, &cancel).then_some(Again::PairAdded),
-    };
+    let stopped = stop.lock().ok().and_then(|mut f| f.take());
+    let again = why_stopped(ctx, &cp, stopped, outer, &cancel).await?;
     tracing::info!(
         applied = cp.applied,
         stale = cp.stale,
@@ -255,6 +181,139 @@ async fn run_once(
     );
     writer.check()?;
     Ok(again)
+}
+
+/// The tasks that feed a replay: the follower, which reads the topic's end offsets (for the
+/// lag and the stall watch) and keeps the partition count in view, and the cutter, which cuts
+/// received messages into batches on a task of its own, so that cutting never drops a
+/// received message. Up to `in_flight` batches are then written at once and checkpointed in
+/// order.
+struct Feeds {
+    follower: tokio::task::JoinHandle<()>,
+    cutter: tokio::task::JoinHandle<()>,
+    batches: tokio::sync::mpsc::Receiver<Cut>,
+    /// The checkpointed partitions, for the follower.s lag.
+    positions_tx: watch::Sender<BTreeMap<i32, PartitionCheckpoint>>,
+    /// Why the cutter stopped on its own, once it has.
+    stop: Arc<Mutex<Option<Stop>>>,
+}
+
+impl Feeds {
+    fn start(
+        ctx: &Ctx,
+        consumer: &Arc<StreamConsumer>,
+        positions: &Offsets,
+        cp: &ReplayCheckpoint,
+        cancel: &CancellationToken,
+    ) -> Feeds {
+        let (positions_tx, positions_rx) = watch::channel(cp.partitions.clone());
+        let (ends_tx, ends_rx) = watch::channel(Offsets::new());
+        let follower = topic::follow(
+            consumer.clone(),
+            ctx.recipe.kafka.topic.clone(),
+            ctx.migration.start_offsets.clone(),
+            positions.keys().copied().collect(),
+            cancel.clone(),
+            positions_rx,
+            ends_tx,
+        );
+        let cfg = &ctx.recipe.replay;
+        let (batches_tx, batches) = tokio::sync::mpsc::channel::<Cut>(cfg.in_flight);
+        let stop = Arc::new(Mutex::new(None));
+        let watch = Watch { assigned: positions.clone(), ends: ends_rx };
+        let cutter = cut_batches(consumer.clone(), cfg.clone(), cancel.clone(), watch, batches_tx, stop.clone());
+        let cutter = tokio::spawn(cutter.in_current_span());
+        Feeds { follower, cutter, batches, positions_tx, stop }
+    }
+}
+
+/// Where each partition is replayed from: the checkpoint, or the offsets `init` recorded;
+/// `None` when cancelled before Kafka answered. Goes back once for the events of a pair
+/// `add`ed since (they were ignored as outside the migration; stale copies of the others are
+/// no-ops), and refuses to go on past events deleted before they were replayed unless
+/// `--accept-lost-events` says so.
+async fn start_positions(
+    ctx: &Ctx,
+    store: &Store,
+    cp: &mut ReplayCheckpoint,
+    cancel: &CancellationToken,
+    options: Options,
+) -> anyhow::Result<Option<Offsets>> {
+    if cp.rewind_for_added(&ctx.migration.pairs, &ctx.migration.start_offsets) {
+        tracing::info!(partitions = ?cp.partitions, "going back for the events of an added pair");
+        store.put(REPLAY_KEY, &*cp)?;
+        store.flush()?;
+    }
+    let Some(marks) = watermarks_at_start(ctx, cancel).await else { return Ok(None) };
+    let losses = loss::find(&cp.positions(&ctx.migration.start_offsets, marks.keys().copied()), &marks);
+    if !losses.is_empty() {
+        if !options.accept_lost_events {
+            bail!("{}", loss::describe(&ctx.recipe.kafka.topic, &losses));
+        }
+        tracing::warn!(lost = ?losses, "events lost before they were replayed: skipped, as --accept-lost-events says");
+        loss::accept(cp, &losses);
+        store.put(REPLAY_KEY, &*cp)?;
+        store.flush()?;
+    }
+    Ok(Some(cp.positions(&ctx.migration.start_offsets, marks.keys().copied())))
+}
+
+/// A Kafka consumer with the topic's partitions assigned by hand at `positions`.
+fn assign(recipe: &Recipe, positions: &Offsets) -> anyhow::Result<Arc<StreamConsumer>> {
+    let topic = &recipe.kafka.topic;
+    let consumer: StreamConsumer = kafka_consumer_config(&recipe.kafka, &recipe.group_id())
+        .create()
+        .context("cannot create the kafka consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in positions {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+    }
+    consumer.assign(&tpl).context("cannot assign partitions")?;
+    tracing::info!(%topic, positions = ?positions, "replaying");
+    Ok(Arc::new(consumer))
+}
+
+/// Records a written batch: the checkpoint, the tombstones of its deletes, its rechecks and
+/// gap notices, in one atomic write.
+fn checkpoint(store: &Store, cp: &mut ReplayCheckpoint, outcome: &Outcome, cut: &Cut) -> anyhow::Result<()> {
+    record(cp, outcome, cut);
+    let mut entries: Vec<(String, serde_json::Value)> = Vec::with_capacity(outcome.tombstones.len() + 1);
+    entries.push((REPLAY_KEY.to_owned(), serde_json::to_value(&*cp)?));
+    for (key, t) in newest_tombstones(store, &outcome.tombstones)? {
+        entries.push((key.to_owned(), serde_json::to_value(t)?));
+    }
+    for (key, r) in &outcome.rechecks {
+        entries.push((key.clone(), serde_json::to_value(r)?));
+    }
+    for (key, g) in &outcome.gaps {
+        entries.push((key.clone(), serde_json::to_value(g)?));
+    }
+    store.put_all(&entries)?;
+    Ok(())
+}
+
+/// What follows a stopped replay: an error when the cutter met one it cannot mend, a fresh
+/// consumer when it stalled, a reload when a pair was added, or nothing (cancelled).
+async fn why_stopped(
+    ctx: &Ctx,
+    cp: &ReplayCheckpoint,
+    stopped: Option<Stop>,
+    outer: &CancellationToken,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Again>> {
+    match stopped {
+        Some(Stop::Fatal(reason)) => {
+            cancel.cancel();
+            Err(explain_fatal(ctx, cp, reason).await)
+        }
+        Some(Stop::Stalled(behind)) if !cancel.is_cancelled() => {
+            let why = format!("nothing received for {:?} while {behind}", ctx.recipe.replay.stall_timeout);
+            crate::runtime::health::failing("kafka", &why);
+            tracing::warn!(reason = %why, "the kafka consumer has stalled; making it again");
+            Ok(Some(Again::Stalled))
+        }
+        _ => Ok(added(outer, cancel).then_some(Again::PairAdded)),
+    }
 }
 
 /// The replay's own token was cancelled by a pair being added, not by the caller.
@@ -268,13 +327,16 @@ pub async fn run_until_caught_up(ctx: Arc<Ctx>, cancel: CancellationToken, optio
     let end = crate::runtime::context::end_offsets(&ctx.recipe, Duration::from_secs(30)).await?;
     let (tx, mut rx) = watch::channel(Offsets::default());
     let stop = cancel.clone();
-    tokio::spawn(async move {
-        let caught_up = |at: &Offsets| end.iter().all(|(p, o)| at.get(p).copied().unwrap_or(0) >= *o);
-        if rx.wait_for(caught_up).await.is_ok() {
-            tracing::info!("caught up with the end offsets read at start; stopping");
-            stop.cancel();
+    tokio::spawn(
+        async move {
+            let caught_up = |at: &Offsets| end.iter().all(|(p, o)| at.get(p).copied().unwrap_or(0) >= *o);
+            if rx.wait_for(caught_up).await.is_ok() {
+                tracing::info!("caught up with the end offsets read at start; stopping");
+                stop.cancel();
+            }
         }
-    });
+        .in_current_span(),
+    );
     run(ctx, cancel, Some(tx), options).await
 }
 

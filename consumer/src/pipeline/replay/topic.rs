@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How often the partition list and the lag gauges are refreshed from the broker.
 const INTERVAL: Duration = Duration::from_secs(5);
@@ -57,7 +58,7 @@ pub(super) fn follow(
             let cp = ReplayCheckpoint { partitions: checkpoints.borrow().clone(), ..Default::default() };
             report_lag(&cp.positions(&start, marks.keys().copied()), &cp.partitions, &marks);
         }
-    })
+    }.in_current_span())
 }
 
 /// The topic's partitions and offsets as the consumer's own connection sees them.

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use steps::Driver;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Where the consumer is.
 enum Consumer {
@@ -125,8 +126,10 @@ pub async fn rollover(common: &Common, name: &str) -> anyhow::Result<()> {
             tracing::info!("no consumer running: replaying in this process for the rollover");
             let (tx, rx) = watch::channel(Offsets::new());
             let cancel = CancellationToken::new();
-            let task =
-                tokio::spawn(crate::pipeline::replay::run(ctx.clone(), cancel.clone(), Some(tx), Default::default()));
+            let task = tokio::spawn(
+                crate::pipeline::replay::run(ctx.clone(), cancel.clone(), Some(tx), Default::default())
+                    .in_current_span(),
+            );
             Consumer::InProcess { positions: rx, cancel, task }
         }
     };
@@ -257,64 +260,27 @@ async fn check_events(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -> anyhow::Result<RolloverRecord> {
-    let r = &ctx.recipe.rollover;
-    let m = &ctx.migration;
     let reader = Arc::new(OffsetReader::new(&ctx.recipe.kafka, &ctx.recipe.kafka.topic)?);
-    let fetch_end = || {
-        let reader = reader.clone();
-        async move {
-            tokio::task::spawn_blocking(move || reader.end_offsets(Duration::from_secs(10)))
-                .await?
-                .context("cannot read the topic's end offsets")
-        }
-    };
+    let step = |name: &'static str| tracing::info_span!("rollover_step", step = name);
 
     // 1. Lag under the threshold (an in-process consumer gets time to catch up).
-    let deadline = Instant::now() + r.drain_timeout;
-    loop {
-        let (end, at) = (fetch_end().await?, consumer.positions(ctx).await?);
-        let behind = lag(&end, &at);
-        if behind <= r.max_lag {
-            break;
-        }
-        if matches!(consumer, Consumer::External) || Instant::now() > deadline {
-            bail!("consumer lag is {behind} events, over rollover.max_lag = {}; let it catch up first", r.max_lag);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_lag(ctx, consumer, &reader).instrument(step("lag")).await?;
 
-    // 2. Production settings on the targets, shards allocated before the switch. The
-    // migration's gc_deletes again too: a rollover killed while it wrote back documents whose
-    // version went backwards (`reconcile::reset`) leaves it at 0; the sweep below undoes
-    // what slipped in meanwhile, as after a target restart.
-    let targets: Vec<&str> = m.pairs.iter().map(|p| p.target.as_str()).collect();
-    for p in &m.pairs {
-        let mut restore = serde_json::Map::new();
-        for key in ["index.number_of_replicas", "index.refresh_interval"] {
-            restore.insert(key.into(), p.production_settings.get(key).cloned().unwrap_or(Value::Null));
-        }
-        restore.insert("index.gc_deletes".into(), json!(r.gc_deletes));
-        // No pipeline until the swap (an earlier rollover may have set them).
-        if let Value::Object(none) = crate::recipe::pipelines::none() {
-            restore.extend(none);
-        }
-        ctx.target.put_settings(&p.target, Value::Object(restore)).await?;
-    }
-    wait_for_replicas(ctx, &targets).await?;
-    ctx.target.json::<Value>(Method::Post, &format!("/{}/_refresh", targets.join(",")), &[], None).await?;
+    // 2. Production settings on the targets, shards allocated before the switch.
+    production_settings(ctx).instrument(step("settings")).await?;
 
     // Deletes recorded by the replay go out once more: a target restart may have let an
     // older copy back in. Before the block, so it costs the write pause nothing.
     let started = tombstones::target_started(ctx).await?;
-    let mut swept = tombstones::sweep(ctx).await?;
+    let mut swept = tombstones::sweep(ctx).instrument(step("sweep")).await?;
     if swept.tombstones > 0 {
         tracing::info!(deletes = swept.tombstones, resurrected = swept.resurrected, "re-applied recorded deletes");
     }
 
     // Writes whose events never arrived are repaired before the block; the pause then only
     // compares the documents changed since (the `reconcile` step).
-    let reconciled = match r.reconcile {
-        true => Some(reconcile_before_block(ctx).await?),
+    let reconciled = match ctx.recipe.rollover.reconcile {
+        true => Some(reconcile_before_block(ctx).instrument(step("reconcile_before_block")).await?),
         false => None,
     };
 
@@ -346,6 +312,51 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
         reconcile_pause_ms: switched.in_pause.took.as_millis() as u64,
         reconcile_recounted: switched.in_pause.recounted,
     })
+}
+
+/// Waits until the consumer is within `rollover.max_lag` of the topic's end; an external
+/// consumer is not waited for, an in-process one for `drain_timeout`.
+async fn wait_for_lag(ctx: &Ctx, consumer: &mut Consumer, reader: &Arc<OffsetReader>) -> anyhow::Result<()> {
+    let r = &ctx.recipe.rollover;
+    let deadline = Instant::now() + r.drain_timeout;
+    loop {
+        let reader = reader.clone();
+        let end = tokio::task::spawn_blocking(move || reader.end_offsets(Duration::from_secs(10)))
+            .await?
+            .context("cannot read the topic's end offsets")?;
+        let behind = lag(&end, &consumer.positions(ctx).await?);
+        if behind <= r.max_lag {
+            return Ok(());
+        }
+        if matches!(consumer, Consumer::External) || Instant::now() > deadline {
+            bail!("consumer lag is {behind} events, over rollover.max_lag = {}; let it catch up first", r.max_lag);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The targets' production replicas and refresh interval, shards allocated and refreshed,
+/// before the switch; no pipeline until the swap (an earlier rollover may have set them).
+/// The migration's gc_deletes again too: a rollover killed while it wrote back documents whose
+/// version went backwards (`reconcile::reset`) leaves it at 0; the sweep that follows undoes
+/// what slipped in meanwhile, as after a target restart.
+async fn production_settings(ctx: &Ctx) -> anyhow::Result<()> {
+    let m = &ctx.migration;
+    let targets: Vec<&str> = m.pairs.iter().map(|p| p.target.as_str()).collect();
+    for p in &m.pairs {
+        let mut restore = serde_json::Map::new();
+        for key in ["index.number_of_replicas", "index.refresh_interval"] {
+            restore.insert(key.into(), p.production_settings.get(key).cloned().unwrap_or(Value::Null));
+        }
+        restore.insert("index.gc_deletes".into(), json!(ctx.recipe.rollover.gc_deletes));
+        if let Value::Object(none) = crate::recipe::pipelines::none() {
+            restore.extend(none);
+        }
+        ctx.target.put_settings(&p.target, Value::Object(restore)).await?;
+    }
+    wait_for_replicas(ctx, &targets).await?;
+    ctx.target.json::<Value>(Method::Post, &format!("/{}/_refresh", targets.join(",")), &[], None).await?;
+    Ok(())
 }
 
 /// Lifts the write block a killed rollover left on the sources, and says so.

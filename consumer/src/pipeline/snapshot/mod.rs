@@ -20,14 +20,14 @@ pub(crate) use reindex::cancel_tasks;
 use crate::pipeline::deadletters::{DeadLetter, DeadLetters};
 use crate::pipeline::writer::{Doc, Final, VersionType, Writer};
 use crate::runtime::context::Ctx;
-use crate::state::{slice_key, Db, PidGuard, SliceCheckpoint, Store};
+use crate::state::{slice_key, Db, PairInfo, PidGuard, SliceCheckpoint, Store};
 use anyhow::Context as _;
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use indexferry_common::config::{Recipe, SnapshotMethod};
+use indexferry_common::config::{Recipe, SnapshotMethod, VersionRule};
 use indexferry_common::es::Method;
 use indexferry_common::metrics::{SNAPSHOT_DOCS, SNAPSHOT_PROGRESS};
-use reader::{close_pit, open_pit, Mode, ReadError, SliceReader};
+use reader::{close_pit, open_pit, Hit, Mode, ReadError, SliceReader};
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,8 +93,9 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()>
         batch: cfg.batch_size,
         ctx: ctx.clone(),
     });
-    for pair in 0..ctx.migration.pairs.len() {
-        if !run_pair(&shared, pair, &cancel).await? {
+    for (pair, info) in ctx.migration.pairs.iter().enumerate() {
+        let span = tracing::info_span!("snapshot", pair = %info.source);
+        if !run_pair(&shared, pair, &cancel).instrument(span).await? {
             break;
         }
     }
@@ -105,93 +106,118 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) -> anyhow::Result<()>
 async fn run_pair(shared: &Arc<Shared>, pair: usize, cancel: &CancellationToken) -> anyhow::Result<bool> {
     let ctx = &shared.ctx;
     let info = &ctx.migration.pairs[pair];
-    let slices = ctx.recipe.snapshot.slices;
     let label = format!("{}->{}", info.source, info.target);
     loop {
-        let mut cps: Vec<SliceCheckpoint> = (0..slices)
-            .map(|s| shared.store.get(&slice_key(pair, s)).map(Option::unwrap_or_default))
-            .collect::<Result<_, _>>()?;
+        let mut cps = slice_checkpoints(shared, pair)?;
         if cps.iter().all(|c| c.done) {
             report_pair(&label, &cps, None);
             return Ok(true);
         }
-        let use_pit = ctx.source.flavor.has_pit();
-        let pit = if use_pit { Some(ensure_pit(shared, pair, &mut cps).await?) } else { None };
-        if !use_pit {
-            // Scroll cannot resume mid-slice: unfinished slices start over on a fresh view.
-            refresh(&ctx.source, &info.source).await?;
-            for (s, cp) in cps.iter_mut().enumerate() {
-                if !cp.done && cp.copied > 0 {
-                    *cp = SliceCheckpoint {
-                        restarts: cp.restarts + 1,
-                        resumes: cp.resumes,
-                        recopied: cp.recopied,
-                        ..Default::default()
-                    };
-                    shared.store.put(&slice_key(pair, s as u32), cp)?;
-                }
-            }
-        }
-
+        let pit = open_view(shared, pair, &mut cps).await?;
         let started = Instant::now();
         let copied = Arc::new(AtomicU64::new(cps.iter().map(|c| c.copied).sum()));
         let progress = Progress::start(&label, info.source_docs, copied.clone());
-        let pair_cancel = cancel.child_token();
-        let mut tasks = JoinSet::new();
-        for (s, cp) in cps.into_iter().enumerate() {
-            if cp.done {
-                continue;
-            }
-            let mode = match &pit {
-                Some(p) => Mode::Pit {
-                    pit_id: cp.pit_id.clone().unwrap_or_else(|| p.pit_id.clone()),
-                    search_after: cp.search_after.clone(),
-                },
-                None => Mode::Scroll { scroll_id: None },
-            };
-            let (shared, copied, pair_cancel) = (shared.clone(), copied.clone(), pair_cancel.clone());
-            let span = tracing::info_span!("snapshot_slice", pair = %info.source, slice = s);
-            tasks.spawn(
-                async move { run_slice(&shared, pair, s as u32, cp, mode, &copied, &pair_cancel).await }
-                    .instrument(span),
-            );
-        }
-        let mut lost = None;
-        let mut failure = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined.context("slice task panicked")? {
-                Ok(SliceEnd::Done | SliceEnd::Cancelled) => {}
-                Ok(SliceEnd::ContextLost(why)) => {
-                    lost = Some(why);
-                    pair_cancel.cancel();
-                }
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    pair_cancel.cancel();
-                }
-            }
-        }
+        let ended = copy_slices(shared, pair, cps, pit.as_ref(), &copied, cancel).await;
         progress.finish();
-        if let Some(e) = failure {
+        if let Some(e) = ended.failure {
             return Err(e);
         }
         if cancel.is_cancelled() {
             return Ok(false);
         }
-        if let Some(why) = lost {
+        if let Some(why) = ended.lost {
             tracing::warn!(pair = %label, reason = %why, "the point-in-time is gone; the index is copied again from a new one");
             restart_pair(shared, pair)?;
             continue;
         }
-        let cps: Vec<SliceCheckpoint> = (0..slices)
-            .map(|s| shared.store.get(&slice_key(pair, s)).map(Option::unwrap_or_default))
-            .collect::<Result<_, _>>()?;
+        let cps = slice_checkpoints(shared, pair)?;
         if let Some(p) = pit {
             close_pit(&ctx.source, &p.pit_id).await;
         }
         report_pair(&label, &cps, Some(started.elapsed()));
         return Ok(true);
     }
+}
+
+/// Every slice's checkpoint of `pair` (a fresh one where none is stored).
+fn slice_checkpoints(shared: &Shared, pair: usize) -> anyhow::Result<Vec<SliceCheckpoint>> {
+    Ok((0..shared.ctx.recipe.snapshot.slices)
+        .map(|s| shared.store.get(&slice_key(pair, s)).map(Option::unwrap_or_default))
+        .collect::<Result<_, _>>()?)
+}
+
+/// The view the slices read: the pair's point-in-time where the source has one; otherwise a
+/// scroll, which cannot resume mid-slice, so unfinished slices start over on a fresh view.
+async fn open_view(shared: &Shared, pair: usize, cps: &mut [SliceCheckpoint]) -> anyhow::Result<Option<PairPit>> {
+    let ctx = &shared.ctx;
+    if ctx.source.flavor.has_pit() {
+        return Ok(Some(ensure_pit(shared, pair, cps).await?));
+    }
+    refresh(&ctx.source, &ctx.migration.pairs[pair].source).await?;
+    for (s, cp) in cps.iter_mut().enumerate() {
+        if !cp.done && cp.copied > 0 {
+            *cp = SliceCheckpoint {
+                restarts: cp.restarts + 1,
+                resumes: cp.resumes,
+                recopied: cp.recopied,
+                ..Default::default()
+            };
+            shared.store.put(&slice_key(pair, s as u32), cp)?;
+        }
+    }
+    Ok(None)
+}
+
+/// How the slices of one pass over a pair ended, beyond done or cancelled.
+struct SlicesEnded {
+    /// The view was lost (why): the pair is copied again from a new one.
+    lost: Option<String>,
+    /// The first error of a slice; the others were cancelled.
+    failure: Option<anyhow::Error>,
+}
+
+/// Copies the unfinished slices at once, each in a task of its own; the first to fail or to
+/// lose the view cancels the others.
+async fn copy_slices(
+    shared: &Arc<Shared>,
+    pair: usize,
+    cps: Vec<SliceCheckpoint>,
+    pit: Option<&PairPit>,
+    copied: &Arc<AtomicU64>,
+    cancel: &CancellationToken,
+) -> SlicesEnded {
+    let source = &shared.ctx.migration.pairs[pair].source;
+    let pair_cancel = cancel.child_token();
+    let mut tasks = JoinSet::new();
+    for (s, cp) in cps.into_iter().enumerate() {
+        if cp.done {
+            continue;
+        }
+        let mode = match pit {
+            Some(p) => Mode::Pit {
+                pit_id: cp.pit_id.clone().unwrap_or_else(|| p.pit_id.clone()),
+                search_after: cp.search_after.clone(),
+            },
+            None => Mode::Scroll { scroll_id: None },
+        };
+        let (shared, copied, pair_cancel) = (shared.clone(), copied.clone(), pair_cancel.clone());
+        let span = tracing::info_span!("snapshot_slice", pair = %source, slice = s);
+        tasks.spawn(
+            async move { run_slice(&shared, pair, s as u32, cp, mode, &copied, &pair_cancel).await }.instrument(span),
+        );
+    }
+    let mut ended = SlicesEnded { lost: None, failure: None };
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("slice task panicked") {
+            Ok(Ok(SliceEnd::Done | SliceEnd::Cancelled)) => continue,
+            Ok(Ok(SliceEnd::ContextLost(why))) => ended.lost = Some(why),
+            Ok(Err(e)) | Err(e) => {
+                ended.failure.get_or_insert(e);
+            }
+        }
+        pair_cancel.cancel();
+    }
+    ended
 }
 
 /// Resumes on the stored point-in-time, or refreshes the source and opens a new one.
@@ -268,9 +294,7 @@ async fn run_slice(
         mode,
     )
     .with_version();
-    let rule = ctx.recipe.versions;
     let mut first_after_resume = cp.copied > 0;
-    let pair_label = info.source.as_str();
     cp.started_at.get_or_insert_with(Utc::now);
     // The next page is read while the current one is written: the source and the target
     // work at the same time. The checkpoint still follows the pages written.
@@ -291,64 +315,22 @@ async fn run_slice(
             tracing::info!(copied = cp.copied, "snapshot slice done");
             return Ok(SliceEnd::Done);
         }
-        if let Some(limiter) = &shared.throttle {
-            let n = NonZeroU32::new(hits.len() as u32).unwrap_or(NonZeroU32::MIN);
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(SliceEnd::Cancelled),
-                r = limiter.until_n_ready(n) => { r.ok(); }
-            }
+        if !throttle(shared, hits.len(), cancel).await {
+            return Ok(SliceEnd::Cancelled);
         }
         let n = hits.len() as u64;
         let last_sort = hits.last().and_then(|h| h.sort.clone());
-        let mut docs = Vec::with_capacity(hits.len());
-        let mut letters = Vec::new();
-        for h in hits {
-            match crate::pipeline::versions::of_source(rule, h.version, h.primary_term, h.seq_no) {
-                Ok(version) => docs.push(Doc {
-                    index: info.target.clone(),
-                    id: h.id,
-                    version,
-                    version_type: VersionType::External,
-                    routing: h.routing,
-                    source: h.source,
-                }),
-                Err(reason) => {
-                    let mut l = DeadLetter::new("rejected", "snapshot", reason);
-                    l.index = Some(info.source.clone());
-                    l.id = Some(h.id);
-                    l.routing = h.routing;
-                    letters.push(l);
-                }
-            }
-        }
+        let (docs, mut letters) = page_docs(info, ctx.recipe.versions, hits);
         let (written, next) = tokio::select! {
             _ = cancel.cancelled() => return Ok(SliceEnd::Cancelled),
             both = async { tokio::join!(shared.writer.write(&docs), reader.next_page()) } => both,
         };
         page = next;
         let Ok(outcomes) = written else { return Ok(SliceEnd::Cancelled) };
-        for (doc, outcome) in docs.iter().zip(&outcomes) {
-            match outcome {
-                Final::Applied => cp.applied += 1,
-                Final::Stale => cp.stale += 1,
-                Final::Rejected(reason) => {
-                    cp.rejected += 1;
-                    let mut l = DeadLetter::new("rejected", "snapshot", reason.clone());
-                    l.index = Some(info.source.clone());
-                    l.id = Some(doc.id.clone());
-                    l.routing = doc.routing.clone();
-                    l.payload = doc.source.as_ref().map(|s| s.get().to_owned());
-                    letters.push(l);
-                }
-            }
-        }
+        judge_page(info, &docs, &outcomes, &mut cp, &mut letters);
         if !letters.is_empty() && shared.dead_letters.send_all(letters).await.is_err() {
             return Ok(SliceEnd::Cancelled);
         }
-        metrics::counter!(SNAPSHOT_DOCS, "pair" => pair_label.to_owned(), "result" => "applied")
-            .increment(outcomes.iter().filter(|o| **o == Final::Applied).count() as u64);
-        metrics::counter!(SNAPSHOT_DOCS, "pair" => pair_label.to_owned(), "result" => "stale")
-            .increment(outcomes.iter().filter(|o| **o == Final::Stale).count() as u64);
         if first_after_resume {
             cp.recopied += n;
             first_after_resume = false;
@@ -362,10 +344,77 @@ async fn run_slice(
         shared.store.put(&slice_key(pair, slice), &cp)?;
         let total = copied.fetch_add(n, Ordering::Relaxed) + n;
         if info.source_docs > 0 {
-            metrics::gauge!(SNAPSHOT_PROGRESS, "pair" => pair_label.to_owned())
+            metrics::gauge!(SNAPSHOT_PROGRESS, "pair" => info.source.clone())
                 .set((total as f64 / info.source_docs as f64).min(1.0));
         }
     }
+}
+
+/// Waits until the recipe's throttle lets `n` more documents through; `false` when cancelled.
+async fn throttle(shared: &Shared, n: usize, cancel: &CancellationToken) -> bool {
+    let Some(limiter) = &shared.throttle else { return true };
+    let n = NonZeroU32::new(n as u32).unwrap_or(NonZeroU32::MIN);
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        r = limiter.until_n_ready(n) => { r.ok(); true }
+    }
+}
+
+/// A page's hits as writes to the target, each with the version its rule gives; a hit
+/// the rule cannot version is a dead letter instead.
+fn page_docs(info: &PairInfo, rule: VersionRule, hits: Vec<Hit>) -> (Vec<Doc>, Vec<DeadLetter>) {
+    let mut docs = Vec::with_capacity(hits.len());
+    let mut letters = Vec::new();
+    for h in hits {
+        match crate::pipeline::versions::of_source(rule, h.version, h.primary_term, h.seq_no) {
+            Ok(version) => docs.push(Doc {
+                index: info.target.clone(),
+                id: h.id,
+                version,
+                version_type: VersionType::External,
+                routing: h.routing,
+                source: h.source,
+            }),
+            Err(reason) => {
+                let mut l = DeadLetter::new("rejected", "snapshot", reason);
+                l.index = Some(info.source.clone());
+                l.id = Some(h.id);
+                l.routing = h.routing;
+                letters.push(l);
+            }
+        }
+    }
+    (docs, letters)
+}
+
+/// Counts what the target made of a page's writes into the slice's checkpoint and the
+/// metrics; a write refused for good becomes a dead letter.
+fn judge_page(
+    info: &PairInfo,
+    docs: &[Doc],
+    outcomes: &[Final],
+    cp: &mut SliceCheckpoint,
+    letters: &mut Vec<DeadLetter>,
+) {
+    for (doc, outcome) in docs.iter().zip(outcomes) {
+        match outcome {
+            Final::Applied => cp.applied += 1,
+            Final::Stale => cp.stale += 1,
+            Final::Rejected(reason) => {
+                cp.rejected += 1;
+                let mut l = DeadLetter::new("rejected", "snapshot", reason.clone());
+                l.index = Some(info.source.clone());
+                l.id = Some(doc.id.clone());
+                l.routing = doc.routing.clone();
+                l.payload = doc.source.as_ref().map(|s| s.get().to_owned());
+                letters.push(l);
+            }
+        }
+    }
+    metrics::counter!(SNAPSHOT_DOCS, "pair" => info.source.clone(), "result" => "applied")
+        .increment(outcomes.iter().filter(|o| **o == Final::Applied).count() as u64);
+    metrics::counter!(SNAPSHOT_DOCS, "pair" => info.source.clone(), "result" => "stale")
+        .increment(outcomes.iter().filter(|o| **o == Final::Stale).count() as u64);
 }
 
 fn report_pair(label: &str, cps: &[SliceCheckpoint], elapsed: Option<Duration>) {
@@ -412,12 +461,15 @@ impl Progress {
             );
             bar.set_prefix(label.to_owned());
             let b = bar.clone();
-            let ticker = tokio::spawn(async move {
-                loop {
-                    b.set_position(copied.load(Ordering::Relaxed));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            let ticker = tokio::spawn(
+                async move {
+                    loop {
+                        b.set_position(copied.load(Ordering::Relaxed));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                 }
-            });
+                .in_current_span(),
+            );
             Progress { bar: Some(bar), ticker: Some(ticker) }
         } else {
             let label = label.to_owned();
@@ -436,7 +488,7 @@ impl Progress {
                     };
                     tracing::info!(pair = %label, copied = now, total, percent = format!("{pct:.1}"), docs_per_s = rate as u64, eta = %eta, "snapshot progress");
                 }
-            });
+            }.in_current_span());
             Progress { bar: None, ticker: Some(ticker) }
         }
     }

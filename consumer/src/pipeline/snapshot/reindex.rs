@@ -50,6 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How often a running task's status is read: progress stays fresh without loading the
 /// task API.
@@ -57,8 +58,9 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Copies every pair with `_reindex`; stops waiting (tasks left running) when cancelled.
 pub(super) async fn run(ctx: &Arc<Ctx>, store: &Store, cancel: &CancellationToken) -> anyhow::Result<()> {
-    for pair in 0..ctx.migration.pairs.len() {
-        if !run_pair(ctx, store, pair, cancel).await? {
+    for (pair, info) in ctx.migration.pairs.iter().enumerate() {
+        let span = tracing::info_span!("snapshot", pair = %info.source);
+        if !run_pair(ctx, store, pair, cancel).instrument(span).await? {
             break;
         }
     }
@@ -88,30 +90,54 @@ async fn run_pair(ctx: &Arc<Ctx>, store: &Store, pair: usize, cancel: &Cancellat
         super::report_pair(&label, std::slice::from_ref(&cp), None);
         return Ok(true);
     }
-    let rps = requests_per_second(ctx);
-    let mut task_id = match cp.task.clone() {
-        Some(t) => {
-            cp.resumes += 1;
-            if cp.requests_per_second != Some(rps) {
-                match task::rethrottle(runner(ctx), &t, rps).await {
-                    Ok(()) => cp.requests_per_second = Some(rps),
-                    // A task that just finished has nothing to rethrottle.
-                    Err(e) => tracing::warn!(pair = %label, task = %t, error = %format!("{e:#}"), "cannot rethrottle"),
-                }
-            }
-            tracing::info!(pair = %label, task = %t, "reattaching to the reindex task");
-            t
-        }
+    let task_id = match cp.task.clone() {
+        Some(t) => reattach(ctx, &label, &mut cp, t).await,
         None => start(ctx, store, pair, &mut cp).await?,
     };
     store.put(&key, &cp)?;
     let started = Instant::now();
     let copied = Arc::new(AtomicU64::new(cp.copied));
     let progress = Progress::start(&label, info.source_docs, copied.clone());
+    let result = follow(ctx, store, pair, &mut cp, task_id, &copied, cancel).await;
+    progress.finish();
+    if let Ok(true) = result {
+        super::report_pair(&label, std::slice::from_ref(&cp), Some(started.elapsed()));
+    }
+    result
+}
+
+/// Takes up the task a killed worker left running, rethrottled to the recipe's throttle.
+async fn reattach(ctx: &Ctx, label: &str, cp: &mut SliceCheckpoint, task: String) -> String {
+    cp.resumes += 1;
+    let rps = requests_per_second(ctx);
+    if cp.requests_per_second != Some(rps) {
+        match task::rethrottle(runner(ctx), &task, rps).await {
+            Ok(()) => cp.requests_per_second = Some(rps),
+            // A task that just finished has nothing to rethrottle.
+            Err(e) => tracing::warn!(pair = %label, task = %task, error = %format!("{e:#}"), "cannot rethrottle"),
+        }
+    }
+    tracing::info!(pair = %label, task = %task, "reattaching to the reindex task");
+    task
+}
+
+/// Reads the task's status every [`POLL`] and records its progress until it is done (`true`),
+/// cancelled (`false`) or failed; a task the cluster forgot is started again.
+async fn follow(
+    ctx: &Ctx,
+    store: &Store,
+    pair: usize,
+    cp: &mut SliceCheckpoint,
+    mut task_id: String,
+    copied: &AtomicU64,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let info = &ctx.migration.pairs[pair];
+    let label = format!("{}->{}", info.source, info.target);
     let mut unreachable_since: Option<Instant> = None;
-    let result = loop {
+    loop {
         let state = tokio::select! {
-            _ = cancel.cancelled() => break Ok(false),
+            _ = cancel.cancelled() => return Ok(false),
             s = task::state(runner(ctx), &task_id) => s?,
         };
         if !matches!(state, TaskState::Unreachable(_)) {
@@ -121,54 +147,48 @@ async fn run_pair(ctx: &Arc<Ctx>, store: &Store, pair: usize, cancel: &Cancellat
             TaskState::Unreachable(why) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > runner(ctx).unreachable_timeout() {
-                    break Err(anyhow::anyhow!(
+                    bail!(
                         "the {} cluster {} did not answer about reindex task {task_id} for {:?}: {why}",
                         runner(ctx).role(),
                         runner(ctx).url,
                         runner(ctx).unreachable_timeout()
-                    ));
+                    );
                 }
                 tracing::warn!(pair = %label, task = %task_id, error = %why, "cannot read the reindex task, retrying");
             }
             TaskState::Running(c) => {
                 tracing::debug!(task = %task_id, copied = c.copied(), total = c.total, "reindex task running");
-                record(ctx, store, pair, &mut cp, c, false)?;
+                record(ctx, store, pair, cp, c, false)?;
                 copied.store(cp.copied, Ordering::Relaxed);
             }
             TaskState::Done(c) => {
-                record(ctx, store, pair, &mut cp, c, true)?;
-                break Ok(true);
+                record(ctx, store, pair, cp, c, true)?;
+                return Ok(true);
             }
             TaskState::Vanished => {
                 tracing::warn!(pair = %label, task = %task_id, "the cluster forgot the reindex task; starting it again");
                 cp.restarts += 1;
-                task_id = start(ctx, store, pair, &mut cp).await?;
+                task_id = start(ctx, store, pair, cp).await?;
                 continue;
             }
             TaskState::Failed(line) => {
                 // Nothing of a failed task counts as copied; a rerun starts a new task.
-                let restarts = cp.restarts + 1;
-                cp = SliceCheckpoint { restarts, updated_at: Some(Utc::now()), ..Default::default() };
-                store.put(&key, &cp)?;
-                break Err(anyhow::anyhow!(
+                *cp = SliceCheckpoint { restarts: cp.restarts + 1, updated_at: Some(Utc::now()), ..Default::default() };
+                store.put(&slice_key(pair, 0), cp)?;
+                bail!(
                     "the reindex of {} into {} (task {task_id} on the {} cluster {}) failed: {line}",
                     info.source,
                     info.target,
                     runner(ctx).role(),
                     runner(ctx).url
-                ));
+                );
             }
         }
         tokio::select! {
-            _ = cancel.cancelled() => break Ok(false),
+            _ = cancel.cancelled() => return Ok(false),
             _ = tokio::time::sleep(POLL) => {}
         }
-    };
-    progress.finish();
-    if let Ok(true) = result {
-        super::report_pair(&label, std::slice::from_ref(&cp), Some(started.elapsed()));
     }
-    result
 }
 
 /// Refreshes the source (every write acknowledged before `init` must be in the task's view),

@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::Duration;
+use tracing::Instrument;
 
 const PAGE: usize = 1000;
 
@@ -79,12 +80,19 @@ pub async fn verify(common: &Common, name: &str, as_json: bool, samples: usize) 
     let none = HashSet::new();
     for p in &ctx.migration.pairs {
         let written = skip.written_to(&p.target).unwrap_or(&none);
-        let mut r = compare(&ctx, &p.source, &p.target, written, samples).await?;
-        r.written_after_switch = written.len() as u64;
-        let (duplicates, unreflected) = judge_late(&ctx, &p.target, skip.late_for(&p.source, &p.target)).await?;
-        r.late_duplicates = duplicates;
-        r.late_source_events = unreflected.len() as u64;
-        r.sample_late_source_events = unreflected.into_iter().take(samples).collect();
+        let span = tracing::info_span!("verify_pair", pair = %p.source);
+        let r = async {
+            let mut r = compare(&ctx, &p.source, &p.target, written, samples).await?;
+            r.written_after_switch = written.len() as u64;
+            let (duplicates, unreflected) = judge_late(&ctx, &p.target, skip.late_for(&p.source, &p.target)).await?;
+            r.late_duplicates = duplicates;
+            r.late_source_events = unreflected.len() as u64;
+            r.sample_late_source_events = unreflected.into_iter().take(samples).collect();
+            tracing::info!(missing = r.missing, extra = r.extra, different = r.different, "pair compared");
+            anyhow::Ok(r)
+        }
+        .instrument(span)
+        .await?;
         report.identical &= r.missing == 0 && r.extra == 0 && r.different == 0 && r.late_source_events == 0;
         report.pairs.push(r);
     }
