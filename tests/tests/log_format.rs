@@ -37,6 +37,19 @@ fn in_span<'a>(lines: &'a [Value], name: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Every line a command logged is in the span that names its migration and the command.
+fn every_line_names_the_migration(command: &str, lines: &[Value], name: &str) {
+    for line in lines {
+        let spans = line["spans"].as_array().into_iter().flatten();
+        assert!(
+            spans.into_iter().any(|s| s["name"] == json!("migration")
+                && s["migration"] == json!(name)
+                && s["command"] == json!(command)),
+            "{command}: a line outside the migration span: {line}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_logs_json_lines_with_phase_spans_and_the_final_error() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -58,6 +71,7 @@ async fn every_command_logs_json_lines_with_phase_spans_and_the_final_error() ->
 
     let (out, lines) = logged(&state, &["snapshot", &name])?;
     assert!(out.status.success(), "snapshot: {lines:?}");
+    every_line_names_the_migration("snapshot", &lines, &name);
     let slices = in_span(&lines, "snapshot_slice");
     for slice in [0, 1] {
         assert!(
@@ -69,6 +83,20 @@ async fn every_command_logs_json_lines_with_phase_spans_and_the_final_error() ->
     let (out, lines) = logged(&state, &["status", &name])?;
     assert!(out.status.success(), "status: {lines:?}");
 
+    let (out, lines) = logged(&state, &["consume", &name, "--until-caught-up"])?;
+    assert!(out.status.success(), "consume: {lines:?}");
+    assert!(!in_span(&lines, "replay").is_empty(), "lines in a replay span: {lines:?}");
+    every_line_names_the_migration("consume", &lines, &name);
+
+    let (out, lines) = logged(&state, &["reconcile", &name])?;
+    assert!(out.status.success(), "reconcile: {lines:?}");
+    let passes = in_span(&lines, "reconcile_pass");
+    assert!(
+        passes.iter().any(|s| s["pass"] == json!("full") && s["pair"] == json!(src)),
+        "a reconcile_pass span of the full pass over {src}: {lines:?}"
+    );
+    every_line_names_the_migration("reconcile", &lines, &name);
+
     producer.index("after", r#"{"i":-1}"#, None).await?;
     let (out, lines) = logged(&state, &["rollover", &name])?;
     assert!(out.status.success(), "rollover: {lines:?}");
@@ -76,6 +104,15 @@ async fn every_command_logs_json_lines_with_phase_spans_and_the_final_error() ->
     for step in ["block", "grace", "drain", "swap"] {
         assert!(steps.contains(&&json!(step)), "a rollover_step span with step={step}: {lines:?}");
     }
+    every_line_names_the_migration("rollover", &lines, &name);
+
+    let (out, lines) = logged(&state, &["verify", &name])?;
+    assert!(out.status.success(), "verify: {lines:?}");
+    assert!(
+        in_span(&lines, "verify_pair").iter().any(|s| s["pair"] == json!(src)),
+        "a verify_pair span of {src}: {lines:?}"
+    );
+    every_line_names_the_migration("verify", &lines, &name);
 
     // A failing command: its error is the last line, an ERROR object, not plain text.
     let (out, lines) = logged(&state, &["status", "no-such-migration"])?;

@@ -272,7 +272,7 @@ async fn protocol(ctx: &Ctx, consumer: &mut Consumer, driver: &mut Driver<'_>) -
     // Deletes recorded by the replay go out once more: a target restart may have let an
     // older copy back in. Before the block, so it costs the write pause nothing.
     let started = tombstones::target_started(ctx).await?;
-    let mut swept = tombstones::sweep(ctx).instrument(step("sweep")).await?;
+    let mut swept = tombstones::sweep(ctx).instrument(step("sweep_before_block")).await?;
     if swept.tombstones > 0 {
         tracing::info!(deletes = swept.tombstones, resurrected = swept.resurrected, "re-applied recorded deletes");
     }
