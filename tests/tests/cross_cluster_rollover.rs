@@ -55,37 +55,27 @@ fn logged_after_switch(log: &Path) -> anyhow::Result<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cross_cluster_rollover_under_load_is_followed_by_the_producer() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let (source_url, target_url) = (es8(), es9());
-    let Names { src, dst, alias, topic, name } = Names::new("xroll");
-    create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
-    let (follows, stays) = (dir.path().join("follows"), dir.path().join("stays"));
-    std::fs::create_dir_all(&follows)?;
+    let mut m = Scenario::new("xroll")
+        .to(&target_url)
+        .load_with(1000, 100, &["--follow-url", &target_url])
+        .recipe(|r| (r.mappings, r.slices, r.batch_size) = (changed_mappings(), 2, 500))
+        .start()
+        .await?;
+    let Names { src, dst, alias, topic, name } = &m.names;
+    let (src, dst, alias, topic, name) = (src.clone(), dst.clone(), alias.clone(), topic.clone(), name.clone());
+    let (follows, stays) = (m.dir.path().to_path_buf(), m.file("stays"));
     std::fs::create_dir_all(&stays)?;
-    let load = Load::start_with(&follows, &source_url, &alias, &topic, 1000, 100, &["--follow-url", &target_url])?;
     // An application that knows only the source cluster.
     let unconfigured =
         Load::start_with(&stays, &source_url, &alias, &topic, 0, 10, &["--id-prefix", "other-", "--retry-for", "60s"])?;
-    wait_docs(&source_url, &src, 1000).await?;
-    let recipe = RecipeSpec {
-        mappings: changed_mappings(),
-        slices: 2,
-        batch_size: 500,
-        ..RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let run_log = dir.path().join("run.log");
-    let mut run = spawn(indexferry(&state, &["run", &name]), &run_log)?;
-    if let Err(e) = wait_caught_up(&state, &name, Duration::from_secs(180)).await {
-        eprintln!("{}", std::fs::read_to_string(&run_log).unwrap_or_default());
-        return Err(e);
-    }
+    m.init()?;
+    m.run()?;
+    m.wait_caught_up(Duration::from_secs(180)).await?;
 
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    let out = m.rollover()?;
     assert!(out.contains("follow by themselves"), "{out}");
-    let exit = wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    let exit = m.wait_run_exit().await?;
     assert!(exit.success(), "run exits cleanly: {exit}");
     let mark = marker(&source_url, &src).await?;
     assert_eq!(mark["index"], json!(dst), "the marker names the target index: {mark}");
@@ -101,7 +91,7 @@ async fn cross_cluster_rollover_under_load_is_followed_by_the_producer() -> anyh
         Ok(std::fs::read_to_string(stays.join("load.log"))?.contains("load: write failed").then_some(()))
     })
     .await?;
-    let report = load.report()?;
+    let report = m.load().report()?;
     let other = unconfigured.report()?;
     let (done, failed) = (report["done"].as_u64().unwrap_or(0), report["failed"].as_u64().unwrap_or(u64::MAX));
     let after = report["writes_after_switch"].as_u64().unwrap_or(0);
@@ -138,23 +128,23 @@ async fn cross_cluster_rollover_under_load_is_followed_by_the_producer() -> anyh
         }
     }
     assert!(lost.is_empty(), "{} acknowledged writes are not on the target: {lost:#?}", lost.len());
-    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let verify: Value = serde_json::from_slice(&out.stdout)?;
+    let (verify, _) = m.verify()?;
     assert_eq!(verify["identical"], json!(true), "the blocked source and the target agree: {verify}");
     assert!(verify["pairs"][0]["written_after_switch"].as_u64().unwrap_or(0) > 0, "{verify}");
 
     // A rollover killed after its swap: the record says rolling_over, the marker is missing.
     drop_marker(&source_url, &src).await?;
-    StateDir::new(&state, &name).update_migration(|m| m.state = State::RollingOver)?;
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    let state = &m.state;
+    StateDir::new(state, &name).update_migration(|m| m.state = State::RollingOver)?;
+    let out = run_ok(indexferry(state, &["rollover", &name]))?;
     assert!(out.contains("already switched"), "{out}");
     assert_eq!(marker(&source_url, &src).await?["index"], json!(dst), "recovery writes the marker");
     // Killed after its record: `rollover` writes what is missing.
     drop_marker(&source_url, &src).await?;
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    let out = run_ok(indexferry(state, &["rollover", &name]))?;
     assert!(out.contains("marker was missing"), "{out}");
     assert_eq!(marker(&source_url, &src).await?["index"], json!(dst), "a rerun writes the marker");
-    let again = output(indexferry(&state, &["rollover", &name]))?;
+    let again = output(indexferry(state, &["rollover", &name]))?;
     assert!(!again.status.success(), "with the marker in place, a rolled over migration is refused as before");
     Ok(())
 }

@@ -2,43 +2,21 @@
 //! undoing its write block when the drain fails, cancel cleaning up, metrics served.
 
 use indexferry_common::es::Method;
-use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::Duration;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    state: std::path::PathBuf,
-    url: String,
-    src: String,
-    dst: String,
-    topic: String,
-    name: String,
-    producer: Producer,
+async fn setup(extra: &'static str) -> anyhow::Result<Migration> {
+    setup_with(50, move |spec| spec.extra = extra).await
 }
 
-async fn setup(extra: &'static str) -> anyhow::Result<Setup> {
-    setup_with(50, |spec| spec.extra = extra).await
-}
-
-/// An initialised migration of `docs` documents; `tune` adjusts its recipe.
-async fn setup_with(docs: usize, tune: impl FnOnce(&mut RecipeSpec)) -> anyhow::Result<Setup> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("op");
-    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    for i in 0..docs {
-        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let mut spec = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias);
-    tune(&mut spec);
-    let recipe = spec.write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    Ok(Setup { dir, state, url, src, dst, topic, name, producer })
+/// An initialised in-cluster migration of `docs` documents; `tune` adjusts its recipe.
+async fn setup_with(
+    docs: usize,
+    tune: impl Fn(&mut RecipeSpec<'_>) + Send + Sync + 'static,
+) -> anyhow::Result<Migration> {
+    Scenario::new("op").partitions(1).mappings(json!({})).docs(docs, |i| json!({ "i": i })).recipe(tune).init().await
 }
 
 async fn write_block(url: &str, index: &str) -> anyhow::Result<Value> {
@@ -50,45 +28,45 @@ async fn write_block(url: &str, index: &str) -> anyhow::Result<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn rollover_refuses_before_the_snapshot_is_complete() -> anyhow::Result<()> {
     let s = setup("").await?;
-    let out = output(indexferry(&s.state, &["rollover", &s.name]))?;
+    let out = output(indexferry(&s.state, &["rollover", s.name()]))?;
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("snapshot of") && stderr.contains("is not complete"), "{stderr}");
     assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("error:")).count(), 1, "one-line reason: {stderr}");
-    assert_eq!(write_block(&s.url, &s.src).await?, Value::Null, "nothing was blocked");
+    assert_eq!(write_block(&s.source_url, &s.names.src).await?, Value::Null, "nothing was blocked");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_drain_lifts_the_write_block_and_leaves_the_migration_resumable() -> anyhow::Result<()> {
-    let s = setup("max_lag = 100\ndrain_timeout = \"2s\"\n").await?;
-    run_ok(indexferry(&s.state, &["snapshot", &s.name]))?;
+    let mut s = setup("max_lag = 100\ndrain_timeout = \"2s\"\n").await?;
+    run_ok(indexferry(&s.state, &["snapshot", s.name()]))?;
     // A "consumer" that is alive but applies nothing: rollover waits on its checkpoints.
     // It holds the pid file's lock, as a live consumer does.
     let mut idle = std::process::Command::new("sleep").arg("60").spawn()?;
-    let pid_file = s.state.join(&s.name).join("consume.pid");
+    let pid_file = s.state.join(s.name()).join("consume.pid");
     std::fs::write(&pid_file, idle.id().to_string())?;
     let lock = nix::fcntl::Flock::lock(std::fs::File::open(&pid_file)?, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)?;
-    s.producer.index("late", r#"{"i":-1}"#, None).await?;
+    s.producer().await?.index("late", r#"{"i":-1}"#, None).await?;
 
-    let out = output(indexferry(&s.state, &["rollover", &s.name]))?;
+    let out = output(indexferry(&s.state, &["rollover", s.name()]))?;
     let _ = idle.kill();
     let _ = idle.wait();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("did not apply the last 1 events"), "{stderr}");
     assert!(stderr.contains("write block was lifted"), "{stderr}");
-    assert_eq!(write_block(&s.url, &s.src).await?, Value::Null, "the block is lifted");
-    let st = status(&s.state, &s.name)?;
+    assert_eq!(write_block(&s.source_url, &s.names.src).await?, Value::Null, "the block is lifted");
+    let st = status(&s.state, s.name())?;
     assert_eq!(st["state"], "initialized", "{st}");
     assert!(st["last_error"].as_str().unwrap_or_default().contains("rollover"), "{st}");
     // Resumable: with no consumer process, rollover replays in-process and succeeds.
     drop(lock);
     std::fs::remove_file(&pid_file)?;
-    let out = run_ok(indexferry(&s.state, &["rollover", &s.name]))?;
+    let out = run_ok(indexferry(&s.state, &["rollover", s.name()]))?;
     assert!(out.contains("write pause:"), "{out}");
-    let out = run_ok(indexferry(&s.state, &["verify", &s.name]))?;
+    let out = run_ok(indexferry(&s.state, &["verify", s.name()]))?;
     assert!(out.contains("verify: identical"), "{out}");
     Ok(())
 }
@@ -96,22 +74,21 @@ async fn a_failed_drain_lifts_the_write_block_and_leaves_the_migration_resumable
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_workers_drops_the_target_and_forgets_the_migration() -> anyhow::Result<()> {
     let s = setup("").await?;
-    let mut run = spawn(indexferry(&s.state, &["run", &s.name]), &s.dir.path().join("run.log"))?;
-    wait_for("snapshot done", Duration::from_secs(60), || Ok(caught_up(&status(&s.state, &s.name)?).then_some(())))
+    let mut run = spawn(indexferry(&s.state, &["run", s.name()]), &s.dir.path().join("run.log"))?;
+    wait_for("snapshot done", Duration::from_secs(60), || Ok(caught_up(&status(&s.state, s.name())?).then_some(())))
         .await?;
-    let c = cluster(&s.url).await?;
-    c.put_settings(&s.src, json!({ "index.blocks.write": true })).await?;
-    let out = run_ok(indexferry(&s.state, &["cancel", &s.name]))?;
-    assert!(out.contains(&format!("deleted {}", s.dst)), "{out}");
+    let c = cluster(&s.source_url).await?;
+    c.put_settings(&s.names.src, json!({ "index.blocks.write": true })).await?;
+    let out = run_ok(indexferry(&s.state, &["cancel", s.name()]))?;
+    assert!(out.contains(&format!("deleted {}", s.names.dst)), "{out}");
     let exit = wait_for("run to stop", Duration::from_secs(10), || Ok(run.try_wait()?)).await?;
     assert!(exit.success(), "run stopped cleanly on SIGTERM: {exit}");
-    assert!(!c.exists(&s.dst).await?, "target deleted");
-    assert_eq!(write_block(&s.url, &s.src).await?, Value::Null, "block lifted");
-    assert!(!s.state.join(&s.name).exists(), "state removed");
-    let out = output(indexferry(&s.state, &["status", &s.name]))?;
+    assert!(!c.exists(&s.names.dst).await?, "target deleted");
+    assert_eq!(write_block(&s.source_url, &s.names.src).await?, Value::Null, "block lifted");
+    assert!(!s.state.join(s.name()).exists(), "state removed");
+    let out = output(indexferry(&s.state, &["status", s.name()]))?;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no migration named"));
-    let _ = &s.topic;
     Ok(())
 }
 
@@ -125,13 +102,13 @@ fn scrape(port: u16) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_serves_prometheus_metrics_on_loopback() -> anyhow::Result<()> {
-    let s = setup("").await?;
+    let mut s = setup("").await?;
     let port = 20000 + (rand::random::<u16>() % 20000);
-    let mut cmd = indexferry(&s.state, &["run", &s.name]);
+    let mut cmd = indexferry(&s.state, &["run", s.name()]);
     cmd.args(["--metrics-addr", &format!(":{port}")]);
     let _run = spawn(cmd, &s.dir.path().join("run.log"))?;
-    s.producer.index("m1", r#"{"i":1}"#, None).await?;
-    s.producer.delete("d1", None).await?;
+    s.producer().await?.index("m1", r#"{"i":1}"#, None).await?;
+    s.producer().await?.delete("d1", None).await?;
     let needles = [
         // The snapshot may copy m1 first, making its event stale: either way it is counted.
         r#"indexferry_events_total{op="index",result="#,
@@ -170,10 +147,10 @@ fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
 /// Kubernetes' 30 s grace, and a `run` started again on the same state resumes and serves.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_answers_health_probes_and_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
-    let s = setup_with(300, |spec| (spec.throttle, spec.batch_size) = (60, 20)).await?;
+    let mut s = setup_with(300, |spec| (spec.throttle, spec.batch_size) = (60, 20)).await?;
     let port = 20000 + (rand::random::<u16>() % 20000);
     let start = || {
-        let mut cmd = indexferry(&s.state, &["run", &s.name]);
+        let mut cmd = indexferry(&s.state, &["run", s.name()]);
         cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}"), "--metrics-linger", "0s"]);
         spawn(cmd, &s.dir.path().join("run.log"))
     };
@@ -205,13 +182,31 @@ async fn run_answers_health_probes_and_stops_cleanly_on_sigterm() -> anyhow::Res
         Ok(get(port, "/health/ready").ok().filter(|(status, _)| *status == 200))
     })
     .await?;
-    s.producer.index("after", r#"{"resumed":true}"#, None).await?;
+    s.producer().await?.index("after", r#"{"resumed":true}"#, None).await?;
     wait_for("the event after the restart to be applied", Duration::from_secs(30), || {
-        Ok((status(&s.state, &s.name)?["replay"]["applied"].as_u64().unwrap_or(0) > 0).then_some(()))
+        Ok((status(&s.state, s.name())?["replay"]["applied"].as_u64().unwrap_or(0) > 0).then_some(()))
     })
     .await?;
     assert!(terminate(&mut again)?.success());
     Ok(())
+}
+
+/// `run --stay` of a 50-document migration with its metrics on a port of its own; once
+/// caught up, `step` (`rollover` or `cancel`), whose output it returns with the port, and
+/// `run` still up, live, once its log says `notice`.
+async fn stay_through(s: &mut Migration, step: &str, notice: &str) -> anyhow::Result<(u16, String)> {
+    let port = 20000 + (rand::random::<u16>() % 20000);
+    s.run_with(&["--stay", "--metrics-addr", &format!("127.0.0.1:{port}")])?;
+    s.wait_caught_up(Duration::from_secs(60)).await?;
+    let out = run_ok(s.cmd(&[step, s.name()]))?;
+    wait_for("the stay notice", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(s.file("run.log"))?;
+        Ok(log.contains(notice).then_some(()))
+    })
+    .await?;
+    assert!(s.run_proc().try_wait()?.is_none(), "run stays up after the {step}");
+    assert_eq!(get(port, "/health/live")?.0, 200);
+    Ok((port, out))
 }
 
 /// `run --stay`, as a StatefulSet runs it: after the rollover the process stays up, live and
@@ -219,35 +214,20 @@ async fn run_answers_health_probes_and_stops_cleanly_on_sigterm() -> anyhow::Res
 /// stays up too, where plain `run` refuses; SIGTERM stops it cleanly.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_stay_stays_up_after_the_rollover_until_sigterm() -> anyhow::Result<()> {
-    let s = setup_with(50, |_| {}).await?;
-    let port = 20000 + (rand::random::<u16>() % 20000);
-    let start = || {
-        let mut cmd = indexferry(&s.state, &["run", &s.name, "--stay"]);
-        cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
-        spawn(cmd, &s.dir.path().join("run.log"))
-    };
-    let mut run = start()?;
-    wait_caught_up(&s.state, &s.name, Duration::from_secs(60)).await?;
-    run_ok(indexferry(&s.state, &["rollover", &s.name]))?;
-    wait_for("the stay notice", Duration::from_secs(30), || {
-        let log = std::fs::read_to_string(s.dir.path().join("run.log"))?;
-        Ok(log.contains("staying up until stopped").then_some(()))
-    })
-    .await?;
-    assert!(run.try_wait()?.is_none(), "run stays up after the rollover");
-    assert_eq!(get(port, "/health/live")?.0, 200);
+    let mut s = setup_with(50, |_| {}).await?;
+    let (port, _) = stay_through(&mut s, "rollover", "staying up until stopped").await?;
     assert_eq!(get(port, "/health/ready")?.0, 200);
-    assert!(terminate(&mut run)?.success(), "SIGTERM stops it cleanly");
+    assert!(terminate(s.run_proc())?.success(), "SIGTERM stops it cleanly");
 
-    let plain = output(indexferry(&s.state, &["run", &s.name]))?;
+    let plain = output(s.cmd(&["run", s.name()]))?;
     assert!(!plain.status.success(), "plain run refuses a rolled-over migration");
-    let mut again = start()?;
+    s.run_with(&["--stay", "--metrics-addr", &format!("127.0.0.1:{port}")])?;
     wait_for("/health/ready of run --stay on a rolled-over migration", Duration::from_secs(30), || {
         Ok(get(port, "/health/ready").ok().filter(|(status, _)| *status == 200))
     })
     .await?;
-    assert!(again.try_wait()?.is_none());
-    assert!(terminate(&mut again)?.success());
+    assert!(s.run_proc().try_wait()?.is_none());
+    assert!(terminate(s.run_proc())?.success());
     Ok(())
 }
 
@@ -255,22 +235,10 @@ async fn run_stay_stays_up_after_the_rollover_until_sigterm() -> anyhow::Result<
 /// not start it again (its init container would then make the migration anew).
 #[tokio::test(flavor = "multi_thread")]
 async fn run_stay_stays_up_after_a_cancel() -> anyhow::Result<()> {
-    let s = setup_with(50, |_| {}).await?;
-    let port = 20000 + (rand::random::<u16>() % 20000);
-    let mut cmd = indexferry(&s.state, &["run", &s.name, "--stay"]);
-    cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
-    let mut run = spawn(cmd, &s.dir.path().join("run.log"))?;
-    wait_caught_up(&s.state, &s.name, Duration::from_secs(60)).await?;
-    let out = run_ok(indexferry(&s.state, &["cancel", &s.name]))?;
+    let mut s = setup_with(50, |_| {}).await?;
+    let (_, out) = stay_through(&mut s, "cancel", "was cancelled: nothing left to do").await?;
     assert!(out.contains("cancelled migration"), "{out}");
-    wait_for("the stay notice", Duration::from_secs(30), || {
-        let log = std::fs::read_to_string(s.dir.path().join("run.log"))?;
-        Ok(log.contains("was cancelled: nothing left to do").then_some(()))
-    })
-    .await?;
-    assert!(run.try_wait()?.is_none(), "run stays up after the cancel");
-    assert_eq!(get(port, "/health/live")?.0, 200);
-    assert!(terminate(&mut run)?.success());
+    assert!(terminate(s.run_proc())?.success());
     Ok(())
 }
 
@@ -280,12 +248,12 @@ async fn run_stay_stays_up_after_a_cancel() -> anyhow::Result<()> {
 async fn the_snapshot_throttle_can_be_lifted_for_one_run() -> anyhow::Result<()> {
     let s = setup_with(300, |spec| (spec.throttle, spec.batch_size) = (1, 10)).await?;
     let mut snapshot =
-        spawn(indexferry(&s.state, &["snapshot", &s.name, "--throttle", "0"]), &s.dir.path().join("s.log"))?;
+        spawn(indexferry(&s.state, &["snapshot", s.name(), "--throttle", "0"]), &s.dir.path().join("s.log"))?;
     let exit = wait_for("the unthrottled snapshot", Duration::from_secs(60), || Ok(snapshot.try_wait()?)).await;
     if exit.is_err() {
         kill9(&mut snapshot)?;
     }
     assert!(exit?.success());
-    assert_eq!(all_docs(&s.url, &s.dst).await?.len(), 300);
+    assert_eq!(all_docs(&s.source_url, &s.names.dst).await?.len(), 300);
     Ok(())
 }

@@ -3,24 +3,19 @@
 //! the alias keeps its filter, routing and write flag.
 
 use indexferry_common::es::{Cluster, Method};
-use indexferry_producer::{Producer, Write};
+use indexferry_producer::Write;
 use indexferry_tests::*;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
-/// Creates `index` with `shards` primaries, the test mappings, `alias` defined as `alias_def`,
-/// and the topic.
-async fn routed_source(url: &str, n: &Names, shards: u32, alias_def: Value) -> anyhow::Result<Cluster> {
-    let c = cluster(url).await?;
-    let body = json!({
-        "settings": { "index.number_of_shards": shards, "index.number_of_replicas": 0 },
-        "mappings": source_mappings(),
-        "aliases": { &n.alias: alias_def },
-    });
-    c.json::<Value>(Method::Put, &format!("/{}", n.src), &[], Some(&body)).await?;
-    indexferry_common::kafka::ensure_topic(&kafka(&n.topic), &n.topic, 2).await?;
-    Ok(c)
+/// A migration in es8 whose source index has `shards` primaries and its alias defined as
+/// `alias_def`, over a topic of 2 partitions, with the test mappings in the recipe too.
+fn routed(prefix: &str, shards: u32, alias_def: Value) -> Scenario {
+    Scenario::new(prefix)
+        .shards(shards)
+        .alias(alias_def)
+        .partitions(2)
+        .recipe(|r| (r.mappings, r.slices, r.batch_size) = (source_mappings(), 2, 500))
 }
 
 /// The alias as the cluster describes it (filter, routings, write flag), on its one index.
@@ -37,23 +32,6 @@ async fn shard_of(c: &Cluster, index: &str, routing: &str) -> anyhow::Result<u64
     r["shards"][0][0]["shard"].as_u64().ok_or_else(|| anyhow::anyhow!("no shard for routing {routing}: {r}"))
 }
 
-fn recipe(dir: &Path, n: &Names, source_url: &str, target_url: &str) -> anyhow::Result<String> {
-    let path = RecipeSpec {
-        mappings: source_mappings(),
-        slices: 2,
-        batch_size: 500,
-        ..RecipeSpec::new(&n.name, source_url, target_url, &n.topic, &n.src, &n.dst, &n.alias)
-    }
-    .write(dir)?;
-    Ok(path.to_str().unwrap_or_default().to_owned())
-}
-
-fn verify_report(state: &Path, name: &str) -> anyhow::Result<Value> {
-    let out = output(indexferry(state, &["verify", name, "--json"]))?;
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| anyhow::anyhow!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))
-}
-
 fn doc(id: &str) -> String {
     json!({ "id": id, "title": "routed", "active": true }).to_string()
 }
@@ -62,20 +40,19 @@ fn doc(id: &str) -> String {
 /// or the replay writes the document elsewhere in the target.
 #[tokio::test(flavor = "multi_thread")]
 async fn events_carry_the_routing_the_alias_applies() -> anyhow::Result<()> {
-    let n = Names::new("route-ev");
-    let url = es8();
-    let c = routed_source(&url, &n, 2, json!({ "routing": "r1", "is_write_index": true })).await?;
-    let p = Producer::connect(producer_config(&url, &n.topic, &n.alias)).await?;
+    let mut m = routed("route-ev", 2, json!({ "routing": "r1", "is_write_index": true })).start().await?;
+    let c = cluster(&m.source_url).await?;
+    let p = m.producer().await?;
     let indexed = p.index("a", &doc("a"), None).await?;
     let deleted = p.delete("a", None).await?;
     let bulk = p.bulk(&[Write::Index { id: "b".into(), source: doc("b"), routing: None }]).await?;
-    let got: Value = c.json(Method::Get, &format!("/{}/_doc/b", n.src), &[("routing", "r1")], None).await?;
+    let got: Value = c.json(Method::Get, &format!("/{}/_doc/b", m.names.src), &[("routing", "r1")], None).await?;
     assert_eq!(got["_routing"], "r1", "the cluster applied the alias routing: {got}");
     assert_eq!(indexed.routing.as_deref(), Some("r1"), "index event");
     assert_eq!(deleted.routing.as_deref(), Some("r1"), "delete event");
     let bulked = bulk.into_iter().next().expect("one result")?;
     assert_eq!(bulked.routing.as_deref(), Some("r1"), "bulk event");
-    let published: Vec<_> = read_topic(&n.topic, 3, Duration::from_secs(20))?
+    let published: Vec<_> = read_topic(&m.names.topic, 3, Duration::from_secs(20))?
         .into_iter()
         .map(|(_, payload)| indexferry_schemas::decode(None, &payload))
         .collect::<Result<_, _>>()?;
@@ -88,24 +65,22 @@ async fn events_carry_the_routing_the_alias_applies() -> anyhow::Result<()> {
 /// even when its `_source` is the same.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_compares_routing() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let n = Names::new("route-verify");
-    let url = es8();
-    let c = routed_source(&url, &n, 2, json!({ "is_write_index": true })).await?;
-    let p = Producer::connect(producer_config(&url, &n.topic, &n.alias)).await?;
+    let mut m = routed("route-verify", 2, json!({ "is_write_index": true })).start().await?;
+    let c = cluster(&m.source_url).await?;
+    let p = m.producer().await?;
     p.index("x", &doc("x"), Some("r1")).await?;
     p.index("y", &doc("y"), None).await?;
-    let recipe_path = recipe(dir.path(), &n, &url, &url)?;
+    let recipe_path = m.recipe_in(m.dir.path())?;
     // One target shard: a lookup with any routing finds the document, whatever its routing.
     let text = std::fs::read_to_string(&recipe_path)?.replace("number_of_shards = 2", "number_of_shards = 1");
     std::fs::write(&recipe_path, text)?;
-    run_ok(indexferry(&state, &["init", &recipe_path]))?;
-    run_ok(indexferry(&state, &["snapshot", &n.name]))?;
+    run_ok(m.cmd(&["init", recipe_path.to_str().unwrap_or_default()]))?;
+    run_ok(m.cmd(&["snapshot", m.name()]))?;
+    let n = &m.names;
 
     let copied: Value = c.json(Method::Get, &format!("/{}/_doc/x", n.dst), &[("routing", "r1")], None).await?;
     assert_eq!(copied["_routing"], "r1", "the snapshot copies _routing: {copied}");
-    let report = verify_report(&state, &n.name)?;
+    let (report, _) = m.verify()?;
     assert_eq!(report["identical"], json!(true), "{report}");
 
     // The same document, same source, but without its routing.
@@ -114,7 +89,7 @@ async fn verify_compares_routing() -> anyhow::Result<()> {
     // Above any version the pipeline writes (term and _seq_no folded into 63 bits).
     let query = [("version", "9000000000000000000"), ("version_type", "external"), ("refresh", "true")];
     c.json::<Value>(Method::Put, &format!("/{}/_doc/x", n.dst), &query, Some(&body)).await?;
-    let report = verify_report(&state, &n.name)?;
+    let (report, _) = m.verify()?;
     assert_eq!(report["identical"], json!(false), "a lost routing is a difference: {report}");
     assert_eq!(report["pairs"][0]["different"], json!(1), "{report}");
     assert_eq!(report["pairs"][0]["sample_different"], json!(["x"]), "{report}");
@@ -124,11 +99,9 @@ async fn verify_compares_routing() -> anyhow::Result<()> {
 /// One id, two routings, two shards: two documents, two deletes, two recorded tombstones.
 #[tokio::test(flavor = "multi_thread")]
 async fn deletes_of_one_id_under_two_routings_are_both_reapplied() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let n = Names::new("route-tomb");
-    let url = es8();
-    let c = routed_source(&url, &n, 2, json!({ "is_write_index": true })).await?;
+    let mut m = routed("route-tomb", 2, json!({ "is_write_index": true })).start().await?;
+    let (url, n) = (m.source_url.clone(), &m.names);
+    let c = cluster(&url).await?;
     let first = shard_of(&c, &n.src, "r0").await?;
     let mut other = None;
     for i in 1..50 {
@@ -139,28 +112,28 @@ async fn deletes_of_one_id_under_two_routings_are_both_reapplied() -> anyhow::Re
         }
     }
     let other = other.expect("a routing on the other shard");
-    let recipe_path = recipe(dir.path(), &n, &url, &url)?;
-    run_ok(indexferry(&state, &["init", &recipe_path]))?;
-    let mut run = spawn(indexferry(&state, &["run", &n.name]), &dir.path().join("run.log"))?;
+    let (src, dst) = (n.src.clone(), n.dst.clone());
+    m.init()?;
+    m.run()?;
 
-    let p = Producer::connect(producer_config(&url, &n.topic, &n.alias)).await?;
+    let p = m.producer().await?;
     for routing in ["r0", other.as_str()] {
         p.index("dup/1", &doc("dup/1"), Some(routing)).await?;
     }
-    assert_eq!(c.count(&n.src, true).await?, 2, "one id, two documents on two shards");
+    assert_eq!(c.count(&src, true).await?, 2, "one id, two documents on two shards");
     for routing in ["r0", other.as_str()] {
         p.delete("dup/1", Some(routing)).await?;
     }
     p.index("kept", &doc("kept"), Some("r0")).await?;
-    wait_caught_up(&state, &n.name, Duration::from_secs(60)).await?;
-    wait_docs(&url, &n.dst, 1).await?;
+    m.wait_caught_up(Duration::from_secs(60)).await?;
+    wait_docs(&url, &dst, 1).await?;
 
-    let out = run_ok(indexferry(&state, &["rollover", &n.name]))?;
+    let out = m.rollover()?;
     eprintln!("{out}");
-    let s = status(&state, &n.name)?;
+    let s = m.status()?;
     assert_eq!(s["last_rollover"]["deletes_reapplied"], json!(2), "both deletes recorded: {s}");
-    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
-    let report = verify_report(&state, &n.name)?;
+    m.wait_run_exit().await?;
+    let (report, _) = m.verify()?;
     assert_eq!(report["identical"], json!(true), "{report}");
     Ok(())
 }
@@ -169,20 +142,15 @@ async fn deletes_of_one_id_under_two_routings_are_both_reapplied() -> anyhow::Re
 /// through rollover: the target holds the same documents under the same routings, and the
 /// alias arrives with its whole definition.
 async fn alias_moves_intact(target_url: &str, load_through_rollover: bool) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let n = Names::new("route-alias");
-    let source_url = es8();
     let def = json!({ "filter": { "term": { "active": true } }, "routing": "r1", "is_write_index": true });
-    let c = routed_source(&source_url, &n, 3, def).await?;
-    let before = alias_definition(&c, &n.alias).await?;
-    let load = Load::start_with(dir.path(), &source_url, &n.alias, &n.topic, 2000, 100, &["--routed-percent", "30"])?;
-    wait_docs(&source_url, &n.src, 2000).await?;
+    let mut m =
+        routed("route-alias", 3, def).to(target_url).load_with(2000, 100, &["--routed-percent", "30"]).start().await?;
+    let before = alias_definition(&cluster(&m.source_url).await?, &m.names.alias).await?;
 
-    let recipe_path = recipe(dir.path(), &n, &source_url, target_url)?;
-    run_ok(indexferry(&state, &["init", &recipe_path]))?;
-    let mut run = spawn(indexferry(&state, &["run", &n.name]), &dir.path().join("run.log"))?;
-    wait_caught_up(&state, &n.name, Duration::from_secs(180)).await?;
+    m.init()?;
+    m.run()?;
+    m.wait_caught_up(Duration::from_secs(180)).await?;
+    let load = m.load();
     let load = if load_through_rollover {
         Some(load)
     } else {
@@ -190,19 +158,19 @@ async fn alias_moves_intact(target_url: &str, load_through_rollover: bool) -> an
         assert_eq!(failed, 0, "no write may fail ({done} done)");
         None
     };
-    eprintln!("{}", run_ok(indexferry(&state, &["rollover", &n.name]))?);
+    eprintln!("{}", m.rollover()?);
     if let Some(load) = load {
         let (done, failed) = load.stop()?;
         assert_eq!(failed, 0, "no write may fail across the rollover ({done} done)");
     }
-    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    m.wait_run_exit().await?;
 
-    let report = verify_report(&state, &n.name)?;
+    let (report, _) = m.verify()?;
     assert_eq!(report["identical"], json!(true), "{report}");
     let target = cluster(target_url).await?;
-    let after = alias_definition(&target, &n.alias).await?;
+    let after = alias_definition(&target, &m.names.alias).await?;
     assert_eq!(after, before, "the alias keeps its filter, routing and write flag");
-    assert_eq!(target.alias_indices(&n.alias).await?, vec![n.dst.clone()]);
+    assert_eq!(target.alias_indices(&m.names.alias).await?, vec![m.names.dst.clone()]);
     Ok(())
 }
 
