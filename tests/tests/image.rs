@@ -9,6 +9,15 @@ use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// The scenario's recipe in a folder of its own, mounted at `/etc/indexferry`: the folder,
+/// and the recipe's path in the containers.
+fn mounted_recipe(m: &Migration) -> anyhow::Result<(std::path::PathBuf, String)> {
+    let config = m.file("config");
+    std::fs::create_dir(&config)?;
+    let recipe = m.recipe_in(&config)?;
+    Ok((config, format!("/etc/indexferry/{}", recipe.file_name().and_then(|f| f.to_str()).unwrap_or_default())))
+}
+
 fn status_in(d: &Deployment, name: &str) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&d.command_ok(&["migration", "status", name, "--json"])?)?)
 }
@@ -38,24 +47,13 @@ async fn wait_exit(d: &Deployment, container: &str, limit: Duration) -> anyhow::
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_whole_migration_runs_from_the_image_through_a_kill_and_a_restart() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config)?;
-    let source_url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("image");
-    create_source(&source_url, &src, &alias, &topic, 3, source_mappings()).await?;
-    let load = Load::start(dir.path(), &source_url, &alias, &topic, 3000, 100)?;
-    wait_docs(&source_url, &src, 3000).await?;
     // Throttled, so that the kill comes while the snapshot copies.
-    let recipe = RecipeSpec {
-        mappings: changed_mappings(),
-        slices: 2,
-        batch_size: 100,
-        throttle: 400,
-        ..RecipeSpec::new(&name, &source_url, &source_url, &topic, &src, &dst, &alias)
-    }
-    .write(&config)?;
-    let recipe = format!("/etc/indexferry/{}", recipe.file_name().and_then(|f| f.to_str()).unwrap_or_default());
+    let mut m = Scenario::new("image")
+        .load(3000, 100)
+        .recipe(|r| (r.mappings, r.slices, r.batch_size, r.throttle) = (changed_mappings(), 2, 100, 400))
+        .start()
+        .await?;
+    let ((config, recipe), name) = (mounted_recipe(&m)?, m.name().to_owned());
     let mut d = Deployment::new(&config)?;
     let (first, second) = (unique("indexferry-run"), unique("indexferry-run"));
 
@@ -89,7 +87,7 @@ async fn a_whole_migration_runs_from_the_image_through_a_kill_and_a_restart() ->
     }
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (done, failed) = load.stop()?;
+    let (done, failed) = m.load().stop()?;
     assert_eq!(failed, 0, "no write may fail ({done} done)");
     assert!(done > 100, "the load really ran ({done} writes)");
     let s = status_in(&d, &name)?;
@@ -105,16 +103,8 @@ async fn a_whole_migration_runs_from_the_image_through_a_kill_and_a_restart() ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_in_one_container_stops_run_in_another() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config)?;
-    let source_url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("image-cancel");
-    create_source(&source_url, &src, &alias, &topic, 1, source_mappings()).await?;
-    let load = Load::start(dir.path(), &source_url, &alias, &topic, 300, 20)?;
-    wait_docs(&source_url, &src, 300).await?;
-    let recipe = RecipeSpec::new(&name, &source_url, &source_url, &topic, &src, &dst, &alias).write(&config)?;
-    let recipe = format!("/etc/indexferry/{}", recipe.file_name().and_then(|f| f.to_str()).unwrap_or_default());
+    let mut m = Scenario::new("image-cancel").partitions(1).load(300, 20).start().await?;
+    let ((config, recipe), name) = (mounted_recipe(&m)?, m.name().to_owned());
     let mut d = Deployment::new(&config)?;
     d.command_ok(&["migration", "init", &recipe])?;
     let run = unique("indexferry-run");
@@ -132,9 +122,9 @@ async fn cancel_in_one_container_stops_run_in_another() -> anyhow::Result<()> {
     let exit = wait_exit(&d, &run, Duration::from_secs(10)).await?;
     assert_eq!(exit, 0, "run stopped cleanly when asked: {}", d.logs(&run));
     assert!(d.logs(&run).contains("cancel asked the workers to stop"));
-    let (_, failed) = load.stop()?;
+    let (_, failed) = m.load().stop()?;
     assert_eq!(failed, 0);
-    let target = cluster(&source_url).await?;
-    assert!(!target.exists(&dst).await?, "cancel deleted the target {dst}");
+    let (target, dst) = (cluster(&m.target_url).await?, &m.names.dst);
+    assert!(!target.exists(dst).await?, "cancel deleted the target {dst}");
     Ok(())
 }
