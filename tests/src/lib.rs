@@ -5,7 +5,7 @@
 pub mod container;
 pub mod scenario;
 
-pub use scenario::{json_report, Migration, Scenario};
+pub use scenario::{json_report, Ground, Migration, Scenario};
 
 use anyhow::{bail, Context};
 use indexferry_common::config::{ClusterConfig, KafkaConfig};

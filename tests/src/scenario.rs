@@ -345,3 +345,108 @@ pub async fn delete_topics(topics: &[String]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The ground of a test that makes its indices itself (a pattern of days, tenants): a folder
+/// with the state folder in it, one name `base` that every name it makes starts with (its
+/// topic is `<base>-events`), and the clusters it makes them on. When dropped, every index,
+/// template, ingest pipeline and topic under `base` is deleted there, passed or failed, and
+/// so are the templates that a cross-cluster switch of a migration named `base*` leaves.
+pub struct Ground {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    pub base: String,
+    pub topic: String,
+    urls: Vec<String>,
+}
+
+impl Ground {
+    /// A base named from `prefix` ([`unique`](crate::unique)), on the clusters `urls`.
+    pub fn new(prefix: &str, urls: &[&str]) -> anyhow::Result<Ground> {
+        let dir = tempfile::tempdir()?;
+        let base = crate::unique(prefix);
+        Ok(Ground {
+            state: dir.path().join("state"),
+            dir,
+            topic: format!("{base}-events"),
+            base,
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+        })
+    }
+
+    /// `<base>-<what>`.
+    pub fn name(&self, what: &str) -> String {
+        format!("{}-{what}", self.base)
+    }
+
+    /// The topic, made with `partitions`.
+    pub async fn topic(&self, partitions: i32) -> anyhow::Result<&str> {
+        indexferry_common::kafka::ensure_topic(&kafka(&self.topic), &self.topic, partitions).await?;
+        Ok(&self.topic)
+    }
+}
+
+impl Drop for Ground {
+    fn drop(&mut self) {
+        let (urls, base, topic) = (self.urls.clone(), self.base.clone(), self.topic.clone());
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                for url in &urls {
+                    if let Ok(c) = cluster(url).await {
+                        sweep(&c, &base).await;
+                    }
+                }
+                let _ = delete_topics(&[topic.clone(), format!("{topic}.deadletter")]).await;
+            });
+            anyhow::Ok(())
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!("could not delete what {} made: dev/test sweeps it at the end of the run", self.base);
+        }
+    }
+}
+
+/// Deletes on `c` the indices (`base*`, and `v2-base*` that a `v2-{source}` target makes),
+/// templates (the switch's `indexferry-switched-base*` too) and ingest pipelines under `base`.
+async fn sweep(c: &indexferry_common::es::Cluster, base: &str) {
+    let mut paths = vec![];
+    for pattern in [format!("{base}*"), format!("v2-{base}*")] {
+        let query = [("format", "json"), ("h", "index"), ("expand_wildcards", "all")];
+        let indices = names_at(c, &format!("/_cat/indices/{pattern}"), &query, |v| {
+            v.as_array().into_iter().flatten().filter_map(|i| i["index"].as_str().map(str::to_owned)).collect()
+        })
+        .await;
+        paths.extend(indices.into_iter().map(|i| format!("/{i}")));
+    }
+    let listed = |list: &'static str| {
+        move |v: &Value| -> Vec<String> {
+            let items = v[list].as_array().into_iter().flatten();
+            items.filter_map(|t| t["name"].as_str().map(str::to_owned)).collect()
+        }
+    };
+    let keys = |v: &Value| -> Vec<String> { v.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default() };
+    for pattern in [format!("{base}*"), format!("indexferry-switched-{base}*")] {
+        let composable = names_at(c, &format!("/_index_template/{pattern}"), &[], listed("index_templates")).await;
+        paths.extend(composable.into_iter().map(|t| format!("/_index_template/{t}")));
+        let legacy = names_at(c, &format!("/_template/{pattern}"), &[], keys).await;
+        paths.extend(legacy.into_iter().map(|t| format!("/_template/{t}")));
+    }
+    let components = names_at(c, &format!("/_component_template/{base}*"), &[], listed("component_templates")).await;
+    paths.extend(components.into_iter().map(|t| format!("/_component_template/{t}")));
+    let pipelines = names_at(c, &format!("/_ingest/pipeline/{base}*"), &[], keys).await;
+    paths.extend(pipelines.into_iter().map(|p| format!("/_ingest/pipeline/{p}")));
+    for path in paths {
+        let _ = c.request(Method::Delete, &path, &[], None).await;
+    }
+}
+
+/// The names a listing at `path` gives (none when it fails: nothing there).
+async fn names_at(
+    c: &indexferry_common::es::Cluster,
+    path: &str,
+    query: &[(&str, &str)],
+    pick: impl Fn(&Value) -> Vec<String>,
+) -> Vec<String> {
+    c.json::<Value>(Method::Get, path, query, None).await.map(|v| pick(&v)).unwrap_or_default()
+}

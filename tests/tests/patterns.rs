@@ -89,12 +89,11 @@ async fn aliases_of(c: &Cluster, index: &str) -> anyhow::Result<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn daily_indices_migrate_by_pattern_and_every_alias_moves_in_one_request() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let url = es8();
     let c = cluster(&url).await?;
-    let base = unique("stats");
-    let (read, write, topic, name) = (format!("{base}-all"), base.clone(), unique("stats-events"), unique("stats"));
+    let g = Ground::new("stats", &[&url])?;
+    let (dir, state, base) = (&g.dir, &g.state, &g.base);
+    let (read, write, topic, name) = (g.name("all"), base.clone(), g.topic(3).await?, g.name("m"));
     let days: Vec<String> = (1..=3).map(|d| format!("{base}-2026.11.0{d}")).collect();
     let filter = json!({ "term": { "kind": "a" } });
     for (i, d) in days.iter().enumerate() {
@@ -106,13 +105,12 @@ async fn daily_indices_migrate_by_pattern_and_every_alias_moves_in_one_request()
         }
         day(&c, d, json!({ read.as_str(): { "filter": filter }, write.as_str(): w }), 300).await?;
     }
-    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 3).await?;
-    let load = Load::start(dir.path(), &url, &write, &topic, 500, 150)?;
+    let load = Load::start(dir.path(), &url, &write, topic, 500, 150)?;
     wait_docs(&url, &days[2], 800).await?;
     // An older day changes too, through its own name: one topic carries every day's events.
-    let old = Producer::connect(producer_config(&url, &topic, &days[0])).await?;
+    let old = Producer::connect(producer_config(&url, topic, &days[0])).await?;
 
-    let r = recipe(dir.path(), &name, &url, &topic, &format!("{base}-*"), "v2-{source}", "", "")?;
+    let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-*"), "v2-{source}", "", "")?;
     let out = run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
     for d in &days {
         assert!(out.contains(&format!("{d} -> v2-{d} (matches {base}-*")), "init prints the matched set: {out}");
@@ -154,16 +152,14 @@ async fn daily_indices_migrate_by_pattern_and_every_alias_moves_in_one_request()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_day_created_after_init_blocks_rollover_until_added_or_excluded() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let url = es8();
     let c = cluster(&url).await?;
-    let base = unique("daily");
-    let (write, topic, name) = (base.clone(), unique("daily-events"), unique("daily"));
+    let g = Ground::new("daily", &[&url])?;
+    let (dir, state, base) = (&g.dir, &g.state, &g.base);
+    let (write, topic, name) = (base.clone(), g.topic(2).await?.to_owned(), g.name("m"));
     let d = |n: u32| format!("{base}-2026.11.0{n}");
     day(&c, &d(1), json!({ write.as_str(): { "is_write_index": false } }), 100).await?;
     day(&c, &d(2), json!({ write.as_str(): { "is_write_index": true } }), 100).await?;
-    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 2).await?;
     // No reconcile at rollover: it would repair what a replay that skipped events left out.
     let r = recipe(dir.path(), &name, &url, &topic, &format!("{base}-*"), "v2-{source}", "", "reconcile = false")?;
     run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
@@ -258,15 +254,13 @@ async fn refused(dir: &Path, r: &Path, name: &str, c: &Cluster, targets: &[Strin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_patterns_are_refused_at_init_with_one_line_naming_them() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
     let url = es8();
     let c = cluster(&url).await?;
-    let base = unique("bad");
-    let (topic, name) = (unique("bad-events"), unique("bad"));
+    let g = Ground::new("bad", &[&url])?;
+    let (dir, base, topic, name) = (&g.dir, &g.base, g.topic(1).await?, g.name("m"));
     let (a, b) = (format!("{base}-a"), format!("{base}-b"));
     day(&c, &a, json!({}), 1).await?;
     day(&c, &b, json!({}), 1).await?;
-    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
 
     let r = recipe(dir.path(), &name, &url, &topic, &format!("{base}-none-*"), "v2-{source}", "", "")?;
     let e = refused(dir.path(), &r, &name, &c, &[]).await?;
@@ -285,12 +279,10 @@ async fn bad_patterns_are_refused_at_init_with_one_line_naming_them() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let (source_url, target_url) = (es8(), es9());
     let (src, dst) = (cluster(&source_url).await?, cluster(&target_url).await?);
-    let base = unique("tpl");
-    let (topic, name) = (unique("tpl-events"), unique("tpl"));
+    let g = Ground::new("tpl", &[&source_url, &target_url])?;
+    let (dir, state, base, topic, name) = (&g.dir, &g.state, &g.base, g.topic(1).await?, g.name("m"));
     let (component, composable, legacy) = (format!("{base}-ct"), format!("{base}-it"), format!("{base}-legacy"));
     let pattern = format!("{base}-*");
     let put = |path: String, body: Value| {
@@ -322,7 +314,6 @@ async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow:
         )
         .await?;
     }
-    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
     let overrides = r#"mappings = { properties = { n = { type = "long" } } }"#;
 
     // The target already holds the legacy template, with another body: refused by name.
@@ -366,40 +357,22 @@ async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow:
     verify_identical(&state, &name)?;
     let moved: Value = dst.json(Method::Get, &format!("/_alias/{base}"), &[], None).await?;
     assert_eq!(moved.as_object().map(|m| m.len()), Some(2), "the read alias spans both days on the target: {moved}");
-    for t in [
-        format!("/_index_template/{composable}"),
-        format!("/_component_template/{component}"),
-        format!("/_template/{legacy}"),
-    ] {
-        let _ = dst.request(Method::Delete, &t, &[], None).await;
-    }
-    for t in [
-        format!("/_index_template/{composable}"),
-        format!("/_component_template/{component}"),
-        format!("/_template/{legacy}"),
-    ] {
-        let _ = src.request(Method::Delete, &t, &[], None).await;
-    }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_template_making_data_streams_is_refused_at_init() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
     let (source_url, target_url) = (es8(), opensearch());
     let (src, dst) = (cluster(&source_url).await?, cluster(&target_url).await?);
-    let base = unique("ds");
-    let (topic, name, template) = (unique("ds-events"), unique("ds"), format!("{base}-streams"));
+    let g = Ground::new("ds", &[&source_url, &target_url])?;
+    let (dir, base, topic, name, template) = (&g.dir, &g.base, g.topic(1).await?, g.name("m"), g.name("streams"));
     day(&src, &format!("{base}-2026.11.01"), json!({}), 1).await?;
     // Made after the index (Elasticsearch refuses a plain index under a data-stream template).
     let body = json!({ "index_patterns": [format!("{base}-*")], "data_stream": {}, "priority": 400,
         "template": { "mappings": { "properties": { "@timestamp": { "type": "date" } } } } });
     src.json::<Value>(Method::Put, &format!("/_index_template/{template}"), &[], Some(&body)).await?;
-    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
-    let r = recipe(dir.path(), &name, &target_url, &topic, &format!("{base}-*"), "{source}", "", "")?;
-    let e = refused(dir.path(), &r, &name, &dst, &[format!("{base}-2026.11.01")]).await;
-    let _ = src.request(Method::Delete, &format!("/_index_template/{template}"), &[], None).await;
-    let e = e?;
+    let r = recipe(dir.path(), &name, &target_url, topic, &format!("{base}-*"), "{source}", "", "")?;
+    let e = refused(dir.path(), &r, &name, &dst, &[format!("{base}-2026.11.01")]).await?;
     assert!(e.contains(&template) && e.contains("data streams"), "{e}");
     Ok(())
 }

@@ -18,9 +18,10 @@ struct Tenant {
 }
 
 impl Tenant {
-    fn new(root: &Path, tag: &str) -> anyhow::Result<Tenant> {
-        let prefix = format!("{}-", unique(tag));
-        let dir = root.join(&prefix);
+    /// The tenant `tag` of the test's ground: its prefix `<base>-<tag>-`.
+    fn new(g: &Ground, tag: &str) -> anyhow::Result<Tenant> {
+        let prefix = format!("{}-", g.name(tag));
+        let dir = g.dir.path().join(&prefix);
         std::fs::create_dir_all(&dir)?;
         Ok(Tenant { prefix, dir })
     }
@@ -45,10 +46,9 @@ async fn target_ids(url: &str, index: &str) -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_tenants_migrate_at_once_on_one_cluster_and_one_topic_without_touching_each_other() -> anyhow::Result<()> {
     let url = es8();
-    let root = tempfile::tempdir()?;
-    let state = root.path().join("state");
-    let topic = unique("tenants-events");
-    let tenants = [Tenant::new(root.path(), "ta")?, Tenant::new(root.path(), "tb")?];
+    let g = Ground::new("tenants", &[&url])?;
+    let (state, topic) = (&g.state, &g.topic);
+    let tenants = [Tenant::new(&g, "ta")?, Tenant::new(&g, "tb")?];
     let mut loads = vec![];
     for (t, ids) in tenants.iter().zip(["a-", "b-"]) {
         create_source(&url, &t.name("src"), &t.name("records"), &topic, 3, source_mappings()).await?;
@@ -158,10 +158,12 @@ async fn a_tenant_user_migrates_its_own_indices_and_is_refused_another_tenants_a
     let ca = ca()?;
     let admin_pw = std::env::var("INDEXFERRY_TLS_PASSWORD").unwrap_or_else(|_| "indexferry-secret".into());
     let admin = Cluster::connect(&tls_config("elastic", &admin_pw, &ca), "admin", Duration::from_secs(30)).await?;
-    let root = tempfile::tempdir()?;
-    let (a, b) = (Tenant::new(root.path(), "ta")?, Tenant::new(root.path(), "tb")?);
+    // On the cluster with a password the tenants' indices are deleted here; the ground
+    // deletes the topic.
+    let g = Ground::new("tenant-tls", &[])?;
+    let (a, b) = (Tenant::new(&g, "ta")?, Tenant::new(&g, "tb")?);
     let user = TenantUser::create(&admin, &a.prefix).await?;
-    let result = tenant_migration(&admin, &user, &ca, root.path(), &a, &b).await;
+    let result = tenant_migration(&admin, &user, &ca, &g, &a, &b).await;
     let removed = user.remove(&admin).await;
     for index in [a.name("src"), a.name("dst"), b.name("src")] {
         let _ = admin.request(Method::Delete, &format!("/{index}"), &[], None).await;
@@ -174,13 +176,12 @@ async fn tenant_migration(
     admin: &Cluster,
     user: &TenantUser,
     ca: &Path,
-    root: &Path,
+    g: &Ground,
     a: &Tenant,
     b: &Tenant,
 ) -> anyhow::Result<()> {
     let url = tls_url();
-    let state = root.join("state");
-    let topic = unique("tenant-tls-events");
+    let (state, topic) = (&g.state, g.topic.clone());
     for t in [a, b] {
         let body = json!({
             "settings": { "index.number_of_shards": 2, "index.number_of_replicas": 0 },
@@ -242,12 +243,11 @@ async fn tenant_migration(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prefix_that_makes_a_name_over_255_bytes_is_refused_at_init_in_one_line() -> anyhow::Result<()> {
     let url = es8();
-    let root = tempfile::tempdir()?;
-    let state = root.path().join("state");
-    let mut t = Tenant::new(root.path(), "long")?;
+    let g = Ground::new("long", &[&url])?;
+    let state = &g.state;
+    let mut t = Tenant::new(&g, "long")?;
     t.prefix = format!("{}-", "l".repeat(252));
-    let out =
-        output(indexferry(&state, &["init", t.recipe(&url, &unique("long-events"), "")?.to_str().unwrap_or("")]))?;
+    let out = output(indexferry(state, &["init", t.recipe(&url, &g.topic, "")?.to_str().unwrap_or("")]))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let line = stderr.trim_end();
@@ -264,10 +264,9 @@ async fn a_prefix_that_makes_a_name_over_255_bytes_is_refused_at_init_in_one_lin
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prefix_nested_in_another_tenants_is_refused_at_init() -> anyhow::Result<()> {
     let url = es8();
-    let root = tempfile::tempdir()?;
-    let state = root.path().join("state");
-    let topic = unique("nested-events");
-    let outer = Tenant::new(root.path(), "nest")?;
+    let g = Ground::new("nest", &[&url])?;
+    let (root, state, topic) = (&g.dir, &g.state, &g.topic);
+    let outer = Tenant::new(&g, "o")?;
     create_source(&url, &outer.name("src"), &outer.name("records"), &topic, 1, source_mappings()).await?;
     // Writing on: the worker commits the offsets of events it applied, which makes its group.
     let load = Load::start_with(&outer.dir, &url, "records", &topic, 50, 20, &["--prefix", outer.prefix.as_str()])?;
@@ -315,10 +314,10 @@ async fn a_prefix_nested_in_another_tenants_is_refused_at_init() -> anyhow::Resu
 async fn a_prefixed_pattern_migrates_only_the_tenants_days_and_templates() -> anyhow::Result<()> {
     let (source_url, target_url) = (es8(), es9());
     let (src, dst) = (cluster(&source_url).await?, cluster(&target_url).await?);
-    let root = tempfile::tempdir()?;
-    let state = root.path().join("state");
-    let (a, b) = (Tenant::new(root.path(), "ta")?, Tenant::new(root.path(), "tb")?);
-    let (own_template, shared_template, shared_alias) = (a.name("stats"), unique("shared-tpl"), unique("shared-read"));
+    let g = Ground::new("tdays", &[&source_url, &target_url])?;
+    let state = &g.state;
+    let (a, b) = (Tenant::new(&g, "ta")?, Tenant::new(&g, "tb")?);
+    let (own_template, shared_template, shared_alias) = (a.name("stats"), g.name("shared-tpl"), g.name("shared-read"));
     let legacy = |patterns: Value, order: u32| json!({ "index_patterns": patterns, "order": order });
     let templates = [
         (own_template.clone(), legacy(json!([a.name("stats-*")]), 1)),
@@ -339,8 +338,7 @@ async fn a_prefixed_pattern_migrates_only_the_tenants_days_and_templates() -> an
         src.json::<Value>(Method::Put, &format!("/{day}/_doc/1"), &[("refresh", "true")], Some(&json!({ "n": i })))
             .await?;
     }
-    let topic = unique("tenant-days-events");
-    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
+    let topic = g.topic(1).await?;
     let text = format!(
         "prefix = {:?}\nname = \"stats\"\n[source]\nurl = \"{source_url}\"\n[target]\nurl = \"{target_url}\"\n\
          [kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n[[indices]]\nsource = \"stats-*\"\ntarget = \"v2-{{source}}\"\n",
@@ -349,39 +347,31 @@ async fn a_prefixed_pattern_migrates_only_the_tenants_days_and_templates() -> an
     );
     let r = a.dir.join("stats.toml");
     std::fs::write(&r, text)?;
-    let result = async {
-        let out = output(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(&shared_alias) && err.contains("prefix"), "{err}");
-        assert!(!dst.exists(&a.name("v2-stats-2026.11.01")).await?, "nothing created");
-        src.json::<Value>(Method::Delete, &format!("/{}/_alias/{shared_alias}", days[1]), &[], None).await?;
+    let out = output(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&shared_alias) && err.contains("prefix"), "{err}");
+    assert!(!dst.exists(&a.name("v2-stats-2026.11.01")).await?, "nothing created");
+    src.json::<Value>(Method::Delete, &format!("/{}/_alias/{shared_alias}", days[1]), &[], None).await?;
 
-        let out = run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
-        for day in &days[..2] {
-            let target = day.replacen(&a.prefix, &a.name("v2-"), 1);
-            assert!(out.contains(&format!("{day} -> {target}")), "{out}");
-        }
-        assert!(!out.contains(&b.prefix), "tenant B's day is not matched: {out}");
-        assert!(out.contains(&format!("template {own_template} copied")), "{out}");
-        assert!(out.contains(&format!("template {shared_template} (_template) not copied")), "{out}");
-        let name = a.name("stats");
-        run_ok(indexferry(&state, &["snapshot", &name]))?;
-        run_ok(indexferry(&state, &["rollover", &name]))?;
-        let out = run_ok(indexferry(&state, &["verify", &name]))?;
-        assert!(out.contains("verify: identical"), "{out}");
-        let moved: Value = dst.json(Method::Get, &format!("/_alias/{}", a.name("stats")), &[], None).await?;
-        assert_eq!(moved.as_object().map(|m| m.len()), Some(2), "the tenant's read alias spans its days: {moved}");
-        assert!(!dst.exists(&b.name("v2-stats-2026.11.01")).await?, "tenant B's day was not migrated");
-        let theirs: Value = src.json(Method::Get, &format!("/{}/_alias", days[2]), &[], None).await?;
-        assert!(theirs[&days[2]]["aliases"].get(b.name("stats")).is_some(), "B's alias stayed: {theirs}");
-        let held: Value = dst.json(Method::Get, "/_template", &[], None).await?;
-        assert!(held.get(&shared_template).is_none(), "the shared template stayed behind");
-        anyhow::Ok(())
+    let out = run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+    for day in &days[..2] {
+        let target = day.replacen(&a.prefix, &a.name("v2-"), 1);
+        assert!(out.contains(&format!("{day} -> {target}")), "{out}");
     }
-    .await;
-    for (name, _) in &templates {
-        let _ = src.request(Method::Delete, &format!("/_template/{name}"), &[], None).await;
-        let _ = dst.request(Method::Delete, &format!("/_template/{name}"), &[], None).await;
-    }
-    result
+    assert!(!out.contains(&b.prefix), "tenant B's day is not matched: {out}");
+    assert!(out.contains(&format!("template {own_template} copied")), "{out}");
+    assert!(out.contains(&format!("template {shared_template} (_template) not copied")), "{out}");
+    let name = a.name("stats");
+    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    run_ok(indexferry(&state, &["rollover", &name]))?;
+    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    assert!(out.contains("verify: identical"), "{out}");
+    let moved: Value = dst.json(Method::Get, &format!("/_alias/{}", a.name("stats")), &[], None).await?;
+    assert_eq!(moved.as_object().map(|m| m.len()), Some(2), "the tenant's read alias spans its days: {moved}");
+    assert!(!dst.exists(&b.name("v2-stats-2026.11.01")).await?, "tenant B's day was not migrated");
+    let theirs: Value = src.json(Method::Get, &format!("/{}/_alias", days[2]), &[], None).await?;
+    assert!(theirs[&days[2]]["aliases"].get(b.name("stats")).is_some(), "B's alias stayed: {theirs}");
+    let held: Value = dst.json(Method::Get, "/_template", &[], None).await?;
+    assert!(held.get(&shared_template).is_none(), "the shared template stayed behind");
+    Ok(())
 }
