@@ -58,6 +58,28 @@ async fn delete(url: &str, index: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `run` of the migration `name` initialised in `dir`'s state folder, caught up under
+/// `load`; the load stopped with no failed write, `rollover`, `run` exiting. `verify
+/// --json`'s report, which found both sides identical.
+async fn roll_under_load(dir: &std::path::Path, name: &str, load: Load) -> anyhow::Result<Value> {
+    let state = dir.join("state");
+    let mut run = spawn(indexferry(&state, &["run", name]), &dir.join("run.log"))?;
+    let caught = wait_caught_up(&state, name, Duration::from_secs(180)).await;
+    if caught.is_err() {
+        let _ = terminate(&mut run);
+        eprintln!("{}", std::fs::read_to_string(dir.join("run.log")).unwrap_or_default());
+    }
+    caught?;
+    let (done, failed) = load.stop()?;
+    assert_eq!(failed, 0, "no write may fail ({done} done)");
+    run_ok(indexferry(&state, &["rollover", name]))?;
+    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
+    let verify = output(indexferry(&state, &["verify", name, "--json"]))?;
+    let verdict: Value = serde_json::from_slice(&verify.stdout)?;
+    assert_eq!(verdict["identical"], json!(true), "{verdict}");
+    Ok(verdict)
+}
+
 fn recipe_of(report: &Value) -> anyhow::Result<String> {
     report["recipes"][0].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no recipe written: {report}"))
 }
@@ -90,20 +112,7 @@ async fn elasticsearch_8_flattened_is_planned_to_opensearch_and_the_recipe_migra
     let recipe = recipe_of(&report)?;
     let name = alias.clone();
     run_ok(indexferry(&state, &["init", &recipe]))?;
-    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
-    let caught = wait_caught_up(&state, &name, Duration::from_secs(180)).await;
-    if caught.is_err() {
-        let _ = terminate(&mut run);
-        eprintln!("{}", std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default());
-    }
-    caught?;
-    let (done, failed) = load.stop()?;
-    assert_eq!(failed, 0, "no write may fail ({done} done)");
-    run_ok(indexferry(&state, &["rollover", &name]))?;
-    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
-    let verify = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let verdict: Value = serde_json::from_slice(&verify.stdout)?;
-    assert_eq!(verdict["identical"], json!(true), "{verdict}");
+    roll_under_load(dir.path(), &name, load).await?;
 
     let target = cluster(&target_url).await?;
     let m: Value = target.json(Method::Get, &format!("/{src}/_mapping"), &[], None).await?;
@@ -468,20 +477,7 @@ async fn daily_migration(
     for d in days {
         assert!(init.contains(&format!("{d} -> {d} (matches {pattern}")), "init matches each day: {init}");
     }
-    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.join("run.log"))?;
-    let caught = wait_caught_up(&state, &name, Duration::from_secs(180)).await;
-    if caught.is_err() {
-        let _ = terminate(&mut run);
-        eprintln!("{}", std::fs::read_to_string(dir.join("run.log")).unwrap_or_default());
-    }
-    caught?;
-    let (done, failed) = load.stop()?;
-    assert_eq!(failed, 0, "no write may fail ({done} done)");
-    run_ok(indexferry(&state, &["rollover", &name]))?;
-    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
-    let verify = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let verdict: Value = serde_json::from_slice(&verify.stdout)?;
-    assert_eq!(verdict["identical"], json!(true), "{verdict}");
+    let verdict = roll_under_load(dir, &name, load).await?;
     assert_eq!(verdict["pairs"].as_array().map(Vec::len), Some(3), "{verdict}");
     let target = cluster(target_url).await?;
     let copied: Value = target.json(Method::Get, &format!("/_index_template/{base}-tpl"), &[], None).await?;
