@@ -429,7 +429,6 @@ async fn check_pair(
     Ok(())
 }
 
-/// What the migration record keeps of a pair `init` or `add` created.
 /// Two tenants whose prefixes nest (`t1-` and `t1-a-`) can't be told apart: every name of
 /// `t1-a-` starts with `t1-` too, so the `t1-` migration would take that tenant's events,
 /// templates and pattern indices for its own ([`Recipe::owns`]). Refused when the other

@@ -7,6 +7,7 @@ use crate::state::PairInfo;
 use indexferry_common::es::Cluster;
 use serde_json::json;
 
+/// What the migration record keeps of a pair `init` or `add` created.
 pub fn pair_info(p: &Planned, source_docs: u64) -> PairInfo {
     PairInfo {
         source: p.source.clone(),
