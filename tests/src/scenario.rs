@@ -20,6 +20,9 @@ use std::time::Duration;
 /// How a test's recipe differs from [`RecipeSpec::new`]'s.
 type Tune = Box<dyn Fn(&mut RecipeSpec<'_>) + Send + Sync>;
 
+/// Documents written before the migration: how many, and the body of the `i`th.
+type Docs = (usize, fn(usize) -> Value);
+
 /// A live load: `initial` documents first, then `rate` writes/s, with more `load` arguments.
 struct LoadSpec {
     initial: u64,
@@ -39,7 +42,7 @@ pub struct Scenario {
     mappings: Value,
     alias: Value,
     load: Option<LoadSpec>,
-    docs: Option<(usize, fn(usize) -> Value)>,
+    docs: Option<Docs>,
     tune: Tune,
 }
 

@@ -111,20 +111,20 @@ async fn daily_indices_migrate_by_pattern_and_every_alias_moves_in_one_request()
     let old = Producer::connect(producer_config(&url, topic, &days[0])).await?;
 
     let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-*"), "v2-{source}", "", "")?;
-    let out = run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+    let out = run_ok(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     for d in &days {
         assert!(out.contains(&format!("{d} -> v2-{d} (matches {base}-*")), "init prints the matched set: {out}");
     }
-    let s = status(&state, &name)?;
+    let s = status(state, &name)?;
     assert_eq!(s["pairs"].as_array().map(Vec::len), Some(3), "{s}");
-    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
+    let mut run = spawn(indexferry(state, &["run", &name]), &dir.path().join("run.log"))?;
     for i in 0..50 {
         old.index(&format!("seed-{i}"), &format!(r#"{{"kind":"a","n":{}}}"#, 1000 + i), None).await?;
     }
     old.delete("seed-60", None).await?;
-    wait_caught_up(&state, &name, Duration::from_secs(180)).await?;
+    wait_caught_up(state, &name, Duration::from_secs(180)).await?;
 
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    let out = run_ok(indexferry(state, &["rollover", &name]))?;
     assert!(out.contains("write pause"), "{out}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (done, failed) = load.stop()?;
@@ -142,7 +142,7 @@ async fn daily_indices_migrate_by_pattern_and_every_alias_moves_in_one_request()
             assert_eq!(on[&write]["search_routing"], json!("r1"), "{on}");
         }
     }
-    let report = verify_identical(&state, &name)?;
+    let report = verify_identical(state, &name)?;
     assert_eq!(report["pairs"].as_array().map(Vec::len), Some(3), "{report}");
     let target_old = all_docs(&url, &format!("v2-{}", days[0])).await?;
     assert_eq!(target_old.get("seed-7"), Some(&json!({ "kind": "a", "n": 1007 })), "the old day's event was replayed");
@@ -162,9 +162,9 @@ async fn a_day_created_after_init_blocks_rollover_until_added_or_excluded() -> a
     day(&c, &d(2), json!({ write.as_str(): { "is_write_index": true } }), 100).await?;
     // No reconcile at rollover: it would repair what a replay that skipped events left out.
     let r = recipe(dir.path(), &name, &url, &topic, &format!("{base}-*"), "v2-{source}", "", "reconcile = false")?;
-    run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
-    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
-    wait_caught_up(&state, &name, Duration::from_secs(120)).await?;
+    run_ok(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
+    let mut run = spawn(indexferry(state, &["run", &name]), &dir.path().join("run.log"))?;
+    wait_caught_up(state, &name, Duration::from_secs(120)).await?;
 
     // Tomorrow: the application creates day 3, moves its write alias there and writes.
     day(&c, &d(3), json!({}), 0).await?;
@@ -181,14 +181,14 @@ async fn a_day_created_after_init_blocks_rollover_until_added_or_excluded() -> a
     day(&c, &d(9), json!({}), 5).await?;
 
     let s = wait_for("status to show the new days", Duration::from_secs(30), || {
-        let s = status(&state, &name)?;
+        let s = status(state, &name)?;
         Ok((s["unmigrated"].as_array().map(Vec::len) == Some(2)).then_some(s))
     })
     .await?;
     assert_eq!(s["unmigrated"][0]["index"], json!(d(3)), "{s}");
     assert_eq!(s["ready"]["ready"], json!(false), "{s}");
     assert!(s["ready"]["why_not"].as_str().unwrap_or("").contains(&d(3)), "{s}");
-    let refused = output(indexferry(&state, &["rollover", &name]))?;
+    let refused = output(indexferry(state, &["rollover", &name]))?;
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains(&d(3)) && err.contains("migration add"), "{err}");
     let settings: Value =
@@ -220,13 +220,13 @@ async fn a_day_created_after_init_blocks_rollover_until_added_or_excluded() -> a
     assert!(written > 50, "writes went on during add ({written})");
     let out = added?;
     assert!(out.contains(&format!("added {} -> v2-{}", d(3), d(3))), "{out}");
-    run_ok(indexferry(&state, &["add", &name, &d(9), "--exclude"]))?;
-    let s = wait_caught_up(&state, &name, Duration::from_secs(120)).await?;
+    run_ok(indexferry(state, &["add", &name, &d(9), "--exclude"]))?;
+    let s = wait_caught_up(state, &name, Duration::from_secs(120)).await?;
     assert!(s["unmigrated"].is_null(), "{s}");
 
-    run_ok(indexferry(&state, &["rollover", &name]))?;
+    run_ok(indexferry(state, &["rollover", &name]))?;
     wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
-    let report = verify_identical(&state, &name)?;
+    let report = verify_identical(state, &name)?;
     assert_eq!(report["pairs"].as_array().map(Vec::len), Some(3), "{report}");
     let on = aliases_of(&c, &format!("v2-{}", d(3))).await?;
     assert_eq!(on[&write]["is_write_index"], json!(true), "the write alias as it is now, on day 3: {on}");
@@ -262,16 +262,16 @@ async fn bad_patterns_are_refused_at_init_with_one_line_naming_them() -> anyhow:
     day(&c, &a, json!({}), 1).await?;
     day(&c, &b, json!({}), 1).await?;
 
-    let r = recipe(dir.path(), &name, &url, &topic, &format!("{base}-none-*"), "v2-{source}", "", "")?;
+    let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-none-*"), "v2-{source}", "", "")?;
     let e = refused(dir.path(), &r, &name, &c, &[]).await?;
     assert!(e.contains(&format!("{base}-none-*")) && e.contains("matches no index"), "{e}");
 
-    let r = recipe(dir.path(), &name, &url, &topic, &format!("{base}-*"), "{source}-v2", "", "")?;
+    let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-*"), "{source}-v2", "", "")?;
     let e = refused(dir.path(), &r, &name, &c, &[format!("{a}-v2"), format!("{b}-v2")]).await?;
     assert!(e.contains(&format!("{a}-v2")) && e.contains("matches it too"), "{e}");
 
     let all = format!("v2-{base}-all");
-    let r = recipe(dir.path(), &name, &url, &topic, &format!("{base}-*"), &all, "", "")?;
+    let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-*"), &all, "", "")?;
     let e = refused(dir.path(), &r, &name, &c, std::slice::from_ref(&all)).await?;
     assert!(e.contains(&a) && e.contains(&b) && e.contains(&all) && e.contains("both go into"), "{e}");
     Ok(())
@@ -319,8 +319,8 @@ async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow:
     // The target already holds the legacy template, with another body: refused by name.
     let differing = json!({ "index_patterns": [pattern], "order": 1, "mappings": { "properties": { "n": { "type": "keyword" } } } });
     dst.json::<Value>(Method::Put, &format!("/_template/{legacy}"), &[], Some(&differing)).await?;
-    let r = recipe(dir.path(), &name, &target_url, &topic, &pattern, "{source}", overrides, "")?;
-    let out = output(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+    let r = recipe(dir.path(), &name, &target_url, topic, &pattern, "{source}", overrides, "")?;
+    let out = output(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&legacy) && err.contains("overwrite"), "{err}");
     assert!(!dst.exists(&format!("{base}-2026.11.01")).await?, "nothing created");
@@ -329,13 +329,13 @@ async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow:
         dir.path(),
         &name,
         &target_url,
-        &topic,
+        topic,
         &pattern,
         "{source}",
         overrides,
         "[templates]\noverwrite = true",
     )?;
-    let out = run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+    let out = run_ok(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     for t in [&component, &composable, &legacy] {
         assert!(out.contains(&format!("template {t} copied")), "{out}");
     }
@@ -352,9 +352,9 @@ async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow:
     assert_eq!(props["n"]["type"], json!("long"), "the recipe's mapping: {m}");
     assert_eq!(props["kind"]["type"], json!("keyword"), "the component's: {m}");
 
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
-    run_ok(indexferry(&state, &["rollover", &name]))?;
-    verify_identical(&state, &name)?;
+    run_ok(indexferry(state, &["snapshot", &name]))?;
+    run_ok(indexferry(state, &["rollover", &name]))?;
+    verify_identical(state, &name)?;
     let moved: Value = dst.json(Method::Get, &format!("/_alias/{base}"), &[], None).await?;
     assert_eq!(moved.as_object().map(|m| m.len()), Some(2), "the read alias spans both days on the target: {moved}");
     Ok(())

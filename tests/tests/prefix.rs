@@ -51,25 +51,25 @@ async fn two_tenants_migrate_at_once_on_one_cluster_and_one_topic_without_touchi
     let tenants = [Tenant::new(&g, "ta")?, Tenant::new(&g, "tb")?];
     let mut loads = vec![];
     for (t, ids) in tenants.iter().zip(["a-", "b-"]) {
-        create_source(&url, &t.name("src"), &t.name("records"), &topic, 3, source_mappings()).await?;
+        create_source(&url, &t.name("src"), &t.name("records"), topic, 3, source_mappings()).await?;
         let extra = ["--prefix", t.prefix.as_str(), "--id-prefix", ids];
-        loads.push(Load::start_with(&t.dir, &url, "records", &topic, 300, 40, &extra)?);
+        loads.push(Load::start_with(&t.dir, &url, "records", topic, 300, 40, &extra)?);
     }
     for t in &tenants {
         wait_docs(&url, &t.name("src"), 300).await?;
     }
     let mut runs = vec![];
     for t in &tenants {
-        let recipe = t.recipe(&url, &topic, "")?;
-        let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+        let recipe = t.recipe(&url, topic, "")?;
+        let out = run_ok(indexferry(state, &["init", recipe.to_str().unwrap_or_default()]))?;
         assert!(out.contains(&format!("initialized migration \"{}\"", t.name("recs"))), "{out}");
-        runs.push(spawn(indexferry(&state, &["run", &t.name("recs")]), &t.dir.join("run.log"))?);
+        runs.push(spawn(indexferry(state, &["run", &t.name("recs")]), &t.dir.join("run.log"))?);
     }
     for t in &tenants {
-        wait_caught_up(&state, &t.name("recs"), Duration::from_secs(120)).await?;
+        wait_caught_up(state, &t.name("recs"), Duration::from_secs(120)).await?;
     }
     for t in &tenants {
-        let out = run_ok(indexferry(&state, &["rollover", &t.name("recs")]))?;
+        let out = run_ok(indexferry(state, &["rollover", &t.name("recs")]))?;
         assert!(out.contains("write pause"), "{out}");
     }
     for (load, t) in loads.into_iter().zip(&tenants) {
@@ -84,18 +84,18 @@ async fn two_tenants_migrate_at_once_on_one_cluster_and_one_topic_without_touchi
     let c = cluster(&url).await?;
     for (t, (own, other)) in tenants.iter().zip([("a-", "b-"), ("b-", "a-")]) {
         let name = t.name("recs");
-        let out = run_ok(indexferry(&state, &["verify", &name]))?;
+        let out = run_ok(indexferry(state, &["verify", &name]))?;
         assert!(out.contains("verify: identical"), "{name}: {out}");
         let aliased: Value = c.json(Method::Get, &format!("/_alias/{}", t.name("records")), &[], None).await?;
         assert!(aliased.get(t.name("dst")).is_some(), "{name}: the tenant's alias moved to its target: {aliased}");
         let ids = target_ids(&url, &t.name("dst")).await?;
         assert!(!ids.is_empty() && ids.iter().all(|id| id.starts_with(own)), "{name}: only its own documents");
         assert!(!ids.iter().any(|id| id.starts_with(other)), "{name}: none of the other tenant's");
-        let s = status(&state, &name)?;
+        let s = status(state, &name)?;
         assert_eq!(s["replay"]["ignored_indices"], json!({}), "{name}: the other tenant is no unknown index: {s}");
         assert!(s["replay"]["other_prefix"].as_u64().is_some_and(|n| n > 0), "{name}: ignored as another's: {s}");
         let applied = s["replay"]["applied"].as_u64().unwrap_or(0) + s["replay"]["stale"].as_u64().unwrap_or(0);
-        let events = read_topic_until_idle(&topic, Duration::from_secs(2))?;
+        let events = read_topic_until_idle(topic, Duration::from_secs(2))?;
         let own_events = events
             .iter()
             .filter(|(_, p)| serde_json::from_slice::<Value>(p).is_ok_and(|e| e["index"] == json!(t.name("src"))))
@@ -201,7 +201,7 @@ async fn tenant_migration(
     }
     let options = format!("username = {:?}\nca_cert = {:?}\n", user.user, ca.display().to_string());
     let cmd = |args: &[&str]| {
-        let mut c = indexferry(&state, args);
+        let mut c = indexferry(state, args);
         c.env("INDEXFERRY_SOURCE_PASSWORD", &user.password);
         c
     };
@@ -254,7 +254,7 @@ async fn a_prefix_that_makes_a_name_over_255_bytes_is_refused_at_init_in_one_lin
     assert!(!line.contains('\n'), "one line: {stderr}");
     assert!(line.contains("indices[0].source") && line.contains("255-byte limit"), "{stderr}");
     assert!(line.contains(&format!("with the prefix {:?}", t.prefix)), "the prefix is named: {stderr}");
-    assert!(!state.exists() || std::fs::read_dir(&state)?.next().is_none(), "nothing was created");
+    assert!(!state.exists() || std::fs::read_dir(state)?.next().is_none(), "nothing was created");
     Ok(())
 }
 
@@ -267,16 +267,16 @@ async fn a_prefix_nested_in_another_tenants_is_refused_at_init() -> anyhow::Resu
     let g = Ground::new("nest", &[&url])?;
     let (root, state, topic) = (&g.dir, &g.state, &g.topic);
     let outer = Tenant::new(&g, "o")?;
-    create_source(&url, &outer.name("src"), &outer.name("records"), &topic, 1, source_mappings()).await?;
+    create_source(&url, &outer.name("src"), &outer.name("records"), topic, 1, source_mappings()).await?;
     // Writing on: the worker commits the offsets of events it applied, which makes its group.
-    let load = Load::start_with(&outer.dir, &url, "records", &topic, 50, 20, &["--prefix", outer.prefix.as_str()])?;
+    let load = Load::start_with(&outer.dir, &url, "records", topic, 50, 20, &["--prefix", outer.prefix.as_str()])?;
     wait_docs(&url, &outer.name("src"), 50).await?;
-    run_ok(indexferry(&state, &["init", outer.recipe(&url, &topic, "")?.to_str().unwrap_or("")]))?;
+    run_ok(indexferry(state, &["init", outer.recipe(&url, topic, "")?.to_str().unwrap_or("")]))?;
 
     let inner = Tenant { prefix: format!("{}b-", outer.prefix), dir: root.path().join("inner") };
     std::fs::create_dir_all(&inner.dir)?;
-    create_source(&url, &inner.name("src"), &inner.name("records"), &topic, 1, source_mappings()).await?;
-    let recipe = inner.recipe(&url, &topic, "")?;
+    create_source(&url, &inner.name("src"), &inner.name("records"), topic, 1, source_mappings()).await?;
+    let recipe = inner.recipe(&url, topic, "")?;
     let refused = |state: &Path, seen: &str| -> anyhow::Result<()> {
         let out = output(indexferry(state, &["init", recipe.to_str().unwrap_or("")]))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -289,11 +289,11 @@ async fn a_prefix_nested_in_another_tenants_is_refused_at_init() -> anyhow::Resu
         assert!(!state.join(inner.name("recs")).exists(), "nothing of the refused migration was created");
         Ok(())
     };
-    refused(&state, &format!("migration {:?}", outer.name("recs")))?;
+    refused(state, &format!("migration {:?}", outer.name("recs")))?;
 
     // From another state folder, once the outer tenant's worker has committed its offsets.
-    let mut run = spawn(indexferry(&state, &["run", &outer.name("recs")]), &outer.dir.join("run.log"))?;
-    wait_caught_up(&state, &outer.name("recs"), Duration::from_secs(120)).await?;
+    let mut run = spawn(indexferry(state, &["run", &outer.name("recs")]), &outer.dir.join("run.log"))?;
+    wait_caught_up(state, &outer.name("recs"), Duration::from_secs(120)).await?;
     let group = format!("{}indexferry-recs", outer.prefix);
     wait_for("the outer tenant's consumer group", Duration::from_secs(30), || {
         Ok(consumer_groups()?.contains(&group).then_some(()))
@@ -303,7 +303,7 @@ async fn a_prefix_nested_in_another_tenants_is_refused_at_init() -> anyhow::Resu
     let (_, failed) = load.stop()?;
     assert_eq!(failed, 0);
     terminate(&mut run)?;
-    run_ok(indexferry(&state, &["cancel", &outer.name("recs")]))?;
+    run_ok(indexferry(state, &["cancel", &outer.name("recs")]))?;
     Ok(())
 }
 
@@ -347,13 +347,13 @@ async fn a_prefixed_pattern_migrates_only_the_tenants_days_and_templates() -> an
     );
     let r = a.dir.join("stats.toml");
     std::fs::write(&r, text)?;
-    let out = output(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+    let out = output(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&shared_alias) && err.contains("prefix"), "{err}");
     assert!(!dst.exists(&a.name("v2-stats-2026.11.01")).await?, "nothing created");
     src.json::<Value>(Method::Delete, &format!("/{}/_alias/{shared_alias}", days[1]), &[], None).await?;
 
-    let out = run_ok(indexferry(&state, &["init", r.to_str().unwrap_or_default()]))?;
+    let out = run_ok(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     for day in &days[..2] {
         let target = day.replacen(&a.prefix, &a.name("v2-"), 1);
         assert!(out.contains(&format!("{day} -> {target}")), "{out}");
@@ -362,9 +362,9 @@ async fn a_prefixed_pattern_migrates_only_the_tenants_days_and_templates() -> an
     assert!(out.contains(&format!("template {own_template} copied")), "{out}");
     assert!(out.contains(&format!("template {shared_template} (_template) not copied")), "{out}");
     let name = a.name("stats");
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
-    run_ok(indexferry(&state, &["rollover", &name]))?;
-    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    run_ok(indexferry(state, &["snapshot", &name]))?;
+    run_ok(indexferry(state, &["rollover", &name]))?;
+    let out = run_ok(indexferry(state, &["verify", &name]))?;
     assert!(out.contains("verify: identical"), "{out}");
     let moved: Value = dst.json(Method::Get, &format!("/_alias/{}", a.name("stats")), &[], None).await?;
     assert_eq!(moved.as_object().map(|m| m.len()), Some(2), "the tenant's read alias spans its days: {moved}");
