@@ -40,9 +40,12 @@ pub struct Scenario {
     partitions: i32,
     shards: u32,
     mappings: Value,
+    settings: Value,
     alias: Value,
     load: Option<LoadSpec>,
     docs: Option<Docs>,
+    /// Settings the topic is made with (`cleanup.policy`, ...).
+    topic_config: Vec<(String, String)>,
     tune: Tune,
 }
 
@@ -56,9 +59,11 @@ impl Scenario {
             partitions: 3,
             shards: 2,
             mappings: source_mappings(),
+            settings: json!({}),
             alias: json!({ "is_write_index": true }),
             load: None,
             docs: None,
+            topic_config: vec![],
             tune: Box::new(|_| {}),
         }
     }
@@ -83,6 +88,12 @@ impl Scenario {
         self
     }
 
+    /// A setting the topic is made with (`cleanup.policy`, `retention.ms`, ...).
+    pub fn topic_config(mut self, key: &str, value: &str) -> Scenario {
+        self.topic_config.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// The source index's primary shards.
     pub fn shards(mut self, shards: u32) -> Scenario {
         self.shards = shards;
@@ -92,6 +103,13 @@ impl Scenario {
     /// The source index's mappings.
     pub fn mappings(mut self, mappings: Value) -> Scenario {
         self.mappings = mappings;
+        self
+    }
+
+    /// More settings of the source index (`index.default_pipeline`, ...), over its shards and
+    /// replicas.
+    pub fn settings(mut self, settings: Value) -> Scenario {
+        self.settings = settings;
         self
     }
 
@@ -143,13 +161,21 @@ impl Scenario {
             made: vec![],
         };
         let Names { src, alias, topic, .. } = &m.names;
+        let mut settings = json!({ "index.number_of_shards": self.shards, "index.number_of_replicas": 0 });
+        if let (Some(all), Some(more)) = (settings.as_object_mut(), self.settings.as_object()) {
+            all.extend(more.clone());
+        }
         let body = json!({
-            "settings": { "index.number_of_shards": self.shards, "index.number_of_replicas": 0 },
+            "settings": settings,
             "mappings": self.mappings,
             "aliases": { alias: self.alias },
         });
         cluster(&m.source_url).await?.json::<Value>(Method::Put, &format!("/{src}"), &[], Some(&body)).await?;
-        indexferry_common::kafka::ensure_topic(&kafka(topic), topic, self.partitions).await?;
+        if self.topic_config.is_empty() {
+            indexferry_common::kafka::ensure_topic(&kafka(topic), topic, self.partitions).await?;
+        } else {
+            make_topic(topic, self.partitions, &self.topic_config).await?;
+        }
         if let Some((n, body)) = self.docs {
             let producer = m.producer().await?;
             for i in 0..n {
@@ -220,6 +246,16 @@ impl Migration {
         run_ok(self.cmd(&["init", recipe.to_str().unwrap_or_default()]))
     }
 
+    /// `snapshot`, which must succeed; its output.
+    pub fn snapshot(&self) -> anyhow::Result<String> {
+        run_ok(self.cmd(&["snapshot", &self.names.name]))
+    }
+
+    /// `consume --until-caught-up`, which must succeed; its output.
+    pub fn catch_up(&self) -> anyhow::Result<String> {
+        run_ok(self.cmd(&["consume", &self.names.name, "--until-caught-up"]))
+    }
+
     /// The producer library on the source, writing through the alias (connected once).
     pub async fn producer(&mut self) -> anyhow::Result<&Producer> {
         if self.producer.is_none() {
@@ -245,6 +281,14 @@ impl Migration {
         c.args(args);
         self.run = Some(spawn(c, &self.file("run.log"))?);
         Ok(())
+    }
+
+    /// Starts `<command> <name> <args>` (`consume`, `snapshot`, ...) with its output in
+    /// `<command>.log`; the test holds it, and it is killed when dropped.
+    pub fn spawn(&self, command: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        let mut c = self.cmd(&[command, &self.names.name]);
+        c.args(args);
+        spawn(c, &self.file(&format!("{command}.log")))
     }
 
     /// The running `run` process.
@@ -332,6 +376,23 @@ async fn delete_made(indices: &[(String, String)], topics: &[String]) {
     let _ = delete_topics(topics).await;
 }
 
+/// Makes `topic` with `config`, which must not exist yet.
+async fn make_topic(topic: &str, partitions: i32, config: &[(String, String)]) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create()?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    for (key, value) in config {
+        new = new.set(key, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&new], &options).await? {
+        result.map_err(|(t, e)| anyhow::anyhow!("cannot create the topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Deletes Kafka topics; one that does not exist is no error.
 pub async fn delete_topics(topics: &[String]) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions};
@@ -379,6 +440,36 @@ impl Ground {
     /// `<base>-<what>`.
     pub fn name(&self, what: &str) -> String {
         format!("{}-{what}", self.base)
+    }
+
+    /// `indexferry migration <args>` on the ground's state folder.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        indexferry(&self.state, args)
+    }
+
+    /// Writes a recipe `<name>.toml` into the folder: the migration `name` of the indices
+    /// matching `pattern` on Elasticsearch 8 into `target` (`v2-{source}`) on `target_url`, over
+    /// the ground's topic, with `tail` (TOML lines: `[rollover]`, ...) after the entry; its path.
+    pub fn pattern_recipe(
+        &self,
+        name: &str,
+        target_url: &str,
+        pattern: &str,
+        target: &str,
+        tail: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let source_url = es8();
+        let target_section =
+            if target_url == source_url { String::new() } else { format!("[target]\nurl = \"{target_url}\"\n") };
+        let text = format!(
+            "name = \"{name}\"\n[source]\nurl = \"{source_url}\"\n{target_section}[kafka]\nbrokers = \"{}\"\n\
+             topic = \"{}\"\n[[indices]]\nsource = \"{pattern}\"\ntarget = \"{target}\"\n{tail}",
+            brokers(),
+            self.topic
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text)?;
+        Ok(path)
     }
 
     /// The topic, made with `partitions`.

@@ -24,91 +24,72 @@ async fn uuid(url: &str) -> anyhow::Result<String> {
     Ok(cluster(url).await?.uuid().await?.unwrap_or_default())
 }
 
+/// A source of no documents on one partition, with no mappings.
+fn scenario(prefix: &str) -> Scenario {
+    Scenario::new(prefix).partitions(1).mappings(json!({}))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_override_pointing_elsewhere_is_refused() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let n = Names::new("ident");
-    create_source(&url, &n.src, &n.alias, &n.topic, 1, json!({})).await?;
-    let recipe = RecipeSpec::new(&n.name, &url, &url, &n.topic, &n.src, &n.dst, &n.alias).write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let m = scenario("ident").init().await?;
+    let (url, name, topic) = (&m.source_url, m.name(), &m.names.topic);
 
-    let err = failure(indexferry(&state, &["status", &n.name, "--topic", "some-other-topic"]))?;
-    assert!(err.contains("\"some-other-topic\"") && err.contains(&format!("({:?})", n.topic)), "{err}");
+    let err = failure(m.cmd(&["status", name, "--topic", "some-other-topic"]))?;
+    assert!(err.contains("\"some-other-topic\"") && err.contains(&format!("({topic:?})")), "{err}");
 
-    let (here, there) = (uuid(&url).await?, uuid(&es9()).await?);
+    let (here, there) = (uuid(url).await?, uuid(&es9()).await?);
     assert!(!here.is_empty() && here != there);
-    let err = failure(indexferry(&state, &["consume", &n.name, "--until-caught-up", "--source-url", &es9()]))?;
+    let err = failure(m.cmd(&["consume", name, "--until-caught-up", "--source-url", &es9()]))?;
     assert!(
         err.contains(&format!("is cluster {there}")) && err.contains(&format!("initialised on cluster {here}")),
         "{err}"
     );
-    let err = failure(indexferry(&state, &["verify", &n.name, "--target-url", &es9()]))?;
+    let err = failure(m.cmd(&["verify", name, "--target-url", &es9()]))?;
     assert!(err.contains("the target cluster") && err.contains(&there) && err.contains(&here), "{err}");
     // The same cluster through another URL is no other cluster.
-    run_ok(indexferry(&state, &["consume", &n.name, "--until-caught-up", "--source-url", "http://localhost:9200"]))?;
+    run_ok(m.cmd(&["consume", name, "--until-caught-up", "--source-url", "http://localhost:9200"]))?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_urls_of_one_cluster_make_an_in_cluster_migration() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let (source_url, target_url) = (es8(), "http://localhost:9200".to_owned());
-    let n = Names::new("oneclu");
-    create_source(&source_url, &n.src, &n.alias, &n.topic, 1, json!({})).await?;
-    let recipe =
-        RecipeSpec::new(&n.name, &source_url, &target_url, &n.topic, &n.src, &n.dst, &n.alias).write(dir.path())?;
-    let init = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let m = scenario("oneclu").to("http://localhost:9200").start().await?;
+    let init = m.init()?;
     assert!(init.contains("the same cluster as the source"), "{init}");
-    assert_eq!(status(&state, &n.name)?["cross_cluster"], json!(false));
-    run_ok(indexferry(&state, &["snapshot", &n.name]))?;
-    let out = run_ok(indexferry(&state, &["rollover", &n.name]))?;
+    assert_eq!(m.status()?["cross_cluster"], json!(false));
+    run_ok(m.cmd(&["snapshot", m.name()]))?;
+    let out = m.rollover()?;
     assert!(!out.contains("point the application"), "an in-cluster rollover moves the alias itself: {out}");
-    let aliased = cluster(&source_url).await?.alias_indices(&n.alias).await?;
-    assert_eq!(aliased, vec![n.dst.clone()], "the alias left the source in the same request");
+    let aliased = cluster(&m.source_url).await?.alias_indices(&m.names.alias).await?;
+    assert_eq!(aliased, vec![m.names.dst.clone()], "the alias left the source in the same request");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compacted_topic_is_refused() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let n = Names::new("compact");
-    create_source(&url, &n.src, &n.alias, &unique("unused"), 1, json!({})).await?;
-    let topic = NewTopic::new(&n.topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    for r in admin()?.create_topics([&topic], &AdminOptions::new()).await? {
-        r.map_err(|(t, e)| anyhow::anyhow!("{t}: {e}"))?;
-    }
-    let recipe = RecipeSpec::new(&n.name, &url, &url, &n.topic, &n.src, &n.dst, &n.alias).write(dir.path())?;
-    let err = failure(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let m = scenario("compact").topic_config("cleanup.policy", "compact").start().await?;
+    let recipe = m.recipe_in(m.dir.path())?;
+    let err = failure(m.cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert!(errors.len() == 1 && errors[0].contains("is compacted (cleanup.policy=compact)"), "{err}");
-    assert!(!cluster(&url).await?.exists(&n.dst).await?, "nothing was created");
+    assert!(!cluster(&m.target_url).await?.exists(&m.names.dst).await?, "nothing was created");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_topic_that_refuses_writes_is_shown_in_status() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let n = Names::new("dlstuck");
-    create_source(&url, &n.src, &n.alias, &n.topic, 1, json!({})).await?;
+    let m = scenario("dlstuck").start().await?;
     // A dead-letter topic whose messages may not exceed 100 bytes: every letter is refused.
-    let dead = format!("{}.deadletter", n.topic);
+    let dead = format!("{}.deadletter", m.names.topic);
     let topic = NewTopic::new(&dead, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "100");
     for r in admin()?.create_topics([&topic], &AdminOptions::new()).await? {
         r.map_err(|(t, e)| anyhow::anyhow!("{t}: {e}"))?;
     }
-    let recipe = RecipeSpec::new(&n.name, &url, &url, &n.topic, &n.src, &n.dst, &n.alias).write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let mut consume = spawn(indexferry(&state, &["consume", &n.name]), &dir.path().join("consume.log"))?;
-    publish_raw(&n.topic, &[("junk", b"{not json at all, and long enough to be refused".to_vec())]).await?;
+    m.init()?;
+    let mut consume = m.spawn("consume", &[])?;
+    publish_raw(&m.names.topic, &[("junk", b"{not json at all, and long enough to be refused".to_vec())]).await?;
     let s = wait_for("status to show the dead-letter topic", Duration::from_secs(60), || {
-        let s = status(&state, &n.name)?;
+        let s = m.status()?;
         Ok(s["unreachable"].as_array().is_some_and(|u| u.iter().any(|p| p["what"] == "dead-letter topic")).then_some(s))
     })
     .await?;
@@ -121,7 +102,7 @@ async fn a_dead_letter_topic_that_refuses_writes_is_shown_in_status() -> anyhow:
         r.map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
     }
     wait_for("the dead letter delivered", Duration::from_secs(60), || {
-        let s = status(&state, &n.name)?;
+        let s = m.status()?;
         Ok((s["replay"]["dead_lettered"] == json!(1) && s["unreachable"] == json!([])).then_some(()))
     })
     .await?;
