@@ -675,6 +675,17 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `GET /metrics` on a worker's metrics port (`--metrics-addr`) on loopback: the whole
+/// answer, headers and the Prometheus text.
+pub fn scrape(port: u16) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}
+
 /// A running `indexferry-proxy`, stopped when dropped.
 pub struct RunningProxy {
     pub url: String,

@@ -4,25 +4,11 @@
 //! although the rollover runs in another process.
 
 use indexferry_common::es::Method;
-use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn scrape(port: u16) -> anyhow::Result<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
-}
 
 /// The value of the series `series` (name and labels as exposed) in a scrape.
 fn value(body: &str, series: &str) -> Option<f64> {
@@ -66,22 +52,15 @@ fn queried_names(v: &Value, out: &mut std::collections::BTreeSet<String>) {
     }
 }
 
-/// A snapshotted migration of a few documents on one partition; returns its producer.
-async fn migration(dir: &Path, n: &Names, grace: &str) -> anyhow::Result<Producer> {
-    let url = es8();
-    create_source(&url, &n.src, &n.alias, &n.topic, 1, json!({})).await?;
-    let p = Producer::connect(producer_config(&url, &n.topic, &n.alias)).await?;
-    for i in 0..5 {
-        p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let spec = RecipeSpec {
-        grace,
-        extra: "drain_timeout = \"10s\"",
-        ..RecipeSpec::new(&n.name, &url, &url, &n.topic, &n.src, &n.dst, &n.alias)
-    };
-    let recipe = spec.write(dir)?;
-    run_ok(indexferry(&dir.join("state"), &["init", recipe.to_str().unwrap_or_default()]))?;
-    Ok(p)
+/// An initialised migration of a few documents on one partition, its rollover's grace `grace`.
+async fn migration(prefix: &str, grace: &'static str) -> anyhow::Result<Migration> {
+    Scenario::new(prefix)
+        .partitions(1)
+        .mappings(json!({}))
+        .docs(5, |i| json!({ "i": i }))
+        .recipe(move |r| (r.grace, r.extra) = (grace, "drain_timeout = \"10s\""))
+        .init()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,13 +69,9 @@ async fn every_metric_the_dashboard_queries_is_exported_from_the_start() -> anyh
     queried_names(&dashboard()?, &mut names);
     assert!(names.len() >= 8, "the dashboard queries the migration's metrics: {names:?}");
 
-    let dir = tempfile::tempdir()?;
-    let n = Names::new("dash");
-    let _p = migration(dir.path(), &n, "500ms").await?;
+    let mut m = migration("dash", "500ms").await?;
     let port = free_port()?;
-    let mut cmd = indexferry(&dir.path().join("state"), &["run", &n.name]);
-    cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
-    let _run = spawn(cmd, &dir.path().join("run.log"))?;
+    m.run_with(&["--metrics-addr", &format!("127.0.0.1:{port}")])?;
     // No event was published: lag, events, dead letters and the pause are all still zero.
     let body = wait_for("the worker's first lag measurement", Duration::from_secs(30), || {
         let body = scrape(port).unwrap_or_default();
@@ -121,21 +96,17 @@ async fn every_metric_the_dashboard_queries_is_exported_from_the_start() -> anyh
 /// target, then 0 once it opens.
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_reads_the_consumer_lag_of_a_running_worker() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let n = Names::new("prom");
-    let p = migration(dir.path(), &n, "500ms").await?;
-    run_ok(indexferry(&state, &["snapshot", &n.name]))?;
-    let c = cluster(&es8()).await?;
-    c.json::<Value>(Method::Post, &format!("/{}/_close", n.dst), &[], None).await?;
+    let mut m = migration("prom", "500ms").await?;
+    run_ok(m.cmd(&["snapshot", m.name()]))?;
+    let dst = m.names.dst.clone();
+    let c = cluster(&m.target_url).await?;
+    c.json::<Value>(Method::Post, &format!("/{dst}/_close"), &[], None).await?;
     for i in 0..3 {
-        p.index(&format!("held{i}"), r#"{"held":true}"#, None).await?;
+        m.producer().await?.index(&format!("held{i}"), r#"{"held":true}"#, None).await?;
     }
     let port = free_port()?;
-    let mut cmd = indexferry(&state, &["consume", &n.name]);
-    cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
-    let mut consume = spawn(cmd, &dir.path().join("consume.log"))?;
-    let prom = Prometheus::start(dir.path(), port)?;
+    let mut consume = m.spawn("consume", &["--metrics-addr", &format!("127.0.0.1:{port}")])?;
+    let prom = Prometheus::start(m.dir.path(), port)?;
 
     // The dashboard's own query, for every worker.
     let lag = panel_query("Consumer lag per partition (messages)")?.replace("$instance", ".+");
@@ -143,7 +114,7 @@ async fn prometheus_reads_the_consumer_lag_of_a_running_worker() -> anyhow::Resu
         Ok(prom.query(&lag)?.filter(|v| *v == 3.0))
     })
     .await;
-    c.json::<Value>(Method::Post, &format!("/{}/_open", n.dst), &[], None).await?;
+    c.json::<Value>(Method::Post, &format!("/{dst}/_open"), &[], None).await?;
     held?;
     wait_for("Prometheus to read a lag of 0", Duration::from_secs(60), || Ok(prom.query(&lag)?.filter(|v| *v == 0.0)))
         .await?;
@@ -158,19 +129,14 @@ async fn prometheus_reads_the_consumer_lag_of_a_running_worker() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_shows_the_rollover_state_and_its_write_pause() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let n = Names::new("pause");
-    let _p = migration(dir.path(), &n, "3s").await?;
+    let mut m = migration("pause", "3s").await?;
     let port = free_port()?;
-    let mut cmd = indexferry(&state, &["run", &n.name]);
-    cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
-    let mut run = spawn(cmd, &dir.path().join("run.log"))?;
-    wait_caught_up(&state, &n.name, Duration::from_secs(60)).await?;
+    m.run_with(&["--metrics-addr", &format!("127.0.0.1:{port}")])?;
+    m.wait_caught_up(Duration::from_secs(60)).await?;
     let body = scrape(port)?;
     assert_eq!(value(&body, r#"indexferry_migration_state{state="initialized"}"#), Some(1.0), "{body}");
 
-    let mut rollover = spawn(indexferry(&state, &["rollover", &n.name]), &dir.path().join("rollover.log"))?;
+    let mut rollover = m.spawn("rollover", &[])?;
     let during = wait_for("the worker's state gauge at rolling_over", Duration::from_secs(30), || {
         let body = scrape(port).unwrap_or_default();
         Ok((value(&body, r#"indexferry_migration_state{state="rolling_over"}"#) == Some(1.0)).then_some(body))
@@ -179,7 +145,7 @@ async fn the_worker_shows_the_rollover_state_and_its_write_pause() -> anyhow::Re
     let rolled = rollover.wait()?;
     let during = during?;
     assert_eq!(value(&during, r#"indexferry_migration_state{state="initialized"}"#), Some(0.0), "{during}");
-    assert!(rolled.success(), "rollover: {}", std::fs::read_to_string(dir.path().join("rollover.log"))?);
+    assert!(rolled.success(), "rollover: {}", std::fs::read_to_string(m.file("rollover.log"))?);
 
     // Stopped by the rollover, the worker waits for this scrape before it exits.
     let after = wait_for("the worker's rolled_over state", Duration::from_secs(10), || {
@@ -188,12 +154,13 @@ async fn the_worker_shows_the_rollover_state_and_its_write_pause() -> anyhow::Re
     })
     .await?;
     let pause = value(&after, "indexferry_rollover_write_pause_seconds").unwrap_or(0.0);
-    let recorded = status(&state, &n.name)?;
+    let recorded = m.status()?;
     let ms = recorded["last_rollover"]["write_pause_ms"].as_f64().unwrap_or(-1.0);
     assert!(pause >= 3.0 && (pause - ms / 1000.0).abs() < 0.001, "pause {pause}s, recorded {ms} ms: {after}");
+    let run = m.run_proc();
     let exit =
         wait_for("the worker to exit after its final scrape", Duration::from_secs(60), || Ok(run.try_wait()?)).await?;
-    assert!(exit.success(), "{}", std::fs::read_to_string(dir.path().join("run.log"))?);
+    assert!(exit.success(), "{}", std::fs::read_to_string(m.file("run.log"))?);
     Ok(())
 }
 

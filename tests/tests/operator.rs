@@ -92,14 +92,6 @@ async fn cancel_stops_workers_drops_the_target_and_forgets_the_migration() -> an
     Ok(())
 }
 
-fn scrape(port: u16) -> anyhow::Result<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn run_serves_prometheus_metrics_on_loopback() -> anyhow::Result<()> {
     let mut s = setup("").await?;

@@ -6,24 +6,17 @@
 //! are retried until it opens again, never dead-lettered.
 
 use indexferry_common::es::Method;
-use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
-/// A migration of `src` (one document) with its snapshot done, and the producer.
-async fn snapshotted(dir: &Path, n: &Names) -> anyhow::Result<Producer> {
-    let url = es8();
-    create_source(&url, &n.src, &n.alias, &n.topic, 1, json!({})).await?;
-    let p = Producer::connect(producer_config(&url, &n.topic, &n.alias)).await?;
-    p.index("seed", r#"{"v":"seed"}"#, None).await?;
-    let recipe = RecipeSpec::new(&n.name, &url, &url, &n.topic, &n.src, &n.dst, &n.alias).write(dir)?;
-    let state = dir.join("state");
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &n.name]))?;
-    Ok(p)
+/// A migration of one document, `seed`, on one partition, with its snapshot done.
+async fn snapshotted(prefix: &str) -> anyhow::Result<Migration> {
+    let mut m = Scenario::new(prefix).partitions(1).mappings(json!({})).start().await?;
+    m.producer().await?.index("seed", r#"{"v":"seed"}"#, None).await?;
+    m.init()?;
+    run_ok(m.cmd(&["snapshot", m.name()]))?;
+    Ok(m)
 }
 
 /// An index event for `id` naming `index`, with the version the source gave the write.
@@ -37,28 +30,15 @@ fn event(index: &str, id: &str, written: &Value, source: &Value) -> Vec<u8> {
     .into_bytes()
 }
 
-fn scrape(port: u16) -> anyhow::Result<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn events_naming_the_alias_are_applied_and_unknown_indices_are_reported() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let n = Names::new("unk");
-    let _p = snapshotted(dir.path(), &n).await?;
+    let m = snapshotted("unk").await?;
+    let (url, n) = (&m.source_url, &m.names);
     let port = 20000 + (rand::random::<u16>() % 20000);
-    let mut cmd = indexferry(&state, &["consume", &n.name]);
-    cmd.args(["--metrics-addr", &format!(":{port}")]);
-    let mut consume = spawn(cmd, &dir.path().join("consume.log"))?;
+    let mut consume = m.spawn("consume", &["--metrics-addr", &format!(":{port}")])?;
 
     // A producer of its own writes through the alias and reports the alias as the index.
-    let c = cluster(&url).await?;
+    let c = cluster(url).await?;
     let doc = json!({ "v": "through the alias" });
     let written: Value = c.json(Method::Put, &format!("/{}/_doc/foreign", n.alias), &[], Some(&doc)).await?;
     assert_eq!(written["_index"], json!(n.src), "the alias leads to the source");
@@ -75,7 +55,7 @@ async fn events_naming_the_alias_are_applied_and_unknown_indices_are_reported() 
     )
     .await?;
     let s = wait_for("the four events judged", Duration::from_secs(60), || {
-        let s = status(&state, &n.name)?;
+        let s = m.status()?;
         let judged = ["applied", "stale", "dead_lettered", "ignored"]
             .iter()
             .map(|k| s["replay"][k].as_u64().unwrap_or(0))
@@ -94,7 +74,7 @@ async fn events_naming_the_alias_are_applied_and_unknown_indices_are_reported() 
         json!({ elsewhere.as_str(): 2 }),
         "the unknown index is named, the target's own event is not: {s}"
     );
-    let table = run_ok(indexferry(&state, &["status", &n.name]))?;
+    let table = run_ok(m.cmd(&["status", m.name()]))?;
     assert!(table.contains(&format!("ignored events of indices outside the migration: {elsewhere}=2")), "{table}");
     let metrics = scrape(port)?;
     for needle in [
@@ -110,39 +90,37 @@ async fn events_naming_the_alias_are_applied_and_unknown_indices_are_reported() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_to_a_closed_target_are_retried_until_it_opens_not_dead_lettered() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let n = Names::new("closed");
-    let p = snapshotted(dir.path(), &n).await?;
-    let mut consume = spawn(indexferry(&state, &["consume", &n.name]), &dir.path().join("consume.log"))?;
+    let mut m = snapshotted("closed").await?;
+    let mut consume = m.spawn("consume", &[])?;
+    let (url, dst) = (m.source_url.clone(), m.names.dst.clone());
     let c = cluster(&url).await?;
-    c.json::<Value>(Method::Post, &format!("/{}/_close", n.dst), &[], None).await?;
+    c.json::<Value>(Method::Post, &format!("/{dst}/_close"), &[], None).await?;
 
+    let p = m.producer().await?;
     p.index("new", r#"{"v":"new"}"#, None).await?;
     p.delete("seed", None).await?;
     // Either the items were judged for good (dead-lettered), or the consumer says it waits.
     let waiting = wait_for("the replay to meet the closed target", Duration::from_secs(60), || {
-        let s = status(&state, &n.name)?;
+        let s = m.status()?;
         let waits = s["unreachable"].as_array().is_some_and(|u| {
             u.iter().any(|p| p["what"] == "target writes" && p["error"].as_str().unwrap_or("").contains("index_closed"))
         });
         Ok((waits || s["replay"]["dead_lettered"].as_u64().unwrap_or(0) > 0).then_some(s))
     })
     .await;
-    c.json::<Value>(Method::Post, &format!("/{}/_open", n.dst), &[], None).await?;
+    c.json::<Value>(Method::Post, &format!("/{dst}/_open"), &[], None).await?;
     let s = waiting?;
     assert_eq!(s["replay"]["dead_lettered"], json!(0), "nothing dead-lettered while the target was closed: {s}");
     assert_eq!(s["replay"]["lag_messages"], json!(2), "both events held, not checkpointed: {s}");
 
     let s = wait_for("the held events applied once the target opened", Duration::from_secs(60), || {
-        let s = status(&state, &n.name)?;
+        let s = m.status()?;
         Ok((s["replay"]["lag_messages"] == json!(0)).then_some(s))
     })
     .await?;
     assert_eq!((s["replay"]["applied"].clone(), s["replay"]["dead_lettered"].clone()), (json!(2), json!(0)), "{s}");
     assert!(s["unreachable"].as_array().is_none_or(|u| u.is_empty()), "the wait is over: {s}");
-    let docs = all_docs(&url, &n.dst).await?;
+    let docs = all_docs(&url, &dst).await?;
     assert_eq!(docs.into_iter().collect::<Vec<_>>(), vec![("new".to_owned(), json!({"v":"new"}))]);
     terminate(&mut consume)?;
     Ok(())
