@@ -5,7 +5,6 @@
 //! to the dead-letter topic with their reasons, and the pipeline goes on.
 
 use indexferry_common::es::Method;
-use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -21,17 +20,14 @@ async fn target_doc(url: &str, index: &str, id: &str) -> anyhow::Result<Option<V
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reorderings_duplicates_and_early_deletes_converge() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("conv");
-    create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
-    let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
+    let mut m = Scenario::new("conv").partitions(2).mappings(json!({})).start().await?;
+    let (url, state, name) = (m.source_url.clone(), m.state.clone(), m.name().to_owned());
+    let (src, dst, topic) = (m.names.src.clone(), m.names.dst.clone(), m.names.topic.clone());
     for id in ["a", "b", "c", "d"] {
-        p.index(id, &json!({ "id": id, "rev": "0" }).to_string(), None).await?;
+        m.producer().await?.index(id, &json!({ "id": id, "rev": "0" }).to_string(), None).await?;
     }
-    let recipe = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    m.init()?;
+    let p = m.producer().await?;
 
     // Delete, then re-create "a": _version restarts, _seq_no keeps growing.
     let deleted = p.delete("a", None).await?;
@@ -53,8 +49,7 @@ async fn reorderings_duplicates_and_early_deletes_converge() -> anyhow::Result<(
     publish_raw(&topic, &[("c", early_delete.to_json())]).await?;
 
     // Replay first, alone, until caught up; then the snapshot, alone.
-    let log = dir.path().join("workers.log");
-    let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
+    let mut consume = m.spawn("consume", &[])?;
     wait_for("replay caught up", Duration::from_secs(60), || {
         let s = status(&state, &name)?;
         Ok((s["replay"]["lag_messages"] == json!(0) && s["replay"]["applied"].as_u64().unwrap_or(0) >= 5).then_some(s))
@@ -87,29 +82,25 @@ async fn reorderings_duplicates_and_early_deletes_converge() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("dlq");
-    create_source(&url, &src, &alias, &topic, 1, json!({ "properties": { "n": { "type": "keyword" } } })).await?;
-    let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    p.index("seed", r#"{"n":"1"}"#, None).await?;
-    let recipe = RecipeSpec {
-        mappings: json!({ "properties": { "n": { "type": "long" } } }),
-        ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let log = dir.path().join("run.log");
-    let mut run = spawn(indexferry(&state, &["run", &name]), &log)?;
+    let mut m = Scenario::new("dlq")
+        .partitions(1)
+        .mappings(json!({ "properties": { "n": { "type": "keyword" } } }))
+        .recipe(|r| r.mappings = json!({ "properties": { "n": { "type": "long" } } }))
+        .start()
+        .await?;
+    m.producer().await?.index("seed", r#"{"n":"1"}"#, None).await?;
+    m.init()?;
+    m.run()?;
     // Bad input only after the snapshot, so that only the replay meets it.
-    wait_for("snapshot done", Duration::from_secs(60), || Ok(caught_up(&status(&state, &name)?).then_some(()))).await?;
+    m.wait_caught_up(Duration::from_secs(60)).await?;
+    let (url, dst, topic) = (m.target_url.clone(), m.names.dst.clone(), m.names.topic.clone());
 
     publish_raw(&topic, &[("junk", b"{this is not json".to_vec())]).await?;
+    let p = m.producer().await?;
     p.index("conflict", r#"{"n":"not a number"}"#, None).await?;
     p.index("fine", r#"{"n":"42"}"#, None).await?;
     let s = wait_for("pipeline past the bad input", Duration::from_secs(60), || {
-        let s = status(&state, &name)?;
+        let s = m.status()?;
         Ok((caught_up(&s) && s["replay"]["lag_messages"] == json!(0) && s["replay"]["dead_lettered"] == json!(2))
             .then_some(s))
     })
@@ -129,7 +120,7 @@ async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() ->
     let reason = rejected["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("parsing_exception") || reason.contains("mapper"), "{reason}");
     assert_eq!(rejected["key"], "conflict");
-    terminate(&mut run)?;
+    terminate(m.run_proc())?;
     Ok(())
 }
 
@@ -142,32 +133,28 @@ async fn malformed_events_and_mapping_conflicts_go_to_the_dead_letter_topic() ->
 /// app_versions.rs, `the_same_version_with_another_body_is_repaired_before_the_switch`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolled_back_operation_loses_to_the_new_primarys_reuse_of_its_seq_no() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("term");
-    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let p = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    let phantom = p.index("x", r#"{"rev":"rolled back"}"#, None).await?;
+    let mut m = Scenario::new("term")
+        .partitions(1)
+        .mappings(json!({}))
+        .recipe(|r| r.top = "versions = \"seq_no\"".into())
+        .start()
+        .await?;
+    let phantom = m.producer().await?.index("x", r#"{"rev":"rolled back"}"#, None).await?;
     assert_eq!(phantom.primary_term, 1);
-    let recipe = RecipeSpec {
-        top: "versions = \"seq_no\"".into(),
-        ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
-    assert_eq!(target_doc(&url, &dst, "x").await?, Some(json!({"rev":"rolled back"})));
+    m.init()?;
+    let (url, dst, topic, name) = (&m.target_url, &m.names.dst, &m.names.topic, m.name());
+    run_ok(m.cmd(&["snapshot", name]))?;
+    assert_eq!(target_doc(url, dst, "x").await?, Some(json!({"rev":"rolled back"})));
 
     let mut kept = phantom.clone();
     kept.primary_term = 2;
     kept.source = Some(serde_json::value::RawValue::from_string(r#"{"rev":"kept"}"#.into())?);
-    publish_raw(&topic, &[("x", kept.to_json())]).await?;
-    run_ok(indexferry(&state, &["consume", &name, "--until-caught-up"]))?;
-    let s = status(&state, &name)?;
+    publish_raw(topic, &[("x", kept.to_json())]).await?;
+    run_ok(m.cmd(&["consume", name, "--until-caught-up"]))?;
+    let s = m.status()?;
     assert_eq!(s["replay"]["applied"], json!(1), "{s}");
     assert_eq!(
-        target_doc(&url, &dst, "x").await?,
+        target_doc(url, dst, "x").await?,
         Some(json!({"rev":"kept"})),
         "the higher term wins at the same seq_no"
     );

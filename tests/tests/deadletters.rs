@@ -4,7 +4,6 @@
 //! nothing.
 
 use indexferry_common::es::Method;
-use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -33,26 +32,19 @@ fn summary(listing: &Value) -> Vec<(String, String, Option<i64>)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_are_listed_and_replayed_once_the_mapping_is_fixed() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("dl");
-    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
     // Offsets 0-9 plain, 10 and 11 with a field the target does not know.
-    for i in 0..10 {
-        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    for i in 10..12 {
-        producer.index(&format!("d{i}"), &json!({ "i": i, "tag": "snap" }).to_string(), None).await?;
-    }
-    let recipe = RecipeSpec {
-        mappings: json!({ "dynamic": "strict", "properties": { "i": { "type": "integer" } } }),
-        ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut m = Scenario::new("dl")
+        .partitions(1)
+        .mappings(json!({}))
+        .docs(12, |i| if i < 10 { json!({ "i": i }) } else { json!({ "i": i, "tag": "snap" }) })
+        .recipe(|r| r.mappings = json!({ "dynamic": "strict", "properties": { "i": { "type": "integer" } } }))
+        .init()
+        .await?;
+    let (state, name) = (m.state.clone(), m.name().to_owned());
+    let (url, src, dst, topic) =
+        (m.source_url.clone(), m.names.src.clone(), m.names.dst.clone(), m.names.topic.clone());
     run_ok(indexferry(&state, &["snapshot", &name]))?;
+    let producer = m.producer().await?;
     // Offset 12: refused; 13: refused, then 14 rewrites d2 without the field (applied);
     // 15: refused.
     producer.index("d1", &json!({ "i": 1, "tag": "event" }).to_string(), None).await?;

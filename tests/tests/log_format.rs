@@ -1,7 +1,6 @@
 //! `--log-format json` (and `INDEXFERRY_LOG_FORMAT=json`): every line on stderr is one JSON
 //! object, the final error included, and the phases log inside spans carrying their fields.
 
-use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -52,17 +51,15 @@ fn every_line_names_the_migration(command: &str, lines: &[Value], name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_logs_json_lines_with_phase_spans_and_the_final_error() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("logjson");
-    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    for i in 0..20 {
-        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let spec = RecipeSpec { slices: 2, ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias) };
-    let recipe = spec.write(dir.path())?;
+    let mut m = Scenario::new("logjson")
+        .partitions(1)
+        .mappings(json!({}))
+        .docs(20, |i| json!({ "i": i }))
+        .recipe(|r| r.slices = 2)
+        .start()
+        .await?;
+    let (state, name, src) = (m.state.clone(), m.name().to_owned(), m.names.src.clone());
+    let recipe = m.recipe_in(m.dir.path())?;
 
     let (out, lines) = logged(&state, &["init", recipe.to_str().unwrap_or_default()])?;
     assert!(out.status.success(), "init: {lines:?}");
@@ -97,7 +94,7 @@ async fn every_command_logs_json_lines_with_phase_spans_and_the_final_error() ->
     );
     every_line_names_the_migration("reconcile", &lines, &name);
 
-    producer.index("after", r#"{"i":-1}"#, None).await?;
+    m.producer().await?.index("after", r#"{"i":-1}"#, None).await?;
     let (out, lines) = logged(&state, &["rollover", &name])?;
     assert!(out.status.success(), "rollover: {lines:?}");
     let steps: Vec<&Value> = in_span(&lines, "rollover_step").into_iter().map(|s| &s["step"]).collect();
