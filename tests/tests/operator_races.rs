@@ -7,6 +7,7 @@
 //!   both clusters, and the index of the same name there is untouched.
 
 use indexferry_common::es::Method;
+use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -22,39 +23,25 @@ fn refused(mut c: std::process::Command) -> anyhow::Result<String> {
 /// One named pair in-cluster on Elasticsearch 8, `docs` documents through the producer,
 /// snapshot done and replay caught up, a rollover grace of 4s (long enough for the other
 /// commands to meet it inside its pause).
-struct Caught {
-    dir: tempfile::TempDir,
-    state: std::path::PathBuf,
-    names: Names,
-    source: indexferry_common::es::Cluster,
-    producer: indexferry_producer::Producer,
-}
-
-async fn caught_up(prefix: &str, docs: usize) -> anyhow::Result<Caught> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let names = Names::new(prefix);
-    let Names { src, dst, alias, topic, name } = &names;
-    let source = create_source(&url, src, alias, topic, 1, json!({})).await?;
-    let producer = indexferry_producer::Producer::connect(producer_config(&url, topic, alias)).await?;
-    for i in 0..docs {
-        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let recipe =
-        RecipeSpec { grace: "4s", ..RecipeSpec::new(name, &url, &url, topic, src, dst, alias) }.write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", name]))?;
-    run_ok(indexferry(&state, &["consume", name, "--until-caught-up"]))?;
-    Ok(Caught { dir, state, names, source, producer })
+async fn caught_up(prefix: &str, docs: usize) -> anyhow::Result<Migration> {
+    let m = Scenario::new(prefix)
+        .partitions(1)
+        .mappings(json!({}))
+        .docs(docs, |i| json!({ "i": i }))
+        .recipe(|r| r.grace = "4s")
+        .init()
+        .await?;
+    m.snapshot()?;
+    m.catch_up()?;
+    Ok(m)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_that_change_a_migration_wait_their_turn_behind_a_rollover() -> anyhow::Result<()> {
-    let s = caught_up("race", 20).await?;
-    let (state, c) = (&s.state, &s.source);
-    let Names { src, dst, alias, name, .. } = &s.names;
-    let log = s.dir.path().join("rollover.log");
+    let m = caught_up("race", 20).await?;
+    let (state, c) = (&m.state, &cluster(&m.source_url).await?);
+    let Names { src, dst, alias, name, .. } = &m.names;
+    let log = m.file("rollover.log");
     let mut rollover = rollover_until_blocked(state, name, &log).await?;
     let holder = format!("locked by `rollover` (pid {} on host", rollover.id());
     for args in [vec!["cancel", name.as_str()], vec!["rollover", name.as_str()], vec!["reconcile", name.as_str()]] {
@@ -69,22 +56,19 @@ async fn commands_that_change_a_migration_wait_their_turn_behind_a_rollover() ->
     // The lock went with the rollover: the next command runs.
     let out = run_ok(indexferry(state, &["verify", name]))?;
     assert!(out.contains("verify: identical"), "{out}");
-    let _ = c.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_refuses_a_cluster_other_than_the_one_the_migration_runs_on() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let (source_url, target_url, elsewhere) = (es8(), es9(), opensearch());
-    let Names { src, dst, alias, topic, name } = Names::new("wrongcl");
-    let source = create_source(&source_url, &src, &alias, &topic, 1, json!({})).await?;
-    let recipe = RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let (target_url, elsewhere) = (es9(), opensearch());
+    let mut m = Scenario::new("wrongcl").to(&target_url).partitions(1).mappings(json!({})).init().await?;
+    let (state, dst) = (m.state.clone(), m.names.dst.clone());
+    let name = m.name().to_owned();
     // An index of the target's name on another cluster, which a stray override would reach.
     let other = cluster(&elsewhere).await?;
     other.json::<Value>(Method::Put, &format!("/{dst}"), &[], None).await?;
+    m.also_delete(&elsewhere, &dst);
 
     let mut c = indexferry(&state, &["cancel", &name]);
     c.args(["--target-url", &elsewhere]);
@@ -94,8 +78,6 @@ async fn cancel_refuses_a_cluster_other_than_the_one_the_migration_runs_on() -> 
     assert!(cluster(&target_url).await?.exists(&dst).await?, "and so is the migration's target");
 
     run_ok(indexferry(&state, &["cancel", &name]))?;
-    let _ = other.json::<Value>(Method::Delete, &format!("/{dst}"), &[], None).await;
-    let _ = source.json::<Value>(Method::Delete, &format!("/{src}"), &[], None).await;
     Ok(())
 }
 
@@ -104,9 +86,10 @@ async fn cancel_refuses_a_cluster_other_than_the_one_the_migration_runs_on() -> 
 /// holding the application's writes through it.
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_killed_rollover_the_rerun_lifts_the_block_first() -> anyhow::Result<()> {
-    let s = caught_up("killed", 20).await?;
-    let (state, c, p) = (s.state.clone(), s.source.clone(), s.producer);
-    let Names { src, dst, name, .. } = s.names;
+    let m = caught_up("killed", 20).await?;
+    let (state, c) = (m.state.clone(), cluster(&m.source_url).await?);
+    let p = Producer::connect(producer_config(&m.source_url, &m.names.topic, &m.names.alias)).await?;
+    let (src, name) = (m.names.src.clone(), m.names.name.clone());
     let blocked = |c: &indexferry_common::es::Cluster| {
         let (c, src) = (c.clone(), src.clone());
         async move {
@@ -115,7 +98,7 @@ async fn after_a_killed_rollover_the_rerun_lifts_the_block_first() -> anyhow::Re
             anyhow::Ok(s[&src]["settings"]["index.blocks.write"] == json!("true"))
         }
     };
-    let mut r = rollover_until_blocked(&state, &name, &s.dir.path().join("rollover.log")).await?;
+    let mut r = rollover_until_blocked(&state, &name, &m.file("rollover.log")).await?;
     kill9(&mut r)?;
     assert!(blocked(&c).await?, "a SIGKILL leaves the block");
     assert_eq!(status(&state, &name)?["state"], json!("rolling_over"));
@@ -135,7 +118,6 @@ async fn after_a_killed_rollover_the_rerun_lifts_the_block_first() -> anyhow::Re
     let out = rerun.await??;
     assert!(out.contains("lifted the write block an interrupted rollover left"), "{out}");
     assert_eq!(status(&state, &name)?["state"], json!("rolled_over"));
-    let _ = c.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await;
     Ok(())
 }
 
@@ -144,10 +126,10 @@ async fn after_a_killed_rollover_the_rerun_lifts_the_block_first() -> anyhow::Re
 /// bookkeeping and switch marker are still owed; `rollover` finishes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_keep_target_refuses_to_forget_a_switch_a_killed_rollover_left_unfinished() -> anyhow::Result<()> {
-    let s = caught_up("unfinished", 1).await?;
-    let (state, c) = (&s.state, &s.source);
-    let Names { src, dst, alias, name, .. } = &s.names;
-    let mut r = rollover_until_blocked(state, name, &s.dir.path().join("rollover.log")).await?;
+    let m = caught_up("unfinished", 1).await?;
+    let (state, c) = (&m.state, &cluster(&m.source_url).await?);
+    let Names { src, dst, alias, name, .. } = &m.names;
+    let mut r = rollover_until_blocked(state, name, &m.file("rollover.log")).await?;
     kill9(&mut r)?;
     // The swap, as the killed run would have sent it.
     let swap = json!({ "actions": [
@@ -163,7 +145,6 @@ async fn cancel_keep_target_refuses_to_forget_a_switch_a_killed_rollover_left_un
     assert_eq!(status(state, name)?["state"], json!("rolling_over"), "the record stays");
     let out = run_ok(indexferry(state, &["rollover", name]))?;
     assert_eq!(status(state, name)?["state"], json!("rolled_over"), "{out}");
-    let _ = c.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await;
     Ok(())
 }
 
@@ -176,29 +157,18 @@ async fn cancel_keep_target_refuses_to_forget_a_switch_a_killed_rollover_left_un
 #[tokio::test(flavor = "multi_thread")]
 async fn a_switch_is_judged_by_what_the_swap_sent_not_by_the_aliases_init_recorded() -> anyhow::Result<()> {
     use indexferry_consumer::state::{State, StateDir, SwapAdd};
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let url = es8();
     let c = cluster(&url).await?;
-    let base = unique("judged");
-    let (day, alias, topic, name) =
-        (format!("{base}-2026.12.01"), format!("{base}-write"), format!("{base}.changes"), format!("{base}-m"));
-    let target_index = format!("v2-{day}");
+    let g = Ground::new("judged", &[&url])?;
+    let (day, alias, name) = (g.name("2026.12.01"), g.name("write"), g.name("m"));
+    g.topic(1).await?;
+    let (state, target_index) = (&g.state, format!("v2-{day}"));
     let body = json!({ "settings": { "index.number_of_shards": 1, "index.number_of_replicas": 0 } });
     c.json::<Value>(Method::Put, &format!("/{day}"), &[], Some(&body)).await?;
     c.json::<Value>(Method::Put, &format!("/{day}/_doc/1"), &[("refresh", "true")], Some(&json!({ "n": 1 }))).await?;
-    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
-    let recipe = dir.path().join("r.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "name = \"{name}\"\n[source]\nurl = \"{url}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n\
-             [[indices]]\nsource = \"{base}-*\"\ntarget = \"v2-{{source}}\"\n",
-            brokers()
-        ),
-    )?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    let recipe = g.pattern_recipe(&name, &url, &format!("{}-*", g.base), "v2-{source}", "")?;
+    run_ok(g.cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    run_ok(g.cmd(&["snapshot", &name]))?;
     // After init, a job gives the day its write alias.
     let add = json!({ "actions": [{ "add": { "index": day, "alias": alias, "is_write_index": true } }] });
     c.json::<Value>(Method::Post, "/_aliases", &[], Some(&add)).await?;
@@ -207,7 +177,7 @@ async fn a_switch_is_judged_by_what_the_swap_sent_not_by_the_aliases_init_record
     // `rolling_over` with the swap it sent, and the alias on the target.
     c.put_settings(&day, json!({ "index.blocks.write": true })).await?;
     let sent = SwapAdd { alias: alias.clone(), index: target_index.clone() };
-    StateDir::new(&state, &name).update_migration(|m| {
+    StateDir::new(state, &name).update_migration(|m| {
         m.state = State::RollingOver;
         m.swap = vec![sent];
     })?;
@@ -217,13 +187,12 @@ async fn a_switch_is_judged_by_what_the_swap_sent_not_by_the_aliases_init_record
     ]});
     c.json::<Value>(Method::Post, "/_aliases", &[], Some(&swap)).await?;
 
-    let out = output(indexferry(&state, &["cancel", &name]))?;
+    let out = output(indexferry(state, &["cancel", &name]))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "cancel must not delete the serving target: {stderr}");
     assert!(stderr.contains("the switch happened"), "{stderr}");
     assert!(c.exists(&target_index).await?, "the target serving the alias is still there");
-    run_ok(indexferry(&state, &["rollover", &name]))?;
-    assert_eq!(status(&state, &name)?["state"], json!("rolled_over"));
-    let _ = c.json::<Value>(Method::Delete, &format!("/{day},{target_index}"), &[], None).await;
+    run_ok(indexferry(state, &["rollover", &name]))?;
+    assert_eq!(status(state, &name)?["state"], json!("rolled_over"));
     Ok(())
 }
