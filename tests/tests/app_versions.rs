@@ -97,33 +97,25 @@ async fn connect(url: &str, topic: &str, alias: &str) -> anyhow::Result<Arc<Prod
 /// The Invenio-like application writing through an in-cluster migration and its switch,
 /// under the recipe's `versions` (`None`: the default).
 struct Switched {
-    _dir: tempfile::TempDir,
-    state: std::path::PathBuf,
-    url: String,
-    names: Names,
+    m: Migration,
     source: Cluster,
     tally: Arc<Tally>,
 }
 
 async fn invenio_through_a_switch(versions: Option<&str>) -> anyhow::Result<Switched> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let names = Names::new("invenio");
-    let Names { src, dst, alias, topic, name } = &names;
-    let source = create_source(&url, src, alias, topic, 3, source_mappings()).await?;
+    let top = versions.map(|v| format!("versions = \"{v}\"")).unwrap_or_default();
+    let mut m = Scenario::new("invenio")
+        .recipe(move |r| (r.mappings, r.top) = (changed_mappings(), top.clone()))
+        .start()
+        .await?;
+    let (url, Names { src, alias, topic, .. }) = (m.source_url.clone(), &m.names);
+    let source = cluster(&url).await?;
     let producer = connect(&url, topic, alias).await?;
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
     let app = tokio::spawn(invenio_like(producer.clone(), 400, stop.clone(), tally.clone()));
     wait_docs(&url, src, 200).await?;
 
-    let recipe = RecipeSpec {
-        mappings: changed_mappings(),
-        top: versions.map(|v| format!("versions = \"{v}\"")).unwrap_or_default(),
-        ..RecipeSpec::new(name, &url, &url, topic, src, dst, alias)
-    }
-    .write(dir.path())?;
-    let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let out = m.init()?;
     match versions {
         None => {
             assert!(out.contains("versions source: every target document keeps the source's _version"), "{out}");
@@ -133,23 +125,22 @@ async fn invenio_through_a_switch(versions: Option<&str>) -> anyhow::Result<Swit
             assert!(out.contains("writing its own versions (external, external_gte) is refused with 409"), "{out}")
         }
     }
-    let mut run = spawn(indexferry(&state, &["run", name]), &dir.path().join("run.log"))?;
-    wait_caught_up(&state, name, Duration::from_secs(180)).await?;
+    m.run()?;
+    m.wait_caught_up(Duration::from_secs(180)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let out = run_ok(indexferry(&state, &["rollover", name]))?;
-    eprintln!("{out}");
+    eprintln!("{}", m.rollover()?);
     // The application goes on writing into the target, through the alias.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     app.await?;
-    wait_for("run to exit after rollover", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
-    Ok(Switched { _dir: dir, state, url, names, source, tally })
+    m.wait_run_exit().await?;
+    Ok(Switched { m, source, tally })
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_external_gte_application_keeps_writing_through_an_in_cluster_switch() -> anyhow::Result<()> {
     let s = invenio_through_a_switch(None).await?;
-    let Names { src, dst, topic, name, .. } = &s.names;
+    let Names { src, dst, topic, .. } = &s.m.names;
     let (done, failed) = (s.tally.done.load(Ordering::Relaxed), s.tally.failed.load(Ordering::Relaxed));
     let first = s.tally.first.lock().map(|f| f.join("\n")).unwrap_or_default();
     assert_eq!(failed, 0, "no write of the application may fail ({done} done); first:\n{first}");
@@ -165,17 +156,16 @@ async fn an_external_gte_application_keeps_writing_through_an_in_cluster_switch(
         .map(|e| e.id)
         .collect();
     assert!(!after_switch.is_empty(), "the application wrote after the switch");
-    let (in_source, in_target) = (all_stored(&s.url, src).await?, all_stored(&s.url, dst).await?);
+    let url = &s.m.source_url;
+    let (in_source, in_target) = (all_stored(url, src).await?, all_stored(url, dst).await?);
     let ids: BTreeSet<&String> = in_source.keys().chain(in_target.keys()).collect();
     let differ: Vec<&&String> =
         ids.iter().filter(|id| !after_switch.contains(**id) && in_source.get(**id) != in_target.get(**id)).collect();
     assert!(differ.is_empty(), "{} ids differ, first: {:?}", differ.len(), differ.iter().take(5).collect::<Vec<_>>());
     assert!(in_source.values().any(|d| d.version > 1_000_000_000), "the versions compared are the application's");
 
-    let out = output(indexferry(&s.state, &["verify", name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let (report, _) = s.m.verify()?;
     assert_eq!(report["identical"], json!(true), "{report}");
-    s.source.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await?;
     Ok(())
 }
 
@@ -189,8 +179,6 @@ async fn under_the_seq_no_rule_an_external_gte_application_is_refused_after_the_
     let first = s.tally.first.lock().map(|f| f.join("\n")).unwrap_or_default();
     assert!(failed > 0, "the target's versions are above the application's");
     assert!(first.contains("409"), "{first}");
-    let Names { src, dst, .. } = &s.names;
-    s.source.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await?;
     Ok(())
 }
 
@@ -202,9 +190,15 @@ async fn gc_deletes(c: &Cluster, index: &str) -> anyhow::Result<Value> {
 /// `migration reconcile --json`: the counts of the only pair.
 fn reconcile_counts(state: &std::path::Path, name: &str) -> anyhow::Result<Value> {
     let out = output(indexferry(state, &["reconcile", name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| anyhow::anyhow!("reconcile printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
-    Ok(report["pairs"][0]["counts"].clone())
+    Ok(json_report("reconcile", &out)?["pairs"][0]["counts"].clone())
+}
+
+/// An in-cluster migration over a topic of one partition, not yet `init`, and the
+/// application's producer on it.
+async fn versioned(prefix: &str) -> anyhow::Result<(Migration, Arc<Producer>)> {
+    let m = Scenario::new(prefix).partitions(1).start().await?;
+    let producer = connect(&m.source_url, &m.names.topic, &m.names.alias).await?;
+    Ok((m, producer))
 }
 
 /// The consumer alone (the snapshot is done), until it has caught up.
@@ -219,62 +213,51 @@ async fn consume(state: &std::path::Path, name: &str, log: &std::path::Path) -> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_version_with_another_body_is_repaired_before_the_switch() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("samever");
-    let source = create_source(&url, &src, &alias, &topic, 1, source_mappings()).await?;
-    let producer = connect(&url, &topic, &alias).await?;
+    let (m, producer) = versioned("samever").await?;
     producer.index_versioned("r1", &record("r1", 100, "first body"), None, Versioning::ExternalGte(100)).await?;
     producer.index_versioned("r2", &record("r2", 7, "untouched"), None, Versioning::ExternalGte(7)).await?;
-
-    let recipe = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    m.init()?;
+    m.snapshot()?;
+    let (url, state, Names { src, dst, name, .. }) = (&m.source_url, &m.state, &m.names);
     // Indexed again at the same revision, after the snapshot copied the first body: the
     // target refuses the event (version 100 is not above 100).
     producer.index_versioned("r1", &record("r1", 100, "second body"), None, Versioning::ExternalGte(100)).await?;
-    let _consumer = consume(&state, &name, &dir.path().join("consume.log")).await?;
-    let target = all_stored(&url, &dst).await?;
+    let _consumer = consume(state, name, &m.file("consume.log")).await?;
+    let target = all_stored(url, dst).await?;
     assert_eq!(target["r1"].source["title"], "first body", "the replay alone cannot tell the bodies apart");
-    let s = status(&state, &name)?;
+    let s = m.status()?;
     assert!(s["replay"]["stale"].as_u64().unwrap_or(0) >= 1, "{s}");
 
-    let counts = reconcile_counts(&state, &name)?;
+    let counts = reconcile_counts(state, name)?;
     assert_eq!(counts["same_version_other_body"], json!(1), "{counts}");
     assert_eq!(counts["repaired"], json!(1), "{counts}");
-    let target = all_stored(&url, &dst).await?;
+    let target = all_stored(url, dst).await?;
     assert_eq!((target["r1"].version, &target["r1"].source["title"]), (100, &json!("second body")));
-    assert_eq!(reconcile_counts(&state, &name)?["repaired"], json!(0), "a second pass finds nothing");
+    assert_eq!(reconcile_counts(state, name)?["repaired"], json!(0), "a second pass finds nothing");
 
-    run_ok(indexferry(&state, &["rollover", &name]))?;
-    let (in_source, in_target) = (all_stored(&url, &src).await?, all_stored(&url, &dst).await?);
+    m.rollover()?;
+    let (in_source, in_target) = (all_stored(url, src).await?, all_stored(url, dst).await?);
     assert_eq!(in_source, in_target);
-    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    let out = run_ok(m.cmd(&["verify", name]))?;
     assert!(out.contains("verify: identical"), "{out}");
-    source.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_gone_backwards_is_named_and_written_again_inside_the_pause() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("backwards");
-    let source = create_source(&url, &src, &alias, &topic, 1, source_mappings()).await?;
-    let producer = connect(&url, &topic, &alias).await?;
+    let (m, producer) = versioned("backwards").await?;
     for n in 0..3 {
         producer.index("d1", &record("d1", n, "before"), None).await?;
     }
     producer.index("d2", &record("d2", 0, "kept"), None).await?;
-    let recipe = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    m.init()?;
+    m.snapshot()?;
+    let (url, state, Names { src, dst, name, .. }) = (&m.source_url, &m.state, &m.names);
+    let source = cluster(url).await?;
 
     // The source forgets the delete's tombstone, as a node restart makes it do: the
     // re-created document starts again at _version 1.
-    source.put_settings(&src, json!({ "index.gc_deletes": "0s" })).await?;
+    source.put_settings(src, json!({ "index.gc_deletes": "0s" })).await?;
     let deleted = producer.delete("d1", None).await?;
     assert_eq!(deleted.version, 4);
     let mut recreated = None;
@@ -291,17 +274,15 @@ async fn a_version_gone_backwards_is_named_and_written_again_inside_the_pause() 
     }
     let recreated = recreated.expect("the source forgets a tombstone with index.gc_deletes 0s");
     assert_eq!(recreated.version, 1);
-    let _consumer = consume(&state, &name, &dir.path().join("consume.log")).await?;
+    let _consumer = consume(state, name, &m.file("consume.log")).await?;
 
-    let counts = reconcile_counts(&state, &name)?;
+    let counts = reconcile_counts(state, name)?;
     assert_eq!(counts["backwards"], json!(1), "{counts}");
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
-    eprintln!("{out}");
-    let (in_source, in_target) = (all_stored(&url, &src).await?, all_stored(&url, &dst).await?);
+    eprintln!("{}", m.rollover()?);
+    let (in_source, in_target) = (all_stored(url, src).await?, all_stored(url, dst).await?);
     assert_eq!(in_target["d1"].version, 1, "the target holds the source's version: {:?}", in_target["d1"]);
     assert_eq!(in_source, in_target);
-    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    let out = run_ok(m.cmd(&["verify", name]))?;
     assert!(out.contains("verify: identical"), "{out}");
-    source.json::<Value>(Method::Delete, &format!("/{src},{dst}"), &[], None).await?;
     Ok(())
 }

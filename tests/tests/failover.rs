@@ -2,7 +2,6 @@
 //! migration through the next one, and a cluster none of whose URLs answers fails with one
 //! line naming them all.
 
-use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -27,35 +26,30 @@ fn with_source_urls(recipe: &Path, url: &str, urls: &[&str]) -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_first_url_fails_over_to_the_next_node_for_a_whole_migration() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
     let dead = closed_port_url()?;
-    let Names { src, dst, alias, topic, name } = Names::new("failover");
-    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    for i in 0..40 {
-        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let recipe = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias).write(dir.path())?;
+    let mut m =
+        Scenario::new("failover").partitions(1).mappings(json!({})).docs(40, |i| json!({ "i": i })).start().await?;
+    let (url, recipe) = (m.source_url.clone(), m.recipe_in(m.dir.path())?);
     with_source_urls(&recipe, &url, &[&dead, &url])?;
 
-    let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default(), "--connect-timeout", "20s"]))?;
+    let out = run_ok(m.cmd(&["init", recipe.to_str().unwrap_or_default(), "--connect-timeout", "20s"]))?;
     assert!(out.contains(&format!("{dead},{url}")), "init names both URLs of the source: {out}");
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
+    m.snapshot()?;
+    let producer = m.producer().await?;
     for i in 20..60 {
         producer.index(&format!("d{i}"), &json!({ "i": i, "again": true }).to_string(), None).await?;
     }
     producer.delete("d0", None).await?;
-    run_ok(indexferry(&state, &["consume", &name, "--until-caught-up"]))?;
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    m.catch_up()?;
+    let out = m.rollover()?;
     assert!(out.contains("write pause: "), "{out}");
-    assert_eq!(status(&state, &name)?["state"], "rolled_over");
-    let out = run_ok(indexferry(&state, &["verify", &name, "--json"]))?;
+    assert_eq!(m.status()?["state"], "rolled_over");
+    let out = run_ok(m.cmd(&["verify", m.name(), "--json"]))?;
     let report: Value = serde_json::from_str(&out)?;
     assert_eq!(report["identical"], json!(true), "{report}");
     assert_eq!(report["pairs"][0]["source_docs"], json!(59), "{report}");
-    assert_eq!(cluster(&url).await?.alias_indices(&alias).await?, vec![dst.clone()]);
+    let Names { alias, dst, .. } = &m.names;
+    assert_eq!(cluster(&url).await?.alias_indices(alias).await?, vec![dst.clone()]);
     Ok(())
 }
 

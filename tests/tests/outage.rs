@@ -5,7 +5,6 @@
 //! real target that is switched off and on (the cluster itself keeps running, so the other
 //! tests sharing it are not disturbed).
 
-use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -55,32 +54,42 @@ impl Relay {
     }
 }
 
+/// A migration from Elasticsearch 8 to Elasticsearch 9 through `relay`, over a topic of
+/// `partitions`; its target index is deleted on Elasticsearch 9 itself too, whether the relay
+/// is up or not when the test ends.
+fn through(relay: &Relay, prefix: &str, partitions: i32) -> Scenario {
+    Scenario::new(prefix).to(&relay.url()).partitions(partitions).mappings(json!({}))
+}
+
+/// Takes the migration's target index to be deleted on Elasticsearch 9, then starts
+/// `consume` (its output in `consume.log`) and waits until the status names its pid.
+async fn consumer(m: &mut Migration) -> anyhow::Result<Proc> {
+    let dst = m.names.dst.clone();
+    m.also_delete(&es9(), &dst);
+    let (state, name) = (m.state.clone(), m.name().to_owned());
+    let consumer = spawn(m.cmd(&["consume", &name]), &m.file("consume.log"))?;
+    wait_for("the consumer to start", Duration::from_secs(30), || {
+        Ok(status(&state, &name)?["consumer_pid"].as_i64().map(|_| ()))
+    })
+    .await?;
+    Ok(consumer)
+}
+
 fn unreachable(s: &Value) -> Vec<Value> {
     s["unreachable"].as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_reports_an_unreachable_target_and_the_replay_recovers_when_it_answers() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let relay = Arc::new(Relay::start("127.0.0.1:9201").await?);
-    let (url, target_url) = (es8(), relay.url());
-    let Names { src, dst, alias, topic, name } = Names::new("out");
-    create_source(&url, &src, &alias, &topic, 2, json!({})).await?;
-    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    for i in 0..50 {
-        producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let recipe = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    run_ok(indexferry(&state, &["snapshot", &name]))?;
-    let _consumer = spawn(indexferry(&state, &["consume", &name]), &dir.path().join("consume.log"))?;
-    wait_for("the consumer to start", Duration::from_secs(30), || {
-        Ok(status(&state, &name)?["consumer_pid"].as_i64().map(|_| ()))
-    })
-    .await?;
+    let target_url = relay.url();
+    let mut m = through(&relay, "out", 2).docs(50, |i| json!({ "i": i })).init().await?;
+    m.snapshot()?;
+    let _consumer = consumer(&mut m).await?;
+    let (state, name) = (m.state.clone(), m.name().to_owned());
 
     relay.set(false);
+    let producer = m.producer().await?;
     for i in 50..80 {
         producer.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
     }
@@ -102,7 +111,7 @@ async fn status_reports_an_unreachable_target_and_the_replay_recovers_when_it_an
     })
     .await?;
     assert_eq!(s["replay"]["dead_lettered"], json!(0), "an outage is ridden out, not dead-lettered: {s}");
-    let docs = all_docs(&target_url, &dst).await?;
+    let docs = all_docs(&target_url, &m.names.dst).await?;
     assert_eq!(docs.len(), 79, "every write made during the outage arrived");
     assert!(!docs.contains_key("d3") && docs.contains_key("d79"));
     Ok(())
@@ -110,36 +119,27 @@ async fn status_reports_an_unreachable_target_and_the_replay_recovers_when_it_an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_that_stays_unreachable_past_its_timeout_stops_the_consumer_with_the_reason() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let relay = Relay::start("127.0.0.1:9201").await?;
-    let (url, target_url) = (es8(), relay.url());
-    let Names { src, dst, alias, topic, name } = Names::new("gone");
-    create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    let producer = Producer::connect(producer_config(&url, &topic, &alias)).await?;
-    let mut spec = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias);
-    spec.target_options = "unreachable_timeout = \"3s\"\n".into();
-    let recipe = spec.write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let log = dir.path().join("consume.log");
-    let mut consumer = spawn(indexferry(&state, &["consume", &name]), &log)?;
-    wait_for("the consumer to start", Duration::from_secs(30), || {
-        Ok(status(&state, &name)?["consumer_pid"].as_i64().map(|_| ()))
-    })
-    .await?;
+    let target_url = relay.url();
+    let mut m = through(&relay, "gone", 1)
+        .recipe(|r| r.target_options = "unreachable_timeout = \"3s\"\n".into())
+        .init()
+        .await?;
+    let mut consume = consumer(&mut m).await?;
+    let (name, log) = (m.name().to_owned(), m.file("consume.log"));
 
     relay.set(false);
-    producer.index("d1", &json!({ "i": 1 }).to_string(), None).await?;
-    let exit = wait_for("the consumer to give up", Duration::from_secs(60), || Ok(consumer.try_wait()?)).await?;
+    m.producer().await?.index("d1", &json!({ "i": 1 }).to_string(), None).await?;
+    let exit = wait_for("the consumer to give up", Duration::from_secs(60), || Ok(consume.try_wait()?)).await?;
     assert_eq!(exit.code(), Some(1));
     let said = std::fs::read_to_string(&log)?;
     let reason = said.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
     assert!(reason.contains("the target cluster did not answer for") && reason.contains(&target_url), "{said}");
     // Nothing was checkpointed past the event: a consumer started later applies it.
     relay.set(true);
-    let mut consumer = spawn(indexferry(&state, &["consume", &name, "--until-caught-up"]), &log)?;
-    let exit = wait_for("the consumer to catch up", Duration::from_secs(60), || Ok(consumer.try_wait()?)).await?;
+    let mut consume = spawn(m.cmd(&["consume", &name, "--until-caught-up"]), &log)?;
+    let exit = wait_for("the consumer to catch up", Duration::from_secs(60), || Ok(consume.try_wait()?)).await?;
     assert!(exit.success());
-    assert!(all_docs(&target_url, &dst).await?.contains_key("d1"));
+    assert!(all_docs(&target_url, &m.names.dst).await?.contains_key("d1"));
     Ok(())
 }

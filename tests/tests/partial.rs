@@ -22,35 +22,42 @@ async fn es8_a_shard_lost_mid_snapshot_is_not_taken_for_the_end_of_the_slice() -
     shard_lost_mid_snapshot(&es8(), "pes").await
 }
 
+/// A migration on `url` over a topic of one partition, its source of 2 shards holding
+/// [`DOCS`] documents written without events; not yet `init`.
+async fn filled(
+    url: &str,
+    prefix: &str,
+    tune: impl Fn(&mut RecipeSpec<'_>) + Send + Sync + 'static,
+) -> anyhow::Result<(Migration, Cluster)> {
+    let m = Scenario::new(prefix).from(url).partitions(1).mappings(json!({})).recipe(tune).start().await?;
+    let source = cluster(url).await?;
+    fill(&source, &m.names.src, DOCS).await?;
+    Ok((m, source))
+}
+
 async fn shard_lost_mid_snapshot(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let Names { src, dst, alias, topic, name } = Names::new(prefix);
-    let source = create_source(url, &src, &alias, &topic, 1, json!({})).await?;
-    fill(&source, &src, DOCS).await?;
     // One slice over both shards, slowed down so that the shard goes away mid-way.
-    let recipe =
-        RecipeSpec { batch_size: 20, throttle: 100, ..RecipeSpec::new(&name, url, url, &topic, &src, &dst, &alias) }
-            .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let log = dir.path().join("snapshot.log");
-    let mut snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
+    let (m, source) = filled(url, prefix, |r| (r.batch_size, r.throttle) = (20, 100)).await?;
+    m.init()?;
+    let (state, Names { src, dst, name, .. }) = (&m.state, &m.names);
+    let log = m.file("snapshot.log");
+    let mut snapshot = spawn(m.cmd(&["snapshot", name]), &log)?;
     wait_for("the snapshot to be under way", Duration::from_secs(60), || {
-        let s = status(&state, &name)?;
+        let s = status(state, name)?;
         Ok((s["pairs"][0]["copied"].as_u64().unwrap_or(0) >= 60).then_some(()))
     })
     .await?;
 
-    cancel_shard(&source, &src, 1).await?;
+    cancel_shard(&source, src, 1).await?;
     let exit = wait_for("the snapshot to end", Duration::from_secs(180), || Ok(snapshot.try_wait()?)).await?;
     let said = std::fs::read_to_string(&log)?;
     assert!(exit.success(), "{said}");
-    let copied = source_count_in(url, &dst).await?;
+    let copied = source_count_in(url, dst).await?;
     assert_eq!(copied, DOCS, "the snapshot ended without the lost shard's documents:\n{said}");
     // The view was opened again rather than the lost shard's hits taken as the end.
-    let restarts = status(&state, &name)?["pairs"][0]["restarts"].as_u64().unwrap_or(0);
+    let restarts = m.status()?["pairs"][0]["restarts"].as_u64().unwrap_or(0);
     assert!(restarts >= 1, "the slice was not started over:\n{said}");
-    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    let out = run_ok(m.cmd(&["verify", name]))?;
     assert!(out.contains("verify: identical"), "{out}");
     Ok(())
 }
@@ -58,21 +65,10 @@ async fn shard_lost_mid_snapshot(url: &str, prefix: &str) -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "on a fresh OpenSearch 2.19 node, _refresh of an index with an unassigned primary does not answer, and init spends minutes in request timeouts; run with --ignored on a stack where it answers"]
 async fn opensearch_the_snapshot_waits_for_an_unavailable_shard_and_then_copies_it() -> anyhow::Result<()> {
-    let url = opensearch();
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let Names { src, dst, alias, topic, name } = Names::new("pwait");
-    let source = create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    fill(&source, &src, DOCS).await?;
-    take_shard_away(&source, &src, 1).await?;
-    let recipe = RecipeSpec {
-        source_options: "unreachable_timeout = \"5m\"\n".into(),
-        ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let log = dir.path().join("snapshot.log");
-    let mut snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
+    let (m, source) = without_a_shard("pwait", "5m").await?;
+    let (url, Names { src, dst, name, .. }) = (&m.source_url, &m.names);
+    let log = m.file("snapshot.log");
+    let mut snapshot = spawn(m.cmd(&["snapshot", name]), &log)?;
     let missing = format!("[{src}][1]");
     wait_for("the snapshot to retry the missing shard", Duration::from_secs(180), || {
         let said = std::fs::read_to_string(&log)?;
@@ -83,15 +79,15 @@ async fn opensearch_the_snapshot_waits_for_an_unavailable_shard_and_then_copies_
     .map_err(|e| anyhow::anyhow!("{e}:\n{}", std::fs::read_to_string(&log).unwrap_or_default()))?;
     let said = std::fs::read_to_string(&log)?;
     assert!(said.contains(&missing), "the retry names the shard: {said}");
-    let s = status(&state, &name)?;
+    let s = m.status()?;
     assert_eq!(s["pairs"][0]["done"], json!(false), "{s}");
 
-    bring_shards_back(&source, &src).await?;
+    bring_shards_back(&source, src).await?;
     let exit = wait_for("the snapshot to end", Duration::from_secs(180), || Ok(snapshot.try_wait()?)).await?;
     let said = std::fs::read_to_string(&log)?;
     assert!(exit.success(), "{said}");
-    assert_eq!(source_count_in(&url, &dst).await?, DOCS, "{said}");
-    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    assert_eq!(source_count_in(url, dst).await?, DOCS, "{said}");
+    let out = run_ok(m.cmd(&["verify", name]))?;
     assert!(out.contains("verify: identical"), "{out}");
     Ok(())
 }
@@ -99,28 +95,27 @@ async fn opensearch_the_snapshot_waits_for_an_unavailable_shard_and_then_copies_
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "on a fresh OpenSearch 2.19 node, _refresh of an index with an unassigned primary does not answer, and init spends minutes in request timeouts; run with --ignored on a stack where it answers"]
 async fn opensearch_a_shard_that_stays_unavailable_stops_the_snapshot_naming_it() -> anyhow::Result<()> {
-    let url = opensearch();
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let Names { src, dst, alias, topic, name } = Names::new("pgone");
-    let source = create_source(&url, &src, &alias, &topic, 1, json!({})).await?;
-    fill(&source, &src, DOCS).await?;
-    take_shard_away(&source, &src, 1).await?;
-    let recipe = RecipeSpec {
-        source_options: "unreachable_timeout = \"3s\"\n".into(),
-        ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let out = output(indexferry(&state, &["snapshot", &name]))?;
-    bring_shards_back(&source, &src).await?;
+    let (m, source) = without_a_shard("pgone", "3s").await?;
+    let Names { src, name, .. } = &m.names;
+    let out = output(m.cmd(&["snapshot", name]))?;
+    bring_shards_back(&source, src).await?;
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "the snapshot ended without the missing shard:\n{said}");
     let reason = said.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
     assert!(reason.contains(&format!("[{src}][1]")), "the error names the shard: {said}");
-    let s = status(&state, &name)?;
+    let s = m.status()?;
     assert_eq!(s["pairs"][0]["done"], json!(false), "{s}");
     Ok(())
+}
+
+/// [`filled`] on OpenSearch with shard 1 taken away ([`take_shard_away`]) and `init` done,
+/// the source cluster's `unreachable_timeout` at `timeout`.
+async fn without_a_shard(prefix: &str, timeout: &str) -> anyhow::Result<(Migration, Cluster)> {
+    let option = format!("unreachable_timeout = \"{timeout}\"\n");
+    let (m, source) = filled(&opensearch(), prefix, move |r| r.source_options = option.clone()).await?;
+    take_shard_away(&source, &m.names.src, 1).await?;
+    m.init()?;
+    Ok((m, source))
 }
 
 /// `n` small documents, visible to searches.
