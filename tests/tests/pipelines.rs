@@ -104,22 +104,23 @@ async fn a_default_pipeline_runs_once_on_the_source_and_on_the_target_from_the_s
 async fn a_default_pipeline_is_copied_across_clusters_and_runs_once() -> anyhow::Result<()> {
     let (source_url, target_url) = (opensearch(), opensearch3());
     let (source, target) = (cluster(&source_url).await?, cluster(&target_url).await?);
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let Names { src, dst, alias, topic, name } = Names::new("pipex");
-    let pipeline = format!("{name}-count");
+    let pipeline = unique("pipex-count");
     let processors = json!({ "processors": [
         { "script": { "source": "ctx.runs = (ctx.runs == null ? 0 : ctx.runs) + 1" } },
         { "set": { "field": "ingested_at", "value": "{{_ingest.timestamp}}" } },
     ]});
     source.json::<Value>(Method::Put, &format!("/_ingest/pipeline/{pipeline}"), &[], Some(&processors)).await?;
-    let body = json!({
-        "settings": { "index.number_of_replicas": 0, "index.default_pipeline": pipeline },
-        "aliases": { alias.as_str(): { "is_write_index": true } },
-    });
-    source.json::<Value>(Method::Put, &format!("/{src}"), &[], Some(&body)).await?;
-    indexferry_common::kafka::ensure_topic(&kafka(&topic), &topic, 1).await?;
-    let mut pcfg = producer_config(&source_url, &topic, &alias);
+    let m = Scenario::new("pipex")
+        .from(&source_url)
+        .to(&target_url)
+        .partitions(1)
+        .shards(1)
+        .mappings(json!({}))
+        .settings(json!({ "index.default_pipeline": pipeline }))
+        .start()
+        .await?;
+    let Names { src, dst, alias, topic, .. } = &m.names;
+    let mut pcfg = producer_config(&source_url, topic, alias);
     pcfg.follow = vec![indexferry_common::config::ClusterConfig::at(&target_url)];
     let app = Producer::connect(pcfg).await?;
     for i in 0..30 {
@@ -127,11 +128,10 @@ async fn a_default_pipeline_is_copied_across_clusters_and_runs_once() -> anyhow:
     }
     // `plan` names the pipeline, says the target lacks it, and proves the index without it.
     let planned = std::process::Command::new(bin("indexferry"))
-        .args(["plan", "--source-url", &source_url, "--target-url", &target_url, "--indices", &src])
-        .args(["--brokers", &brokers(), "--topic", &topic, "--json"])
+        .args(["plan", "--source-url", &source_url, "--target-url", &target_url, "--indices", src])
+        .args(["--brokers", &brokers(), "--topic", topic, "--json"])
         .output()?;
-    let report: Value = serde_json::from_slice(&planned.stdout)
-        .map_err(|e| anyhow::anyhow!("plan printed no report ({e}): {}", String::from_utf8_lossy(&planned.stderr)))?;
+    let report = json_report("plan", &planned)?;
     let index = &report["plans"][0];
     assert_eq!(
         index["pipelines"],
@@ -142,34 +142,35 @@ async fn a_default_pipeline_is_copied_across_clusters_and_runs_once() -> anyhow:
         index["proof"]["accepted"], index["proof"]["sampled"],
         "the samples load without the pipeline: {report}"
     );
-    let recipe = RecipeSpec::new(&name, &source_url, &target_url, &topic, &src, &dst, &alias).write(dir.path())?;
-    let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let out = m.init()?;
     assert!(out.contains(&format!("ingest pipeline {pipeline} copied to the target")), "{out}");
-    let mut run = spawn(indexferry(&state, &["run", &name]), &dir.path().join("run.log"))?;
+    let (state, name) = (&m.state, m.name());
+    let mut run = spawn(m.cmd(&["run", name]), &m.file("run.log"))?;
     for i in 30..50 {
         app.index(&format!("d{i}"), &json!({ "n": i }).to_string(), None).await?;
     }
     wait_for("caught up", Duration::from_secs(90), || {
-        let s = status(&state, &name)?;
+        let s = status(state, name)?;
         Ok((caught_up(&s) && s["replay"]["lag_messages"] == json!(0)).then_some(()))
     })
     .await?;
-    run_ok(indexferry(&state, &["rollover", &name]))?;
+    m.rollover()?;
     wait_for("run to stop", Duration::from_secs(30), || Ok(run.try_wait()?)).await?;
     let e = app.index("after", r#"{"n":-1}"#, None).await?;
     assert_eq!(app.followed_to().as_deref(), Some(target_url.as_str()), "{e:?}");
 
-    let (in_source, in_target) = (all_stored(&source_url, &src).await?, all_stored(&target_url, &dst).await?);
+    let (in_source, in_target) = (all_stored(&source_url, src).await?, all_stored(&target_url, dst).await?);
     assert_eq!(in_target.len(), 51, "the 50 migrated and the one written after the switch");
     for (id, s) in &in_source {
         assert_eq!(Some(s), in_target.get(id), "{id}: as the source stored it, processed once");
         assert_eq!(s.source["runs"], json!(1), "{id}: {:?}", s.source);
     }
     assert_eq!(in_target["after"].source["runs"], json!(1), "the pipeline runs on the target after the switch");
-    let out = run_ok(indexferry(&state, &["verify", &name]))?;
+    let out = run_ok(m.cmd(&["verify", name]))?;
     assert!(out.contains("verify: identical"), "{out}");
-    for (c, i) in [(&source, &src), (&target, &dst)] {
-        let _ = c.json::<Value>(Method::Delete, &format!("/{i}"), &[], None).await;
+    // The indices first: a cluster may refuse to delete an index's default pipeline.
+    drop(m);
+    for c in [&source, &target] {
         let _ = c.json::<Value>(Method::Delete, &format!("/_ingest/pipeline/{pipeline}"), &[], None).await;
     }
     Ok(())

@@ -6,68 +6,55 @@
 
 use indexferry_tests::*;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 /// Init, a snapshot worker killed mid-task and started again, the consumer throughout, a live
 /// load; then reconcile (clean), rollover and verify (identical).
 async fn converges(prefix: &str, source_url: &str, target_url: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let Names { src, dst, alias, topic, name } = Names::new(prefix);
-    create_source(source_url, &src, &alias, &topic, 3, source_mappings()).await?;
-    let load = Load::start(dir.path(), source_url, &alias, &topic, 4000, 100)?;
-    wait_docs(source_url, &src, 4000).await?;
-    let recipe = RecipeSpec {
-        method: "reindex",
-        batch_size: 200,
+    let mut m = Scenario::new(prefix)
+        .from(source_url)
+        .to(target_url)
+        .load(4000, 100)
         // Slow enough to kill the worker while its task runs.
-        throttle: 800,
-        ..RecipeSpec::new(&name, source_url, target_url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+        .recipe(|r| (r.method, r.batch_size, r.throttle) = ("reindex", 200, 800))
+        .start()
+        .await?;
+    let out = m.init()?;
     assert!(out.contains("snapshot method reindex: the recipe asks for it"), "{out}");
-
-    let log = dir.path().join("workers.log");
-    let mut snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
-    let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
+    let load = m.load();
+    // The workers' output goes where the scenario prints it when they do not catch up.
+    let (state, name, log) = (&m.state.clone(), &m.name().to_owned(), m.file("run.log"));
+    let mut snapshot = spawn(indexferry(state, &["snapshot", name]), &log)?;
+    let mut consume = spawn(indexferry(state, &["consume", name]), &log)?;
     wait_for("the task's first copies", Duration::from_secs(60), || {
-        Ok((status(&state, &name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) >= 400).then_some(()))
+        Ok((status(state, name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) >= 400).then_some(()))
     })
     .await?;
     kill9(&mut snapshot)?;
     // The task runs on without its worker; a new worker reattaches to it.
-    let before = status(&state, &name)?["pairs"][0]["copied"].as_u64().unwrap_or(0);
-    snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
-    let s = match wait_caught_up(&state, &name, Duration::from_secs(180)).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-            return Err(e);
-        }
-    };
+    let before = status(state, name)?["pairs"][0]["copied"].as_u64().unwrap_or(0);
+    snapshot = spawn(indexferry(state, &["snapshot", name]), &log)?;
+    let s = m.wait_caught_up(Duration::from_secs(180)).await?;
     assert_eq!(s["snapshot_method"], json!("reindex"), "{s}");
     let pair = &s["pairs"][0];
     assert!(pair["resumes"].as_u64().unwrap_or(0) >= 1, "the worker reattached: {pair}");
     assert!(pair["copied"].as_u64().unwrap_or(0) > before, "{pair}");
     let (done, failed) = load.stop()?;
     assert_eq!(failed, 0, "{done} writes, none failed");
-    wait_caught_up(&state, &name, Duration::from_secs(60)).await?;
+    wait_caught_up(state, name, Duration::from_secs(60)).await?;
     let worker = wait_for("the snapshot worker's exit", Duration::from_secs(30), || Ok(snapshot.try_wait()?)).await?;
     assert!(worker.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
 
     // Copies hold the source's `_version`: reconcile must not take them for behind.
-    let out = run_ok(indexferry(&state, &["reconcile", &name]))?;
+    let out = run_ok(indexferry(state, &["reconcile", name]))?;
     assert!(out.contains("missing=0 behind=0 extra=0"), "{out}");
     assert!(out.lines().any(|l| l == "reconcile: clean"), "{out}");
 
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    let out = m.rollover()?;
     assert!(out.contains("write pause:"), "{out}");
     let exit = wait_for("consumer exit after rollover", Duration::from_secs(30), || Ok(consume.try_wait()?)).await?;
     let _ = exit;
-    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let (report, _) = m.verify()?;
     assert_eq!(report["identical"], json!(true), "{report}");
     Ok(())
 }
@@ -82,33 +69,45 @@ async fn reindex_from_remote_converges_under_writes_deletes_and_a_killed_worker(
     converges("rxremote", &es7(), &opensearch3()).await
 }
 
-/// A recipe asking for `reindex` between `source_url` and `target_url`, `docs` documents.
+/// A migration asking for `reindex` from `source_url` to `target_url`, not yet `init`, over
+/// `docs` documents (ids `0`, `1`, ...), the target with `target_mappings`; its recipe's path.
 async fn prepared(
-    dir: &Path,
     prefix: &str,
     source_url: &str,
     target_url: &str,
     docs: &[Value],
     target_mappings: Value,
-) -> anyhow::Result<(std::path::PathBuf, Names)> {
-    let names = Names::new(prefix);
+) -> anyhow::Result<(std::path::PathBuf, Migration)> {
     // The source takes any `n`; the target may be stricter.
     let keyword = json!({ "properties": { "n": { "type": "keyword" } } });
-    let c = create_source(source_url, &names.src, &names.alias, &names.topic, 1, keyword).await?;
+    let m = Scenario::new(prefix)
+        .from(source_url)
+        .to(target_url)
+        .partitions(1)
+        .mappings(keyword)
+        .recipe(move |r| (r.method, r.mappings) = ("reindex", target_mappings.clone()))
+        .start()
+        .await?;
     let mut body = String::new();
     for (i, d) in docs.iter().enumerate() {
-        body.push_str(&format!("{}\n{d}\n", json!({ "index": { "_index": names.src, "_id": i.to_string() } })));
+        body.push_str(&format!("{}\n{d}\n", json!({ "index": { "_index": m.names.src, "_id": i.to_string() } })));
     }
     if !body.is_empty() {
+        let c = cluster(source_url).await?;
         c.request(indexferry_common::es::Method::Post, "/_bulk", &[("refresh", "true")], Some(body.into())).await?;
     }
-    let recipe = RecipeSpec {
-        method: "reindex",
-        mappings: target_mappings,
-        ..RecipeSpec::new(&names.name, source_url, target_url, &names.topic, &names.src, &names.dst, &names.alias)
-    }
-    .write(dir)?;
-    Ok((recipe, names))
+    let recipe = m.recipe_in(m.dir.path())?;
+    Ok((recipe, m))
+}
+
+/// `init` with `recipe`, then `snapshot`, which must fail naming the pair in its last line;
+/// that line.
+fn failed_snapshot(m: &Migration, recipe: &std::path::Path) -> anyhow::Result<String> {
+    run_ok(m.cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    let line = failure_line(&output(m.cmd(&["snapshot", m.name()]))?);
+    let pair = format!("the reindex of {} into {}", m.names.src, m.names.dst);
+    assert!(line.contains(&pair), "{line}");
+    Ok(line)
 }
 
 /// The last line of stderr, after checking the command failed.
@@ -120,11 +119,9 @@ fn failure_line(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reindex_is_refused_at_init_on_a_cluster_without_the_module() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let url = es8();
-    let (recipe, _names) = prepared(dir.path(), "rxnomod", &url, &url, &[json!({ "n": 1 })], json!({})).await?;
-    let out = output(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let (recipe, m) = prepared("rxnomod", &url, &url, &[json!({ "n": 1 })], json!({})).await?;
+    let out = output(m.cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
     let line = failure_line(&out);
     assert!(
         line.contains("[snapshot] method = \"reindex\"")
@@ -137,20 +134,17 @@ async fn reindex_is_refused_at_init_on_a_cluster_without_the_module() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reindex_from_a_host_not_allowlisted_fails_in_one_line() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     // The stack allowlists 127.0.0.1:*, not localhost.
     let source = es7().replace("127.0.0.1", "localhost");
-    let (recipe, _names) =
-        prepared(dir.path(), "rxallow", &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
+    let (recipe, m) = prepared("rxallow", &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
     // Init reads the target's allowlist and refuses.
-    let out = output(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let out = output(m.cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
     let line = failure_line(&out);
     assert!(line.contains("[localhost:9204] not allowlisted in reindex.remote.allowlist"), "{line}");
     // `auto` takes the search method instead, and says why.
     let text = std::fs::read_to_string(&recipe)?.replace("method = \"reindex\"", "method = \"auto\"");
     std::fs::write(&recipe, text)?;
-    let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let out = run_ok(m.cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
     assert!(out.contains("snapshot method search: auto: [localhost:9204] not allowlisted"), "{out}");
     Ok(())
 }
@@ -169,38 +163,26 @@ async fn auto_takes_reindex_in_cluster_and_the_search_method_across_clusters() -
         ),
         ("rxautoremote", es7(), "search", "auto: reindex from remote is one unsliced scroll, measured slower"),
     ] {
-        let dir = tempfile::tempdir()?;
-        let state = dir.path().join("state");
-        let (recipe, names) =
-            prepared(dir.path(), prefix, &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
+        let (recipe, m) = prepared(prefix, &source, &opensearch3(), &[json!({ "n": 1 })], json!({})).await?;
         let text = std::fs::read_to_string(&recipe)?.replace("method = \"reindex\"", "method = \"auto\"");
         std::fs::write(&recipe, text)?;
-        let out = run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+        let out = run_ok(m.cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
         assert!(out.contains(&format!("snapshot method {want}: {why}")), "{source}: {out}");
-        assert_eq!(status(&state, &names.name)?["snapshot_method"], json!(want), "{source}");
+        assert_eq!(m.status()?["snapshot_method"], json!(want), "{source}");
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reindex_task_failing_halfway_ends_the_snapshot_in_one_line_and_counts_nothing() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let url = opensearch3();
     // Document 150 does not fit the target's mapping: the task stops at its batch.
     let docs: Vec<Value> = (0..300).map(|i| if i == 150 { json!({ "n": "abc" }) } else { json!({ "n": i }) }).collect();
     let mappings = json!({ "properties": { "n": { "type": "integer" } } });
-    let (recipe, names) = prepared(dir.path(), "rxhalf", &url, &url, &docs, mappings).await?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let out = output(indexferry(&state, &["snapshot", &names.name]))?;
-    let line = failure_line(&out);
-    assert!(
-        line.contains(&format!("the reindex of {} into {}", names.src, names.dst))
-            && line.contains("document 150")
-            && line.contains("mapper_parsing_exception"),
-        "{line}"
-    );
-    let s = status(&state, &names.name)?;
+    let (recipe, m) = prepared("rxhalf", &url, &url, &docs, mappings).await?;
+    let line = failed_snapshot(&m, &recipe)?;
+    assert!(line.contains("document 150") && line.contains("mapper_parsing_exception"), "{line}");
+    let s = m.status()?;
     assert_eq!(s["pairs"][0]["done"], json!(false), "{s}");
     assert_eq!(s["pairs"][0]["copied"], json!(0), "nothing reported as copied: {s}");
     Ok(())
@@ -208,46 +190,44 @@ async fn a_reindex_task_failing_halfway_ends_the_snapshot_in_one_line_and_counts
 
 /// A migration of `docs` documents with method `reindex` throttled to `throttle` docs/s, its
 /// worker started and killed once its task copies: the task runs on, unattended.
-async fn orphaned_task(dir: &Path, prefix: &str, docs: usize, throttle: u32) -> anyhow::Result<Names> {
-    let state = dir.join("state");
+async fn orphaned_task(prefix: &str, docs: usize, throttle: u32) -> anyhow::Result<Migration> {
     let url = opensearch3();
     let all: Vec<Value> = (0..docs).map(|i| json!({ "n": i })).collect();
-    let (recipe, names) = prepared(dir, prefix, &url, &url, &all, json!({})).await?;
+    let (recipe, m) = prepared(prefix, &url, &url, &all, json!({})).await?;
+    let (state, names) = (&m.state, &m.names);
     let text = std::fs::read_to_string(&recipe)?
         .replace("throttle_docs_per_s = 0", &format!("throttle_docs_per_s = {throttle}"))
         .replace("batch_size = 100", "batch_size = 20");
     std::fs::write(&recipe, text)?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let mut worker = spawn(indexferry(&state, &["snapshot", &names.name]), &dir.join("worker.log"))?;
+    run_ok(indexferry(state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut worker = spawn(indexferry(state, &["snapshot", &names.name]), &m.file("worker.log"))?;
     wait_for("the task's first copies", Duration::from_secs(60), || {
-        Ok((status(&state, &names.name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) > 0).then_some(()))
+        Ok((status(state, &names.name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) > 0).then_some(()))
     })
     .await?;
     kill9(&mut worker)?;
-    Ok(names)
+    Ok(m)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_throttle_rethrottles_the_running_task() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     // 2,000 documents at 10 docs/s would take minutes.
-    let names = orphaned_task(dir.path(), "rxthrottle", 2000, 10).await?;
+    let m = orphaned_task("rxthrottle", 2000, 10).await?;
+    let (state, names) = (&m.state, &m.names);
     let started = std::time::Instant::now();
-    let out = run_ok(indexferry(&state, &["snapshot", &names.name, "--throttle", "0"]))?;
+    let out = run_ok(indexferry(state, &["snapshot", &names.name, "--throttle", "0"]))?;
     assert!(out.contains("2000 documents"), "{out}");
     assert!(started.elapsed() < Duration::from_secs(60), "rethrottled: {:?}", started.elapsed());
-    let s = status(&state, &names.name)?;
+    let s = status(state, &names.name)?;
     assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["restarts"].clone()), (json!(true), json!(0)), "{s}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_cancels_the_running_reindex_task() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let names = orphaned_task(dir.path(), "rxcancel", 2000, 10).await?;
-    let out = run_ok(indexferry(&state, &["cancel", &names.name]))?;
+    let m = orphaned_task("rxcancel", 2000, 10).await?;
+    let (state, names) = (&m.state, &m.names);
+    let out = run_ok(indexferry(state, &["cancel", &names.name]))?;
     let task = out
         .lines()
         .find_map(|l| l.strip_prefix("cancelled reindex task "))
@@ -262,10 +242,9 @@ async fn cancel_cancels_the_running_reindex_task() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_too_large_for_the_remote_buffer_ends_the_snapshot_in_one_line() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
     let source_url = es7();
-    let (recipe, names) = prepared(dir.path(), "rxbuffer", &source_url, &opensearch3(), &[], json!({})).await?;
+    let (recipe, m) = prepared("rxbuffer", &source_url, &opensearch3(), &[], json!({})).await?;
+    let (state, names) = (&m.state, &m.names);
     // 900 documents of 130 KB: one batch of 1,000 is past the 100mb the target's client for
     // reindex from remote buffers.
     let blob = "x".repeat(130_000);
@@ -283,27 +262,18 @@ async fn a_batch_too_large_for_the_remote_buffer_ends_the_snapshot_in_one_line()
     }
     let text = std::fs::read_to_string(&recipe)?.replace("batch_size = 100", "batch_size = 1000");
     std::fs::write(&recipe, text)?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
-    let out = output(indexferry(&state, &["snapshot", &names.name]))?;
-    let line = failure_line(&out);
-    assert!(
-        line.contains(&format!("the reindex of {} into {}", names.src, names.dst))
-            && line.contains("buffer limit [104857600]")
-            && line.contains("lower [snapshot] batch_size"),
-        "{line}"
-    );
-    let s = status(&state, &names.name)?;
+    let line = failed_snapshot(&m, &recipe)?;
+    assert!(line.contains("buffer limit [104857600]") && line.contains("lower [snapshot] batch_size"), "{line}");
+    let s = status(state, &names.name)?;
     assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["copied"].clone()), (json!(false), json!(0)), "{s}");
-    run_ok(indexferry(&state, &["cancel", &names.name]))?;
-    source.request(indexferry_common::es::Method::Delete, &format!("/{}", names.src), &[], None).await?;
+    run_ok(indexferry(state, &["cancel", &names.name]))?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_the_cluster_forgot_is_started_again() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let names = orphaned_task(dir.path(), "rxvanish", 500, 50).await?;
+    let m = orphaned_task("rxvanish", 500, 50).await?;
+    let (state, names) = (&m.state, &m.names);
     // What a node restart does to a running task: gone, with no stored result. Here: the
     // task is cancelled and its stored result deleted.
     let c = cluster(&opensearch3()).await?;
@@ -340,9 +310,9 @@ async fn a_task_the_cluster_forgot_is_started_again() -> anyhow::Result<()> {
         code = forget().await?;
     }
     assert_eq!(code, 200, "the stored result of {id} deleted");
-    let out = run_ok(indexferry(&state, &["snapshot", &names.name, "--throttle", "0"]))?;
+    let out = run_ok(indexferry(state, &["snapshot", &names.name, "--throttle", "0"]))?;
     assert!(out.contains("500 documents"), "{out}");
-    let s = status(&state, &names.name)?;
+    let s = status(state, &names.name)?;
     assert_eq!((s["pairs"][0]["done"].clone(), s["pairs"][0]["restarts"].clone()), (json!(true), json!(1)), "{s}");
     assert_eq!(c.count(&names.dst, true).await?, 500);
     Ok(())

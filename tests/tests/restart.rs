@@ -5,55 +5,48 @@
 //! skipped batch).
 
 use indexferry_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let url = es8();
-    let Names { src, dst, alias, topic, name } = Names::new("kill");
-    create_source(&url, &src, &alias, &topic, 3, source_mappings()).await?;
-    let load = Load::start(dir.path(), &url, &alias, &topic, 6000, 120)?;
-    wait_docs(&url, &src, 6000).await?;
-
     let (slices, batch) = (2u32, 250usize);
-    let recipe = RecipeSpec {
-        mappings: changed_mappings(),
-        slices,
-        batch_size: batch,
-        throttle: 1500,
-        // Small batches, many in flight: a kill lands between batches applied out of order.
-        extra: "[replay]\nbatch_size = 50\nbatch_deadline = \"20ms\"\nin_flight = 8\n",
-        ..RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias)
-    }
-    .write(dir.path())?;
-    run_ok(indexferry(&state, &["init", recipe.to_str().unwrap_or_default()]))?;
+    let mut m = Scenario::new("kill")
+        .load(6000, 120)
+        .recipe(move |r| {
+            (r.mappings, r.slices, r.batch_size, r.throttle) = (changed_mappings(), slices, batch, 1500);
+            // Small batches, many in flight: a kill lands between batches applied out of order.
+            r.extra = "[replay]\nbatch_size = 50\nbatch_deadline = \"20ms\"\nin_flight = 8\n";
+        })
+        .init()
+        .await?;
+    let load = m.load();
+    // The workers' output goes where the scenario prints it when they do not catch up.
+    let (url, state, name, log) = (&m.source_url.clone(), &m.state.clone(), &m.name().to_owned(), m.file("run.log"));
+    let src = &m.names.src.clone();
     // The point-in-time is opened between these two counts: it holds between as many
     // documents (the load creates more than it deletes).
-    let source = cluster(&url).await?;
-    let before = source.count(&src, true).await?;
-    let log = dir.path().join("workers.log");
-    let mut snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
-    let mut consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
+    let source = cluster(url).await?;
+    let before = source.count(src, true).await?;
+    let mut snapshot = spawn(indexferry(state, &["snapshot", name]), &log)?;
+    let mut consume = spawn(indexferry(state, &["consume", name]), &log)?;
     wait_for("the snapshot's first batch", Duration::from_secs(60), || {
-        Ok((status(&state, &name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) > 0).then_some(()))
+        Ok((status(state, name)?["pairs"][0]["copied"].as_u64().unwrap_or(0) > 0).then_some(()))
     })
     .await?;
-    let after = source.count(&src, true).await?;
+    let after = source.count(src, true).await?;
 
     // Kill each twice, at different points.
     for round in 0..2 {
         let floor = 1500 * (round + 1);
         wait_for("snapshot progress", Duration::from_secs(60), || {
-            let s = status(&state, &name)?;
+            let s = status(state, name)?;
             Ok((s["pairs"][0]["copied"].as_u64().unwrap_or(0) >= floor).then_some(()))
         })
         .await?;
         kill9(&mut snapshot)?;
         wait_for("events applied", Duration::from_secs(60), || {
-            let s = status(&state, &name)?;
+            let s = status(state, name)?;
             Ok((s["replay"]["applied"].as_u64().unwrap_or(0) + s["replay"]["stale"].as_u64().unwrap_or(0)
                 > 100 * (round + 1))
                 .then_some(()))
@@ -61,16 +54,10 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
         .await?;
         kill9(&mut consume)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        snapshot = spawn(indexferry(&state, &["snapshot", &name]), &log)?;
-        consume = spawn(indexferry(&state, &["consume", &name]), &log)?;
+        snapshot = spawn(indexferry(state, &["snapshot", name]), &log)?;
+        consume = spawn(indexferry(state, &["consume", name]), &log)?;
     }
-    let s = match wait_caught_up(&state, &name, Duration::from_secs(180)).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-            return Err(e);
-        }
-    };
+    let s = m.wait_caught_up(Duration::from_secs(180)).await?;
     let pair = &s["pairs"][0];
     let n = |k: &str| pair[k].as_u64().unwrap_or(0);
     let (resumes, restarts) = (n("resumes"), n("restarts"));
@@ -99,15 +86,14 @@ async fn sigkill_of_snapshot_and_consumer_then_restart_converges() -> anyhow::Re
 
     let (done, failed) = load.stop()?;
     assert_eq!(failed, 0, "{done} writes, none failed");
-    let out = run_ok(indexferry(&state, &["rollover", &name]))?;
+    let out = m.rollover()?;
     assert!(out.contains("write pause:"), "{out}");
     for child in [&mut snapshot, &mut consume] {
         let exit = wait_for("worker exit after rollover", Duration::from_secs(30), || Ok(child.try_wait()?)).await?;
         let _ = exit;
     }
-    let out = output(indexferry(&state, &["verify", &name, "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let (report, ok) = m.verify()?;
     assert_eq!(report["identical"], json!(true), "{report}");
-    assert_eq!(out.status.code(), Some(0));
+    assert!(ok, "verify exits 0");
     Ok(())
 }

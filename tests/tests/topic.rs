@@ -11,7 +11,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 fn admin() -> anyhow::Result<AdminClient<DefaultClientContext>> {
@@ -43,91 +42,80 @@ async fn write_blocked(url: &str, index: &str) -> anyhow::Result<bool> {
 }
 
 /// A one-partition source with two documents, a migration initialised on it and its
-/// snapshot done.
-async fn migration(dir: &Path, state: &Path, prefix: &str) -> anyhow::Result<(Names, Producer)> {
-    migration_with(dir, state, prefix, "").await
+/// snapshot done; a producer writing through its alias.
+async fn migration(prefix: &str) -> anyhow::Result<(Migration, Producer)> {
+    migration_with(prefix, "").await
 }
 
 /// [`migration`] with `rollover_options` in the recipe's `[rollover]`.
-async fn migration_with(
-    dir: &Path,
-    state: &Path,
-    prefix: &str,
-    rollover_options: &str,
-) -> anyhow::Result<(Names, Producer)> {
-    let url = es8();
-    let names = Names::new(prefix);
-    create_source(&url, &names.src, &names.alias, &names.topic, 1, json!({})).await?;
-    let p = Producer::connect(producer_config(&url, &names.topic, &names.alias)).await?;
-    for id in ["a", "b"] {
-        p.index(id, &json!({ "id": id }).to_string(), None).await?;
-    }
-    let recipe = RecipeSpec {
-        extra: rollover_options,
-        ..RecipeSpec::new(&names.name, &url, &url, &names.topic, &names.src, &names.dst, &names.alias)
-    }
-    .write(dir)?;
-    let init = run_ok(indexferry(state, &["init", recipe.to_str().unwrap_or_default()]))?;
+async fn migration_with(prefix: &str, rollover_options: &'static str) -> anyhow::Result<(Migration, Producer)> {
+    let m = Scenario::new(prefix)
+        .partitions(1)
+        .mappings(json!({}))
+        .docs(2, |i| json!({ "id": format!("d{i}") }))
+        .recipe(move |r| r.extra = rollover_options)
+        .start()
+        .await?;
+    let init = m.init()?;
     assert!(init.contains("cleanup.policy delete"), "init prints the topic's retention: {init}");
-    run_ok(indexferry(state, &["snapshot", &names.name]))?;
-    Ok((names, p))
+    m.snapshot()?;
+    let p = Producer::connect(producer_config(&m.source_url, &m.names.topic, &m.names.alias)).await?;
+    Ok((m, p))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_deleted_before_replay_stop_the_consumer_and_refuse_the_rollover() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let (n, p) = migration_with(dir.path(), &state, "lost", "reconcile = false").await?;
+    let (m, p) = migration_with("lost", "reconcile = false").await?;
+    let (state, n) = (&m.state, &m.names);
     // Offsets 0-1 came before init; 2-6 after it, and 2-4 are deleted unreplayed.
     for i in 0..5 {
         p.index(&format!("late-{i}"), r#"{"late":true}"#, None).await?;
     }
     delete_records(&n.topic, 5).await?;
 
-    let (ok, err) = stderr_of(indexferry(&state, &["consume", &n.name, "--until-caught-up"]))?;
+    let (ok, err) = stderr_of(indexferry(state, &["consume", &n.name, "--until-caught-up"]))?;
     assert!(!ok, "the consumer must not skip deleted events");
     assert!(
         err.contains(&n.topic) && err.contains("partition 0 (checkpoint 2, first available offset 5: 3 events)"),
         "{err}"
     );
-    let s = status(&state, &n.name)?;
+    let s = status(state, &n.name)?;
     assert_eq!(s["lost_events"], json!([{ "partition": 0, "next_offset": 2, "first_available": 5 }]), "{s}");
-    let table = run_ok(indexferry(&state, &["status", &n.name]))?;
+    let table = run_ok(indexferry(state, &["status", &n.name]))?;
     assert!(table.contains("LOST EVENTS: partition 0 checkpoint 2 but the first available offset is 5"), "{table}");
 
-    let (ok, err) = stderr_of(indexferry(&state, &["rollover", &n.name]))?;
+    let (ok, err) = stderr_of(indexferry(state, &["rollover", &n.name]))?;
     assert!(!ok && err.contains("rollover refused") && err.contains("first available offset 5"), "{err}");
     assert!(!write_blocked(&es8(), &n.src).await?, "a refused rollover leaves no write block");
 
     // The operator accepts the loss: the rest is replayed, the loss stays on record, and the
     // rollover (its own reconcile off) still refuses until a reconcile repaired what the
     // lost events changed.
-    run_ok(indexferry(&state, &["consume", &n.name, "--until-caught-up", "--accept-lost-events"]))?;
-    let s = status(&state, &n.name)?;
+    run_ok(indexferry(state, &["consume", &n.name, "--until-caught-up", "--accept-lost-events"]))?;
+    let s = status(state, &n.name)?;
     assert_eq!(s["lost_events"], json!([]), "{s}");
     assert_eq!(s["accepted_losses"][0]["from"], json!(2), "{s}");
     assert_eq!(s["accepted_losses"][0]["to"], json!(5), "{s}");
     assert_eq!(s["replay"]["applied"], json!(2), "late-3 and late-4 were replayed: {s}");
-    let (ok, err) = stderr_of(indexferry(&state, &["rollover", &n.name]))?;
+    let (ok, err) = stderr_of(indexferry(state, &["rollover", &n.name]))?;
     assert!(!ok && err.contains("lost and skipped") && err.contains("no clean reconcile pass"), "{err}");
     assert!(!write_blocked(&es8(), &n.src).await?);
-    let out = run_ok(indexferry(&state, &["reconcile", &n.name]))?;
+    let out = run_ok(indexferry(state, &["reconcile", &n.name]))?;
     assert!(out.contains("missing=3") && out.contains("reconcile: repaired 3"), "late-0..2 are copied: {out}");
-    run_ok(indexferry(&state, &["rollover", &n.name]))?;
-    run_ok(indexferry(&state, &["verify", &n.name]))?;
+    run_ok(indexferry(state, &["rollover", &n.name]))?;
+    run_ok(indexferry(state, &["verify", &n.name]))?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_deleted_under_a_running_consumer_stop_it() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let (n, p) = migration(dir.path(), &state, "lostlive").await?;
-    let log = dir.path().join("consume.log");
-    let mut consume = spawn(indexferry(&state, &["consume", &n.name]), &log)?;
+    let (m, p) = migration("lostlive").await?;
+    let (state, n) = (&m.state, &m.names);
+    let log = m.file("consume.log");
+    let mut consume = spawn(indexferry(state, &["consume", &n.name]), &log)?;
     p.index("seen", "{}", None).await?;
     wait_for("the first event replayed", Duration::from_secs(30), || {
-        Ok((status(&state, &n.name)?["replay"]["applied"] == json!(1)).then_some(()))
+        Ok((status(state, &n.name)?["replay"]["applied"] == json!(1)).then_some(()))
     })
     .await?;
     // Frozen, the consumer cannot fetch while its next events are written and deleted.
@@ -148,13 +136,12 @@ async fn events_deleted_under_a_running_consumer_stop_it() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn partitions_added_after_init_are_replayed() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let (n, _) = migration(dir.path(), &state, "grow").await?;
-    let log = dir.path().join("consume.log");
+    let (m, _) = migration("grow").await?;
+    let (state, n) = (&m.state, &m.names);
+    let log = m.file("consume.log");
     let port = 20000 + rand::random::<u16>() % 20000;
     let metrics = format!("127.0.0.1:{port}");
-    let mut consume = spawn(indexferry(&state, &["consume", &n.name, "--metrics-addr", &metrics]), &log)?;
+    let mut consume = spawn(indexferry(state, &["consume", &n.name, "--metrics-addr", &metrics]), &log)?;
 
     let grow = NewPartitions::new(&n.topic, 3);
     for r in admin()?.create_partitions([&grow], &AdminOptions::new()).await? {
@@ -169,7 +156,7 @@ async fn partitions_added_after_init_are_replayed() -> anyhow::Result<()> {
     assert!(ends[&1] > 0 && ends[&2] > 0, "events on the new partitions: {ends:?}");
 
     let s = wait_for("every event replayed", Duration::from_secs(60), || {
-        let s = status(&state, &n.name)?;
+        let s = status(state, &n.name)?;
         Ok((s["replay"]["applied"] == json!(30) && s["replay"]["lag_messages"] == json!(0)).then_some(s))
     })
     .await?;
@@ -186,18 +173,17 @@ async fn partitions_added_after_init_are_replayed() -> anyhow::Result<()> {
 
     terminate(&mut consume)?;
     // A consumer started anew finds all three partitions in its checkpoint or at offset 0.
-    run_ok(indexferry(&state, &["consume", &n.name, "--until-caught-up"]))?;
-    let out = run_ok(indexferry(&state, &["rollover", &n.name]))?;
+    run_ok(indexferry(state, &["consume", &n.name, "--until-caught-up"]))?;
+    let out = run_ok(indexferry(state, &["rollover", &n.name]))?;
     assert!(out.contains("write pause"), "{out}");
-    run_ok(indexferry(&state, &["verify", &n.name]))?;
+    run_ok(indexferry(state, &["verify", &n.name]))?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transaction_markers_are_neither_loss_nor_lag() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let (n, p) = migration(dir.path(), &state, "txn").await?;
+    let (m, p) = migration("txn").await?;
+    let (state, n) = (&m.state, &m.names);
     // An application that publishes in transactions: each commit leaves a marker that takes
     // an offset and is never delivered.
     let events: Vec<Vec<u8>> = {
@@ -226,10 +212,10 @@ async fn transaction_markers_are_neither_loss_nor_lag() -> anyhow::Result<()> {
     )
     .await;
     assert!(matches!(consumed, Ok(Ok(Ok(_)))), "--until-caught-up stops after the last marker: {consumed:?}");
-    let s = status(&state, &n.name)?;
+    let s = status(state, &n.name)?;
     assert_eq!(s["lost_events"], json!([]), "{s}");
     assert_eq!(s["replay"]["lag_messages"], json!(0), "{s}");
-    let out = run_ok(indexferry(&state, &["rollover", &n.name]))?;
+    let out = run_ok(indexferry(state, &["rollover", &n.name]))?;
     assert!(out.contains("write pause"), "{out}");
     Ok(())
 }
