@@ -12,6 +12,9 @@
 //! Then an independent comparison of every migrated pair: the same ids, `_source`, routing
 //! and `_version` on both sides, leaving out only the ids written after the switch (the
 //! events at or after the rollover's end offsets).
+//!
+//! Every name a demo makes starts with a ground's base (`INDEXFERRY_DEMO_PREFIX`), and what
+//! it made on both clusters and Kafka is deleted when its profile ends, passed or failed.
 
 use indexferry_tests::*;
 use serde_json::Value;
@@ -19,41 +22,46 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-/// Runs the demo for `app` from `from` to `to` with a state folder of its own; returns
-/// its migration's `status --json` and where it ran.
-fn demo(app: &str, from: &str, to: &str) -> anyhow::Result<(Value, tempfile::TempDir)> {
-    let state = tempfile::tempdir()?;
+/// Runs the demo for `app` from `from` (at `source_url`) to `to` (at `target_url`) with a
+/// state folder and a prefix of its own; returns its migration's `status --json`, and the
+/// ground that holds its state and deletes what it made when dropped.
+fn demo(app: &str, from: &str, to: &str, source_url: &str, target_url: &str) -> anyhow::Result<(Value, Ground)> {
+    let mut g = Ground::new("demo", &[source_url, target_url])?;
+    let prefix = format!("{}-", g.base);
+    // The demo's topic, which the ground deletes with its dead-letter topic.
+    g.topic = format!("{prefix}records.changes");
     let bin_dir = bin("indexferry").parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let out = Command::new("bash")
         .arg(dev_script("demo"))
         .args(["--app", app, "--from", from, "--to", to, "--docs", "3000", "--rate", "40"])
         .env("INDEXFERRY_DEMO_BIN", &bin_dir)
-        .env("INDEXFERRY_DEMO_STATE", state.path())
+        .env("INDEXFERRY_DEMO_STATE", &g.state)
+        .env("INDEXFERRY_DEMO_PREFIX", &prefix)
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "dev/demo --app {app} --from {from} --to {to} failed:\n{stdout}\n{stderr}");
     let ok = stdout.lines().find(|l| l.starts_with("demo: ok")).unwrap_or_default();
     assert!(ok.contains("failed_writes=0") && ok.contains("verify=identical"), "{stdout}");
-    let mut name = format!("records-demo-{to}");
+    let mut name = format!("{prefix}records-demo-{to}");
     if from != "es8" {
-        name = format!("records-demo-{from}-{to}");
+        name = format!("{prefix}records-demo-{from}-{to}");
     }
     name.push_str(&format!("-{app}"));
-    let status = status(state.path(), &name)?;
+    let status = status(&g.state, &name)?;
     assert_eq!(status["state"], "rolled_over", "{status}");
-    Ok((status, state))
+    Ok((status, g))
 }
 
-/// The ids of the events at or after `end` (partition → offset) on the demo's topic.
-fn written_after(end: &Value) -> anyhow::Result<BTreeSet<String>> {
+/// The ids of the events at or after `end` (partition → offset) on the demo's `topic`.
+fn written_after(end: &Value, topic: &str) -> anyhow::Result<BTreeSet<String>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
     let consumer: BaseConsumer =
         indexferry_common::kafka::consumer_config(&brokers(), &Default::default(), &unique("profiles")).create()?;
     let mut tpl = TopicPartitionList::new();
     for (p, o) in end.as_object().into_iter().flatten() {
-        tpl.add_partition_offset("records.changes", p.parse()?, Offset::Offset(o.as_i64().unwrap_or(0)))?;
+        tpl.add_partition_offset(topic, p.parse()?, Offset::Offset(o.as_i64().unwrap_or(0)))?;
     }
     consumer.assign(&tpl)?;
     let mut ids = BTreeSet::new();
@@ -69,8 +77,8 @@ fn written_after(end: &Value) -> anyhow::Result<BTreeSet<String>> {
 }
 
 /// Every pair of the migration compared document by document, outside the project's code.
-async fn compare(status: &Value, source_url: &str, target_url: &str) -> anyhow::Result<()> {
-    let after = written_after(&status["last_rollover"]["end_offsets"])?;
+async fn compare(status: &Value, topic: &str, source_url: &str, target_url: &str) -> anyhow::Result<()> {
+    let after = written_after(&status["last_rollover"]["end_offsets"], topic)?;
     let pairs = status["pairs"].as_array().cloned().unwrap_or_default();
     assert!(!pairs.is_empty(), "{status}");
     for p in pairs {
@@ -98,11 +106,11 @@ async fn compare(status: &Value, source_url: &str, target_url: &str) -> anyhow::
 
 async fn profile(app: &str, from: &str, to: &str, source_url: &str, target_url: &str) -> anyhow::Result<()> {
     let _alone = DEMO.lock().await;
-    let (status, _state) = demo(app, from, to)?;
-    compare(&status, source_url, target_url).await
+    let (status, ground) = demo(app, from, to, source_url, target_url)?;
+    compare(&status, &ground.topic, source_url, target_url).await
 }
 
-/// One demo at a time: they share index names and the topic.
+/// One demo at a time: they share the ports of the run's metrics and of the proxy.
 static DEMO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread")]
