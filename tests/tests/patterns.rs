@@ -10,47 +10,20 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A recipe with one pattern entry; `extra` goes into the entry, `tail` after it.
+/// The ground's recipe with one pattern entry, copied in one slice of 200 documents and
+/// switched after a grace of 500ms; `extra` goes into the entry, `tail` after it.
 fn recipe(
-    dir: &Path,
+    g: &Ground,
     name: &str,
     target_url: &str,
-    topic: &str,
     pattern: &str,
     target: &str,
     extra: &str,
     tail: &str,
 ) -> anyhow::Result<PathBuf> {
-    let target_section =
-        if target_url == es8() { String::new() } else { format!("[target]\nurl = \"{target_url}\"\n") };
-    let text = format!(
-        r#"name = "{name}"
-[source]
-url = "{source}"
-{target_section}
-[kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-
-[[indices]]
-source = "{pattern}"
-target = "{target}"
-{extra}
-
-[snapshot]
-slices = 1
-batch_size = 200
-
-[rollover]
-grace = "500ms"
-{tail}
-"#,
-        source = es8(),
-        brokers = brokers(),
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text)?;
-    Ok(path)
+    let tail =
+        format!("{extra}\n\n[snapshot]\nslices = 1\nbatch_size = 200\n\n[rollover]\ngrace = \"500ms\"\n{tail}\n");
+    g.pattern_recipe(name, target_url, pattern, target, &tail)
 }
 
 /// Creates a day's index with `aliases` and `docs` documents written without events
@@ -110,7 +83,7 @@ async fn daily_indices_migrate_by_pattern_and_every_alias_moves_in_one_request()
     // An older day changes too, through its own name: one topic carries every day's events.
     let old = Producer::connect(producer_config(&url, topic, &days[0])).await?;
 
-    let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-*"), "v2-{source}", "", "")?;
+    let r = recipe(&g, &name, &url, &format!("{base}-*"), "v2-{source}", "", "")?;
     let out = run_ok(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     for d in &days {
         assert!(out.contains(&format!("{d} -> v2-{d} (matches {base}-*")), "init prints the matched set: {out}");
@@ -161,7 +134,7 @@ async fn a_day_created_after_init_blocks_rollover_until_added_or_excluded() -> a
     day(&c, &d(1), json!({ write.as_str(): { "is_write_index": false } }), 100).await?;
     day(&c, &d(2), json!({ write.as_str(): { "is_write_index": true } }), 100).await?;
     // No reconcile at rollover: it would repair what a replay that skipped events left out.
-    let r = recipe(dir.path(), &name, &url, &topic, &format!("{base}-*"), "v2-{source}", "", "reconcile = false")?;
+    let r = recipe(&g, &name, &url, &format!("{base}-*"), "v2-{source}", "", "reconcile = false")?;
     run_ok(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     let mut run = spawn(indexferry(state, &["run", &name]), &dir.path().join("run.log"))?;
     wait_caught_up(state, &name, Duration::from_secs(120)).await?;
@@ -257,21 +230,21 @@ async fn bad_patterns_are_refused_at_init_with_one_line_naming_them() -> anyhow:
     let url = es8();
     let c = cluster(&url).await?;
     let g = Ground::new("bad", &[&url])?;
-    let (dir, base, topic, name) = (&g.dir, &g.base, g.topic(1).await?, g.name("m"));
+    let (dir, base, _, name) = (&g.dir, &g.base, g.topic(1).await?, g.name("m"));
     let (a, b) = (format!("{base}-a"), format!("{base}-b"));
     day(&c, &a, json!({}), 1).await?;
     day(&c, &b, json!({}), 1).await?;
 
-    let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-none-*"), "v2-{source}", "", "")?;
+    let r = recipe(&g, &name, &url, &format!("{base}-none-*"), "v2-{source}", "", "")?;
     let e = refused(dir.path(), &r, &name, &c, &[]).await?;
     assert!(e.contains(&format!("{base}-none-*")) && e.contains("matches no index"), "{e}");
 
-    let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-*"), "{source}-v2", "", "")?;
+    let r = recipe(&g, &name, &url, &format!("{base}-*"), "{source}-v2", "", "")?;
     let e = refused(dir.path(), &r, &name, &c, &[format!("{a}-v2"), format!("{b}-v2")]).await?;
     assert!(e.contains(&format!("{a}-v2")) && e.contains("matches it too"), "{e}");
 
     let all = format!("v2-{base}-all");
-    let r = recipe(dir.path(), &name, &url, topic, &format!("{base}-*"), &all, "", "")?;
+    let r = recipe(&g, &name, &url, &format!("{base}-*"), &all, "", "")?;
     let e = refused(dir.path(), &r, &name, &c, std::slice::from_ref(&all)).await?;
     assert!(e.contains(&a) && e.contains(&b) && e.contains(&all) && e.contains("both go into"), "{e}");
     Ok(())
@@ -282,7 +255,7 @@ async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow:
     let (source_url, target_url) = (es8(), es9());
     let (src, dst) = (cluster(&source_url).await?, cluster(&target_url).await?);
     let g = Ground::new("tpl", &[&source_url, &target_url])?;
-    let (dir, state, base, topic, name) = (&g.dir, &g.state, &g.base, g.topic(1).await?, g.name("m"));
+    let (state, base, _, name) = (&g.state, &g.base, g.topic(1).await?, g.name("m"));
     let (component, composable, legacy) = (format!("{base}-ct"), format!("{base}-it"), format!("{base}-legacy"));
     let pattern = format!("{base}-*");
     let put = |path: String, body: Value| {
@@ -319,22 +292,13 @@ async fn templates_are_copied_cross_cluster_with_the_recipe_mapping() -> anyhow:
     // The target already holds the legacy template, with another body: refused by name.
     let differing = json!({ "index_patterns": [pattern], "order": 1, "mappings": { "properties": { "n": { "type": "keyword" } } } });
     dst.json::<Value>(Method::Put, &format!("/_template/{legacy}"), &[], Some(&differing)).await?;
-    let r = recipe(dir.path(), &name, &target_url, topic, &pattern, "{source}", overrides, "")?;
+    let r = recipe(&g, &name, &target_url, &pattern, "{source}", overrides, "")?;
     let out = output(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&legacy) && err.contains("overwrite"), "{err}");
     assert!(!dst.exists(&format!("{base}-2026.11.01")).await?, "nothing created");
 
-    let r = recipe(
-        dir.path(),
-        &name,
-        &target_url,
-        topic,
-        &pattern,
-        "{source}",
-        overrides,
-        "[templates]\noverwrite = true",
-    )?;
+    let r = recipe(&g, &name, &target_url, &pattern, "{source}", overrides, "[templates]\noverwrite = true")?;
     let out = run_ok(indexferry(state, &["init", r.to_str().unwrap_or_default()]))?;
     for t in [&component, &composable, &legacy] {
         assert!(out.contains(&format!("template {t} copied")), "{out}");
@@ -365,13 +329,13 @@ async fn a_template_making_data_streams_is_refused_at_init() -> anyhow::Result<(
     let (source_url, target_url) = (es8(), opensearch());
     let (src, dst) = (cluster(&source_url).await?, cluster(&target_url).await?);
     let g = Ground::new("ds", &[&source_url, &target_url])?;
-    let (dir, base, topic, name, template) = (&g.dir, &g.base, g.topic(1).await?, g.name("m"), g.name("streams"));
+    let (dir, base, _, name, template) = (&g.dir, &g.base, g.topic(1).await?, g.name("m"), g.name("streams"));
     day(&src, &format!("{base}-2026.11.01"), json!({}), 1).await?;
     // Made after the index (Elasticsearch refuses a plain index under a data-stream template).
     let body = json!({ "index_patterns": [format!("{base}-*")], "data_stream": {}, "priority": 400,
         "template": { "mappings": { "properties": { "@timestamp": { "type": "date" } } } } });
     src.json::<Value>(Method::Put, &format!("/_index_template/{template}"), &[], Some(&body)).await?;
-    let r = recipe(dir.path(), &name, &target_url, topic, &format!("{base}-*"), "{source}", "", "")?;
+    let r = recipe(&g, &name, &target_url, &format!("{base}-*"), "{source}", "", "")?;
     let e = refused(dir.path(), &r, &name, &dst, &[format!("{base}-2026.11.01")]).await?;
     assert!(e.contains(&template) && e.contains("data streams"), "{e}");
     Ok(())
