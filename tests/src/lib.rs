@@ -56,6 +56,26 @@ pub fn run_prefix() -> &'static str {
     })
 }
 
+/// One `#[tokio::test]` per entry, each awaiting `$body` with the entry's arguments: a test
+/// that runs one scenario on several engines or routes states only what differs.
+///
+/// ```ignore
+/// tests_of!(live_migration {
+///     in_cluster: (&es8(), true),
+///     to_opensearch: (&opensearch(), false),
+/// });
+/// ```
+#[macro_export]
+macro_rules! tests_of {
+    ($body:ident { $($(#[$meta:meta])* $test:ident: ($($arg:expr),* $(,)?),)* }) => {$(
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $test() -> anyhow::Result<()> {
+            $body($($arg),*).await
+        }
+    )*};
+}
+
 /// A lowercase name no other test (or earlier run) uses: `<run prefix><prefix>-<8 hex>`.
 pub fn unique(prefix: &str) -> String {
     format!("{}{prefix}-{:08x}", run_prefix(), rand::rng().random::<u32>())

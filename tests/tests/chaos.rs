@@ -455,21 +455,16 @@ async fn chaos() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The fault the harness found, made deterministic: a delete reaches the target, the target
-/// restarts (forgetting its tombstone), and an older copy of the document arrives. The
-/// target accepts it; rollover must delete it again before the switch.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_target_restart_does_not_let_a_deleted_document_back() -> anyhow::Result<()> {
-    deleted_document_stays_deleted(false).await
-}
-
-/// The same, when the delete had reached the target before: a consumer killed after its bulk
-/// and before its checkpoint. Replayed again, the delete meets the target's own tombstone and
-/// is judged stale; rollover must know of it all the same.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_delete_replayed_after_a_kill_is_remembered() -> anyhow::Result<()> {
-    deleted_document_stays_deleted(true).await
-}
+tests_of!(deleted_document_stays_deleted {
+    /// The fault the harness found, made deterministic: a delete reaches the target, the target
+    /// restarts (forgetting its tombstone), and an older copy of the document arrives. The
+    /// target accepts it; rollover must delete it again before the switch.
+    a_target_restart_does_not_let_a_deleted_document_back: (false),
+    /// The same, when the delete had reached the target before: a consumer killed after its bulk
+    /// and before its checkpoint. Replayed again, the delete meets the target's own tombstone and
+    /// is judged stale; rollover must know of it all the same.
+    a_delete_replayed_after_a_kill_is_remembered: (true),
+});
 
 /// The tests of this file restart the target: one at a time.
 static RESTARTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

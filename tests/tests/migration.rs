@@ -86,17 +86,8 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn in_cluster_migration_under_live_load_with_rollover_during_writes() -> anyhow::Result<()> {
-    live_migration(&es8(), true).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn cross_cluster_to_elasticsearch_9_under_live_load() -> anyhow::Result<()> {
-    live_migration(&es9(), false).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn cross_cluster_to_opensearch_under_live_load() -> anyhow::Result<()> {
-    live_migration(&opensearch(), false).await
-}
+tests_of!(live_migration {
+    in_cluster_migration_under_live_load_with_rollover_during_writes: (&es8(), true),
+    cross_cluster_to_elasticsearch_9_under_live_load: (&es9(), false),
+    cross_cluster_to_opensearch_under_live_load: (&opensearch(), false),
+});

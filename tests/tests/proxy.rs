@@ -190,30 +190,13 @@ async fn every_kind_of_write(cluster_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_7_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
-    every_kind_of_write(&es7()).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_8_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
-    every_kind_of_write(&es8()).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_9_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
-    every_kind_of_write(&es9()).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_2_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
-    every_kind_of_write(&opensearch()).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_3_every_kind_of_write_publishes_what_was_stored() -> anyhow::Result<()> {
-    every_kind_of_write(&opensearch3()).await
-}
+tests_of!(every_kind_of_write {
+    elasticsearch_7_every_kind_of_write_publishes_what_was_stored: (&es7()),
+    elasticsearch_8_every_kind_of_write_publishes_what_was_stored: (&es8()),
+    elasticsearch_9_every_kind_of_write_publishes_what_was_stored: (&es9()),
+    opensearch_2_every_kind_of_write_publishes_what_was_stored: (&opensearch()),
+    opensearch_3_every_kind_of_write_publishes_what_was_stored: (&opensearch3()),
+});
 
 /// With Kafka unreachable, a write is refused with 503 and Retry-After and never reaches
 /// the cluster; reads still pass.
@@ -337,15 +320,10 @@ async fn pipelines_and_scripts(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_2_pipelines_and_scripts_publish_what_was_stored() -> anyhow::Result<()> {
-    pipelines_and_scripts(&opensearch()).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_3_pipelines_and_scripts_publish_what_was_stored() -> anyhow::Result<()> {
-    pipelines_and_scripts(&opensearch3()).await
-}
+tests_of!(pipelines_and_scripts {
+    opensearch_2_pipelines_and_scripts_publish_what_was_stored: (&opensearch()),
+    opensearch_3_pipelines_and_scripts_publish_what_was_stored: (&opensearch3()),
+});
 
 /// `_delete_by_query` and `_update_by_query`, which the proxy runs itself (a scroll, then
 /// conditional bulks): the counts the application expects, one event per changed document,
@@ -423,30 +401,13 @@ async fn by_query(url: &str, scripts: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_7_by_query_through_the_proxy() -> anyhow::Result<()> {
-    by_query(&es7(), false).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_8_by_query_through_the_proxy_without_the_reindex_module() -> anyhow::Result<()> {
-    by_query(&es8(), false).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_9_by_query_through_the_proxy_without_the_reindex_module() -> anyhow::Result<()> {
-    by_query(&es9(), false).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_2_by_query_with_scripts_through_the_proxy() -> anyhow::Result<()> {
-    by_query(&opensearch(), true).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_3_by_query_with_scripts_through_the_proxy() -> anyhow::Result<()> {
-    by_query(&opensearch3(), true).await
-}
+tests_of!(by_query {
+    elasticsearch_7_by_query_through_the_proxy: (&es7(), false),
+    elasticsearch_8_by_query_through_the_proxy_without_the_reindex_module: (&es8(), false),
+    elasticsearch_9_by_query_through_the_proxy_without_the_reindex_module: (&es9(), false),
+    opensearch_2_by_query_with_scripts_through_the_proxy: (&opensearch(), true),
+    opensearch_3_by_query_with_scripts_through_the_proxy: (&opensearch3(), true),
+});
 
 /// A write held by a write block: a client that hangs up does not cut it off (it lands and
 /// is published once the block lifts), and a proxy killed while holding one counts it as a

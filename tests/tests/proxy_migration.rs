@@ -143,43 +143,23 @@ async fn captured_by_the_proxy(url: &str, target_url: &str, client: &str, proxie
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_8_with_the_elasticsearch_python_client() -> anyhow::Result<()> {
-    captured_by_the_proxy(&es8(), &es8(), "elasticsearch", Proxies::One).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_2_with_opensearch_py() -> anyhow::Result<()> {
-    captured_by_the_proxy(&opensearch(), &opensearch(), "opensearch", Proxies::One).await
-}
-
-/// Across clusters: after the switch the proxy sends every request to the target.
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_8_to_elasticsearch_9_the_proxy_follows_the_switch() -> anyhow::Result<()> {
-    captured_by_the_proxy(&es8(), &es9(), "elasticsearch", Proxies::One).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_2_to_opensearch_3_the_proxy_follows_the_switch() -> anyhow::Result<()> {
-    captured_by_the_proxy(&opensearch(), &opensearch3(), "opensearch", Proxies::One).await
-}
-
-/// Two proxies in front of one source, as behind a load balancer, one killed and started
-/// again mid-migration: they converge as one does.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_proxy_is_the_rollovers_drain_signal() -> anyhow::Result<()> {
-    captured_by_the_proxy(&es8(), &es8(), "elasticsearch", Proxies::OneAsDrainSignal).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_proxies_one_killed_in_cluster() -> anyhow::Result<()> {
-    captured_by_the_proxy(&es8(), &es8(), "elasticsearch", Proxies::TwoOneKilled).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_proxies_one_killed_across_clusters() -> anyhow::Result<()> {
-    captured_by_the_proxy(&opensearch(), &opensearch3(), "opensearch", Proxies::TwoOneKilled).await
-}
+tests_of!(captured_by_the_proxy {
+    elasticsearch_8_with_the_elasticsearch_python_client: (&es8(), &es8(), "elasticsearch", Proxies::One),
+    opensearch_2_with_opensearch_py: (&opensearch(), &opensearch(), "opensearch", Proxies::One),
+    /// Across clusters: after the switch the proxy sends every request to the target.
+    elasticsearch_8_to_elasticsearch_9_the_proxy_follows_the_switch: (&es8(), &es9(), "elasticsearch", Proxies::One),
+    opensearch_2_to_opensearch_3_the_proxy_follows_the_switch: (
+        &opensearch(),
+        &opensearch3(),
+        "opensearch",
+        Proxies::One
+    ),
+    /// Two proxies in front of one source, as behind a load balancer, one killed and started
+    /// again mid-migration: they converge as one does.
+    the_proxy_is_the_rollovers_drain_signal: (&es8(), &es8(), "elasticsearch", Proxies::OneAsDrainSignal),
+    two_proxies_one_killed_in_cluster: (&es8(), &es8(), "elasticsearch", Proxies::TwoOneKilled),
+    two_proxies_one_killed_across_clusters: (&opensearch(), &opensearch3(), "opensearch", Proxies::TwoOneKilled),
+});
 
 /// A proxy killed with writes in flight that the cluster took: its next start publishes a gap
 /// notice for each (from its journal), the consumer records them, `status` shows them, a

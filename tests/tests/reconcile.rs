@@ -73,15 +73,10 @@ async fn migrate_with_unpublished_writes(target_url: &str, load_through_rollover
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unpublished_writes_are_reconciled_in_cluster_with_the_load_through_rollover() -> anyhow::Result<()> {
-    migrate_with_unpublished_writes(&es8(), true).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn unpublished_writes_are_reconciled_cross_cluster_to_opensearch() -> anyhow::Result<()> {
-    migrate_with_unpublished_writes(&opensearch(), false).await
-}
+tests_of!(migrate_with_unpublished_writes {
+    unpublished_writes_are_reconciled_in_cluster_with_the_load_through_rollover: (&es8(), true),
+    unpublished_writes_are_reconciled_cross_cluster_to_opensearch: (&opensearch(), false),
+});
 
 /// An application whose publishing is broken for every write (no event at all), ES 8 → ES 9,
 /// writing until the rollover's full pass before the block has printed: what it creates and

@@ -59,15 +59,10 @@ async fn converges(prefix: &str, source_url: &str, target_url: &str) -> anyhow::
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reindex_in_cluster_converges_under_writes_deletes_and_a_killed_worker() -> anyhow::Result<()> {
-    converges("rxin", &opensearch3(), &opensearch3()).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reindex_from_remote_converges_under_writes_deletes_and_a_killed_worker() -> anyhow::Result<()> {
-    converges("rxremote", &es7(), &opensearch3()).await
-}
+tests_of!(converges {
+    reindex_in_cluster_converges_under_writes_deletes_and_a_killed_worker: ("rxin", &opensearch3(), &opensearch3()),
+    reindex_from_remote_converges_under_writes_deletes_and_a_killed_worker: ("rxremote", &es7(), &opensearch3()),
+});
 
 /// A migration asking for `reindex` from `source_url` to `target_url`, not yet `init`, over
 /// `docs` documents (ids `0`, `1`, ...), the target with `target_mappings`; its recipe's path.

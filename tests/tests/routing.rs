@@ -174,12 +174,7 @@ async fn alias_moves_intact(target_url: &str, load_through_rollover: bool) -> an
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn alias_with_filter_and_routing_moves_intact_in_cluster() -> anyhow::Result<()> {
-    alias_moves_intact(&es8(), true).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn alias_with_filter_and_routing_moves_intact_to_opensearch() -> anyhow::Result<()> {
-    alias_moves_intact(&opensearch(), false).await
-}
+tests_of!(alias_moves_intact {
+    alias_with_filter_and_routing_moves_intact_in_cluster: (&es8(), true),
+    alias_with_filter_and_routing_moves_intact_to_opensearch: (&opensearch(), false),
+});

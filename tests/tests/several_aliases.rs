@@ -67,12 +67,7 @@ async fn several_aliases(target_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_alias_of_the_index_moves_in_cluster() -> anyhow::Result<()> {
-    several_aliases(&es8()).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn every_alias_of_the_index_moves_cross_cluster() -> anyhow::Result<()> {
-    several_aliases(&es9()).await
-}
+tests_of!(several_aliases {
+    every_alias_of_the_index_moves_in_cluster: (&es8()),
+    every_alias_of_the_index_moves_cross_cluster: (&es9()),
+});

@@ -87,15 +87,10 @@ async fn snapshot_resumes_after_a_kill(source_url: &str, target_url: &str) -> an
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn elasticsearch_7_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
-    snapshot_resumes_after_a_kill(&es7(), &es8()).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn opensearch_3_snapshot_resumes_after_a_kill() -> anyhow::Result<()> {
-    snapshot_resumes_after_a_kill(&opensearch3(), &es9()).await
-}
+tests_of!(snapshot_resumes_after_a_kill {
+    elasticsearch_7_snapshot_resumes_after_a_kill: (&es7(), &es8()),
+    opensearch_3_snapshot_resumes_after_a_kill: (&opensearch3(), &es9()),
+});
 
 /// The routes: test name, source cluster, target cluster.
 macro_rules! routes {
