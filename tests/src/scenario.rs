@@ -270,6 +270,18 @@ impl Migration {
         self.load.take().expect("the scenario has a load that was not taken yet")
     }
 
+    /// The live load kept running into the rollover when `through_rollover`; otherwise
+    /// stopped here, with no write failed.
+    pub fn load_into_rollover(&mut self, through_rollover: bool) -> anyhow::Result<Option<Load>> {
+        let load = self.load();
+        if through_rollover {
+            return Ok(Some(load));
+        }
+        let (done, failed) = load.stop()?;
+        assert_eq!(failed, 0, "no write may fail ({done} done)");
+        Ok(None)
+    }
+
     /// Starts `run` with its output in `run.log`.
     pub fn run(&mut self) -> anyhow::Result<()> {
         self.run_with(&[])

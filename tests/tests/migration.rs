@@ -19,14 +19,7 @@ async fn live_migration(target_url: &str, load_through_rollover: bool) -> anyhow
     // Writes keep coming while caught up.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let load = m.load();
-    let load = if load_through_rollover {
-        Some(load)
-    } else {
-        let (done, failed) = load.stop()?;
-        assert_eq!(failed, 0, "no write may fail ({done} done)");
-        None
-    };
+    let load = m.load_into_rollover(load_through_rollover)?;
     let out = m.rollover()?;
     eprintln!("{out}");
     let pause: u64 = out

@@ -81,25 +81,15 @@ async fn write_block_gives_up_after_bound(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn es8_write_produces_exactly_one_matching_event() -> anyhow::Result<()> {
-    one_write_one_event(&es8()).await
-}
+tests_of!(one_write_one_event {
+    es8_write_produces_exactly_one_matching_event: (&es8()),
+    opensearch_write_produces_exactly_one_matching_event: (&opensearch()),
+});
 
-#[tokio::test]
-async fn opensearch_write_produces_exactly_one_matching_event() -> anyhow::Result<()> {
-    one_write_one_event(&opensearch()).await
-}
-
-#[tokio::test]
-async fn es8_write_block_is_retried_until_lifted() -> anyhow::Result<()> {
-    write_block_is_ridden_out(&es8()).await
-}
-
-#[tokio::test]
-async fn opensearch_write_block_is_retried_until_lifted() -> anyhow::Result<()> {
-    write_block_is_ridden_out(&opensearch()).await
-}
+tests_of!(write_block_is_ridden_out {
+    es8_write_block_is_retried_until_lifted: (&es8()),
+    opensearch_write_block_is_retried_until_lifted: (&opensearch()),
+});
 
 #[tokio::test]
 async fn es8_write_block_retry_is_bounded() -> anyhow::Result<()> {

@@ -150,14 +150,7 @@ async fn alias_moves_intact(target_url: &str, load_through_rollover: bool) -> an
     m.init()?;
     m.run()?;
     m.wait_caught_up(Duration::from_secs(180)).await?;
-    let load = m.load();
-    let load = if load_through_rollover {
-        Some(load)
-    } else {
-        let (done, failed) = load.stop()?;
-        assert_eq!(failed, 0, "no write may fail ({done} done)");
-        None
-    };
+    let load = m.load_into_rollover(load_through_rollover)?;
     eprintln!("{}", m.rollover()?);
     if let Some(load) = load {
         let (done, failed) = load.stop()?;

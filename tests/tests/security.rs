@@ -8,7 +8,8 @@ use indexferry_common::secret::Secret;
 use indexferry_producer::Producer;
 use indexferry_tests::*;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 fn tls_url() -> String {
@@ -29,6 +30,51 @@ fn config(user: Option<&str>, password: Option<&str>, ca: Option<PathBuf>) -> Cl
     c.password = password.map(Secret::new);
     c.ca_cert = ca;
     c
+}
+
+/// Which side of a migration es8-tls is.
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// Writes `spec`'s recipe with es8-tls's user and CA on `side` and runs `init`: its output,
+/// and how to run the migration's commands with the password in the environment.
+fn init_over_tls<'a>(
+    dir: &Path,
+    state: &'a Path,
+    mut spec: RecipeSpec<'_>,
+    side: Side,
+    pw: &'a str,
+) -> anyhow::Result<(String, impl Fn(&[&str]) -> Command + 'a)> {
+    let options = format!("username = \"elastic\"\nca_cert = {:?}\n", ca()?.display().to_string());
+    let var = match side {
+        Side::Source => {
+            spec.source_options = options;
+            "INDEXFERRY_SOURCE_PASSWORD"
+        }
+        Side::Target => {
+            spec.target_options = options;
+            "INDEXFERRY_TARGET_PASSWORD"
+        }
+    };
+    let recipe = spec.write(dir)?;
+    let cmd = move |args: &[&str]| {
+        let mut c = indexferry(state, args);
+        c.env(var, pw);
+        c
+    };
+    let out = run_ok(cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    Ok((out, cmd))
+}
+
+/// Documents `d0`..`d{n-1}`, each `{"i": i}`, written through `p`.
+async fn index_docs(p: &Producer, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,19 +133,10 @@ async fn a_migration_over_tls_with_a_password() -> anyhow::Result<()> {
     let mut pcfg = producer_config(&url, &topic, &alias);
     pcfg.cluster = config(Some("elastic"), Some(&pw), Some(ca.clone()));
     let p = Producer::connect(pcfg).await?;
-    for i in 0..200 {
-        p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
+    index_docs(&p, 200).await?;
 
-    let mut spec = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias);
-    spec.source_options = format!("username = \"elastic\"\nca_cert = {:?}\n", ca.display().to_string());
-    let recipe = spec.write(dir.path())?;
-    let cmd = |args: &[&str]| {
-        let mut c = indexferry(&state, args);
-        c.env("INDEXFERRY_SOURCE_PASSWORD", &pw);
-        c
-    };
-    let mut seen = run_ok(cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    let spec = RecipeSpec::new(&name, &url, &url, &topic, &src, &dst, &alias);
+    let (mut seen, cmd) = init_over_tls(dir.path(), &state, spec, Side::Source, &pw)?;
     let log = dir.path().join("run.log");
     let mut run = spawn(cmd(&["run", &name]), &log)?;
     for i in 0..50 {
@@ -134,18 +171,9 @@ async fn a_producer_follows_a_switch_to_a_cluster_with_tls_and_a_password() -> a
     let mut pcfg = producer_config(&source_url, &topic, &alias);
     pcfg.follow = vec![config(Some("elastic"), Some(&pw), Some(ca.clone()))];
     let p = Producer::connect(pcfg).await?;
-    for i in 0..100 {
-        p.index(&format!("d{i}"), &json!({ "i": i }).to_string(), None).await?;
-    }
-    let mut spec = RecipeSpec::new(&name, &source_url, &url, &topic, &src, &dst, &alias);
-    spec.target_options = format!("username = \"elastic\"\nca_cert = {:?}\n", ca.display().to_string());
-    let recipe = spec.write(dir.path())?;
-    let cmd = |args: &[&str]| {
-        let mut c = indexferry(&state, args);
-        c.env("INDEXFERRY_TARGET_PASSWORD", &pw);
-        c
-    };
-    let mut seen = run_ok(cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    index_docs(&p, 100).await?;
+    let spec = RecipeSpec::new(&name, &source_url, &url, &topic, &src, &dst, &alias);
+    let (mut seen, cmd) = init_over_tls(dir.path(), &state, spec, Side::Target, &pw)?;
     seen.push_str(&run_ok(cmd(&["snapshot", &name]))?);
     seen.push_str(&run_ok(cmd(&["rollover", &name]))?);
 
@@ -188,15 +216,8 @@ async fn documents_beyond_the_targets_request_limit_are_dead_lettered_and_the_re
     }
     p.index("huge-snapshot", &huge, None).await?;
 
-    let mut spec = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias);
-    spec.target_options = format!("username = \"elastic\"\nca_cert = {:?}\n", ca.display().to_string());
-    let recipe = spec.write(dir.path())?;
-    let cmd = |args: &[&str]| {
-        let mut c = indexferry(&state, args);
-        c.env("INDEXFERRY_TARGET_PASSWORD", &pw);
-        c
-    };
-    run_ok(cmd(&["init", recipe.to_str().unwrap_or_default()]))?;
+    let spec = RecipeSpec::new(&name, &url, &target_url, &topic, &src, &dst, &alias);
+    let (_, cmd) = init_over_tls(dir.path(), &state, spec, Side::Target, &pw)?;
     let out = run_ok(cmd(&["snapshot", &name]))?;
     assert!(out.contains("applied=300 stale=0 rejected=1"), "{out}");
 
