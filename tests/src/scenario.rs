@@ -368,24 +368,43 @@ impl Drop for Migration {
         // a runtime of its own, joined, so that the deletion is done when the test ends.
         let deleted = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(delete_made(&indices, &topics));
-            anyhow::Ok(())
+            runtime.block_on(delete_made(&indices, &topics))
         })
         .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!("could not delete {src} and {dst}: dev/test sweeps them at the end of the run");
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("could not delete all the migration made ({e:#}): dev/test sweeps it at the end of the run")
+            }
+            Err(_) => eprintln!("could not delete {src} and {dst}: dev/test sweeps them at the end of the run"),
         }
     }
 }
 
-/// Deletes the indices (cluster, index) and the topics, each if it exists.
-async fn delete_made(indices: &[(String, String)], topics: &[String]) {
+/// Deletes the indices (cluster, index) and the topics, each if it exists; an error names
+/// what could not be deleted.
+async fn delete_made(indices: &[(String, String)], topics: &[String]) -> anyhow::Result<()> {
+    let mut failed = vec![];
     for (url, index) in indices {
-        if let Ok(c) = cluster(url).await {
-            let _ = c.request(Method::Delete, &format!("/{index}"), &[("ignore_unavailable", "true")], None).await;
+        let deleted = match cluster(url).await {
+            Ok(c) => {
+                let query = [("ignore_unavailable", "true")];
+                c.request(Method::Delete, &format!("/{index}"), &query, None)
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            failed.push(format!("{index} on {url}: {e:#}"));
         }
     }
-    let _ = delete_topics(topics).await;
+    if let Err(e) = delete_topics(topics).await {
+        failed.push(format!("topics {topics:?}: {e:#}"));
+    }
+    anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+    Ok(())
 }
 
 /// Makes `topic` with `config`, which must not exist yet.
