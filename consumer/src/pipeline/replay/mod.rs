@@ -57,8 +57,12 @@ pub async fn run(
     while let Some(again) = run_once(&ctx, &store, &cancel, applied.as_ref(), options).instrument(span.clone()).await? {
         if again == Again::PairAdded {
             ctx = Arc::new(ctx.reloaded()?);
-            let _in = span.enter();
-            tracing::info!(pairs = ctx.migration.pairs.len(), "a pair was added to the migration: replaying with it");
+            span.in_scope(|| {
+                tracing::info!(
+                    pairs = ctx.migration.pairs.len(),
+                    "a pair was added to the migration: replaying with it"
+                )
+            });
         }
     }
     Ok(())

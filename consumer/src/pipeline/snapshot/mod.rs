@@ -211,9 +211,11 @@ async fn copy_slices(
         match joined.context("slice task panicked") {
             Ok(Ok(SliceEnd::Done | SliceEnd::Cancelled)) => continue,
             Ok(Ok(SliceEnd::ContextLost(why))) => ended.lost = Some(why),
-            Ok(Err(e)) | Err(e) => {
+            Ok(Err(e)) => {
                 ended.failure.get_or_insert(e);
             }
+            // A panic is the error the pair fails with, whatever failed before it.
+            Err(panicked) => ended.failure = Some(panicked),
         }
         pair_cancel.cancel();
     }
@@ -331,6 +333,7 @@ async fn run_slice(
         if !letters.is_empty() && shared.dead_letters.send_all(letters).await.is_err() {
             return Ok(SliceEnd::Cancelled);
         }
+        count_page(info, &outcomes);
         if first_after_resume {
             cp.recopied += n;
             first_after_resume = false;
@@ -387,8 +390,8 @@ fn page_docs(info: &PairInfo, rule: VersionRule, hits: Vec<Hit>) -> (Vec<Doc>, V
     (docs, letters)
 }
 
-/// Counts what the target made of a page's writes into the slice's checkpoint and the
-/// metrics; a write refused for good becomes a dead letter.
+/// Counts what the target made of a page's writes into the slice's checkpoint; a write
+/// refused for good becomes a dead letter.
 fn judge_page(
     info: &PairInfo,
     docs: &[Doc],
@@ -411,6 +414,11 @@ fn judge_page(
             }
         }
     }
+}
+
+/// The page's applied and stale writes in the snapshot's metrics, once its dead letters are
+/// sent.
+fn count_page(info: &PairInfo, outcomes: &[Final]) {
     metrics::counter!(SNAPSHOT_DOCS, "pair" => info.source.clone(), "result" => "applied")
         .increment(outcomes.iter().filter(|o| **o == Final::Applied).count() as u64);
     metrics::counter!(SNAPSHOT_DOCS, "pair" => info.source.clone(), "result" => "stale")
