@@ -65,8 +65,18 @@ pub fn run_prefix() -> &'static str {
 ///     to_opensearch: (&opensearch(), false),
 /// });
 /// ```
+///
+/// The tests run on tokio's multi-thread runtime; `tests_of!(current_thread: body { ... })`
+/// runs them on the current-thread one.
 #[macro_export]
 macro_rules! tests_of {
+    (current_thread: $body:ident { $($(#[$meta:meta])* $test:ident: ($($arg:expr),* $(,)?),)* }) => {$(
+        $(#[$meta])*
+        #[tokio::test(flavor = "current_thread")]
+        async fn $test() -> anyhow::Result<()> {
+            $body($($arg),*).await
+        }
+    )*};
     ($body:ident { $($(#[$meta:meta])* $test:ident: ($($arg:expr),* $(,)?),)* }) => {$(
         $(#[$meta])*
         #[tokio::test(flavor = "multi_thread")]

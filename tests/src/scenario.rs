@@ -536,13 +536,14 @@ impl Drop for Ground {
 /// templates (the switch's `indexferry-switched-base*` too) and ingest pipelines under `base`.
 async fn sweep(c: &indexferry_common::es::Cluster, base: &str) {
     let mut paths = vec![];
-    for pattern in [format!("{base}*"), format!("v2-{base}*")] {
+    for start in [base.to_owned(), format!("v2-{base}")] {
         let query = [("format", "json"), ("h", "index"), ("expand_wildcards", "all")];
-        let indices = names_at(c, &format!("/_cat/indices/{pattern}"), &query, |v| {
+        let indices = names_at(c, &format!("/_cat/indices/{start}*"), &query, |v| {
             v.as_array().into_iter().flatten().filter_map(|i| i["index"].as_str().map(str::to_owned)).collect()
         })
         .await;
-        paths.extend(indices.into_iter().map(|i| format!("/{i}")));
+        // The pattern resolves aliases too: only the indices whose own name is under the base.
+        paths.extend(indices.into_iter().filter(|i| i.starts_with(&start)).map(|i| format!("/{i}")));
     }
     let listed = |list: &'static str| {
         move |v: &Value| -> Vec<String> {

@@ -81,12 +81,12 @@ async fn write_block_gives_up_after_bound(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-tests_of!(one_write_one_event {
+tests_of!(current_thread: one_write_one_event {
     es8_write_produces_exactly_one_matching_event: (&es8()),
     opensearch_write_produces_exactly_one_matching_event: (&opensearch()),
 });
 
-tests_of!(write_block_is_ridden_out {
+tests_of!(current_thread: write_block_is_ridden_out {
     es8_write_block_is_retried_until_lifted: (&es8()),
     opensearch_write_block_is_retried_until_lifted: (&opensearch()),
 });
