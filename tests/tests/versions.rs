@@ -92,22 +92,13 @@ tests_of!(snapshot_resumes_after_a_kill {
     opensearch_3_snapshot_resumes_after_a_kill: (&opensearch3(), &es9()),
 });
 
-/// The routes: test name, source cluster, target cluster.
-macro_rules! routes {
-    ($($test:ident: $from:ident => $to:ident,)*) => {$(
-        #[tokio::test(flavor = "multi_thread")]
-        async fn $test() -> anyhow::Result<()> {
-            migrate_under_load(&$from(), &$to()).await
-        }
-    )*};
-}
-
-routes! {
-    elasticsearch_7_to_elasticsearch_8: es7 => es8,
-    elasticsearch_7_to_elasticsearch_9: es7 => es9,
-    elasticsearch_8_to_opensearch_3: es8 => opensearch3,
-    opensearch_2_to_opensearch_3: opensearch => opensearch3,
-    elasticsearch_7_to_opensearch_2: es7 => opensearch,
-    elasticsearch_7_in_cluster: es7 => es7,
-    opensearch_3_to_elasticsearch_8: opensearch3 => es8,
-}
+// The routes: test name, (source cluster, target cluster).
+tests_of!(migrate_under_load {
+    elasticsearch_7_to_elasticsearch_8: (&es7(), &es8()),
+    elasticsearch_7_to_elasticsearch_9: (&es7(), &es9()),
+    elasticsearch_8_to_opensearch_3: (&es8(), &opensearch3()),
+    opensearch_2_to_opensearch_3: (&opensearch(), &opensearch3()),
+    elasticsearch_7_to_opensearch_2: (&es7(), &opensearch()),
+    elasticsearch_7_in_cluster: (&es7(), &es7()),
+    opensearch_3_to_elasticsearch_8: (&opensearch3(), &es8()),
+});
